@@ -7,11 +7,11 @@
 # Idempotent: a model whose file already has the right checksum is skipped.
 #
 # Usage: scripts/fetch-models.sh [qwen|gemma|all]   (default: all)
-# Cache: $INGOT_MODELS_DIR, default <repo>/models (git-ignored).
+# Cache: $INGOT_MODELS_DIR, default ${XDG_CACHE_HOME:-~/.cache}/ingot/models, where the
+# `ingot` binary looks for its default model.
 set -euo pipefail
 
-repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-models_dir="${INGOT_MODELS_DIR:-$repo_dir/models}"
+models_dir="${INGOT_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ingot/models}"
 which="${1:-all}"
 
 die() { echo "fetch-models: error: $*" >&2; exit 1; }

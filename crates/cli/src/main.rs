@@ -1,1 +1,38 @@
-fn main() {}
+//! `ingot`: chat with, serve and measure language models.
+//!
+//! Flags are parsed by clap into raw values, turned into validated engine requests, and
+//! every front end talks to the engine through its handle only.
+
+mod bench;
+mod chat;
+mod model_args;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ingot", version, about = "Serve and chat with large language models on CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat in the terminal (reads one user turn per line when stdin is not a terminal).
+    Chat(chat::ChatArgs),
+    /// Measure prefill and decode speed, time to first token and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        // One line, with the causes chained: errors are for people, not backtraces.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

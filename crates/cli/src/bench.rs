@@ -1,0 +1,227 @@
+//! `ingot bench`: prefill and decode speed, time to first token and peak memory, optionally
+//! beside llama.cpp (llama-cpp-python) on the same file, threads and token ids.
+//!
+//! Method (the llama.cpp side, `scripts/bench_llama_cpp.py`, does the same): one warm-up
+//! request; prefill = a 512-token prompt in one pass; decode = 128 greedy tokens after a short
+//! prompt, end-of-generation ignored; TTFT = a ~200-token chat prompt until its first token;
+//! each the best of `--repeats`. Peak RSS is the process's high-water mark.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ingot_core::sampling::SamplingParams;
+use ingot_core::template::Message;
+use ingot_engine::{EngineHandle, Event, GenerateRequest, Usage};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::choose_template;
+use crate::model_args::ModelArgs;
+
+const LLAMA_CPP_SCRIPT: &str = include_str!("../../../scripts/bench_llama_cpp.py");
+const PREFILL_TOKENS: usize = 512;
+const DECODE_TOKENS: usize = 128;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also run llama.cpp (llama-cpp-python) on the same model and threads.
+    #[arg(long)]
+    pub compare_llama_cpp: bool,
+    /// Python with llama-cpp-python installed (default: $INGOT_LLAMA_CPP_PYTHON, else
+    /// ./.bench-venv/bin/python from scripts/install-llama-cpp.sh, else python3).
+    #[arg(long)]
+    pub llama_cpp_python: Option<PathBuf>,
+    /// Runs per measurement; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Figures {
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    ttft_s: f64,
+    peak_rss_mb: f64,
+}
+
+#[derive(Serialize)]
+struct Ratio {
+    prefill: f64,
+    decode: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    threads: usize,
+    #[serde(flatten)]
+    ingot: Figures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llama_cpp: Option<Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<Ratio>,
+}
+
+/// Deterministic English-like filler text for prompts.
+fn filler(words: usize) -> String {
+    const TEXT: &str = "The river bends around the old mill where children once gathered to watch the water \
+        wheel turn. In autumn the leaves drift downstream, red and gold, past the stone bridge and the \
+        orchard, while farmers carry baskets of apples to the market square and talk about the weather, \
+        the harvest, the price of grain and the stories their grandparents told them long ago.";
+    TEXT.split_whitespace().cycle().take(words).collect::<Vec<_>>().join(" ")
+}
+
+fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize) -> anyhow::Result<Usage> {
+    let stream = engine.submit(GenerateRequest {
+        prompt_ids: prompt_ids.to_vec(),
+        params: SamplingParams::greedy(),
+        max_new_tokens,
+        stop: Vec::new(),
+        stop_ids: Vec::new(),
+        skip_special_tokens: true,
+        ignore_eos: true,
+    })?;
+    for event in stream.events.iter() {
+        match event {
+            Event::Text(_) => {}
+            Event::Done(usage) => return Ok(usage),
+            Event::Error(e) => bail!(e),
+        }
+    }
+    bail!("the engine stopped before finishing the benchmark request")
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Prompts {
+    prefill: Vec<u32>,
+    decode: Vec<u32>,
+    ttft: Vec<u32>,
+}
+
+fn prompts(engine: &EngineHandle, template_name: Option<&str>) -> anyhow::Result<Prompts> {
+    let mut prefill = engine.encode_prompt(&filler(600))?;
+    anyhow::ensure!(prefill.len() >= PREFILL_TOKENS, "the benchmark text is too short for this tokenizer");
+    prefill.truncate(PREFILL_TOKENS);
+    let decode = engine.encode_prompt(&filler(12))?;
+    // A chat prompt when the model has a template; plain text otherwise.
+    let user = Message { role: "user".into(), content: format!("Summarise this story: {}", filler(160)) };
+    let ttft_text = match choose_template(engine, template_name) {
+        Ok(t) => t.render(&[user], None, true)?,
+        Err(_) => user.content,
+    };
+    Ok(Prompts { prefill, decode, ttft: engine.encode_prompt(&ttft_text)? })
+}
+
+fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result<Figures> {
+    run_request(engine, &p.decode, 4).context("warm-up")?;
+    let best = |f: &dyn Fn() -> anyhow::Result<f64>| -> anyhow::Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..repeats.max(1) {
+            best = best.min(f()?);
+        }
+        Ok(best)
+    };
+    let prefill_s = best(&|| Ok(run_request(engine, &p.prefill, 1)?.prefill_seconds))?;
+    // Decode time runs from the first token to the last: DECODE_TOKENS - 1 forward passes.
+    let decode_s = best(&|| Ok(run_request(engine, &p.decode, DECODE_TOKENS)?.decode_seconds))?;
+    let ttft_s = best(&|| Ok(run_request(engine, &p.ttft, 1)?.time_to_first_token))?;
+    Ok(Figures {
+        prefill_tok_s: p.prefill.len() as f64 / prefill_s,
+        decode_tok_s: (DECODE_TOKENS - 1) as f64 / decode_s,
+        ttft_s,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+fn llama_cpp_python(args: &BenchArgs) -> PathBuf {
+    if let Some(p) = &args.llama_cpp_python {
+        return p.clone();
+    }
+    if let Some(p) = std::env::var_os("INGOT_LLAMA_CPP_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(".bench-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+fn run_llama_cpp(args: &BenchArgs, model: &std::path::Path, threads: usize, p: &Prompts) -> anyhow::Result<Figures> {
+    let dir = std::env::temp_dir().join(format!("ingot-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_llama_cpp.py");
+    let request = dir.join("request.json");
+    std::fs::write(&script, LLAMA_CPP_SCRIPT)?;
+    let body = serde_json::json!({
+        "model": model, "threads": threads, "n_ctx": 2048,
+        "prefill_ids": p.prefill, "decode_prompt_ids": p.decode, "decode_tokens": DECODE_TOKENS,
+        "ttft_ids": p.ttft, "repeats": args.repeats.max(1),
+    });
+    std::fs::write(&request, serde_json::to_vec(&body)?)?;
+    let python = llama_cpp_python(args);
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&request)
+        .output()
+        .with_context(|| format!("running {} (hint: scripts/install-llama-cpp.sh)", python.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        bail!(
+            "llama.cpp benchmark failed: {} (hint: scripts/install-llama-cpp.sh installs llama-cpp-python)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading the llama.cpp benchmark's output")
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let path = args.model.model_path()?;
+    let threads = if args.model.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.model.threads
+    };
+    let engine = crate::model_args::ModelArgs { model: Some(path.clone()), threads }.start_engine()?;
+    let p = prompts(&engine, None)?;
+    let ingot = measure(&engine, &p, args.repeats)?;
+    drop(engine);
+    let llama_cpp = if args.compare_llama_cpp { Some(run_llama_cpp(&args, &path, threads, &p)?) } else { None };
+    let ratio = llama_cpp.as_ref().map(|l| Ratio {
+        prefill: ingot.prefill_tok_s / l.prefill_tok_s,
+        decode: ingot.decode_tok_s / l.decode_tok_s,
+    });
+    let report = Report { model: path.display().to_string(), threads, ingot, llama_cpp, ratio };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model: {}  threads: {threads}", report.model);
+    println!("{:<10} {:>12} {:>12} {:>10} {:>12}", "", "prefill t/s", "decode t/s", "ttft s", "peak RSS MB");
+    let row = |name: &str, f: &Figures| {
+        println!("{name:<10} {:>12.1} {:>12.1} {:>10.3} {:>12.0}", f.prefill_tok_s, f.decode_tok_s, f.ttft_s, f.peak_rss_mb)
+    };
+    row("ingot", &report.ingot);
+    if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratio) {
+        row("llama.cpp", l);
+        println!("ratio ingot/llama.cpp: prefill {:.2}x, decode {:.2}x", r.prefill, r.decode);
+    }
+    Ok(())
+}

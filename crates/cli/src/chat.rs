@@ -1,0 +1,217 @@
+//! `ingot chat`: a streaming terminal chat, like `llamafactory-cli chat`.
+//!
+//! On a terminal: line editing and history (rustyline), Ctrl-C stops the current reply and
+//! keeps the session, Ctrl-D or `exit` quits, `clear` empties the history. With stdin not a
+//! terminal, every line is one user turn, so the chat can be scripted.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ingot_core::sampling::SamplingParams;
+use ingot_core::template::{ChatTemplate, Message};
+use ingot_engine::{EngineHandle, Event, FinishReason, GenerateRequest};
+
+use crate::model_args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Named chat template, for models without one (or to override theirs).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+/// Sampling flags; defaults are LLaMA Factory's generation defaults.
+#[derive(Args, Debug, Clone)]
+pub struct GenArgs {
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.95)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.7)]
+    pub top_p: f32,
+    /// 0 disables top-k.
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Seed for sampling: the same seed gives the same reply.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl GenArgs {
+    fn params(&self) -> anyhow::Result<SamplingParams> {
+        let p = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: self.seed,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Picks the template: `--template`, else the model's own, else an error saying what to do.
+pub fn choose_template(engine: &EngineHandle, name: Option<&str>) -> anyhow::Result<ChatTemplate> {
+    let tok = engine.tokenizer();
+    match (name, engine.chat_template()) {
+        (Some(name), _) => Ok(ChatTemplate::named(name, tok.bos_token(), tok.eos_token())?),
+        (None, Some(src)) => {
+            ChatTemplate::from_jinja(src, tok.bos_token(), tok.eos_token()).context("the model's chat template")
+        }
+        (None, None) => bail!(
+            "this model has no chat template; choose one with --template (one of: {})",
+            ChatTemplate::names().join(", ")
+        ),
+    }
+}
+
+struct Session {
+    engine: EngineHandle,
+    template: ChatTemplate,
+    system: Option<String>,
+    history: Vec<Message>,
+    gen: GenArgs,
+    params: SamplingParams,
+    /// The running reply's cancel flag, for the Ctrl-C handler.
+    current: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+}
+
+impl Session {
+    /// Sends one user turn and streams the reply to stdout.
+    fn turn(&mut self, user: &str) -> anyhow::Result<()> {
+        let mut messages: Vec<Message> = Vec::new();
+        if let Some(s) = &self.system {
+            messages.push(Message { role: "system".into(), content: s.clone() });
+        }
+        messages.extend(self.history.iter().cloned());
+        messages.push(Message { role: "user".into(), content: user.to_string() });
+        let prompt = self.template.render(&messages, None, true)?;
+        let prompt_ids = self.engine.encode_prompt(&prompt)?;
+        let stream = self.engine.submit(GenerateRequest {
+            prompt_ids,
+            params: self.params.clone(),
+            max_new_tokens: self.gen.max_new_tokens,
+            stop: self.template.stop_strings().to_vec(),
+            stop_ids: Vec::new(),
+            skip_special_tokens: true,
+            ignore_eos: false,
+        })?;
+        *lock(&self.current) = Some(stream.cancel_flag());
+        let mut out = std::io::stdout().lock();
+        write!(out, "Assistant: ")?;
+        out.flush()?;
+        let mut reply = String::new();
+        let mut result = Ok(());
+        for event in stream.events.iter() {
+            match event {
+                Event::Text(t) => {
+                    write!(out, "{t}")?;
+                    out.flush()?;
+                    reply.push_str(&t);
+                }
+                Event::Done(usage) => {
+                    if usage.finish_reason == FinishReason::Cancelled {
+                        write!(out, " [stopped]")?;
+                    }
+                    break;
+                }
+                Event::Error(e) => {
+                    result = Err(anyhow::anyhow!(e));
+                    break;
+                }
+            }
+        }
+        writeln!(out)?;
+        *lock(&self.current) = None;
+        result?;
+        self.history.push(Message { role: "user".into(), content: user.to_string() });
+        self.history.push(Message { role: "assistant".into(), content: reply });
+        Ok(())
+    }
+
+    /// Handles one input line; returns false when the session should end.
+    fn line(&mut self, line: &str) -> bool {
+        match line.trim() {
+            "exit" => return false,
+            "clear" => {
+                self.history.clear();
+                println!("History has been removed.");
+            }
+            "" => {}
+            text => {
+                if let Err(e) = self.turn(text) {
+                    // A failed turn (say, a prompt over the context) keeps the session going.
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded value is a plain flag slot; a panic elsewhere cannot leave it inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let params = args.gen.params()?;
+    let engine = args.model.start_engine()?;
+    let template = choose_template(&engine, args.template.as_deref())?;
+    let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
+    let interactive = std::io::stdin().is_terminal();
+    {
+        let current = current.clone();
+        ctrlc::set_handler(move || match lock(&current).as_ref() {
+            Some(flag) => flag.store(true, Ordering::Relaxed),
+            // No reply running: outside the line editor, Ctrl-C means quit.
+            None => std::process::exit(130),
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let mut session =
+        Session { engine, template, system: args.system, history: Vec::new(), gen: args.gen, params, current };
+    eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits.");
+    if interactive {
+        let mut editor = rustyline::DefaultEditor::new()?;
+        loop {
+            match editor.readline("User: ") {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    if !session.line(&line) {
+                        break;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                Err(rustyline::error::ReadlineError::Eof) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            if !session.line(&line.context("reading stdin")?) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Flags shared by every command that loads a model, and the loading itself.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use ingot_core::load::{models_dir, DEFAULT_MODEL_FILE};
+use ingot_engine::{EngineConfig, EngineHandle};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model file (.gguf). Default: the fetched Qwen2.5-Coder-0.5B-Instruct.
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Kernel threads (default: one per core).
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.model {
+            return Ok(p.clone());
+        }
+        let p = models_dir().join(DEFAULT_MODEL_FILE);
+        anyhow::ensure!(
+            p.exists(),
+            "the default model {} is not there yet (hint: run scripts/fetch-models.sh, or pass --model)",
+            p.display()
+        );
+        Ok(p)
+    }
+
+    /// Loads the model and starts the engine.
+    pub fn start_engine(&self) -> anyhow::Result<EngineHandle> {
+        let path = self.model_path()?;
+        let loaded = ingot_core::load::load(&path)?;
+        ingot_engine::start(loaded, EngineConfig { threads: self.threads })
+            .with_context(|| format!("starting the engine for {}", path.display()))
+    }
+}

@@ -1,0 +1,348 @@
+//! The decoder-only transformer: one implementation for every supported architecture.
+//!
+//! Llama, Mistral, Qwen2/2.5, Qwen3 and Gemma 3 differ only in switches that
+//! [`ModelConfig`] carries (RoPE style and bases, sliding layers, activation, embedding
+//! scale) and in optional tensors the loader finds or not (q/k/v biases, q/k norms, Gemma's
+//! post-norms). Weights are asked for by Hugging Face name through [`WeightSource`].
+//!
+//! Design choice (ours, written down as the brief asks): activations are plain row-major
+//! `f32` buffers rather than candle tensors. A batch is a set of independent sequences at
+//! different positions, each with its own [`SeqCache`]; all their new tokens are stacked
+//! into one `[tokens, hidden]` matrix for the linear layers (so a decode step for many
+//! sequences is one GEMM), and attention then runs per sequence against that sequence's
+//! cache. candle's CPU tensor ops would allocate per op, concatenate caches every step and
+//! cannot express ragged batches; here the whole step is a handful of kernel calls. candle
+//! stays the file reader and the reference the kernels are tested against.
+//!
+//! `forward` is pure with respect to the model (`&self`): all mutable state is in the caches.
+//! Parallelism comes from the current rayon pool (the caller decides the thread count).
+
+mod ops;
+
+use rayon::prelude::*;
+
+use crate::config::{LayerKind, ModelConfig};
+use crate::kernels::QMatrix;
+use crate::kv_cache::SeqCache;
+use crate::weights::{LoadError, WeightSource};
+
+pub use ops::{softmax, Rope};
+
+/// Which logits a sequence wants back from a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None: a prompt chunk that is not the last one.
+    None,
+    /// Only for the last new token (the usual prefill / decode case).
+    Last,
+    /// For every new token (scoring, tests).
+    All,
+}
+
+/// One sequence's part of a batch: new tokens, appended after what its cache holds.
+pub struct SeqInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut SeqCache,
+    pub logits: Logits,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ForwardError {
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("position {pos} is beyond the model's context of {max} tokens")]
+    ContextOverflow { pos: usize, max: usize },
+}
+
+struct Layer {
+    kind: LayerKind,
+    attn_norm: Vec<f32>,
+    q: QMatrix,
+    k: QMatrix,
+    v: QMatrix,
+    o: QMatrix,
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
+    post_ffn_norm: Option<Vec<f32>>,
+}
+
+pub struct Model {
+    cfg: ModelConfig,
+    embed: QMatrix,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// `None` when tied to `embed`.
+    lm_head: Option<QMatrix>,
+    rope_global: Rope,
+    rope_local: Rope,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("arch", &self.cfg.arch).field("layers", &self.layers.len()).finish()
+    }
+}
+
+impl Model {
+    /// Builds the model from named weights, checking every shape against `cfg`.
+    pub fn load(src: &dyn WeightSource, cfg: ModelConfig) -> Result<Self, LoadError> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_dim, kv_dim, ffn) = (cfg.num_heads * hd, cfg.kv_dim(), cfg.intermediate_size);
+        let path = src.path().to_path_buf();
+        let matrix = |name: &str, n: usize, k: usize| -> Result<QMatrix, LoadError> {
+            let m = src.matrix(name)?;
+            if (m.n(), m.k()) != (n, k) {
+                return Err(LoadError::bad_tensor(&path, name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
+            }
+            Ok(m)
+        };
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
+            let v = src.vector(name)?;
+            if v.len() != len {
+                return Err(LoadError::bad_tensor(&path, name, format!("length {}, expected {len}", v.len())));
+            }
+            Ok(v)
+        };
+        let optional = |name: &str, len: usize| -> Result<Option<Vec<f32>>, LoadError> {
+            if src.has(name) { vector(name, len).map(Some) } else { Ok(None) }
+        };
+        let gemma_norms = cfg.arch == crate::config::Arch::Gemma3;
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        for (i, &kind) in cfg.layer_types.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let (ffn_norm, post_attn_norm, post_ffn_norm) = if gemma_norms {
+                (
+                    vector(&p("pre_feedforward_layernorm.weight"), h)?,
+                    Some(vector(&p("post_attention_layernorm.weight"), h)?),
+                    Some(vector(&p("post_feedforward_layernorm.weight"), h)?),
+                )
+            } else {
+                (vector(&p("post_attention_layernorm.weight"), h)?, None, None)
+            };
+            layers.push(Layer {
+                kind,
+                attn_norm: vector(&p("input_layernorm.weight"), h)?,
+                q: matrix(&p("self_attn.q_proj.weight"), q_dim, h)?,
+                k: matrix(&p("self_attn.k_proj.weight"), kv_dim, h)?,
+                v: matrix(&p("self_attn.v_proj.weight"), kv_dim, h)?,
+                o: matrix(&p("self_attn.o_proj.weight"), h, q_dim)?,
+                q_bias: optional(&p("self_attn.q_proj.bias"), q_dim)?,
+                k_bias: optional(&p("self_attn.k_proj.bias"), kv_dim)?,
+                v_bias: optional(&p("self_attn.v_proj.bias"), kv_dim)?,
+                q_norm: optional(&p("self_attn.q_norm.weight"), hd)?,
+                k_norm: optional(&p("self_attn.k_norm.weight"), hd)?,
+                post_attn_norm,
+                ffn_norm,
+                gate: matrix(&p("mlp.gate_proj.weight"), ffn, h)?,
+                up: matrix(&p("mlp.up_proj.weight"), ffn, h)?,
+                down: matrix(&p("mlp.down_proj.weight"), h, ffn)?,
+                post_ffn_norm,
+            });
+        }
+        let embed = matrix("model.embed_tokens.weight", cfg.vocab_size, h)?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(matrix("lm_head.weight", cfg.vocab_size, h)?) };
+        let rope_global = Rope::new(hd, cfg.rope_theta, cfg.rope_scaling.as_ref(), cfg.rope_style);
+        // Gemma 3 scales only its global layers' RoPE; local layers keep the plain base.
+        let rope_local = match cfg.rope_local_theta {
+            Some(theta) => Rope::new(hd, theta, None, cfg.rope_style),
+            None => rope_global.clone(),
+        };
+        Ok(Self { norm: vector("model.norm.weight", h)?, cfg, embed, layers, lm_head, rope_global, rope_local })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weights_size_in_bytes(&self) -> usize {
+        let layer_bytes: usize = self
+            .layers
+            .iter()
+            .map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|m| m.size_in_bytes()).sum::<usize>())
+            .sum();
+        layer_bytes + self.embed.size_in_bytes() + self.lm_head.as_ref().map_or(0, |m| m.size_in_bytes())
+    }
+
+    /// Runs the new tokens of every sequence through the model, appending their keys and
+    /// values to each sequence's cache. Returns, per sequence, the requested logits
+    /// (`[rows][vocab]` flattened; empty for [`Logits::None`]).
+    ///
+    /// On error nothing has been appended to any cache.
+    pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ForwardError> {
+        let cfg = &self.cfg;
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_dim, kv_dim) = (cfg.num_heads * hd, cfg.kv_dim());
+
+        // Validate, and lay out where each sequence's rows live in the stacked matrix.
+        let mut positions = Vec::new();
+        let mut spans = Vec::with_capacity(batch.len());
+        for s in batch.iter() {
+            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+                return Err(ForwardError::TokenOutOfRange { id, vocab: cfg.vocab_size });
+            }
+            let start = s.cache.len();
+            let end = start + s.tokens.len();
+            if end > cfg.max_position_embeddings {
+                return Err(ForwardError::ContextOverflow { pos: end, max: cfg.max_position_embeddings });
+            }
+            spans.push((positions.len(), s.tokens.len(), start));
+            positions.extend(start..end);
+        }
+        let t = positions.len();
+        if t == 0 {
+            return Ok(batch.iter().map(|_| Vec::new()).collect());
+        }
+
+        let mut x = vec![0f32; t * h];
+        for (row, &id) in x.chunks_exact_mut(h).zip(batch.iter().flat_map(|s| s.tokens.iter())) {
+            self.embed.dequantize_row(id as usize, row);
+            if let Some(scale) = cfg.embed_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        let (cos_g, sin_g) = self.rope_global.tables(&positions);
+        let (cos_l, sin_l) = self.rope_local.tables(&positions);
+
+        let mut hbuf = vec![0f32; t * h];
+        let mut q = vec![0f32; t * q_dim];
+        let mut k = vec![0f32; t * kv_dim];
+        let mut v = vec![0f32; t * kv_dim];
+        let mut attn = vec![0f32; t * q_dim];
+        let mut proj = vec![0f32; t * h];
+        let mut gate = vec![0f32; t * cfg.intermediate_size];
+        let mut up = vec![0f32; t * cfg.intermediate_size];
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            ops::rms_norm_into(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut hbuf);
+            layer.q.matmul(&hbuf, t, &mut q);
+            layer.k.matmul(&hbuf, t, &mut k);
+            layer.v.matmul(&hbuf, t, &mut v);
+            for (buf, bias) in [(&mut q, &layer.q_bias), (&mut k, &layer.k_bias), (&mut v, &layer.v_bias)] {
+                if let Some(b) = bias {
+                    ops::add_bias(buf, b);
+                }
+            }
+            if let Some(w) = &layer.q_norm {
+                ops::rms_norm(&mut q, w, cfg.rms_norm_eps);
+            }
+            if let Some(w) = &layer.k_norm {
+                ops::rms_norm(&mut k, w, cfg.rms_norm_eps);
+            }
+            let (rope, cos, sin) = match layer.kind {
+                LayerKind::Full => (&self.rope_global, &cos_g, &sin_g),
+                LayerKind::Sliding => (&self.rope_local, &cos_l, &sin_l),
+            };
+            rope.apply(&mut q, hd, cos, sin);
+            rope.apply(&mut k, hd, cos, sin);
+
+            for (s, &(row0, n, _)) in batch.iter_mut().zip(&spans) {
+                s.cache.append(li, &k[row0 * kv_dim..(row0 + n) * kv_dim], &v[row0 * kv_dim..(row0 + n) * kv_dim]);
+            }
+            let window = match layer.kind {
+                LayerKind::Full => None,
+                LayerKind::Sliding => cfg.sliding_window,
+            };
+            self.attention(batch, &spans, li, &q, window, &mut attn);
+
+            layer.o.matmul(&attn, t, &mut proj);
+            if let Some(w) = &layer.post_attn_norm {
+                ops::rms_norm(&mut proj, w, cfg.rms_norm_eps);
+            }
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+            ops::rms_norm_into(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut hbuf);
+            layer.gate.matmul(&hbuf, t, &mut gate);
+            layer.up.matmul(&hbuf, t, &mut up);
+            ops::gated_activation(&mut gate, &up, cfg.activation);
+            layer.down.matmul(&gate, t, &mut proj);
+            if let Some(w) = &layer.post_ffn_norm {
+                ops::rms_norm(&mut proj, w, cfg.rms_norm_eps);
+            }
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        for (s, &(_, n, _)) in batch.iter_mut().zip(&spans) {
+            s.cache.commit(n);
+        }
+
+        // Final norm and LM head, only for the rows someone asked for.
+        let mut out = Vec::with_capacity(batch.len());
+        let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        for (s, &(row0, n, _)) in batch.iter().zip(&spans) {
+            let rows = match s.logits {
+                Logits::None => 0..0,
+                Logits::Last => row0 + n - 1..row0 + n,
+                Logits::All => row0..row0 + n,
+            };
+            if rows.is_empty() {
+                out.push(Vec::new());
+                continue;
+            }
+            let m = rows.len();
+            let mut hs = x[rows.start * h..rows.end * h].to_vec();
+            ops::rms_norm(&mut hs, &self.norm, cfg.rms_norm_eps);
+            let mut logits = vec![0f32; m * cfg.vocab_size];
+            lm_head.matmul(&hs, m, &mut logits);
+            if let Some(cap) = cfg.final_logit_softcap {
+                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+            }
+            out.push(logits);
+        }
+        Ok(out)
+    }
+
+    /// Causal (optionally sliding-window) attention of every sequence's new queries against
+    /// its cache, heads in parallel. Writes `[t][num_heads * head_dim]` into `out`.
+    fn attention(
+        &self,
+        batch: &[SeqInput<'_>],
+        spans: &[(usize, usize, usize)],
+        layer: usize,
+        q: &[f32],
+        window: Option<usize>,
+        out: &mut [f32],
+    ) {
+        let cfg = &self.cfg;
+        let (hd, nh) = (cfg.head_dim, cfg.num_heads);
+        let (q_dim, kv_dim) = (nh * hd, cfg.kv_dim());
+        let group = nh / cfg.num_kv_heads;
+        let tasks: Vec<(usize, usize)> = (0..batch.len()).flat_map(|s| (0..nh).map(move |hh| (s, hh))).collect();
+        let results: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(si, head)| {
+                let (row0, n, start) = spans[si];
+                let (keys, values) = batch[si].cache.layer(layer);
+                let kv_off = (head / group) * hd;
+                let mut res = vec![0f32; n * hd];
+                let mut scores = Vec::with_capacity(start + n);
+                for i in 0..n {
+                    let pos = start + i;
+                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let qi = &q[(row0 + i) * q_dim + head * hd..][..hd];
+                    scores.clear();
+                    scores.extend((first..=pos).map(|j| ops::dot(qi, &keys[j * kv_dim + kv_off..][..hd]) * cfg.attn_scale));
+                    ops::softmax(&mut scores);
+                    let o = &mut res[i * hd..(i + 1) * hd];
+                    for (j, &w) in (first..=pos).zip(&scores) {
+                        ops::axpy(o, w, &values[j * kv_dim + kv_off..][..hd]);
+                    }
+                }
+                res
+            })
+            .collect();
+        for (&(si, head), res) in tasks.iter().zip(results) {
+            let (row0, n, _) = spans[si];
+            for i in 0..n {
+                out[(row0 + i) * q_dim + head * hd..][..hd].copy_from_slice(&res[i * hd..(i + 1) * hd]);
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Reading weights and configuration out of model files.
+//!
+//! The model asks for tensors by their Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
+//! through [`WeightSource`]; each file format maps those names onto its own. So one model
+//! implementation serves every format.
+//!
+//! Invariant: vectors returned for norm weights are the *effective* multipliers (Gemma's
+//! `1 + w` already applied), so the model never needs to know which convention a file used.
+
+pub mod gguf;
+
+use std::path::{Path, PathBuf};
+
+use crate::kernels::{KernelError, QMatrix};
+
+/// Why a model file could not be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid GGUF file: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("{path}: unsupported architecture '{arch}' (supported: {})", supported.join(", "))]
+    UnsupportedArch { path: PathBuf, arch: String, supported: Vec<String> },
+    #[error("{path}: missing metadata key '{key}'")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: missing tensor '{name}'")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor '{name}': {problem}")]
+    BadTensor { path: PathBuf, name: String, problem: String },
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: String },
+    #[error("{path}: tokenizer: {source}")]
+    Tokenizer { path: PathBuf, source: crate::tokenizer::TokenizerError },
+}
+
+impl LoadError {
+    pub(crate) fn bad_tensor(path: &Path, name: &str, problem: impl ToString) -> Self {
+        Self::BadTensor { path: path.to_path_buf(), name: name.to_string(), problem: problem.to_string() }
+    }
+
+    pub(crate) fn from_kernel(path: &Path, name: &str, e: KernelError) -> Self {
+        Self::bad_tensor(path, name, e)
+    }
+}
+
+/// Named tensors of one model, addressed by Hugging Face names.
+pub trait WeightSource {
+    /// The file or directory the weights come from, for messages.
+    fn path(&self) -> &Path;
+    fn has(&self, name: &str) -> bool;
+    /// A 2-D weight `[n, k]` (out features × in features), in the file's own precision.
+    fn matrix(&self, name: &str) -> Result<QMatrix, LoadError>;
+    /// A 1-D tensor (norm weight, bias) as f32.
+    fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError>;
+}

@@ -1,0 +1,108 @@
+//! Golden test: greedy decoding of the real GGUF models against llama.cpp's tokens
+//! (`fixtures/real/*-greedy.json`). Exact over each item's robust prefix; whole answers for
+//! most items; first-position top-5 logits within 0.25.
+
+use std::path::PathBuf;
+
+use ingot_core::kv_cache::SeqCache;
+use ingot_core::load::models_dir;
+use ingot_core::model::{Logits, Model, SeqInput};
+use ingot_core::weights::gguf::GgufFile;
+use serde_json::Value;
+
+fn fixtures_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INGOT_FIXTURES_DIR") {
+        return dir.into();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+}
+
+fn load(file: &str) -> Model {
+    let path = models_dir().join(file);
+    assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    let gguf = GgufFile::open(&path).expect("open model");
+    Model::load(&gguf, gguf.config().expect("config")).expect("load model")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy loop as the fixtures ran it: stop after emitting `eos`, at most `max_new` tokens.
+/// Returns the new ids and the first-position logits.
+fn greedy(model: &Model, prompt: &[u32], eos: u32, max_new: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut cache = SeqCache::new(model.config());
+    let mut logits = model
+        .forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::Last }])
+        .expect("prefill")
+        .remove(0);
+    let first = logits.clone();
+    let mut out = Vec::new();
+    while out.len() < max_new {
+        let next = argmax(&logits);
+        out.push(next);
+        if next == eos {
+            break;
+        }
+        logits = model
+            .forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last }])
+            .expect("decode")
+            .remove(0);
+    }
+    (out, first)
+}
+
+fn check(model_file: &str, fixture: &str, min_whole: usize) {
+    let model = load(model_file);
+    let path = fixtures_dir().join("real").join(fixture);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).expect("fixture json");
+    let eos = doc["eos_id"].as_u64().expect("eos_id") as u32;
+    let max_new = doc["max_new_tokens"].as_u64().expect("max_new_tokens") as usize;
+    let items = doc["items"].as_array().expect("items");
+    let mut whole = 0;
+    for (n, item) in items.iter().enumerate() {
+        let prompt = ids(&item["prompt_ids"]);
+        let expected = ids(&item["new_ids"]);
+        let robust = item["robust_prefix_len"].as_u64().expect("robust_prefix_len") as usize;
+        let (got, first) = greedy(&model, &prompt, eos, max_new);
+        assert_eq!(
+            got[..robust.min(got.len())],
+            expected[..robust],
+            "item {n}: tokens differ from llama.cpp within the robust prefix ({robust} tokens)"
+        );
+        if got == expected {
+            whole += 1;
+        }
+        for pair in item["top5_first_position"].as_array().expect("top5") {
+            let id = pair[0].as_u64().expect("id") as usize;
+            let want = pair[1].as_f64().expect("logit") as f32;
+            assert!(
+                (first[id] - want).abs() <= 0.25,
+                "item {n}: first-position logit of token {id} is {}, llama.cpp has {want}",
+                first[id]
+            );
+        }
+    }
+    assert!(whole >= min_whole, "only {whole} of {} answers equal llama.cpp's whole (need {min_whole})", items.len());
+}
+
+#[test]
+fn qwen_greedy_matches_llama_cpp() {
+    check(ingot_core::load::DEFAULT_MODEL_FILE, "qwen2.5-coder-0.5b-greedy.json", 6);
+}
+
+#[test]
+fn gemma_greedy_matches_llama_cpp() {
+    check("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-greedy.json", 4);
+}
