@@ -76,7 +76,7 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
                 Some(6) => Ok(TokenKind::Byte),
                 _ => bad(KEY_TYPES, format!("token type {v:?} is not 1..=6")),
             })
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?,
     };
 
     let (style, model, default_add_bos, default_ids) = match model_name.as_str() {
@@ -161,7 +161,7 @@ fn gpt2_model(
         .into_iter()
         .map(|merge| {
             // llama.cpp splits at the first space after the first byte.
-            match merge.get(1..).and_then(|rest| rest.find(' ')).map(|i| i + 1) {
+            match merge.bytes().skip(1).position(|b| b == b' ').map(|i| i + 1) {
                 Some(i) => Ok((merge[..i].to_owned(), merge[i + 1..].to_owned())),
                 None => bad(KEY_MERGES, format!("merge {merge:?} has no space")),
             }
@@ -203,7 +203,7 @@ fn spm_model(
     let vocab = vocab(texts);
     // (score, token id, split offset): sorted best score first, ties in a fixed order.
     let mut splits: Vec<(f32, u32, usize)> = Vec::new();
-    for (text, &id) in &vocab {
+    for (text, &id) in vocab.iter() {
         for (at, _) in text.char_indices().skip(1) {
             if vocab.contains_key(&text[..at]) && vocab.contains_key(&text[at..]) {
                 splits.push((scores[id as usize], id, at));
