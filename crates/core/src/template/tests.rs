@@ -214,7 +214,7 @@ fn render_errors_are_typed() {
 #[test]
 fn render_variables_and_whitespace_match_jinja2() {
     let template = ChatTemplate::from_jinja(
-        "{% for m in messages %}\n  {{ m.role }}={{ m.content | trim }};\n{% endfor %}\
+        "{% for m in messages %}\n  {{ m.role }}={{ m.content | trim }};\n  {% endfor %}\
          {{ bos_token }}|{{ eos_token }}|{{ tools is none }}|{{ documents is none }}|{{ add_generation_prompt }}|{{ extra }}\n",
         "<s>",
         "</s>",
