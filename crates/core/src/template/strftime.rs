@@ -145,11 +145,11 @@ pub(super) fn tzif_offset(data: &[u8], now: i64) -> Option<i64> {
         })
     };
     let mut local_type = 0; // RFC 8536: type 0 applies before the first transition
-    for i in 0..header.time_count {
+    for (i, &type_index) in indices.iter().enumerate() {
         if transition_time(i)? > now {
             break;
         }
-        local_type = usize::from(indices[i]);
+        local_type = usize::from(type_index);
     }
     if local_type >= header.type_count {
         return None;
