@@ -44,14 +44,22 @@ const RESERVED_VARIABLES: [&str; 4] = ["messages", "tools", "documents", "add_ge
 pub enum TemplateError {
     /// The template does not compile.
     #[error("chat template `{template}` has a syntax error{}: {message}", at_line(*.line))]
-    Syntax { template: String, line: Option<usize>, message: String },
+    Syntax {
+        template: String,
+        line: Option<usize>,
+        message: String,
+    },
     /// The template called `raise_exception(message)`, typically to reject a conversation it
     /// cannot format (roles not alternating, unsupported tool calls, ...).
     #[error("chat template `{template}` rejected the conversation: {message}")]
     Raised { template: String, message: String },
     /// Rendering failed otherwise (an operation on the wrong types, a bad filter argument, ...).
     #[error("chat template `{template}` failed to render{}: {message}", at_line(*.line))]
-    Render { template: String, line: Option<usize>, message: String },
+    Render {
+        template: String,
+        line: Option<usize>,
+        message: String,
+    },
     #[error("unknown chat template `{name}`; known templates: {}", ChatTemplate::names().join(", "))]
     UnknownName { name: String },
     /// The arguments to render are malformed (messages not an array, reserved variable names).
@@ -87,8 +95,18 @@ impl ChatTemplate {
     /// Compiles a model's own Jinja template (HF `chat_template` / GGUF
     /// `tokenizer.chat_template`). `bos_token`/`eos_token` are the tokenizer's special-token
     /// texts, bound to the variables of the same names.
-    pub fn from_jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
-        Self::compile(MODEL_TEMPLATE_NAME, source.to_owned(), bos_token, eos_token, Vec::new())
+    pub fn from_jinja(
+        source: &str,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self, TemplateError> {
+        Self::compile(
+            MODEL_TEMPLATE_NAME,
+            source.to_owned(),
+            bos_token,
+            eos_token,
+            Vec::new(),
+        )
     }
 
     /// A named template (see [`ChatTemplate::names`] and the [`named`] module for the formats).
@@ -97,12 +115,21 @@ impl ChatTemplate {
         let spec = named::NAMED_TEMPLATES
             .iter()
             .find(|t| t.name == name)
-            .ok_or_else(|| TemplateError::UnknownName { name: name.to_owned() })?;
-        let mut stop_strings: Vec<String> = spec.stop_words.iter().map(|s| (*s).to_owned()).collect();
+            .ok_or_else(|| TemplateError::UnknownName {
+                name: name.to_owned(),
+            })?;
+        let mut stop_strings: Vec<String> =
+            spec.stop_words.iter().map(|s| (*s).to_owned()).collect();
         if spec.stops_at_eos && !eos_token.is_empty() {
             stop_strings.push(eos_token.to_owned());
         }
-        Self::compile(spec.name, spec.jinja_source(), bos_token, eos_token, stop_strings)
+        Self::compile(
+            spec.name,
+            spec.jinja_source(),
+            bos_token,
+            eos_token,
+            stop_strings,
+        )
     }
 
     /// Names accepted by [`ChatTemplate::named`].
@@ -126,7 +153,12 @@ impl ChatTemplate {
         let messages = serde_json::to_value(messages)
             .map_err(|e| TemplateError::InvalidInput(format!("messages: {e}")))?;
         let tools = tools.map(|t| serde_json::Value::Array(t.to_vec()));
-        self.render_json(&messages, tools.as_ref(), add_generation_prompt, &Map::new())
+        self.render_json(
+            &messages,
+            tools.as_ref(),
+            add_generation_prompt,
+            &Map::new(),
+        )
     }
 
     /// Renders like transformers' `apply_chat_template(messages, tools=tools,
@@ -142,7 +174,9 @@ impl ChatTemplate {
         kwargs: &Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
         if !messages.is_array() {
-            return Err(TemplateError::InvalidInput("messages must be a JSON array".to_owned()));
+            return Err(TemplateError::InvalidInput(
+                "messages must be a JSON array".to_owned(),
+            ));
         }
         if let Some(key) = RESERVED_VARIABLES.iter().find(|k| kwargs.contains_key(**k)) {
             return Err(TemplateError::InvalidInput(format!(
@@ -156,12 +190,23 @@ impl ChatTemplate {
             context.insert(key.clone(), Value::from(Serde(value)));
         }
         context.insert("messages".to_owned(), Value::from(Serde(messages)));
-        context.insert("tools".to_owned(), tools.map_or(Value::from(()), |t| Value::from(Serde(t))));
+        context.insert(
+            "tools".to_owned(),
+            tools.map_or(Value::from(()), |t| Value::from(Serde(t))),
+        );
         context.insert("documents".to_owned(), Value::from(()));
-        context.insert("add_generation_prompt".to_owned(), Value::from(add_generation_prompt));
+        context.insert(
+            "add_generation_prompt".to_owned(),
+            Value::from(add_generation_prompt),
+        );
 
-        let template = self.env.get_template(&self.name).map_err(|e| self.render_error(e))?;
-        template.render(Value::from(context)).map_err(|e| self.render_error(e))
+        let template = self
+            .env
+            .get_template(&self.name)
+            .map_err(|e| self.render_error(e))?;
+        template
+            .render(Value::from(context))
+            .map_err(|e| self.render_error(e))
     }
 
     /// Extra stop strings a named template ends its turns with (LLaMA Factory's `stop_words`,
@@ -190,8 +235,11 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", pyjson::tojson);
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", |format: &str| strftime::strftime_now(format));
-        env.add_template_owned(name.to_owned(), source.clone()).map_err(|e| syntax_error(name, &e))?;
+        env.add_function("strftime_now", |format: &str| {
+            strftime::strftime_now(format)
+        });
+        env.add_template_owned(name.to_owned(), source.clone())
+            .map_err(|e| syntax_error(name, &e))?;
         Ok(Self {
             env,
             name: name.to_owned(),
@@ -204,12 +252,19 @@ impl ChatTemplate {
 
     fn render_error(&self, err: minijinja::Error) -> TemplateError {
         if let Some(raised) = find_source::<RaisedException>(&err) {
-            return TemplateError::Raised { template: self.name.clone(), message: raised.0.clone() };
+            return TemplateError::Raised {
+                template: self.name.clone(),
+                message: raised.0.clone(),
+            };
         }
         if err.kind() == ErrorKind::SyntaxError {
             return syntax_error(&self.name, &err);
         }
-        TemplateError::Render { template: self.name.clone(), line: err.line(), message: describe(&err) }
+        TemplateError::Render {
+            template: self.name.clone(),
+            line: err.line(),
+            message: describe(&err),
+        }
     }
 }
 
@@ -227,9 +282,13 @@ impl std::fmt::Display for RaisedException {
 impl std::error::Error for RaisedException {}
 
 fn raise_exception(message: Value) -> Result<Value, minijinja::Error> {
-    let message = message.as_str().map_or_else(|| message.to_string(), str::to_owned);
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message.clone())
-        .with_source(RaisedException(message)))
+    let message = message
+        .as_str()
+        .map_or_else(|| message.to_string(), str::to_owned);
+    Err(
+        minijinja::Error::new(ErrorKind::InvalidOperation, message.clone())
+            .with_source(RaisedException(message)),
+    )
 }
 
 fn find_source<E: std::error::Error + 'static>(err: &minijinja::Error) -> Option<&E> {
@@ -244,7 +303,11 @@ fn find_source<E: std::error::Error + 'static>(err: &minijinja::Error) -> Option
 }
 
 fn syntax_error(template: &str, err: &minijinja::Error) -> TemplateError {
-    TemplateError::Syntax { template: template.to_owned(), line: err.line(), message: describe(err) }
+    TemplateError::Syntax {
+        template: template.to_owned(),
+        line: err.line(),
+        message: describe(err),
+    }
 }
 
 /// The error's kind and detail, without the location (reported separately).

@@ -75,7 +75,9 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
     // a user turn.
     NamedTemplate {
         name: "qwen",
-        default_system: Some("'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.'"),
+        default_system: Some(
+            "'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.'",
+        ),
         system: r"'<|im_start|>system\n' + content + '<|im_end|>\n'",
         system_in_first_user: false,
         user: r"'<|im_start|>user\n' + content + '<|im_end|>\n'",
@@ -130,7 +132,15 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
 impl NamedTemplate {
     /// The Jinja source this template renders with.
     pub(super) fn jinja_source(&self) -> String {
-        let Self { name, system, user, assistant_header, assistant, tool, .. } = self;
+        let Self {
+            name,
+            system,
+            user,
+            assistant_header,
+            assistant,
+            tool,
+            ..
+        } = self;
         let default_system = self.default_system.unwrap_or("''");
         // Where the system text goes: its own turn, or a prefix the first user turn consumes.
         let (system_turn, first_user_prefix) = if self.system_in_first_user {
@@ -139,7 +149,10 @@ impl NamedTemplate {
                 "{%- set content = ns.user_prefix + message.content %}{%- set ns.user_prefix = '' %}",
             )
         } else {
-            (format!("{{%- set content = system %}}{{{{- {system} }}}}"), "")
+            (
+                format!("{{%- set content = system %}}{{{{- {system} }}}}"),
+                "",
+            )
         };
         format!(
             r#"{{#- Named chat template `{name}`, mirroring LLaMA Factory's `{name}` template. -#}}

@@ -14,7 +14,11 @@ use minijinja::{Error, ErrorKind};
 /// template passes them.
 pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
-    let indent = kwargs.get::<Option<Value>>("indent")?.map(indent_unit).transpose()?.flatten();
+    let indent = kwargs
+        .get::<Option<Value>>("indent")?
+        .map(indent_unit)
+        .transpose()?
+        .flatten();
     let separators = kwargs.get::<Option<Vec<String>>>("separators")?;
     let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kwargs.assert_all_used()?;
@@ -31,7 +35,14 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
     };
-    let mut dumper = Dumper { ensure_ascii, indent, item_sep, key_sep, sort_keys, out: String::new() };
+    let mut dumper = Dumper {
+        ensure_ascii,
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys,
+        out: String::new(),
+    };
     dumper.value(value, 0)?;
     Ok(dumper.out)
 }
@@ -43,7 +54,11 @@ fn indent_unit(indent: Value) -> Result<Option<String>, Error> {
         ValueKind::None | ValueKind::Undefined => Ok(None),
         ValueKind::String => Ok(indent.as_str().map(str::to_owned)),
         // bool is an int in Python
-        ValueKind::Bool => Ok(Some(if indent.is_true() { " ".to_owned() } else { String::new() })),
+        ValueKind::Bool => Ok(Some(if indent.is_true() {
+            " ".to_owned()
+        } else {
+            String::new()
+        })),
         _ => {
             let n = i64::try_from(indent)?;
             Ok(Some(" ".repeat(usize::try_from(n).unwrap_or(0))))
@@ -64,12 +79,16 @@ impl Dumper {
     fn value(&mut self, v: &Value, depth: usize) -> Result<(), Error> {
         match v.kind() {
             ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self.out.push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Bool => self
+                .out
+                .push_str(if v.is_true() { "true" } else { "false" }),
             ValueKind::Number => self.number(v)?,
             ValueKind::String => self.string(v.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items = v.try_iter()?.collect::<Vec<_>>();
-                self.container(('[', ']'), &items, depth, |d, item, depth| d.value(item, depth))?;
+                self.container(('[', ']'), &items, depth, |d, item, depth| {
+                    d.value(item, depth)
+                })?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -138,7 +157,8 @@ impl Dumper {
         if v.is_integer() {
             let _ = write!(self.out, "{v}");
         } else {
-            self.out.push_str(&python_float_repr(f64::try_from(v.clone())?));
+            self.out
+                .push_str(&python_float_repr(f64::try_from(v.clone())?));
         }
         Ok(())
     }
@@ -196,7 +216,9 @@ pub(super) fn python_float_repr(x: f64) -> String {
     let sci = format!("{x:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let (sign, mantissa) = mantissa
+        .strip_prefix('-')
+        .map_or(("", mantissa), |m| ("-", m));
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     if (-4..16).contains(&exp) {
         let point = exp + 1; // digits before the decimal point
@@ -211,7 +233,11 @@ pub(super) fn python_float_repr(x: f64) -> String {
         format!("{sign}{body}")
     } else {
         let (head, tail) = digits.split_at(1);
-        let frac = if tail.is_empty() { String::new() } else { format!(".{tail}") };
+        let frac = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(".{tail}")
+        };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{head}{frac}e{exp_sign}{:02}", exp.unsigned_abs())
     }

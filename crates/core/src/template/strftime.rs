@@ -10,10 +10,28 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 pub(super) fn strftime_now(format: &str) -> String {
     let now = match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -114,11 +132,18 @@ fn local_utc_offset(now: i64) -> i64 {
         Ok(tz) if tz.is_empty() => return 0, // POSIX: an empty TZ is UTC
         Ok(tz) => {
             let tz = tz.trim_start_matches(':');
-            if tz.starts_with('/') { tz.to_owned() } else { format!("/usr/share/zoneinfo/{tz}") }
+            if tz.starts_with('/') {
+                tz.to_owned()
+            } else {
+                format!("/usr/share/zoneinfo/{tz}")
+            }
         }
         Err(_) => "/etc/localtime".to_owned(),
     };
-    std::fs::read(path).ok().and_then(|data| tzif_offset(&data, now)).unwrap_or(0)
+    std::fs::read(path)
+        .ok()
+        .and_then(|data| tzif_offset(&data, now))
+        .unwrap_or(0)
 }
 
 /// UTC offset in seconds at `now` from a TZif file (RFC 8536), using the 64-bit data block of
@@ -183,5 +208,10 @@ fn parse_tzif_header(data: &[u8]) -> Option<TzifHeader> {
         let bytes = data.get(20 + 4 * i..24 + 4 * i)?;
         *count = u32::from_be_bytes(bytes.try_into().ok()?) as usize;
     }
-    Some(TzifHeader { start: 44, counts, time_count: counts[3], type_count: counts[4] })
+    Some(TzifHeader {
+        start: 44,
+        counts,
+        time_count: counts[3],
+        type_count: counts[4],
+    })
 }

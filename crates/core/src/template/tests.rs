@@ -11,7 +11,12 @@ const KNOWN_GAPS: &[&str] = &[];
 
 fn fixtures_dir() -> PathBuf {
     std::env::var_os("INGOT_FIXTURES_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures")),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures"
+            ))
+        },
         PathBuf::from,
     )
 }
@@ -19,34 +24,53 @@ fn fixtures_dir() -> PathBuf {
 fn read_fixture(relative: &str) -> String {
     let path = fixtures_dir().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("fixture {} is missing ({e}); set INGOT_FIXTURES_DIR to the fixtures directory", path.display())
+        panic!(
+            "fixture {} is missing ({e}); set INGOT_FIXTURES_DIR to the fixtures directory",
+            path.display()
+        )
     })
 }
 
 fn read_json_fixture(relative: &str) -> Json {
-    serde_json::from_str(&read_fixture(relative)).unwrap_or_else(|e| panic!("fixture {relative} is not JSON: {e}"))
+    serde_json::from_str(&read_fixture(relative))
+        .unwrap_or_else(|e| panic!("fixture {relative} is not JSON: {e}"))
 }
 
 fn msg(role: &str, content: &str) -> Message {
-    Message { role: role.to_owned(), content: content.to_owned() }
+    Message {
+        role: role.to_owned(),
+        content: content.to_owned(),
+    }
 }
 
 /// Renders one `cases.json` case: `Ok(text)` or the error as text.
 fn render_case(case: &Json, templates: &mut HashMap<String, String>) -> Result<String, String> {
-    let file = case["template_file"].as_str().ok_or("case without template_file")?;
-    let source = templates.entry(file.to_owned()).or_insert_with(|| read_fixture(&format!("templates/{file}")));
-    let special = case["special_tokens"].as_object().ok_or("case without special_tokens")?;
+    let file = case["template_file"]
+        .as_str()
+        .ok_or("case without template_file")?;
+    let source = templates
+        .entry(file.to_owned())
+        .or_insert_with(|| read_fixture(&format!("templates/{file}")));
+    let special = case["special_tokens"]
+        .as_object()
+        .ok_or("case without special_tokens")?;
     let token = |name: &str| special.get(name).and_then(Json::as_str).unwrap_or_default();
-    let template = ChatTemplate::from_jinja(source, token("bos_token"), token("eos_token")).map_err(|e| e.to_string())?;
+    let template = ChatTemplate::from_jinja(source, token("bos_token"), token("eos_token"))
+        .map_err(|e| e.to_string())?;
 
     // Every special token is also passed as a variable: it carries the other tokens (pad, unk)
     // and a `null` bos_token, which the constructor's strings cannot express.
     let mut kwargs = special.clone();
     let mut case_kwargs = case["kwargs"].as_object().cloned().unwrap_or_default();
-    let add_generation_prompt = case_kwargs.remove("add_generation_prompt").and_then(|v| v.as_bool()).unwrap_or(false);
+    let add_generation_prompt = case_kwargs
+        .remove("add_generation_prompt")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     kwargs.extend(case_kwargs);
     let tools = Some(&case["tools"]).filter(|t| !t.is_null());
-    template.render_json(&case["messages"], tools, add_generation_prompt, &kwargs).map_err(|e| e.to_string())
+    template
+        .render_json(&case["messages"], tools, add_generation_prompt, &kwargs)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -74,8 +98,16 @@ fn all_template_cases_match_transformers() {
             )),
         }
     }
-    assert!(gaps_now_passing.is_empty(), "known gaps that now pass (remove them from KNOWN_GAPS): {gaps_now_passing:?}");
-    assert!(failures.is_empty(), "{passed} passed; {} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        gaps_now_passing.is_empty(),
+        "known gaps that now pass (remove them from KNOWN_GAPS): {gaps_now_passing:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{passed} passed; {} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(passed + KNOWN_GAPS.len(), 79);
 }
 
@@ -84,20 +116,32 @@ fn qwen_greedy_fixture_prompts() {
     let fixture = read_json_fixture("real/qwen2.5-coder-0.5b-greedy.json");
     let items = fixture["items"].as_array().expect("items");
     assert_eq!(items.len(), 8);
-    let template = ChatTemplate::from_jinja(&read_fixture("templates/qwen2.5.jinja"), "", "<|im_end|>").expect("compiles");
+    let template =
+        ChatTemplate::from_jinja(&read_fixture("templates/qwen2.5.jinja"), "", "<|im_end|>")
+            .expect("compiles");
     for item in items {
-        let messages: Vec<Message> = serde_json::from_value(item["messages"].clone()).expect("plain messages");
+        let messages: Vec<Message> =
+            serde_json::from_value(item["messages"].clone()).expect("plain messages");
         let rendered = template.render(&messages, None, true).expect("renders");
-        assert_eq!(rendered, item["prompt_text"].as_str().expect("prompt_text"), "item {}", item["name"]);
+        assert_eq!(
+            rendered,
+            item["prompt_text"].as_str().expect("prompt_text"),
+            "item {}",
+            item["name"]
+        );
     }
 }
 
 #[test]
 fn named_qwen_matches_the_qwen25_template_without_system() {
     let messages = [msg("user", "What is the capital of France?")];
-    let own = ChatTemplate::from_jinja(&read_fixture("templates/qwen2.5.jinja"), "", "<|im_end|>").expect("compiles");
+    let own = ChatTemplate::from_jinja(&read_fixture("templates/qwen2.5.jinja"), "", "<|im_end|>")
+        .expect("compiles");
     let named = ChatTemplate::named("qwen", "", "<|im_end|>").expect("known");
-    assert_eq!(named.render(&messages, None, true).ok(), own.render(&messages, None, true).ok());
+    assert_eq!(
+        named.render(&messages, None, true).ok(),
+        own.render(&messages, None, true).ok()
+    );
 }
 
 #[test]
@@ -145,7 +189,11 @@ fn named_templates_render_known_conversations() {
     assert_eq!(ChatTemplate::names(), expected.map(|(name, ..)| name));
     for (name, text, stops) in expected {
         let template = ChatTemplate::named(name, "<s>", "</s>").expect("known name");
-        assert_eq!(template.render(&conversation, None, true).expect("renders"), text, "template {name}");
+        assert_eq!(
+            template.render(&conversation, None, true).expect("renders"),
+            text,
+            "template {name}"
+        );
         assert_eq!(template.stop_strings(), stops, "stop strings of {name}");
     }
 }
@@ -169,9 +217,14 @@ fn named_template_details() {
     );
     // Tool definitions and unknown roles are errors, not silently dropped.
     let tools = [json!({"type": "function", "function": {"name": "f"}})];
-    assert!(matches!(gemma.render(&hello, Some(&tools), true), Err(TemplateError::Raised { .. })));
+    assert!(matches!(
+        gemma.render(&hello, Some(&tools), true),
+        Err(TemplateError::Raised { .. })
+    ));
     let odd = [msg("narrator", "once upon a time")];
-    assert!(matches!(qwen.render(&odd, None, true), Err(TemplateError::Raised { message, .. }) if message.contains("narrator")));
+    assert!(
+        matches!(qwen.render(&odd, None, true), Err(TemplateError::Raised { message, .. }) if message.contains("narrator"))
+    );
     assert!(qwen.source().contains("LLaMA Factory"));
 }
 
@@ -187,28 +240,46 @@ fn unknown_named_template_lists_the_known_ones() {
 
 #[test]
 fn syntax_errors_are_reported_with_line() {
-    let err = ChatTemplate::from_jinja("line one\n{% if messages %}\n{{ messages[0].content }}\n", "", "")
-        .expect_err("unclosed block");
-    assert!(matches!(err, TemplateError::Syntax { line: Some(_), .. }), "{err:?}");
+    let err = ChatTemplate::from_jinja(
+        "line one\n{% if messages %}\n{{ messages[0].content }}\n",
+        "",
+        "",
+    )
+    .expect_err("unclosed block");
+    assert!(
+        matches!(err, TemplateError::Syntax { line: Some(_), .. }),
+        "{err:?}"
+    );
     assert!(ChatTemplate::from_jinja("{{ 1 + }}", "", "").is_err());
     assert!(ChatTemplate::from_jinja("{% endfor %}", "", "").is_err());
 }
 
 #[test]
 fn render_errors_are_typed() {
-    let raising = ChatTemplate::from_jinja("{{ raise_exception('no system role') }}", "", "").expect("compiles");
+    let raising = ChatTemplate::from_jinja("{{ raise_exception('no system role') }}", "", "")
+        .expect("compiles");
     match raising.render(&[], None, false) {
         Err(TemplateError::Raised { message, .. }) => assert_eq!(message, "no system role"),
         other => panic!("expected Raised, got {other:?}"),
     }
     // Python's "can only concatenate str" case.
-    let concat = ChatTemplate::from_jinja("{{ 'a' + messages[0].content }}", "", "").expect("compiles");
+    let concat =
+        ChatTemplate::from_jinja("{{ 'a' + messages[0].content }}", "", "").expect("compiles");
     let messages = json!([{"role": "user", "content": {"not": "a string"}}]);
-    assert!(matches!(concat.render_json(&messages, None, false, &Map::new()), Err(TemplateError::Render { .. })));
-    assert!(matches!(concat.render_json(&json!({}), None, false, &Map::new()), Err(TemplateError::InvalidInput(_))));
+    assert!(matches!(
+        concat.render_json(&messages, None, false, &Map::new()),
+        Err(TemplateError::Render { .. })
+    ));
+    assert!(matches!(
+        concat.render_json(&json!({}), None, false, &Map::new()),
+        Err(TemplateError::InvalidInput(_))
+    ));
     let mut kwargs = Map::new();
     kwargs.insert("add_generation_prompt".to_owned(), json!(true));
-    assert!(matches!(concat.render_json(&json!([]), None, false, &kwargs), Err(TemplateError::InvalidInput(_))));
+    assert!(matches!(
+        concat.render_json(&json!([]), None, false, &kwargs),
+        Err(TemplateError::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -227,7 +298,9 @@ fn render_variables_and_whitespace_match_jinja2() {
     // lstrip_blocks + trim_blocks, booleans printed the Python way, and the template's final
     // newline dropped.
     assert_eq!(
-        template.render_json(&messages, None, true, &kwargs).expect("renders"),
+        template
+            .render_json(&messages, None, true, &kwargs)
+            .expect("renders"),
         "  user=hi;\n<s>|<eos>|True|True|True|x"
     );
 }
@@ -246,7 +319,9 @@ fn tojson_is_python_json_dumps() {
         "v".to_owned(),
         json!({"z": [1, 2.5, 1e16, 1e-5, 0.0001, -0.0, 100.0, true, null], "s": "<a & 'b'> \"é😀\"\n\u{1}", "a": {}}),
     );
-    let rendered = template.render_json(&json!([]), None, false, &kwargs).expect("renders");
+    let rendered = template
+        .render_json(&json!([]), None, false, &kwargs)
+        .expect("renders");
     let expected = [
         r#"{"z": [1, 2.5, 1e+16, 1e-05, 0.0001, -0.0, 100.0, true, null], "s": "<a & 'b'> \"é😀\"\n\u0001", "a": {}}"#,
         "{\n  \"z\": [\n    1,\n    2.5,\n    1e+16,\n    1e-05,\n    0.0001,\n    -0.0,\n    100.0,\n    true,\n    null\n  ],\n  \
@@ -281,10 +356,15 @@ fn strftime_formats_like_c() {
     let t = strftime::format_local;
     let secs = 1_721_984_703;
     assert_eq!(t("%d %b %Y", secs), "26 Jul 2024");
-    assert_eq!(t("%A %B %-d, %y %H:%M:%S %I%p %j %e %a %m %% %Q", secs), "Friday July 26, 24 09:05:03 09AM 208 26 Fri 07 % %Q");
+    assert_eq!(
+        t("%A %B %-d, %y %H:%M:%S %I%p %j %e %a %m %% %Q", secs),
+        "Friday July 26, 24 09:05:03 09AM 208 26 Fri 07 % %Q"
+    );
     assert_eq!(t("%Y-%m-%d", 951_782_400), "2000-02-29");
     assert_eq!(t("%Y-%m-%d %H", -1), "1969-12-31 23");
-    let rendered = ChatTemplate::from_jinja("{{ strftime_now('%Y') }}", "", "").expect("compiles").render(&[], None, false);
+    let rendered = ChatTemplate::from_jinja("{{ strftime_now('%Y') }}", "", "")
+        .expect("compiles")
+        .render(&[], None, false);
     assert!(rendered.is_ok_and(|year| year.len() == 4 && year.chars().all(|c| c.is_ascii_digit())));
 }
 
