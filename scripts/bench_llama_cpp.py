@@ -10,6 +10,11 @@ Prints ONE JSON object on stdout:
     {"prefill_tok_s": f, "decode_tok_s": f, "ttft_s": f, "peak_rss_mb": f, "llama_cpp_version": str}
 On any error: one line on stderr and exit code 1 (stdout stays empty).
 
+The measurement runs in a child process. If llama.cpp's default build crashes there (seen with
+native builds on AMX-capable Xeons: a segfault in ggml_backend_amx_mul_mat, llama.cpp issue
+#20824), the run is repeated once with llama.cpp's extra weight buffer types (AMX, repacking)
+switched off, and a warning saying so goes to stderr.
+
 Methodology (ingot measures itself the same way, so the numbers are comparable):
 - one model load with n_batch 512, then one warm-up eval of prefill_ids (pages the weights in);
 - every measurement starts from a fresh context (position 0, empty KV cache);
@@ -23,8 +28,13 @@ Methodology (ingot measures itself the same way, so the numbers are comparable):
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
 import time
+
+# Child-process flag: `--extra-bufts on|off` (llama_model_params.use_extra_bufts).
+EXTRA_BUFTS_FLAG = "--extra-bufts"
 
 
 class BenchError(Exception):
@@ -76,7 +86,7 @@ def load_request(path):
     return r
 
 
-def run(req):
+def run(req, extra_bufts):
     if not os.path.isfile(req["model"]):
         raise BenchError(f"model file not found: {req['model']}")
     try:
@@ -84,6 +94,18 @@ def run(req):
         import numpy as np
     except ImportError as e:
         raise BenchError(f"cannot import llama_cpp ({e}); run scripts/install-llama-cpp.sh") from e
+
+    if not extra_bufts:
+        # Llama() exposes no argument for this: wrap the defaults it starts from.
+        lib = llama_cpp.llama_cpp
+        default_params = lib.llama_model_default_params
+
+        def params_without_extra_bufts():
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = params_without_extra_bufts
 
     try:
         llm = llama_cpp.Llama(
@@ -154,18 +176,50 @@ def run(req):
     }
 
 
-def main(argv):
-    if len(argv) != 2:
-        print("usage: bench_llama_cpp.py REQUEST.json", file=sys.stderr)
-        return 1
+def error(message):
+    print("bench_llama_cpp: error: " + " ".join(message.split()), file=sys.stderr)
+    return 1
+
+
+def child(request_path, extra_bufts):
+    """Runs the benchmark in this process; prints the JSON result."""
     try:
-        result = run(load_request(argv[1]))
-    except Exception as e:  # BenchError, or llama.cpp failing mid-run (e.g. a decode error)
-        message = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-        print("bench_llama_cpp: error: " + " ".join(message.split()), file=sys.stderr)
-        return 1
+        result = run(load_request(request_path), extra_bufts)
+    except BenchError as e:
+        return error(str(e))
+    except Exception as e:  # llama.cpp failing mid-run, e.g. a decode error
+        return error(f"{type(e).__name__}: {e}")
     print(json.dumps(result))
     return 0
+
+
+def parent(request_path):
+    """Runs the benchmark in a child; retries without extra buffer types if llama.cpp crashes."""
+    for extra_bufts in ("on", "off"):
+        cmd = [sys.executable, os.path.abspath(__file__), request_path, EXTRA_BUFTS_FLAG, extra_bufts]
+        # The child's stderr (its one-line errors) passes straight through.
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        if proc.returncode >= 0:
+            sys.stdout.write(proc.stdout)
+            return proc.returncode
+        number = -proc.returncode
+        crash = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
+        if extra_bufts == "on":
+            print(
+                f"bench_llama_cpp: warning: llama.cpp crashed ({crash}) with its default extra "
+                "buffer types (AMX, llama.cpp issue #20824); measuring again without them",
+                file=sys.stderr,
+            )
+    return error(f"llama.cpp crashed ({crash}) even without extra buffer types")
+
+
+def main(argv):
+    if len(argv) == 2:
+        return parent(argv[1])
+    if len(argv) == 4 and argv[2] == EXTRA_BUFTS_FLAG and argv[3] in ("on", "off"):
+        return child(argv[1], argv[3] == "on")
+    print("usage: bench_llama_cpp.py REQUEST.json", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
