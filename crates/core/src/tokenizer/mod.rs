@@ -1,0 +1,379 @@
+//! Text ⇄ token ids for a model, built from the vocabulary stored in its GGUF file, giving exactly
+//! the ids llama.cpp gives (`llama_tokenize(.., parse_special = true)`) and the text its
+//! `token_to_piece` gives.
+//!
+//! How a text is encoded, in llama.cpp's order:
+//! 1. *Special-token split*: every control, user-defined and unknown token whose text occurs in the
+//!    input becomes that single id (`<|im_start|>`, `<tool_call>`, Gemma's `"\n\n"` or `"  "`).
+//!    Tokens are tried longest first over the whole text, as llama.cpp's
+//!    `tokenizer_st_partition` does; a leftmost-longest matcher would differ on overlaps.
+//! 2. The text between them goes through a [`tokenizers::Tokenizer`] with no added tokens of its
+//!    own: byte-level BPE with llama.cpp's pre-tokenizer regexes (`gpt2` models), or a BPE whose
+//!    merges are derived from the SentencePiece scores with byte fallback (`llama` models).
+//!    No Unicode normalisation: llama.cpp does none (Hugging Face's Qwen2 tokenizer applies NFC).
+//!
+//! Decoding is done per token from the vocabulary text (bytes, not `tokenizers`' decoders) because
+//! llama.cpp's `token_to_piece` rules are per token type: control/unknown tokens vanish when
+//! `skip_special`, user-defined ones are always printed raw, unused tokens print nothing,
+//! `<0xXX>` tokens are one byte. Per-token bytes also make [`StreamDecoder`] exact.
+//!
+//! Invariants: `kinds.len() == texts.len() == vocab_size()`; every id in `specials`, `eog`, `bos`,
+//! `eos` is `< vocab_size()`; `specials` holds no empty text and is sorted longest first.
+//!
+//! Differences from llama.cpp that remain (none met by the fixtures): the SentencePiece merge
+//! order is a rank per (left, right) pair, so when two *different* pairs that build the *same*
+//! token overlap (`[a][aa][a]`), llama.cpp takes the leftmost and `tokenizers` the lower rank;
+//! llama.cpp's `clean_spaces` post-pass of `llama_detokenize` (not applied by `token_to_piece`,
+//! nor to streamed text) is not done.
+
+mod gguf;
+#[cfg(test)]
+mod tests;
+
+use candle_core::quantized::gguf_file;
+
+/// Why a tokenizer could not be built or used. Metadata errors name the GGUF key.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("GGUF metadata key `{key}` is missing")]
+    MissingKey { key: &'static str },
+    #[error("GGUF metadata key `{key}`: {problem}")]
+    BadMetadata { key: &'static str, problem: String },
+    #[error("unsupported tokenizer.ggml.model `{0}` (supported: gpt2, llama)")]
+    UnsupportedModel(String),
+    #[error("unsupported tokenizer.ggml.pre `{pre}` for a gpt2 tokenizer (supported: {supported})")]
+    UnsupportedPreTokenizer { pre: String, supported: &'static str },
+    #[error("building the tokenizer: {0}")]
+    Build(String),
+    #[error("encoding text: {0}")]
+    Encode(String),
+    #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
+    IdOutOfRange { id: u32, vocab_size: usize },
+}
+
+/// llama.cpp's token types (`tokenizer.ggml.token_type`); they decide special-token matching
+/// and how a token prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+/// How a normal token's text maps to bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceStyle {
+    /// GPT-2 byte-level alphabet: each char stands for one byte (`Ġ` = space).
+    ByteLevel,
+    /// SentencePiece: `▁` is a space, `<0xXX>` byte tokens are raw bytes.
+    SentencePiece,
+}
+
+/// A piece of input text after the special-token split.
+#[derive(Debug, Clone, Copy)]
+enum Fragment<'t> {
+    Text(&'t str),
+    Token(u32),
+}
+
+/// Encoder and decoder for one model's vocabulary. Cheap to share (`&Tokenizer` or `Arc`).
+pub struct Tokenizer {
+    /// Encodes the text between special tokens; it knows no added tokens.
+    model: tokenizers::Tokenizer,
+    texts: Vec<String>,
+    kinds: Vec<TokenKind>,
+    style: PieceStyle,
+    /// Ids matched whole in input text (control, user-defined, unknown), longest text first.
+    specials: Vec<u32>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    /// SentencePiece `add_dummy_prefix`: a space is put before text that follows a special
+    /// token or starts the input, and removed again from the first decoded token.
+    add_space_prefix: bool,
+    eog: Vec<u32>,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata (`gpt2` byte-level BPE or `llama`
+    /// SentencePiece).
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, TokenizerError> {
+        gguf::build(&content.metadata)
+    }
+
+    /// Encodes text; special-token text (`<|im_start|>`, `<tool_call>`, ...) maps to its single
+    /// id. `add_bos`: prepend BOS when the model asks for it ([`Tokenizer::add_bos`]).
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::new();
+        if add_bos && self.add_bos {
+            ids.extend(self.bos);
+        }
+        let mut after_special = true;
+        let mut prefixed = String::new();
+        for fragment in self.split_special(text) {
+            match fragment {
+                Fragment::Token(id) => {
+                    ids.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(t) => {
+                    let t = if self.add_space_prefix && after_special {
+                        prefixed.clear();
+                        prefixed.push(' ');
+                        prefixed.push_str(t);
+                        prefixed.as_str()
+                    } else {
+                        t
+                    };
+                    let encoding = self
+                        .model
+                        .encode_fast(t, false)
+                        .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                    ids.extend_from_slice(encoding.get_ids());
+                    after_special = false;
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Decodes ids to text as llama.cpp's `token_to_piece` does, token by token; invalid UTF-8
+    /// becomes U+FFFD. `skip_special` drops control and unknown tokens (`<|im_end|>`, `<eos>`)
+    /// but keeps user-defined ones (`<tool_call>`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        let Some((&first, rest)) = ids.split_first() else {
+            return Ok(String::new());
+        };
+        let mut bytes = Vec::new();
+        let (drop_first, mut strip_space) = self.leading_rule(first, skip_special);
+        let ids = if drop_first { rest } else { ids };
+        for &id in ids {
+            let start = bytes.len();
+            self.append_piece(id, skip_special, &mut bytes)?;
+            if std::mem::take(&mut strip_space) && bytes.get(start) == Some(&b' ') {
+                bytes.remove(start);
+            }
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// The id of a token given its vocabulary text (`"<|im_end|>"`, `"Ġthe"`, `"▁the"`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.model.token_to_id(token)
+    }
+
+    /// The vocabulary text of a token, as stored in the model file.
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.texts.get(id as usize).map(String::as_str)
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Text of the BOS token, for chat templates ("" when absent).
+    pub fn bos_token(&self) -> &str {
+        self.bos.and_then(|id| self.id_to_token(id)).unwrap_or("")
+    }
+
+    /// Text of the EOS token, for chat templates ("" when absent).
+    pub fn eos_token(&self) -> &str {
+        self.eos.and_then(|id| self.id_to_token(id)).unwrap_or("")
+    }
+
+    /// Whether the model wants BOS prepended to a prompt (and has one).
+    pub fn add_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
+    /// End-of-generation ids: EOS, EOT/EOM when the file names them, and the end-of-turn tokens
+    /// llama.cpp recognises by text (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, ...). Sorted.
+    pub fn eog_ids(&self) -> Vec<u32> {
+        self.eog.clone()
+    }
+
+    /// Whether generating `id` ends the turn.
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.binary_search(&id).is_ok()
+    }
+
+    /// llama.cpp's `tokenizer_st_partition`: for each special token, longest first, split every
+    /// remaining text fragment at its non-overlapping occurrences, left to right.
+    fn split_special<'t>(&self, text: &'t str) -> Vec<Fragment<'t>> {
+        let mut fragments = vec![Fragment::Text(text)];
+        for &id in &self.specials {
+            let needle = self.texts[id as usize].as_str();
+            let occurs = fragments
+                .iter()
+                .any(|f| matches!(f, Fragment::Text(t) if t.contains(needle)));
+            if !occurs {
+                continue;
+            }
+            let mut split = Vec::with_capacity(fragments.len() + 2);
+            for fragment in fragments {
+                let Fragment::Text(t) = fragment else {
+                    split.push(fragment);
+                    continue;
+                };
+                let mut start = 0;
+                for (pos, _) in t.match_indices(needle) {
+                    if pos > start {
+                        split.push(Fragment::Text(&t[start..pos]));
+                    }
+                    split.push(Fragment::Token(id));
+                    start = pos + needle.len();
+                }
+                if start < t.len() {
+                    split.push(Fragment::Text(&t[start..]));
+                }
+            }
+            fragments = split;
+        }
+        fragments
+    }
+
+    /// llama.cpp's `llama_detokenize` start rule: with `skip_special` a leading BOS (of a model
+    /// that adds one) is dropped and then *no* space is stripped; otherwise models with a space
+    /// prefix lose one leading space of the first token. Returns (drop first id, strip space).
+    fn leading_rule(&self, first: u32, skip_special: bool) -> (bool, bool) {
+        if skip_special && self.add_bos && Some(first) == self.bos {
+            (true, false)
+        } else {
+            (false, self.add_space_prefix)
+        }
+    }
+
+    /// Appends the bytes llama.cpp's `token_to_piece` gives for `id`.
+    fn append_piece(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) -> Result<(), TokenizerError> {
+        let (Some(text), Some(kind)) = (self.texts.get(id as usize), self.kinds.get(id as usize)) else {
+            return Err(TokenizerError::IdOutOfRange { id, vocab_size: self.vocab_size() });
+        };
+        match (kind, self.style) {
+            (TokenKind::Control | TokenKind::Unknown, _) if skip_special => {}
+            (TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined, _) => {
+                out.extend_from_slice(text.as_bytes())
+            }
+            (TokenKind::Unused, _) | (TokenKind::Byte, PieceStyle::ByteLevel) => {}
+            (TokenKind::Normal, PieceStyle::ByteLevel) => {
+                for c in text.chars() {
+                    match byte_level_to_byte(c) {
+                        Some(b) => out.push(b),
+                        // Not in the byte alphabet: keep the character itself.
+                        None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+            }
+            (TokenKind::Normal, PieceStyle::SentencePiece) => {
+                out.extend_from_slice(text.replace('▁', " ").as_bytes())
+            }
+            // Byte tokens were checked to be `<0xXX>` when the tokenizer was built.
+            (TokenKind::Byte, PieceStyle::SentencePiece) => out.extend(parse_byte_token(text)),
+        }
+        Ok(())
+    }
+}
+
+/// The byte a GPT-2 byte-level character stands for. Printable Latin-1 bytes (`!`..`~`,
+/// `¡`..`¬`, `®`..`ÿ`) are themselves; the other 68 bytes, in increasing order, were moved to
+/// U+0100.. so that every byte has a visible character.
+fn byte_level_to_byte(c: char) -> Option<u8> {
+    let cp = u32::from(c);
+    match cp {
+        0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => u8::try_from(cp).ok(),
+        0x100..=0x120 => u8::try_from(cp - 0x100).ok(),        // bytes 0x00..=0x20
+        0x121..=0x142 => u8::try_from(cp - 0x121 + 0x7F).ok(), // bytes 0x7F..=0xA0
+        0x143 => Some(0xAD),
+        _ => None,
+    }
+}
+
+/// The byte of a SentencePiece byte token `<0xXX>`.
+fn parse_byte_token(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Incremental detokenizer for streaming: never emits part of a UTF-8 character, and the
+/// concatenation of everything [`StreamDecoder::push`] and [`StreamDecoder::finish`] return equals
+/// [`Tokenizer::decode`] of all pushed ids.
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a Tokenizer,
+    skip_special: bool,
+    /// Bytes of an incomplete UTF-8 character waiting for the next token.
+    pending: Vec<u8>,
+    started: bool,
+    strip_space: bool,
+}
+
+impl<'a> StreamDecoder<'a> {
+    pub fn new(tokenizer: &'a Tokenizer, skip_special: bool) -> Self {
+        Self { tokenizer, skip_special, pending: Vec::new(), started: false, strip_space: false }
+    }
+
+    /// Adds a token; returns the text that became complete (may be "").
+    pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        if !self.started {
+            self.started = true;
+            let (drop, strip) = self.tokenizer.leading_rule(id, self.skip_special);
+            self.strip_space = strip;
+            if drop {
+                return Ok(String::new());
+            }
+        }
+        let start = self.pending.len();
+        self.tokenizer.append_piece(id, self.skip_special, &mut self.pending)?;
+        if std::mem::take(&mut self.strip_space) && self.pending.get(start) == Some(&b' ') {
+            self.pending.remove(start);
+        }
+        Ok(self.take_complete())
+    }
+
+    /// The bytes still held back (an incomplete character at the end of the stream), as U+FFFD.
+    pub fn finish(self) -> String {
+        String::from_utf8_lossy(&self.pending).into_owned()
+    }
+
+    /// Removes and returns the longest prefix of `pending` that can be printed. Invalid bytes
+    /// become U+FFFD exactly as `String::from_utf8_lossy` would; only a possibly-incomplete
+    /// character at the end is held back.
+    fn take_complete(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + bad);
+                        }
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
