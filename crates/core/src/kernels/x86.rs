@@ -63,7 +63,7 @@ mod ops_vnni {
 }
 
 macro_rules! backend {
-    ($name:ident, $ops:ident, $feat:literal) => {
+    ($name:ident, $ops:ident, $feat:literal, rows = [$($r:literal),+]) => {
         pub(crate) mod $name {
             use std::arch::x86_64::*;
             use std::ops::Range;
@@ -73,8 +73,9 @@ macro_rules! backend {
             use super::super::OutPtr;
             use super::$ops as ops;
 
-            /// Activation rows per micro-kernel call.
-            const MR: usize = 4;
+            /// Activation rows per micro-kernel call (the largest of `rows`): as many as the
+            /// registers hold next to the 8 decoded weight vectors.
+            const MR: usize = { let mut m = 0; $(if $r > m { m = $r; })+ m };
 
             /// Decodes one run (32 quants × 8 rows) to unsigned bytes, register t = quants
             /// 4t..4t+3 of every row (see `formats` for the byte order).
@@ -97,20 +98,25 @@ macro_rules! backend {
                         w[u] = _mm256_and_si256(v, m4);
                         w[u + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
                     }
-                    // High bits: shift the wanted bit(s) of every byte to bit 0, then up to
-                    // bit 4 (16-bit shifts; the bits crossing bytes are masked off).
-                    let hi = |h: __m256i, shift: usize, mask: i8| {
-                        let v = _mm256_srl_epi16(h, _mm_cvtsi32_si128(shift as i32));
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(v), _mm256_set1_epi8(mask))
+                    // High bits: move bit `from` (and `from + 1` for 6-bit) of every byte to bit
+                    // 4 with one 16-bit shift (constant after unrolling); the bits that cross
+                    // into a neighbouring byte land outside the mask.
+                    let hi = |h: __m256i, from: i32, mask: i8| {
+                        let v = if from <= 4 {
+                            _mm256_sll_epi16(h, _mm_cvtsi32_si128(4 - from))
+                        } else {
+                            _mm256_srl_epi16(h, _mm_cvtsi32_si128(from - 4))
+                        };
+                        _mm256_and_si256(v, _mm256_set1_epi8(mask))
                     };
                     if l.bits == 5 {
                         let h = ld(128);
                         for (t, w) in w.iter_mut().enumerate() {
-                            *w = _mm256_or_si256(*w, hi(h, t, 0x10));
+                            *w = _mm256_or_si256(*w, hi(h, t as i32, 0x10));
                         }
                     } else if l.bits == 6 {
                         for (t, w) in w.iter_mut().enumerate() {
-                            *w = _mm256_or_si256(*w, hi(ld(128 + 32 * (t / 4)), 2 * (t % 4), 0x30));
+                            *w = _mm256_or_si256(*w, hi(ld(128 + 32 * (t / 4)), 2 * (t % 4) as i32, 0x30));
                         }
                     }
                     w
@@ -247,10 +253,8 @@ macro_rules! backend {
                         // SAFETY: features per this fn's contract; shapes checked above.
                         unsafe {
                             match rows {
-                                1 => tile::<F, 1>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),
-                                2 => tile::<F, 2>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),
-                                3 => tile::<F, 3>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),
-                                _ => tile::<F, MR>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),
+                                $($r => tile::<F, $r>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),)+
+                                _ => unreachable!("rows ≤ MR"),
                             }
                         }
                     }
@@ -261,8 +265,10 @@ macro_rules! backend {
     };
 }
 
-backend!(avx2, ops_avx2, "avx2,fma,f16c");
-backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+// 16 ymm registers: 8 weights + 4 rows' accumulators + temporaries.
+backend!(avx2, ops_avx2, "avx2,fma,f16c", rows = [1, 2, 3, 4]);
+// 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
+backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows = [1, 2, 3, 4, 5, 6, 7, 8]);
 
 /// Dense f32/f16 weights (`HALF` = f16 bits): rows `rows` of `w` times all rows of `x`, four
 /// activation rows per pass so each loaded weight vector is used four times.
