@@ -98,17 +98,39 @@ impl QuantAct {
 }
 
 thread_local! {
-    /// Per-thread scratch so decode-time calls do not allocate.
-    static SCRATCH: RefCell<QuantAct> = RefCell::new(QuantAct::default());
+    /// Per-thread scratch, one per activation block size (32, 256), so decode does not allocate.
+    static SCRATCH: RefCell<[QuantAct; 2]> = RefCell::new(Default::default());
 }
 
-/// Quantizes `x[m, k]` into the calling thread's scratch and runs `f` on it. The buffer is taken
-/// out of the thread-local while `f` runs, so a nested call on the same thread (rayon work
-/// stealing) just uses a fresh buffer instead of aliasing this one.
-pub(crate) fn with_quantized<R>(x: &[f32], m: usize, k: usize, block: usize, f: impl FnOnce(&QuantAct) -> R) -> R {
-    let mut act = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    act.fill(x, m, k, block);
-    let r = f(&act);
-    SCRATCH.with(|s| *s.borrow_mut() = act);
-    r
+/// Quantized activations borrowed from the calling thread's scratch; returned to it on drop.
+/// While borrowed the slot is empty, so a nested call on the same thread (rayon work stealing)
+/// just allocates a fresh buffer instead of aliasing this one.
+pub(crate) struct Scratch {
+    act: QuantAct,
+    slot: usize,
+}
+
+impl Scratch {
+    /// Quantizes `x[m, k]` in blocks of `block` (32 or 256).
+    pub fn quantize(x: &[f32], m: usize, k: usize, block: usize) -> Scratch {
+        let slot = usize::from(block != 32);
+        let mut act = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));
+        act.fill(x, m, k, block);
+        Scratch { act, slot }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = QuantAct;
+    fn deref(&self) -> &QuantAct {
+        &self.act
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let act = std::mem::take(&mut self.act);
+        // `try_with`: during thread teardown the thread-local may already be gone.
+        let _ = SCRATCH.try_with(|s| s.borrow_mut()[self.slot] = act);
+    }
 }

@@ -26,6 +26,8 @@
 //!   chunks per rayon thread for balance and, for prefill, small enough that a chunk's weights
 //!   stay in L2 while every activation row passes over them. Chunks write disjoint columns
 //!   of `y`. Nothing is spawned: work runs on the pool the caller `install`ed.
+//!   [`QMatrix::matmul_many`] runs the chunks of several matrices sharing `x` (q/k/v,
+//!   gate/up) in one parallel loop over one quantization of `x`.
 
 mod act;
 mod formats;
@@ -256,54 +258,125 @@ impl QMatrix {
     /// [`matmul`](Self::matmul) on a chosen backend (tests, benchmarks). Panics if `backend`
     /// is not available on this CPU.
     pub fn matmul_with(&self, backend: Backend, x: &[f32], m: usize, y: &mut [f32]) {
-        assert_eq!(x.len(), m * self.k, "matmul: x has the wrong length");
-        assert_eq!(y.len(), m * self.n, "matmul: y has the wrong length");
+        Self::matmul_many_with(backend, &[self], x, m, &mut [y])
+    }
+
+    /// Several matrices with the same `k` applied to the same activations, e.g. q/k/v or
+    /// gate/up: `outs[i][m, mats[i].n] = x[m, k] · mats[i]ᵀ`. Quantizes `x` once (per
+    /// activation block size needed) and spreads the rows of all matrices over the pool in one
+    /// parallel loop, saving a quantization and a fork/join per extra matrix. Call as
+    /// `QMatrix::matmul_many(&[&wq, &wk, &wv], &x, m, &mut [&mut q, &mut k, &mut v])`.
+    /// Panics if the lengths or `k`s do not match.
+    pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32]]) {
+        Self::matmul_many_with(Backend::detected(), mats, x, m, outs)
+    }
+
+    /// [`matmul_many`](Self::matmul_many) on a chosen backend.
+    pub fn matmul_many_with(backend: Backend, mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32]]) {
+        assert_eq!(mats.len(), outs.len(), "matmul: one output per matrix");
+        let k = mats.first().map_or(0, |w| w.k);
+        assert_eq!(x.len(), m * k, "matmul: x has the wrong length");
+        for (w, y) in mats.iter().zip(outs.iter()) {
+            assert_eq!(w.k, k, "matmul_many: all matrices need the same k");
+            assert_eq!(y.len(), m * w.n, "matmul: y has the wrong length");
+        }
         assert!(backend.is_available(), "matmul: backend {backend:?} is not available on this CPU");
-        if m == 0 || self.n == 0 {
+        if m == 0 {
             return;
         }
-        if self.k == 0 {
-            y.fill(0.0);
+        if k == 0 {
+            outs.iter_mut().for_each(|y| y.fill(0.0));
             return;
         }
-        let out = OutPtr::new(y, self.n);
+        let quantized = |block| mats.iter().any(|w| w.act_block() == Some(block)).then(|| act::Scratch::quantize(x, m, k, block));
+        let (a32, a256) = (quantized(32), quantized(256));
+        let outs: Vec<OutPtr> = mats.iter().zip(outs.iter_mut()).map(|(w, y)| OutPtr::new(y, w.n)).collect();
+        let plans: Vec<(usize, usize)> = mats.iter().map(|w| w.chunking(m)).collect();
+        let total: usize = plans.iter().map(|&(units, per)| units.div_ceil(per)).sum();
+        let run = |mut c: usize| {
+            for (i, &(units, per)) in plans.iter().enumerate() {
+                let chunks = units.div_ceil(per);
+                if c < chunks {
+                    let act = match mats[i].act_block() {
+                        Some(32) => a32.as_deref(),
+                        Some(_) => a256.as_deref(),
+                        None => None,
+                    };
+                    return mats[i].run_chunk(backend, act, x, m, c * per..((c + 1) * per).min(units), &outs[i]);
+                }
+                c -= chunks;
+            }
+        };
+        if total == 1 {
+            run(0)
+        } else {
+            (0..total).into_par_iter().for_each(run)
+        }
+    }
+
+    /// Activation block size of the packed formats (`None`: dense, f32 activations).
+    fn act_block(&self) -> Option<usize> {
+        match self.storage {
+            Storage::Packed { format, .. } => Some(formats::packed_layout(format).block),
+            _ => None,
+        }
+    }
+
+    /// Work units (8-row groups or dense rows) and units per parallel chunk: ≥ 4 chunks per
+    /// thread for load balance and, when several activation rows reuse them, ≤ 256 KiB of
+    /// weights per chunk so they stay in L2 while every activation row passes over them.
+    fn chunking(&self, m: usize) -> (usize, usize) {
+        let (units, unit_bytes) = match &self.storage {
+            Storage::Packed { format, .. } => {
+                let l = formats::packed_layout(*format);
+                (self.n.div_ceil(GROUP), self.k / l.block * l.record_bytes())
+            }
+            Storage::F32(_) => (self.n, 4 * self.k),
+            Storage::F16(_) => (self.n, 2 * self.k),
+        };
+        let mut per = units.div_ceil(4 * rayon::current_num_threads()).max(1);
+        if m > 1 {
+            per = per.min(((256 << 10) / unit_bytes.max(1)).max(1));
+        }
+        (units, per)
+    }
+
+    /// Output units `units` for all `m` activation rows (`act`: `x` quantized for packed formats).
+    fn run_chunk(&self, backend: Backend, act: Option<&act::QuantAct>, x: &[f32], m: usize, units: std::ops::Range<usize>, out: &OutPtr) {
+        let (n, k) = (self.n, self.k);
         match &self.storage {
             Storage::Packed { format, data } => {
                 let l = formats::packed_layout(*format);
-                let group_bytes = self.k / l.block * l.record_bytes();
-                act::with_quantized(x, m, self.k, l.block, |act| {
-                    par_chunks(self.n.div_ceil(GROUP), group_bytes, m, |groups| {
-                        with_format!(*format, F => match backend {
-                            Backend::Scalar => scalar::packed(&l, data, act, groups, self.n, &out),
-                            // SAFETY: `backend.is_available()` was asserted; data/act come from
-                            // this validated matrix and `x`.
-                            #[cfg(target_arch = "x86_64")]
-                            Backend::Avx2 => unsafe { x86::avx2::packed::<F>(data, act, groups, self.n, &out) },
-                            #[cfg(target_arch = "x86_64")]
-                            Backend::Avx512Vnni => unsafe { x86::vnni::packed::<F>(data, act, groups, self.n, &out) },
-                            #[cfg(not(target_arch = "x86_64"))]
-                            _ => unreachable!("only the scalar backend exists here"),
-                        })
-                    })
-                });
+                let act = act.expect("packed formats get quantized activations");
+                with_format!(*format, F => match backend {
+                    Backend::Scalar => scalar::packed(&l, data, act, units, n, out),
+                    // SAFETY: `backend.is_available()` was asserted; data/act come from this
+                    // validated matrix and `x`.
+                    #[cfg(target_arch = "x86_64")]
+                    Backend::Avx2 => unsafe { x86::avx2::packed::<F>(data, act, units, n, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    Backend::Avx512Vnni => unsafe { x86::vnni::packed::<F>(data, act, units, n, out) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    _ => unreachable!("only the scalar backend exists here"),
+                })
             }
-            Storage::F32(w) => par_chunks(self.n, 4 * self.k, m, |rows| match backend {
-                Backend::Scalar => scalar::dense(w, |v| v, x, m, self.k, rows, &out),
+            Storage::F32(w) => match backend {
+                Backend::Scalar => scalar::dense(w, |v| v, x, m, k, units, out),
                 // SAFETY: AVX2/FMA/F16C are part of both SIMD backends (asserted available);
                 // `w` holds n×k f32.
                 #[cfg(target_arch = "x86_64")]
-                _ => unsafe { x86::dense::<false>(w.as_ptr().cast(), x, m, self.k, rows, &out) },
+                _ => unsafe { x86::dense::<false>(w.as_ptr().cast(), x, m, k, units, out) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("only the scalar backend exists here"),
-            }),
-            Storage::F16(w) => par_chunks(self.n, 2 * self.k, m, |rows| match backend {
-                Backend::Scalar => scalar::dense(w, |v| half::f16::from_bits(v).to_f32(), x, m, self.k, rows, &out),
+            },
+            Storage::F16(w) => match backend {
+                Backend::Scalar => scalar::dense(w, |v| half::f16::from_bits(v).to_f32(), x, m, k, units, out),
                 // SAFETY: as for F32; `w` holds n×k f16.
                 #[cfg(target_arch = "x86_64")]
-                _ => unsafe { x86::dense::<true>(w.as_ptr().cast(), x, m, self.k, rows, &out) },
+                _ => unsafe { x86::dense::<true>(w.as_ptr().cast(), x, m, k, units, out) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("only the scalar backend exists here"),
-            }),
+            },
         }
     }
 
@@ -332,23 +405,6 @@ impl QMatrix {
             }
         }
     }
-}
-
-/// Splits `units` output units (8-row groups or dense rows) of `unit_bytes` weight bytes each
-/// into contiguous chunks and runs `f` on them in parallel: ≥ 4 chunks per thread for load
-/// balance and, when several activation rows reuse them, ≤ 256 KiB of weights per chunk so
-/// they stay in L2.
-fn par_chunks(units: usize, unit_bytes: usize, m: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = rayon::current_num_threads();
-    let mut per = units.div_ceil(4 * threads).max(1);
-    if m > 1 {
-        per = per.min(((256 << 10) / unit_bytes.max(1)).max(1));
-    }
-    let chunks = units.div_ceil(per);
-    if chunks == 1 {
-        return f(0..units);
-    }
-    (0..chunks).into_par_iter().for_each(|c| f(c * per..((c + 1) * per).min(units)));
 }
 
 /// Dequantizes a dtype without own kernels through candle (f32, row-major).

@@ -140,6 +140,28 @@ fn quantize_f32_round_trips_through_the_kernels() {
 }
 
 #[test]
+fn matmul_many_equals_separate_matmuls() {
+    let (k, m) = (512, 5);
+    let x = values(m * k, 9);
+    let mats: Vec<QMatrix> = [(GgmlDType::Q5_0, 40), (GgmlDType::Q4K, 17), (GgmlDType::Q8_0, 3), (GgmlDType::F16, 9)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(dtype, n))| QMatrix::from_ggml(dtype, n, k, &quantized(dtype, n, k, 300 + i as u64).0).expect("load"))
+        .collect();
+    for backend in available_backends() {
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
+        let refs: Vec<&QMatrix> = mats.iter().collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        QMatrix::matmul_many_with(backend, &refs, &x, m, &mut slices);
+        for (w, got) in mats.iter().zip(&outs) {
+            let mut want = vec![0f32; m * w.n()];
+            w.matmul_with(backend, &x, m, &mut want);
+            assert_eq!(got, &want, "{:?} {backend:?}", w.dtype());
+        }
+    }
+}
+
+#[test]
 fn dequantize_row_is_bit_identical_to_candle() {
     for (di, &dtype) in PACKED_DTYPES.iter().chain(&OTHER_DTYPES).enumerate() {
         let (n, k) = (11, 512);

@@ -270,57 +270,68 @@ backend!(avx2, ops_avx2, "avx2,fma,f16c", rows = [1, 2, 3, 4]);
 // 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
 backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows = [1, 2, 3, 4, 5, 6, 7, 8]);
 
-/// Dense f32/f16 weights (`HALF` = f16 bits): rows `rows` of `w` times all rows of `x`, four
-/// activation rows per pass so each loaded weight vector is used four times.
+/// Dense f32/f16 weights (`HALF` = f16 bits): rows `rows` of `w` times all rows of `x`, in
+/// tiles of 4 weight rows × 2 activation rows: 8 independent FMA chains hide FMA latency
+/// (one chain per row was latency-bound) and each loaded vector is used 2–4 times.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w` holds `rows.end` rows of `k` elements of
 /// 4 (f32) or 2 (f16) bytes and `x` holds `m × k` values.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dense<const HALF: bool>(w: *const u8, x: &[f32], m: usize, k: usize, rows: std::ops::Range<usize>, out: &super::OutPtr) {
-    const R: usize = 4;
-    let esize = if HALF { 2 } else { 4 };
-    let to_f32 = |p: *const u8, c: usize| -> f32 {
-        // SAFETY: element c of a row inside `w` (contract).
-        unsafe {
-            if HALF {
-                half::f16::from_bits(p.add(2 * c).cast::<u16>().read_unaligned()).to_f32()
-            } else {
-                p.add(4 * c).cast::<f32>().read_unaligned()
-            }
-        }
-    };
     assert!(x.len() >= m * k);
-    for i in rows {
-        // SAFETY: row i is inside `w` (contract).
-        let wr = unsafe { w.add(i * k * esize) };
+    let mut i = rows.start;
+    while i < rows.end {
+        let nw = if rows.end - i >= 4 { 4 } else { 1 };
         let mut r0 = 0;
         while r0 < m {
-            let nr = (m - r0).min(R);
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut c = 0;
-            while c + 8 <= k {
-                // SAFETY: c + 8 ≤ k keeps both loads inside row i / activation rows r0..r0+nr.
-                unsafe {
-                    let wv = if HALF {
-                        _mm256_cvtph_ps(_mm_loadu_si128(wr.add(2 * c).cast()))
-                    } else {
-                        _mm256_loadu_ps(wr.add(4 * c).cast())
-                    };
-                    for (r, acc) in acc.iter_mut().enumerate().take(nr) {
-                        *acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add((r0 + r) * k + c)), *acc);
-                    }
+            let nx = if m - r0 >= 2 { 2 } else { 1 };
+            // SAFETY: rows i..i+nw of `w` and r0..r0+nx of `x` exist (contract, loop bounds).
+            unsafe {
+                match (nw, nx) {
+                    (4, 2) => dense_tile::<HALF, 4, 2>(w, x, k, i, r0, out),
+                    (4, _) => dense_tile::<HALF, 4, 1>(w, x, k, i, r0, out),
+                    (_, 2) => dense_tile::<HALF, 1, 2>(w, x, k, i, r0, out),
+                    _ => dense_tile::<HALF, 1, 1>(w, x, k, i, r0, out),
                 }
-                c += 8;
             }
-            for (r, acc) in acc.iter().enumerate().take(nr) {
-                let mut lanes = [0f32; 8];
-                // SAFETY: storing into a local array of 8 floats.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
-                let tail: f32 = (c..k).map(|c| to_f32(wr, c) * x[(r0 + r) * k + c]).sum();
-                out.write(r0 + r, i, &[lanes.iter().sum::<f32>() + tail]);
+            r0 += nx;
+        }
+        i += nw;
+    }
+}
+
+/// One `NW × NX` tile of [`dense`]; same safety contract for rows `i..i+NW`, `r0..r0+NX`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dense_tile<const HALF: bool, const NW: usize, const NX: usize>(w: *const u8, x: &[f32], k: usize, i: usize, r0: usize, out: &super::OutPtr) {
+    let esize = if HALF { 2 } else { 4 };
+    // SAFETY (all blocks below): element c < k of rows i..i+NW / r0..r0+NX (contract).
+    let wrow = |q: usize| unsafe { w.add((i + q) * k * esize) };
+    let xrow = |r: usize| unsafe { x.as_ptr().add((r0 + r) * k) };
+    let mut acc = [[_mm256_setzero_ps(); NX]; NW];
+    let mut c = 0;
+    while c + 8 <= k {
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let p = unsafe { wrow(q).add(c * esize) };
+            let wv = unsafe { if HALF { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) } else { _mm256_loadu_ps(p.cast()) } };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(xrow(r).add(c)) }, *acc);
             }
-            r0 += nr;
+        }
+        c += 8;
+    }
+    for (q, acc) in acc.iter().enumerate() {
+        for (r, acc) in acc.iter().enumerate() {
+            let mut lanes = [0f32; 8];
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
+            let tail: f32 = (c..k)
+                .map(|c| unsafe {
+                    let p = wrow(q).add(c * esize);
+                    let wv = if HALF { half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f32() } else { p.cast::<f32>().read_unaligned() };
+                    wv * *xrow(r).add(c)
+                })
+                .sum();
+            out.write(r0 + r, i + q, &[lanes.iter().sum::<f32>() + tail]);
         }
     }
 }
