@@ -76,7 +76,7 @@ fn quantize_row(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], s16: &mut
 
 impl QuantAct {
     fn fill(&mut self, x: &[f32], m: usize, k: usize, block: usize) {
-        debug_assert!(k % block == 0 && block % 32 == 0);
+        debug_assert!(k.is_multiple_of(block) && block.is_multiple_of(32));
         let nb = k / block;
         (self.m, self.k, self.block) = (m, k, block);
         // `resize` keeps the capacity, so steady-state calls do not allocate.

@@ -175,10 +175,10 @@ pub(crate) fn parse_block(l: &Layout, b: &[u8], u: &mut Unpacked) {
     *u = Unpacked::default();
     // `_0`/`_1` 32-blocks: d, [m], [qh u32], 16 bytes of nibbles (low = q[j], high = q[j+16]).
     let nibbles32 = |u: &mut Unpacked, qs: &[u8], qh: u32| {
-        for j in 0..16 {
-            let hi = |bit: usize| (((qh >> bit) & 1) << 4) as u8;
-            u.q[j] = (qs[j] & 0xF) | hi(j);
-            u.q[j + 16] = (qs[j] >> 4) | hi(j + 16);
+        let hi = |bit: usize| (((qh >> bit) & 1) << 4) as u8;
+        for (j, &b) in qs.iter().enumerate() {
+            u.q[j] = (b & 0xF) | hi(j);
+            u.q[j + 16] = (b >> 4) | hi(j + 16);
         }
     };
     match l.dtype {

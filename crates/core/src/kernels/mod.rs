@@ -177,7 +177,7 @@ impl QMatrix {
     /// Any dtype candle can read loads; those without own kernels are dequantized to f32.
     pub fn from_ggml(dtype: GgmlDType, n: usize, k: usize, data: &[u8]) -> Result<Self, KernelError> {
         let block = dtype.block_size();
-        if k % block != 0 {
+        if !k.is_multiple_of(block) {
             return Err(KernelError::BadK { dtype, k, block });
         }
         let expected = byte_size(dtype, n, k);
@@ -212,7 +212,7 @@ impl QMatrix {
     /// e.g. to load f16/f32 checkpoints as Q8_0 or Q4_K. `k` must be a multiple of the block size.
     pub fn quantize_f32(n: usize, k: usize, values: &[f32], dtype: GgmlDType) -> Result<Self, KernelError> {
         let block = dtype.block_size();
-        if k % block != 0 {
+        if !k.is_multiple_of(block) {
             return Err(KernelError::BadK { dtype, k, block });
         }
         if values.len() != n * k {

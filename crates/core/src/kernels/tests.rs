@@ -47,6 +47,7 @@ fn available_backends() -> Vec<Backend> {
 /// Checks `y` against `x · wᵀ` in f64. With `act_block` set, allows the error activation
 /// quantization can cause: per element at most amax(block)·(1/254 + 2⁻¹¹) (half a step, plus
 /// the f16 rounding of the Q8_0 scale), times |w|; plus f32 rounding.
+#[allow(clippy::too_many_arguments, reason = "test helper: shapes + data + label")]
 fn check(y: &[f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize, act_block: Option<usize>, what: &str) {
     for r in 0..m {
         let xr = &x[r * k..(r + 1) * k];
@@ -199,6 +200,50 @@ fn zero_sized_shapes_do_not_panic() {
     let mut y = [1.0; 2];
     mat.matmul(&[], 1, &mut y);
     assert_eq!(y, [0.0; 2]);
+}
+
+/// Every 2-D tensor of the real model files (when present): `dequantize_row` equals candle on
+/// sampled rows, and `matmul` is within the activation-quantization bound of an f64 reference
+/// on sampled output features.
+#[test]
+#[ignore = "needs /work/main/models; run with --ignored"]
+fn real_model_tensors() {
+    use std::io::{Read, Seek, SeekFrom};
+    let paths = ["/work/main/models/qwen2.5-coder-0.5b-instruct.gguf", "/work/main/models/gemma-3-270m-q4_k_m.gguf"];
+    for path in paths.iter().filter(|p| std::path::Path::new(p).exists()) {
+        let mut f = std::fs::File::open(path).expect("open");
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).expect("gguf");
+        let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
+        names.sort();
+        let mut checked = 0;
+        for name in names {
+            let info = &content.tensor_infos[&name];
+            let &[n, k] = info.shape.dims() else { continue };
+            let dtype = info.ggml_dtype;
+            let mut bytes = vec![0u8; byte_size(dtype, n, k)];
+            f.seek(SeekFrom::Start(content.tensor_data_offset + info.offset)).expect("seek");
+            f.read_exact(&mut bytes).expect("read");
+            let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+            let row_bytes = bytes.len() / n;
+            let sampled: Vec<usize> = (0..n).step_by((n / 64).max(1)).chain([n - 1]).collect();
+            let mut w = vec![0f32; sampled.len() * k];
+            for (s, &i) in sampled.iter().enumerate() {
+                let want = dequantize_with_candle(dtype, k, &bytes[i * row_bytes..(i + 1) * row_bytes]).expect("candle");
+                let row = &mut w[s * k..(s + 1) * k];
+                mat.dequantize_row(i, row);
+                assert!(row.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} row {i}");
+            }
+            let m = 3;
+            let x = values(m * k, 11);
+            let mut y = vec![0f32; m * n];
+            mat.matmul(&x, m, &mut y);
+            let y_sampled: Vec<f32> = (0..m).flat_map(|r| sampled.iter().map(|&i| y[r * n + i]).collect::<Vec<_>>()).collect();
+            let block = mat.act_block();
+            check(&y_sampled, &x, &w, m, sampled.len(), k, block, &format!("{path} {name} {dtype:?}"));
+            checked += 1;
+        }
+        assert!(checked >= 50, "{path}: only {checked} matrices found");
+    }
 }
 
 /// CPU time of all this process's threads (ns resolution, from /proc; 0 where unavailable).
