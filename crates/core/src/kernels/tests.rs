@@ -260,6 +260,7 @@ fn process_cpu_seconds() -> f64 {
 /// 2-thread pool like the integrator's. The machine is shared, so besides the best wall time
 /// it reports "cpu": ops per (process CPU time / 2), i.e. the rate two otherwise idle cores
 /// would reach if the work stayed as CPU-efficient (rayon's spinning counts against us).
+/// `INGOT_BENCH_DTYPES=Q4K,Q6K` limits the dtypes.
 #[test]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 fn bench_gops() {
@@ -289,7 +290,8 @@ fn bench_gops() {
     println!("{:<5} {:>6} {:>4} {:>3} {:>13} {:>13} {:>7}", "dtype", "n", "k", "m", "candle w/cpu", "ingot w/cpu", "GB/s");
     for (n, k) in [(4864, 896), (896, 4864), (151936, 896)] {
         for dtype in [GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::F16] {
-            if k % dtype.block_size() != 0 {
+            let only = std::env::var("INGOT_BENCH_DTYPES").unwrap_or_default();
+            if k % dtype.block_size() != 0 || !(only.is_empty() || only.split(',').any(|d| d == format!("{dtype:?}"))) {
                 continue;
             }
             let w = values(n * k, 1);

@@ -143,7 +143,7 @@ macro_rules! backend {
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast()) })
             }
 
-            /// `Σ_p pairs(p)·(s[2p], s[2p+1])` per lane: a per-row dot of scales or mins with
+            /// `Σ_p pairs(p)·(s[2p], s[2p+1])` per lane: a per-row dot of the mins with
             /// activation block sums (`s` = i16 sums).
             #[target_feature(enable = $feat)]
             #[inline]
@@ -200,24 +200,27 @@ macro_rules! backend {
                             let odd = _mm256_srai_epi32::<16>(pairs);
                             for (r, acci) in acci.iter_mut().enumerate() {
                                 let a = aq(r).add(32 * run);
-                                let z = _mm256_setzero_si256();
+                                // Start each sub-block's sum at −bias·Σa so the scale multiplies
+                                // Σ (q − bias)·a (Q6_K; zero for the other K-quants).
+                                let init = |sub: usize| {
+                                    let s = if l.sub == 16 {
+                                        act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
+                                    } else {
+                                        act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
+                                    };
+                                    _mm256_set1_epi32(-l.bias * i32::from(s))
+                                };
                                 let sum = if l.sub == 32 {
-                                    _mm256_mullo_epi32(dot_run(&l, z, &w, a, 0..8), if run % 2 == 0 { even } else { odd })
+                                    _mm256_mullo_epi32(dot_run(&l, init(run), &w, a, 0..8), if run % 2 == 0 { even } else { odd })
                                 } else {
-                                    let lo = _mm256_mullo_epi32(dot_run(&l, z, &w, a, 0..4), even);
-                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, z, &w, a, 4..8), odd))
+                                    let lo = _mm256_mullo_epi32(dot_run(&l, init(2 * run), &w, a, 0..4), even);
+                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, init(2 * run + 1), &w, a, 4..8), odd))
                                 };
                                 *acci = _mm256_add_epi32(*acci, sum);
                             }
                         }
                         for (r, accf) in accf.iter_mut().enumerate() {
-                            let mut acc = acci[r];
-                            if l.bias != 0 {
-                                // Σ sc·(q − bias)·a = Σ sc·q·a − bias·Σ sc·(Σ₁₆ a)
-                                let s16 = act.s16.as_ptr().add((r0 + r) * (k / 16) + b * (l.block / 16));
-                                let sb = scaled_sums(rec.add(l.sc_off()), s16, l.n_sub() / 2);
-                                acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(sb, _mm256_set1_epi32(l.bias)));
-                            }
+                            let acc = acci[r];
                             *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
                             if l.mins == Mins::Sub {
                                 let s32 = act.s32.as_ptr().add((r0 + r) * (k / 32) + b * (l.block / 32));
