@@ -73,6 +73,9 @@ macro_rules! backend {
             use super::super::OutPtr;
             use super::$ops as ops;
 
+            /// Prefetch distance in bytes for the single-row (decode) kernel.
+            const PREFETCH: usize = 4096;
+
             /// Activation rows per micro-kernel call (the largest of `rows`): as many as the
             /// registers hold next to the 8 decoded weight vectors.
             const MR: usize = { let mut m = 0; $(if $r > m { m = $r; })+ m };
@@ -170,6 +173,15 @@ macro_rules! backend {
                 unsafe {
                     for b in 0..nblk {
                         let rec = grp.add(b * l.record_bytes());
+                        // Decode streams the weights from DRAM once; the hardware prefetcher
+                        // alone leaves the integer units idle part of the time, so ask for the
+                        // data a few KiB ahead (prefetches never fault; `wrapping_add` since the
+                        // address may lie past the buffer).
+                        if R == 1 {
+                            for line in (0..l.record_bytes()).step_by(64) {
+                                _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(PREFETCH + line).cast());
+                            }
+                        }
                         let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()));
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(l.dmin_off()).cast()));
                         let da = |r: usize| _mm256_set1_ps(act.d[(r0 + r) * nblk + b]);
