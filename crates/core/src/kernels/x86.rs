@@ -1,0 +1,352 @@
+//! x86-64 SIMD kernels. One kernel source, instantiated twice by `backend!`:
+//! - `avx2`: `avx2,fma,f16c`, integer dot via `vpmaddubsw` + `vpmaddwd`;
+//! - `vnni`: additionally `avx512vnni,avx512vl`, integer dot via 256-bit `vpdpbusd` (one
+//!   instruction instead of three, and ymm16–31 for more accumulators).
+//!
+//! Micro-kernel: one record (8 weight rows × one block) is decoded once into eight registers of
+//! unsigned quants, lane j = 4 consecutive quants of row j; each of `MR` activation rows then
+//! broadcasts its 4 matching quants and accumulates `u8·i8` products per lane, so one register
+//! holds the dot products of 8 output features and no horizontal sums are needed. Weights are
+//! decoded once per `MR` activation rows (register reuse for prefill); for decode (m = 1) the
+//! same kernel streams the weights once.
+//!
+//! Every `unsafe fn` here has `#[target_feature]`; its only safety requirement is that the CPU
+//! supports those features (checked once by [`super::Backend::detected`]) and that pointers
+//! stay inside the buffers, which the callers guarantee from validated shapes.
+
+use std::arch::x86_64::*;
+
+/// AVX2 integer primitives. `vpmaddubsw` saturates at ±32767: fine for ≤ 6-bit weights
+/// (2·63·128), not for full 8-bit ones, hence `dot8`.
+mod ops_avx2 {
+    use std::arch::x86_64::*;
+
+    /// Bias the 32-block kernel must remove for 8-bit weights stored as `q + 128`: `dot8`
+    /// already returns the unbiased Σ q·a.
+    pub const BIAS8: i32 = 0;
+
+    /// Per 32-bit lane: `acc + Σ₄ w·a` (w unsigned ≤ 63, a signed).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)))
+    }
+
+    /// 8-bit weights `w = q + 128`: back to signed q, then |q|·(a·sign q), which cannot saturate.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub fn dot8(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        let q = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+        dot(acc, _mm256_abs_epi8(q), _mm256_sign_epi8(a, q))
+    }
+}
+
+/// AVX-512 VNNI primitives (256-bit forms): `vpdpbusd` accumulates u8·i8 in 32 bits without
+/// saturation, so 8-bit weights use the `q + 128` form directly and the kernel removes the
+/// bias as `128·Σa` from the block's activation sum.
+mod ops_vnni {
+    use std::arch::x86_64::*;
+
+    pub const BIAS8: i32 = 128;
+
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[inline]
+    pub fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, w, a)
+    }
+
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[inline]
+    pub fn dot8(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        dot(acc, w, a)
+    }
+}
+
+macro_rules! backend {
+    ($name:ident, $ops:ident, $feat:literal, rows = [$($r:literal),+]) => {
+        pub(crate) mod $name {
+            use std::arch::x86_64::*;
+            use std::ops::Range;
+
+            use super::super::act::QuantAct;
+            use super::super::formats::{packed_layout, Layout, Mins, GROUP};
+            use super::super::OutPtr;
+            use super::$ops as ops;
+
+            /// Prefetch distance in bytes for the single-row (decode) kernel.
+            const PREFETCH: usize = 4096;
+
+            /// Activation rows per micro-kernel call (the largest of `rows`): as many as the
+            /// registers hold next to the 8 decoded weight vectors.
+            const MR: usize = { let mut m = 0; $(if $r > m { m = $r; })+ m };
+
+            /// Decodes one run (32 quants × 8 rows) to unsigned bytes, register t = quants
+            /// 4t..4t+3 of every row (see `formats` for the byte order).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn decode_run(l: &Layout, p: *const u8) -> [__m256i; 8] {
+                // SAFETY: `p` points at a run of `l.run_bytes()` bytes (caller).
+                unsafe {
+                    let ld = |o: usize| _mm256_loadu_si256(p.add(o).cast());
+                    let mut w = [_mm256_setzero_si256(); 8];
+                    if l.bits == 8 {
+                        for (t, w) in w.iter_mut().enumerate() {
+                            *w = ld(32 * t);
+                        }
+                        return w;
+                    }
+                    let m4 = _mm256_set1_epi8(0x0F);
+                    for u in 0..4 {
+                        let v = ld(32 * u);
+                        w[u] = _mm256_and_si256(v, m4);
+                        w[u + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    }
+                    // High bits: move bit `from` (and `from + 1` for 6-bit) of every byte to bit
+                    // 4 with one 16-bit shift (constant after unrolling); the bits that cross
+                    // into a neighbouring byte land outside the mask.
+                    let hi = |h: __m256i, from: i32, mask: i8| {
+                        let v = if from <= 4 {
+                            _mm256_sll_epi16(h, _mm_cvtsi32_si128(4 - from))
+                        } else {
+                            _mm256_srl_epi16(h, _mm_cvtsi32_si128(from - 4))
+                        };
+                        _mm256_and_si256(v, _mm256_set1_epi8(mask))
+                    };
+                    if l.bits == 5 {
+                        let h = ld(128);
+                        for (t, w) in w.iter_mut().enumerate() {
+                            *w = _mm256_or_si256(*w, hi(h, t as i32, 0x10));
+                        }
+                    } else if l.bits == 6 {
+                        for (t, w) in w.iter_mut().enumerate() {
+                            *w = _mm256_or_si256(*w, hi(ld(128 + 32 * (t / 4)), 2 * (t % 4) as i32, 0x30));
+                        }
+                    }
+                    w
+                }
+            }
+
+            /// `acc + Σ_{t∈ts} w[t]·a[4t..4t+4]` per row lane.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn dot_run(l: &Layout, mut acc: __m256i, w: &[__m256i; 8], a: *const i8, ts: Range<usize>) -> __m256i {
+                for t in ts {
+                    // SAFETY: `a` points at 32 activation quants (caller).
+                    let av = _mm256_set1_epi32(unsafe { a.add(4 * t).cast::<i32>().read_unaligned() });
+                    acc = if l.bits == 8 { ops::dot8(acc, w[t], av) } else { ops::dot(acc, w[t], av) };
+                }
+                acc
+            }
+
+            /// Sign-extends 16 bytes of `[pair][row][2]` scales: lane j = (s[2p], s[2p+1]) as i16.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn scale_pairs(p: *const u8) -> __m256i {
+                // SAFETY: 16 readable bytes (caller).
+                _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast()) })
+            }
+
+            /// `Σ_p pairs(p)·(s[2p], s[2p+1])` per lane: a per-row dot of the mins with
+            /// activation block sums (`s` = i16 sums).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn scaled_sums(pairs: *const u8, s: *const i16, n_pairs: usize) -> __m256i {
+                let mut acc = _mm256_setzero_si256();
+                for p in 0..n_pairs {
+                    // SAFETY: 16·n_pairs scale bytes and 2·n_pairs sums are readable (caller).
+                    let (sc, sums) = unsafe { (scale_pairs(pairs.add(16 * p)), s.add(2 * p).cast::<i32>().read_unaligned()) };
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(sc, _mm256_set1_epi32(sums)));
+                }
+                acc
+            }
+
+            /// Output features of group `grp` (8 rows × all blocks) for activation rows
+            /// `r0..r0+R`.
+            #[target_feature(enable = $feat)]
+            unsafe fn tile<const F: usize, const R: usize>(grp: *const u8, act: &QuantAct, r0: usize) -> [[f32; 8]; R] {
+                let l = const { packed_layout(F) };
+                let (k, nblk) = (act.k, act.k / l.block);
+                let bias = if l.bits == 8 { ops::BIAS8 } else { l.bias };
+                let mut accf = [_mm256_setzero_ps(); R];
+                // SAFETY: `grp` holds `nblk` records and rows r0..r0+R exist in `act` (caller);
+                // every offset below stays inside the record / activation row it names.
+                unsafe {
+                    for b in 0..nblk {
+                        let rec = grp.add(b * l.record_bytes());
+                        // Decode streams the weights from DRAM once; the hardware prefetcher
+                        // alone leaves the integer units idle part of the time, so ask for the
+                        // data a few KiB ahead (prefetches never fault; `wrapping_add` since the
+                        // address may lie past the buffer).
+                        if R == 1 {
+                            for line in (0..l.record_bytes()).step_by(64) {
+                                _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(PREFETCH + line).cast());
+                            }
+                        }
+                        let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()));
+                        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(l.dmin_off()).cast()));
+                        let da = |r: usize| _mm256_set1_ps(act.d[(r0 + r) * nblk + b]);
+                        let aq = |r: usize| act.qs.as_ptr().add((r0 + r) * k + b * l.block);
+                        if l.block == 32 {
+                            // One scale per block: integer sum (bias removed via the activation
+                            // sum), then one FMA per row lane.
+                            let w = decode_run(&l, rec.add(l.qs_off()));
+                            for (r, accf) in accf.iter_mut().enumerate() {
+                                let s = i32::from(act.s32[(r0 + r) * (k / 32) + b]);
+                                let acc = dot_run(&l, _mm256_set1_epi32(-bias * s), &w, aq(r), 0..8);
+                                *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
+                                if l.mins == Mins::Block {
+                                    let ms = _mm256_set1_ps(act.d[(r0 + r) * nblk + b] * s as f32);
+                                    *accf = _mm256_fnmadd_ps(dmin, ms, *accf);
+                                }
+                            }
+                            continue;
+                        }
+                        // K-quants: integer sub-block sums times integer scales, accumulated
+                        // over the 256-block, converted to float once.
+                        let mut acci = [_mm256_setzero_si256(); R];
+                        for run in 0..l.block / 32 {
+                            let w = decode_run(&l, rec.add(l.qs_off() + run * l.run_bytes()));
+                            // Scales of this run: sub-block `run` (32-subs) or `2run, 2run+1`.
+                            let pairs = scale_pairs(rec.add(l.sc_off() + 16 * (run * 32 / l.sub / 2)));
+                            let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
+                            let odd = _mm256_srai_epi32::<16>(pairs);
+                            for (r, acci) in acci.iter_mut().enumerate() {
+                                let a = aq(r).add(32 * run);
+                                // Start each sub-block's sum at −bias·Σa so the scale multiplies
+                                // Σ (q − bias)·a (Q6_K; zero for the other K-quants).
+                                let init = |sub: usize| {
+                                    let s = if l.sub == 16 {
+                                        act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
+                                    } else {
+                                        act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
+                                    };
+                                    _mm256_set1_epi32(-l.bias * i32::from(s))
+                                };
+                                let sum = if l.sub == 32 {
+                                    _mm256_mullo_epi32(dot_run(&l, init(run), &w, a, 0..8), if run % 2 == 0 { even } else { odd })
+                                } else {
+                                    let lo = _mm256_mullo_epi32(dot_run(&l, init(2 * run), &w, a, 0..4), even);
+                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, init(2 * run + 1), &w, a, 4..8), odd))
+                                };
+                                *acci = _mm256_add_epi32(*acci, sum);
+                            }
+                        }
+                        for (r, accf) in accf.iter_mut().enumerate() {
+                            let acc = acci[r];
+                            *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
+                            if l.mins == Mins::Sub {
+                                let s32 = act.s32.as_ptr().add((r0 + r) * (k / 32) + b * (l.block / 32));
+                                let ms = scaled_sums(rec.add(l.min_off()), s32, l.n_sub() / 2);
+                                *accf = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, da(r)), *accf);
+                            }
+                        }
+                    }
+                    let mut out = [[0f32; 8]; R];
+                    for (o, a) in out.iter_mut().zip(&accf) {
+                        _mm256_storeu_ps(o.as_mut_ptr(), *a);
+                    }
+                    out
+                }
+            }
+
+            /// Packed format `F`, weight groups `groups`, all activation rows.
+            ///
+            /// # Safety
+            /// The CPU must support this backend's target features; `data` and `act` must
+            /// have the shapes of one validated matrix (`n` rows, `act.k` columns).
+            pub(crate) unsafe fn packed<const F: usize>(data: &[u8], act: &QuantAct, groups: Range<usize>, n: usize, out: &OutPtr) {
+                let l = packed_layout(F);
+                let gbytes = act.k / l.block * l.record_bytes();
+                assert!(groups.end * gbytes <= data.len() && act.qs.len() >= act.m * act.k);
+                let mut r0 = 0;
+                while r0 < act.m {
+                    let rows = (act.m - r0).min(MR);
+                    for g in groups.clone() {
+                        let grp = data[g * gbytes..].as_ptr();
+                        let cols = GROUP.min(n - g * GROUP);
+                        let put = |r: usize, v: &[f32; 8]| out.write(r0 + r, g * GROUP, &v[..cols]);
+                        // SAFETY: features per this fn's contract; shapes checked above.
+                        unsafe {
+                            match rows {
+                                $($r => tile::<F, $r>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),)+
+                                _ => unreachable!("rows ≤ MR"),
+                            }
+                        }
+                    }
+                    r0 += rows;
+                }
+            }
+        }
+    };
+}
+
+// 16 ymm registers: 8 weights + 4 rows' accumulators + temporaries.
+backend!(avx2, ops_avx2, "avx2,fma,f16c", rows = [1, 2, 3, 4]);
+// 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
+backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows = [1, 2, 3, 4, 5, 6, 7, 8]);
+
+/// Dense f32/f16 weights (`HALF` = f16 bits): rows `rows` of `w` times all rows of `x`, in
+/// tiles of 4 weight rows × 2 activation rows: 8 independent FMA chains hide FMA latency
+/// (one chain per row was latency-bound) and each loaded vector is used 2–4 times.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `w` holds `rows.end` rows of `k` elements of
+/// 4 (f32) or 2 (f16) bytes and `x` holds `m × k` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dense<const HALF: bool>(w: *const u8, x: &[f32], m: usize, k: usize, rows: std::ops::Range<usize>, out: &super::OutPtr) {
+    assert!(x.len() >= m * k);
+    let mut i = rows.start;
+    while i < rows.end {
+        let nw = if rows.end - i >= 4 { 4 } else { 1 };
+        let mut r0 = 0;
+        while r0 < m {
+            let nx = if m - r0 >= 2 { 2 } else { 1 };
+            // SAFETY: rows i..i+nw of `w` and r0..r0+nx of `x` exist (contract, loop bounds).
+            unsafe {
+                match (nw, nx) {
+                    (4, 2) => dense_tile::<HALF, 4, 2>(w, x, k, i, r0, out),
+                    (4, _) => dense_tile::<HALF, 4, 1>(w, x, k, i, r0, out),
+                    (_, 2) => dense_tile::<HALF, 1, 2>(w, x, k, i, r0, out),
+                    _ => dense_tile::<HALF, 1, 1>(w, x, k, i, r0, out),
+                }
+            }
+            r0 += nx;
+        }
+        i += nw;
+    }
+}
+
+/// One `NW × NX` tile of [`dense`]; same safety contract for rows `i..i+NW`, `r0..r0+NX`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dense_tile<const HALF: bool, const NW: usize, const NX: usize>(w: *const u8, x: &[f32], k: usize, i: usize, r0: usize, out: &super::OutPtr) {
+    let esize = if HALF { 2 } else { 4 };
+    // SAFETY (all blocks below): element c < k of rows i..i+NW / r0..r0+NX (contract).
+    let wrow = |q: usize| unsafe { w.add((i + q) * k * esize) };
+    let xrow = |r: usize| unsafe { x.as_ptr().add((r0 + r) * k) };
+    let mut acc = [[_mm256_setzero_ps(); NX]; NW];
+    let mut c = 0;
+    while c + 8 <= k {
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let p = unsafe { wrow(q).add(c * esize) };
+            let wv = unsafe { if HALF { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) } else { _mm256_loadu_ps(p.cast()) } };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(xrow(r).add(c)) }, *acc);
+            }
+        }
+        c += 8;
+    }
+    for (q, acc) in acc.iter().enumerate() {
+        for (r, acc) in acc.iter().enumerate() {
+            let mut lanes = [0f32; 8];
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
+            let tail: f32 = (c..k)
+                .map(|c| unsafe {
+                    let p = wrow(q).add(c * esize);
+                    let wv = if HALF { half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f32() } else { p.cast::<f32>().read_unaligned() };
+                    wv * *xrow(r).add(c)
+                })
+                .sum();
+            out.write(r0 + r, i + q, &[lanes.iter().sum::<f32>() + tail]);
+        }
+    }
+}
