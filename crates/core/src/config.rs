@@ -40,6 +40,10 @@ pub enum Activation {
     Silu,
     /// GELU with the tanh approximation (`gelu_pytorch_tanh`), as Gemma uses.
     GeluTanh,
+    /// The same GELU evaluated as ggml does, through an f16 table. GGUF models use it so
+    /// that ingot reproduces llama.cpp's numbers on llama.cpp's own file format: Gemma 3's
+    /// greedy continuations are sensitive enough for the rounding to decide tokens.
+    GeluTanhF16,
 }
 
 /// How RoPE pairs up the dimensions of a head.

@@ -223,9 +223,8 @@ impl Model {
 
         for (li, layer) in self.layers.iter().enumerate() {
             ops::rms_norm_into(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut hbuf);
-            layer.q.matmul(&hbuf, t, &mut q);
-            layer.k.matmul(&hbuf, t, &mut k);
-            layer.v.matmul(&hbuf, t, &mut v);
+            // One activation quantization for all three projections.
+            QMatrix::matmul_many(&[&layer.q, &layer.k, &layer.v], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
             for (buf, bias) in [(&mut q, &layer.q_bias), (&mut k, &layer.k_bias), (&mut v, &layer.v_bias)] {
                 if let Some(b) = bias {
                     ops::add_bias(buf, b);
@@ -260,8 +259,7 @@ impl Model {
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
 
             ops::rms_norm_into(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut hbuf);
-            layer.gate.matmul(&hbuf, t, &mut gate);
-            layer.up.matmul(&hbuf, t, &mut up);
+            QMatrix::matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut gate, &mut up]);
             ops::gated_activation(&mut gate, &up, cfg.activation);
             layer.down.matmul(&gate, t, &mut proj);
             if let Some(w) = &layer.post_ffn_norm {

@@ -45,14 +45,31 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
             }
         }
         Activation::GeluTanh => {
-            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
             for (g, u) in gate.iter_mut().zip(up) {
+                *g = gelu_tanh(*g) * u;
+            }
+        }
+        Activation::GeluTanhF16 => {
+            for (g, u) in gate.iter_mut().zip(up) {
+                // ggml's table: the input rounded to f16, the result stored as f16, and the
+                // function saturated outside [-10, 10].
                 let x = *g;
-                let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-                *g = 0.5 * x * (1.0 + inner.tanh()) * u;
+                let y = if x <= -10.0 {
+                    0.0
+                } else if x >= 10.0 {
+                    x
+                } else {
+                    half::f16::from_f32(gelu_tanh(half::f16::from_f32(x).to_f32())).to_f32()
+                };
+                *g = y * u;
             }
         }
     }
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }
 
 /// Rotary embedding frequencies of one RoPE base (with scaling applied).

@@ -157,14 +157,15 @@ impl GgufFile {
             Arch::Gemma3 => {
                 // Gemma 3 conventions that llama.cpp hard-codes rather than storing: every sixth
                 // layer is global, local layers use RoPE base 10000, embeddings are scaled by
-                // sqrt(hidden), the MLP uses tanh-GELU.
+                // sqrt(hidden), the MLP uses tanh-GELU (evaluated
+                // as ggml does, see `Activation::GeluTanhF16`).
                 cfg.layer_types = (0..num_layers)
                     .map(|i| if (i + 1) % 6 == 0 { LayerKind::Full } else { LayerKind::Sliding })
                     .collect();
                 cfg.sliding_window = sliding_window;
                 cfg.rope_local_theta = Some(10_000.0);
                 cfg.embed_scale = Some((hidden_size as f32).sqrt());
-                cfg.activation = Activation::GeluTanh;
+                cfg.activation = Activation::GeluTanhF16;
                 if let Some(factor) = self.opt_f32(&self.key("rope.scaling.factor"))? {
                     cfg.rope_scaling = Some(RopeScaling::Linear { factor });
                 }
