@@ -14,5 +14,7 @@ pub mod model;
 pub mod sampling;
 pub mod stop;
 pub mod template;
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;

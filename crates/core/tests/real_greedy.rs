@@ -2,24 +2,14 @@
 //! (`fixtures/real/*-greedy.json`). Exact over each item's robust prefix; whole answers for
 //! most items; Qwen's first-position top-5 logits within 0.25.
 
-use std::path::PathBuf;
-
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::load::models_dir;
+use ingot_core::testing::{fixtures_dir, model_path};
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::weights::gguf::GgufFile;
 use serde_json::Value;
 
-fn fixtures_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("INGOT_FIXTURES_DIR") {
-        return dir.into();
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-}
-
 fn load(file: &str) -> Model {
-    let path = models_dir().join(file);
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    let path = model_path(file);
     let gguf = GgufFile::open(&path).expect("open model");
     Model::load(&gguf, gguf.config().expect("config")).expect("load model")
 }

@@ -206,11 +206,11 @@ fn zero_sized_shapes_do_not_panic() {
 /// sampled rows, and `matmul` is within the activation-quantization bound of an f64 reference
 /// on sampled output features.
 #[test]
-#[ignore = "needs /work/main/models; run with --ignored"]
+#[ignore = "reads both real models (slow); run with --ignored"]
 fn real_model_tensors() {
     use std::io::{Read, Seek, SeekFrom};
-    let paths = ["/work/main/models/qwen2.5-coder-0.5b-instruct.gguf", "/work/main/models/gemma-3-270m-q4_k_m.gguf"];
-    for path in paths.iter().filter(|p| std::path::Path::new(p).exists()) {
+    let paths = [crate::testing::model_path("qwen2.5-coder-0.5b-instruct.gguf"), crate::testing::model_path("gemma-3-270m-q4_k_m.gguf")];
+    for path in &paths {
         let mut f = std::fs::File::open(path).expect("open");
         let content = candle_core::quantized::gguf_file::Content::read(&mut f).expect("gguf");
         let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();

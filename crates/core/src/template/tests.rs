@@ -9,20 +9,8 @@ use super::*;
 /// that fixing one forces it off this list.
 const KNOWN_GAPS: &[&str] = &[];
 
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("INGOT_FIXTURES_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        },
-        PathBuf::from,
-    )
-}
-
 fn read_fixture(relative: &str) -> String {
-    let path = fixtures_dir().join(relative);
+    let path = crate::testing::fixtures_dir().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "fixture {} is missing ({e}); set INGOT_FIXTURES_DIR to the fixtures directory",

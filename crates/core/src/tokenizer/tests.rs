@@ -13,18 +13,10 @@ use super::{StreamDecoder, Tokenizer, TokenizerError};
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct.gguf";
 const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 
-fn dir(env: &str, default: &str) -> PathBuf {
-    std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default))
-}
-
 /// Loads a model's tokenizer once per test binary; a missing file fails the test.
 fn load(file: &str) -> (Tokenizer, u128) {
-    let path = dir("INGOT_MODELS_DIR", "../../models").join(file);
-    let mut f = std::fs::File::open(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run scripts/fetch-models.sh (or set INGOT_MODELS_DIR)", path.display())
-    });
+    let path = crate::testing::model_path(file);
+    let mut f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let content = Content::read(&mut f).expect("GGUF header");
     let start = Instant::now();
     let tokenizer = Tokenizer::from_gguf(&content).expect("tokenizer");
@@ -42,7 +34,7 @@ fn gemma() -> &'static Tokenizer {
 }
 
 fn fixture(name: &str) -> Json {
-    let path = dir("INGOT_FIXTURES_DIR", "../../../shared/fixtures").join("real").join(name);
+    let path = crate::testing::fixtures_dir().join("real").join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (set INGOT_FIXTURES_DIR)", path.display()));
     serde_json::from_str(&text).expect("fixture JSON")

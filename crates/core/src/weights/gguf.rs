@@ -15,6 +15,15 @@ use super::{LoadError, WeightSource};
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
 use crate::kernels::{byte_size, GgmlDType, QMatrix};
 
+/// candle's message for an error, without the backtrace it attaches when `RUST_BACKTRACE`
+/// is set: errors here are one line for people.
+fn without_backtrace(mut e: candle_core::Error) -> String {
+    while let candle_core::Error::WithBacktrace { inner, .. } = e {
+        e = *inner;
+    }
+    e.to_string()
+}
+
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
@@ -41,7 +50,7 @@ impl GgufFile {
         // while running is outside what any model loader can defend against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
         let content = Content::read(&mut Cursor::new(&mmap[..]))
-            .map_err(|e| LoadError::Corrupt { path: path.clone(), problem: e.to_string() })?;
+            .map_err(|e| LoadError::Corrupt { path: path.clone(), problem: without_backtrace(e) })?;
         let arch_name = match content.metadata.get("general.architecture") {
             Some(Value::String(s)) => s.clone(),
             _ => return Err(LoadError::MissingKey { path, key: "general.architecture".into() }),

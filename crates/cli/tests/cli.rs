@@ -1,0 +1,151 @@
+//! End-to-end tests through the real `ingot` binary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ingot_core::testing::model_path;
+
+fn ingot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ingot"))
+}
+
+/// Runs `ingot chat` on the default model with `input` on a pipe.
+fn chat(args: &[&str], input: &str) -> Output {
+    let model = model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    let mut child = ingot()
+        .arg("chat")
+        .arg("--model")
+        .arg(&model)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ingot");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait for ingot")
+}
+
+/// The replies, one per user turn, in order.
+fn replies(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Assistant: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn chat_answers_keeps_history_and_clear_forgets_it() {
+    let out = chat(
+        &["--temperature", "0", "--max-new-tokens", "48"],
+        "What is the capital of France?\nMy name is Zorblax.\nWhat is my name?\nclear\nWhat is my name?\nexit\nWhat is ignored after exit?\n",
+    );
+    assert!(out.status.success(), "exit status {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = replies(&out);
+    assert_eq!(r.len(), 4, "one reply per user turn before exit: {stdout}");
+    assert!(r[0].contains("Paris"), "{stdout}");
+    assert!(r[2].contains("Zorblax"), "with history the model knows the name: {stdout}");
+    assert!(stdout.contains("History has been removed."), "{stdout}");
+    assert!(!r[3].contains("Zorblax"), "after clear the name is gone: {stdout}");
+}
+
+#[test]
+fn chat_with_the_same_seed_repeats_itself() {
+    let args = ["--temperature", "0.9", "--top-p", "0.95", "--seed", "7", "--max-new-tokens", "24"];
+    let (a, b) = (chat(&args, "Write a haiku about rust.\n"), chat(&args, "Write a haiku about rust.\n"));
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(replies(&a), replies(&b));
+    assert_eq!(replies(&a).len(), 1);
+}
+
+#[test]
+fn chat_rejects_invalid_sampling_flags() {
+    let out = chat(&["--top-p", "1.5"], "hi\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("top_p") && err.contains("1.5"), "{err}");
+}
+
+/// A model path ingot cannot use must give a non-zero exit and one error line naming the
+/// file: no panic message, no backtrace.
+fn assert_clean_failure(model: &Path, expect: &str) {
+    let out = ingot().arg("chat").arg("--model").arg(model).stdin(Stdio::null()).output().expect("run ingot");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{model:?} was accepted");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(&model.display().to_string()), "the error must name the file: {err}");
+    assert!(lines[0].contains(expect), "expected {expect:?} in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ingot-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+#[test]
+fn missing_model_file_is_a_clean_error() {
+    assert_clean_failure(&scratch("no-such-model.gguf"), "cannot read");
+}
+
+#[test]
+fn truncated_gguf_is_a_clean_error() {
+    let real = std::fs::read(model_path(ingot_core::load::DEFAULT_MODEL_FILE)).expect("read model");
+    // Cut in the header (the vocabulary) and in the tensor data.
+    for (name, len) in [("cut-header.gguf", 4096), ("cut-data.gguf", real.len() / 2)] {
+        let path = scratch(name);
+        std::fs::write(&path, &real[..len]).expect("write truncated copy");
+        assert_clean_failure(&path, "not a valid GGUF file");
+    }
+}
+
+#[test]
+fn unknown_architecture_lists_the_supported_ones() {
+    // A minimal GGUF v3 header: no tensors, one metadata key.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes());
+    let key = b"general.architecture";
+    bytes.extend((key.len() as u64).to_le_bytes());
+    bytes.extend(key);
+    bytes.extend(8u32.to_le_bytes()); // string
+    let value = b"mamba9";
+    bytes.extend((value.len() as u64).to_le_bytes());
+    bytes.extend(value);
+    let path = scratch("unknown-arch.gguf");
+    std::fs::write(&path, bytes).expect("write");
+    assert_clean_failure(&path, "unsupported architecture 'mamba9' (supported: llama, mistral, qwen2, qwen3, gemma3)");
+}
+
+#[test]
+fn gemma_base_needs_a_named_template_and_chats_with_one() {
+    let gemma = model_path("gemma-3-270m-q4_k_m.gguf");
+    let run = |extra: &[&str]| {
+        let mut child = ingot()
+            .arg("chat")
+            .arg("--model")
+            .arg(&gemma)
+            .args(["--temperature", "0", "--max-new-tokens", "8"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        child.stdin.take().expect("stdin").write_all(b"The capital of France is\n").expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let without = run(&[]);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--template"));
+    let with = run(&["--template", "empty"]);
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    assert_eq!(replies(&with).len(), 1);
+}
