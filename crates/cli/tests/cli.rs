@@ -23,7 +23,9 @@ fn chat(args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ingot");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    // ingot may exit before reading (bad flags): a broken pipe is then expected, and the
+    // assertions on its output decide.
+    let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
     child.wait_with_output().expect("wait for ingot")
 }
 

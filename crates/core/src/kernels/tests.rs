@@ -239,10 +239,10 @@ fn real_model_tensors() {
             mat.matmul(&x, m, &mut y);
             let y_sampled: Vec<f32> = (0..m).flat_map(|r| sampled.iter().map(|&i| y[r * n + i]).collect::<Vec<_>>()).collect();
             let block = mat.act_block();
-            check(&y_sampled, &x, &w, m, sampled.len(), k, block, &format!("{path} {name} {dtype:?}"));
+            check(&y_sampled, &x, &w, m, sampled.len(), k, block, &format!("{} {name} {dtype:?}", path.display()));
             checked += 1;
         }
-        assert!(checked >= 50, "{path}: only {checked} matrices found");
+        assert!(checked >= 50, "{}: only {checked} matrices found", path.display());
     }
 }
 

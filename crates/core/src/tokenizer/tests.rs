@@ -1,7 +1,6 @@
 //! Exactness against llama.cpp (the `real/` fixtures), streaming, and malformed metadata.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
