@@ -12,11 +12,14 @@ fn ingot() -> Command {
 
 /// Runs `ingot chat` on the default model with `input` on a pipe.
 fn chat(args: &[&str], input: &str) -> Output {
-    let model = model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    chat_with(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, input)
+}
+
+fn chat_with(model: &Path, args: &[&str], input: &str) -> Output {
     let mut child = ingot()
         .arg("chat")
         .arg("--model")
-        .arg(&model)
+        .arg(model)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -130,19 +133,8 @@ fn unknown_architecture_lists_the_supported_ones() {
 fn gemma_base_needs_a_named_template_and_chats_with_one() {
     let gemma = model_path("gemma-3-270m-q4_k_m.gguf");
     let run = |extra: &[&str]| {
-        let mut child = ingot()
-            .arg("chat")
-            .arg("--model")
-            .arg(&gemma)
-            .args(["--temperature", "0", "--max-new-tokens", "8"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start");
-        child.stdin.take().expect("stdin").write_all(b"The capital of France is\n").expect("write");
-        child.wait_with_output().expect("wait")
+        let args: Vec<&str> = ["--temperature", "0", "--max-new-tokens", "8"].iter().chain(extra).copied().collect();
+        chat_with(&gemma, &args, "The capital of France is\n")
     };
     let without = run(&[]);
     assert!(!without.status.success());

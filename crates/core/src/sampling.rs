@@ -204,8 +204,8 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], prompt: &[u32], generated: &[u32]) -> u32 {
         self.apply_penalties(logits, prompt, generated);
         let temperature = self.params.temperature;
-        // `!(t > 0)` also routes NaN / negative temperatures to greedy instead of panicking.
-        if !(temperature > 0.0) {
+        // NaN and negative temperatures (rejected by `validate`) fall back to greedy, not a panic.
+        if temperature.is_nan() || temperature <= 0.0 {
             return argmax(logits);
         }
         if !self.collect_candidates(logits, temperature) {
@@ -294,8 +294,7 @@ impl Sampler {
     /// Keeps the smallest most-probable prefix whose mass is ≥ `top_p` of the candidates' mass.
     fn apply_top_p(&mut self) {
         let top_p = self.params.top_p;
-        // `!(p < 1)` also skips NaN.
-        if !(top_p < 1.0) {
+        if top_p.is_nan() || top_p >= 1.0 {
             return;
         }
         let total: f64 = self.candidates.iter().map(|c| f64::from(c.weight)).sum();
@@ -329,8 +328,8 @@ impl Sampler {
     /// has weight 1 (see `collect_candidates`) and always survives top_k / top_p.
     fn apply_min_p(&mut self) {
         let min_p = self.params.min_p;
-        // `!(m > 0)` also skips NaN; capping at 1 keeps the top token even for invalid values.
-        if !(min_p > 0.0) {
+        // Capping at 1 (below) keeps the top token even for invalid values.
+        if min_p.is_nan() || min_p <= 0.0 {
             return;
         }
         let threshold = min_p.min(1.0);
