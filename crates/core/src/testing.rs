@@ -4,10 +4,18 @@
 use std::path::PathBuf;
 
 /// The shared reference fixtures: `$INGOT_FIXTURES_DIR`, else `../shared/fixtures` beside the
-/// repository.
+/// repository, else the workplace's `/work/shared/fixtures` (for clones made elsewhere, as CI
+/// does).
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("INGOT_FIXTURES_DIR")
-        .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures")), PathBuf::from)
+    if let Some(dir) = std::env::var_os("INGOT_FIXTURES_DIR") {
+        return dir.into();
+    }
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures"));
+    let workplace = PathBuf::from("/work/shared/fixtures");
+    if !beside.exists() && workplace.exists() {
+        return workplace;
+    }
+    beside
 }
 
 /// A fetched real model; panics (failing the test) with the fix when it is missing.

@@ -1,15 +1,18 @@
 //! GGUF files: metadata → [`ModelConfig`], tensors by Hugging Face name, tokenizer, template.
 //!
-//! The file is memory-mapped; candle's `gguf_file` parses the header (with bounds checks
-//! against the file size). Tensor bytes are checked against the file length before use, so a
-//! truncated download is reported by name instead of crashing.
+//! candle's `gguf_file` parses the header (with bounds checks against the file size). Tensor
+//! bytes are read one tensor at a time with positioned reads rather than memory-mapped: the
+//! kernels repack every weight into their own layout anyway, and a mapping would keep the
+//! file's pages resident beside the repacked copy, doubling peak memory during loading.
+//! Tensor extents are checked against the file length first, so a truncated download is
+//! reported by name instead of crashing.
 
 use std::fs::File;
-use std::io::Cursor;
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use memmap2::Mmap;
 
 use super::{LoadError, WeightSource};
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
@@ -27,7 +30,8 @@ fn without_backtrace(mut e: candle_core::Error) -> String {
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    file: File,
+    file_len: u64,
     content: Content,
     arch: Arch,
     arch_name: String,
@@ -46,10 +50,8 @@ impl GgufFile {
         let path = path.as_ref().to_path_buf();
         let io = |source| LoadError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this process; a file changed underneath us
-        // while running is outside what any model loader can defend against.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let content = Content::read(&mut Cursor::new(&mmap[..]))
+        let file_len = file.metadata().map_err(io)?.len();
+        let content = Content::read(&mut BufReader::new(&file))
             .map_err(|e| LoadError::Corrupt { path: path.clone(), problem: without_backtrace(e) })?;
         let arch_name = match content.metadata.get("general.architecture") {
             Some(Value::String(s)) => s.clone(),
@@ -60,7 +62,7 @@ impl GgufFile {
             arch: arch_name.clone(),
             supported: Arch::SUPPORTED.iter().map(|s| s.to_string()).collect(),
         })?;
-        Ok(Self { path, mmap, content, arch, arch_name })
+        Ok(Self { path, file, file_len, content, arch, arch_name })
     }
 
     /// The parsed header (metadata and tensor table).
@@ -193,7 +195,7 @@ impl GgufFile {
     }
 
     /// The bytes and type of a tensor, checked to lie inside the file.
-    fn tensor_bytes(&self, gguf_name: &str) -> Result<(GgmlDType, Vec<usize>, &[u8]), LoadError> {
+    fn tensor_bytes(&self, gguf_name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>), LoadError> {
         let dims = self.tensor_shape(gguf_name)?;
         let info = &self.content.tensor_infos[gguf_name];
         let dtype = info.ggml_dtype;
@@ -205,17 +207,23 @@ impl GgufFile {
         if k % dtype.block_size() != 0 {
             return Err(LoadError::bad_tensor(&self.path, gguf_name, format!("{k} columns are not a multiple of the {dtype:?} block size")));
         }
-        let size = byte_size(dtype, n, k);
-        let start = self.content.tensor_data_offset.saturating_add(info.offset) as usize;
-        let end = start.checked_add(size).filter(|&e| e <= self.mmap.len()).ok_or_else(|| LoadError::Corrupt {
-            path: self.path.clone(),
-            problem: format!(
-                "tensor '{gguf_name}' needs bytes {start}..{} but the file has only {} bytes (truncated download?)",
-                start.saturating_add(size),
-                self.mmap.len()
-            ),
-        })?;
-        Ok((dtype, dims, &self.mmap[start..end]))
+        let size = byte_size(dtype, n, k) as u64;
+        let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        if start.saturating_add(size) > self.file_len {
+            return Err(LoadError::Corrupt {
+                path: self.path.clone(),
+                problem: format!(
+                    "tensor '{gguf_name}' needs bytes {start}..{} but the file has only {} bytes (truncated download?)",
+                    start.saturating_add(size),
+                    self.file_len
+                ),
+            });
+        }
+        let mut bytes = vec![0u8; size as usize];
+        self.file
+            .read_exact_at(&mut bytes, start)
+            .map_err(|source| LoadError::Io { path: self.path.clone(), source })?;
+        Ok((dtype, dims, bytes))
     }
 
     fn matrix_gguf(&self, gguf_name: &str) -> Result<QMatrix, LoadError> {
@@ -223,13 +231,13 @@ impl GgufFile {
         let [n, k] = dims[..] else {
             return Err(LoadError::bad_tensor(&self.path, gguf_name, format!("expected a matrix, got shape {dims:?}")));
         };
-        QMatrix::from_ggml(dtype, n, k, bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))
+        QMatrix::from_ggml(dtype, n, k, &bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))
     }
 
     fn vector_gguf(&self, gguf_name: &str) -> Result<Vec<f32>, LoadError> {
         let (dtype, dims, bytes) = self.tensor_bytes(gguf_name)?;
         let len: usize = dims.iter().product();
-        let m = QMatrix::from_ggml(dtype, 1, len, bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))?;
+        let m = QMatrix::from_ggml(dtype, 1, len, &bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))?;
         let mut out = vec![0f32; len];
         m.dequantize_row(0, &mut out);
         Ok(out)
