@@ -36,8 +36,23 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// `gate ← act(gate) · up`, the gated MLP's middle.
+/// Element-wise work below this many values runs on the calling thread: for a decode step
+/// the pool's wake-up costs more than the loop.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `gate ← act(gate) · up`, the gated MLP's middle. Large inputs (prefill) are split across
+/// the current rayon pool: the exponentials here cost as much as a small matmul.
 pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
+    if gate.len() < PARALLEL_MIN {
+        return gated_activation_serial(gate, up, act);
+    }
+    use rayon::prelude::*;
+    gate.par_chunks_mut(PARALLEL_MIN / 4)
+        .zip(up.par_chunks(PARALLEL_MIN / 4))
+        .for_each(|(g, u)| gated_activation_serial(g, u, act));
+}
+
+fn gated_activation_serial(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
         Activation::Silu => {
             for (g, u) in gate.iter_mut().zip(up) {
@@ -50,21 +65,29 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
             }
         }
         Activation::GeluTanhF16 => {
+            let table = gelu_f16_table();
             for (g, u) in gate.iter_mut().zip(up) {
-                // ggml's table: the input rounded to f16, the result stored as f16, and the
-                // function saturated outside [-10, 10].
                 let x = *g;
+                // ggml saturates outside [-10, 10] and looks the rest up by the f16 bits of x.
                 let y = if x <= -10.0 {
                     0.0
                 } else if x >= 10.0 {
                     x
                 } else {
-                    half::f16::from_f32(gelu_tanh(half::f16::from_f32(x).to_f32())).to_f32()
+                    half::f16::from_bits(table[half::f16::from_f32(x).to_bits() as usize]).to_f32()
                 };
                 *g = y * u;
             }
         }
     }
+}
+
+/// GELU of every f16 value, stored as f16 bits: ggml's table, built once (128 KiB).
+fn gelu_f16_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX).map(|bits| half::f16::from_f32(gelu_tanh(half::f16::from_bits(bits).to_f32())).to_bits()).collect()
+    })
 }
 
 fn gelu_tanh(x: f32) -> f32 {
