@@ -35,7 +35,7 @@ impl ModelArgs {
     pub fn start_engine(&self) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
         let loaded = ingot_core::load::load(&path)?;
-        ingot_engine::start(loaded, EngineConfig { threads: self.threads })
+        ingot_engine::start(loaded, EngineConfig { threads: self.threads, ..EngineConfig::default() })
             .with_context(|| format!("starting the engine for {}", path.display()))
     }
 }

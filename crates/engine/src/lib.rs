@@ -5,8 +5,8 @@
 //! thread, see [`EngineHandle::tokenizer`]); the engine streams [`Event`]s back: text deltas
 //! that never split a UTF-8 character, then exactly one `Done` (or `Error`).
 //!
-//! Scheduling today is first-come, first-served, one sequence at a time; the channel design
-//! already lets a continuous-batching scheduler replace the loop without touching callers.
+//! The engine thread batches every running request into one forward pass per step
+//! (continuous batching, see `generate`): a new request joins at the next step.
 
 mod generate;
 
@@ -26,6 +26,14 @@ pub use generate::FinishReason;
 pub struct EngineConfig {
     /// Threads for the model's kernels (0 = one per core).
     pub threads: usize,
+    /// Sequences decoded together; further requests wait in the queue.
+    pub max_seqs: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { threads: 0, max_seqs: 16 }
+    }
 }
 
 /// One generation request, already tokenized.
@@ -130,10 +138,8 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     std::thread::Builder::new()
         .name("ingot-engine".into())
         .spawn(move || {
-            let mut runner = generate::Runner::new(&model, &worker_shared.tokenizer);
-            for job in rx {
-                pool.install(|| runner.run(job));
-            }
+            let mut scheduler = generate::Scheduler::new(&model, &worker_shared.tokenizer, cfg.max_seqs);
+            pool.install(|| scheduler.run(&rx));
         })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
     Ok(EngineHandle { jobs: tx, shared })

@@ -12,7 +12,7 @@ fn engine() -> &'static EngineHandle {
     E.get_or_init(|| {
         let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
         let loaded = ingot_core::load::load(&path).expect("load model");
-        ingot_engine::start(loaded, EngineConfig { threads: 2 }).expect("start engine")
+        ingot_engine::start(loaded, EngineConfig { threads: 2, ..EngineConfig::default() }).expect("start engine")
     })
 }
 
@@ -113,4 +113,41 @@ fn handles_work_from_many_threads() {
         jobs.into_iter().map(|j| j.join().expect("thread")).collect()
     });
     assert!(answers.iter().all(|a| a == "The capital of France is Paris."), "{answers:?}");
+}
+
+#[test]
+fn concurrent_greedy_requests_get_the_tokens_they_get_alone() {
+    let questions = [
+        "What is the capital of France?",
+        "Write a Python function that reverses a string.",
+        "Name three prime numbers.",
+        "What is 12 times 12?",
+        "Explain what a hash map is in one sentence.",
+        "Say hello in Spanish.",
+        "What colour is the sky on a clear day?",
+        "List the first five letters of the alphabet.",
+    ];
+    let alone: Vec<String> = questions.iter().map(|q| collect(request(q, 24)).0.concat()).collect();
+    // All at once, twice over (16 streams): the scheduler batches them into shared steps.
+    let together: Vec<String> = std::thread::scope(|s| {
+        let jobs: Vec<_> = questions
+            .iter()
+            .chain(questions.iter())
+            .map(|q| s.spawn(move || collect(request(q, 24)).0.concat()))
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("thread")).collect()
+    });
+    for (i, text) in together.iter().enumerate() {
+        assert_eq!(text, &alone[i % questions.len()], "request {i} changed when batched");
+    }
+}
+
+#[test]
+fn a_dropped_stream_stops_its_sequence() {
+    let stream = engine().submit(request("Count from 1 to 100, one number per line.", 200)).expect("submit");
+    drop(stream);
+    // The engine notices at its next emit and keeps serving others.
+    let (text, usage) = collect(request("What is the capital of France?", 64));
+    assert!(text.concat().contains("Paris"));
+    assert_eq!(usage.finish_reason, FinishReason::Stop);
 }
