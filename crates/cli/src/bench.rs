@@ -4,7 +4,9 @@
 //! Method (the llama.cpp side, `scripts/bench_llama_cpp.py`, does the same): one warm-up
 //! request; prefill = a 512-token prompt in one pass; decode = 128 greedy tokens after a short
 //! prompt, end-of-generation ignored; TTFT = a ~200-token chat prompt until its first token;
-//! each the best of `--repeats`. Peak RSS is the process's high-water mark.
+//! each the best of `--repeats`. Peak RSS is the process's high-water mark. With
+//! `--concurrency N`, N decode streams start together; aggregate decode tok/s is all their
+//! tokens over the wall time (prefills included).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,6 +42,10 @@ pub struct BenchArgs {
     /// Runs per measurement; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Also run N concurrent decode streams and report aggregate decode tok/s and TTFT
+    /// percentiles.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +54,15 @@ struct Figures {
     decode_tok_s: f64,
     ttft_s: f64,
     peak_rss_mb: f64,
+}
+
+/// N streams of `DECODE_TOKENS` greedy tokens each, started together.
+#[derive(Debug, Clone, Serialize)]
+struct Concurrent {
+    streams: usize,
+    aggregate_decode_tok_s: f64,
+    ttft_p50_s: f64,
+    ttft_p99_s: f64,
 }
 
 #[derive(Serialize)]
@@ -62,6 +77,8 @@ struct Report {
     threads: usize,
     #[serde(flatten)]
     ingot: Figures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrent: Option<Concurrent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     llama_cpp: Option<Figures>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,6 +167,22 @@ fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result
     })
 }
 
+fn measure_concurrent(engine: &EngineHandle, p: &Prompts, streams: usize) -> anyhow::Result<Concurrent> {
+    let started = std::time::Instant::now();
+    let usages = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..streams).map(|_| s.spawn(|| run_request(engine, &p.decode, DECODE_TOKENS))).collect();
+        jobs.into_iter()
+            .map(|j| j.join().map_err(|_| anyhow::anyhow!("a benchmark stream panicked"))?)
+            .collect::<anyhow::Result<Vec<Usage>>>()
+    })?;
+    let wall = started.elapsed().as_secs_f64();
+    let mut ttft: Vec<f64> = usages.iter().map(|u| u.time_to_first_token).collect();
+    ttft.sort_by(f64::total_cmp);
+    let pct = |q: f64| ttft[((ttft.len() - 1) as f64 * q).round() as usize];
+    let tokens: usize = usages.iter().map(|u| u.completion_tokens).sum();
+    Ok(Concurrent { streams, aggregate_decode_tok_s: tokens as f64 / wall, ttft_p50_s: pct(0.5), ttft_p99_s: pct(0.99) })
+}
+
 fn llama_cpp_python(args: &BenchArgs) -> PathBuf {
     if let Some(p) = &args.llama_cpp_python {
         return p.clone();
@@ -202,13 +235,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let engine = crate::model_args::ModelArgs { model: Some(path.clone()), threads }.start_engine()?;
     let p = prompts(&engine, None)?;
     let ingot = measure(&engine, &p, args.repeats)?;
+    let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);
     let llama_cpp = if args.compare_llama_cpp { Some(run_llama_cpp(&args, &path, threads, &p)?) } else { None };
     let ratio = llama_cpp.as_ref().map(|l| Ratio {
         prefill: ingot.prefill_tok_s / l.prefill_tok_s,
         decode: ingot.decode_tok_s / l.decode_tok_s,
     });
-    let report = Report { model: path.display().to_string(), threads, ingot, llama_cpp, ratio };
+    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -219,6 +253,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{name:<10} {:>12.1} {:>12.1} {:>10.3} {:>12.0}", f.prefill_tok_s, f.decode_tok_s, f.ttft_s, f.peak_rss_mb)
     };
     row("ingot", &report.ingot);
+    if let Some(c) = &report.concurrent {
+        println!(
+            "ingot x{:<3}  aggregate decode {:.1} tok/s, TTFT p50 {:.3} s, p99 {:.3} s",
+            c.streams, c.aggregate_decode_tok_s, c.ttft_p50_s, c.ttft_p99_s
+        );
+    }
     if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratio) {
         row("llama.cpp", l);
         println!("ratio ingot/llama.cpp: prefill {:.2}x, decode {:.2}x", r.prefill, r.decode);
