@@ -7,6 +7,7 @@
 //! [`sampling`] and [`stop`] turn text into ids and ids back into text.
 
 pub mod config;
+pub mod hf_files;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;
