@@ -135,7 +135,7 @@ fn template_source_order_and_named_templates() {
     std::fs::remove_file(dir.join("chat_template.json")).expect("rm");
     write(&dir, "tokenizer_config.json", r#"{"chat_template": [{"name": "tool_use", "template": "T"}]}"#);
     let t = ChatTemplates::from_dir(&dir).expect("list without default");
-    assert_eq!((t.get(None), t.get(Some("tool_use")), t.source), (None, Some("T"), None));
+    assert_eq!((t.get(None), t.get(Some("tool_use")), t.source.as_deref()), (None, Some("T"), None));
 }
 
 #[test]

@@ -152,6 +152,21 @@ pub struct Tokenizer {
     eog: Vec<u32>,
 }
 
+/// A summary: the vocabulary itself is too large to print.
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("flavor", &self.flavor)
+            .field("vocab_size", &self.vocab_size())
+            .field("style", &self.style)
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .field("eog", &self.eog)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (`gpt2` byte-level BPE or `llama`
     /// SentencePiece).
