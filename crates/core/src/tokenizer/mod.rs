@@ -6,7 +6,7 @@
 //!   add_special_tokens=False)`, since the `tokenizers` crate runs the file's own pipeline and
 //!   added-token matching.
 //!
-//! Both share decoding, streaming and the end-of-generation rules below; [`Flavor`] marks the
+//! Both share decoding, streaming and the end-of-generation rules below; `Flavor` marks the
 //! few places where the two references differ.
 //!
 //! How a GGUF text is encoded, in llama.cpp's order:
@@ -20,10 +20,11 @@
 //!    No Unicode normalisation: llama.cpp does none (Hugging Face's Qwen2 tokenizer applies NFC).
 //!
 //! Decoding is done per token from the vocabulary text (bytes, not `tokenizers`' decoders) because
-//! llama.cpp's `token_to_piece` rules are per token type (a Hugging Face tokenizer maps onto the
-//! same types: special added tokens are control, other added tokens user-defined): control/unknown tokens vanish when
+//! llama.cpp's `token_to_piece` rules are per token type: control/unknown tokens vanish when
 //! `skip_special`, user-defined ones are always printed raw, unused tokens print nothing,
-//! `<0xXX>` tokens are one byte. Per-token bytes also make [`StreamDecoder`] exact.
+//! `<0xXX>` tokens are one byte. Per-token bytes also make [`StreamDecoder`] exact. A Hugging
+//! Face vocabulary maps onto the same types: special added tokens are control tokens, other
+//! added tokens user-defined.
 //!
 //! Invariants: `kinds.len() == texts.len() == vocab_size()`; every id in `specials`, `eog`, `bos`,
 //! `eos` is `< vocab_size()`; `specials` holds no empty text and is sorted longest first.
@@ -94,8 +95,9 @@ pub enum TokenizerError {
 /// Whose rules the tokenizer reproduces where llama.cpp and Hugging Face differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
-    /// Special tokens split longest first by [`Tokenizer::split_special`]; decoding drops a
-    /// leading BOS and strips the space prefix from the first token only.
+    /// Special tokens split longest first by [`Tokenizer::split_special`]; decoding with
+    /// `skip_special` drops a leading BOS without stripping a space, and otherwise strips the
+    /// space prefix from the first token only.
     LlamaCpp,
     /// Added tokens matched by `tokenizers` itself; the decoder's space strip applies to the
     /// first token that is not skipped.
