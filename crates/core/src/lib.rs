@@ -5,8 +5,12 @@
 //! [`model::Model`] runs the transformer over a batch of sequences whose KV caches live
 //! outside it ([`kv_cache`]); [`kernels`] are the CPU hot path; [`tokenizer`], [`template`],
 //! [`sampling`] and [`stop`] turn text into ids and ids back into text.
+//! A Hugging Face checkpoint directory's tokenizer files load through
+//! [`tokenizer::Tokenizer::from_hf_dir`]; its chat template source and generation defaults
+//! through [`hf_files`].
 
 pub mod config;
+pub mod hf_files;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;

@@ -24,3 +24,12 @@ pub fn model_path(file: &str) -> PathBuf {
     assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh (or set INGOT_MODELS_DIR)", path.display());
     path
 }
+
+/// An empty directory for one test's files, unique to this process and `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ingot-test-{}-{name}", std::process::id()));
+    // A leftover from an earlier run of the same pid is stale.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}

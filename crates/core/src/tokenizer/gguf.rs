@@ -12,7 +12,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
 
-use super::{parse_byte_token, PieceStyle, TokenKind, Tokenizer, TokenizerError};
+use super::{parse_byte_token, Flavor, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
 const KEY_PRE: &str = "tokenizer.ggml.pre";
@@ -26,23 +26,6 @@ const KEY_EOT: &str = "tokenizer.ggml.eot_token_id";
 const KEY_EOM: &str = "tokenizer.ggml.eom_token_id";
 const KEY_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 const KEY_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
-
-/// Texts llama.cpp treats as end of generation wherever they are in the vocabulary (and then
-/// forces to control tokens), from `llama_vocab::impl::load`.
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-];
 
 /// llama.cpp's pre-tokenizer regexes, applied in sequence (each splits the previous pieces).
 const QWEN2_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -120,7 +103,19 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
         .collect();
     specials.sort_by_key(|&id| std::cmp::Reverse(texts[id as usize].len()));
 
-    Ok(Tokenizer { model, texts, kinds, style, specials, bos, eos, add_bos, add_space_prefix, eog })
+    Ok(Tokenizer {
+        model,
+        flavor: Flavor::LlamaCpp,
+        texts,
+        kinds,
+        style,
+        specials,
+        bos,
+        eos,
+        add_bos,
+        add_space_prefix,
+        eog,
+    })
 }
 
 /// The pre-tokenizer for `tokenizer.ggml.pre`, and whether it is of the llama3 family.

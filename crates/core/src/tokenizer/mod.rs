@@ -1,8 +1,15 @@
-//! Text ⇄ token ids for a model, built from the vocabulary stored in its GGUF file, giving exactly
-//! the ids llama.cpp gives (`llama_tokenize(.., parse_special = true)`) and the text its
-//! `token_to_piece` gives.
+//! Text ⇄ token ids for a model. Two sources, each reproducing its own reference:
+//! * a GGUF file's vocabulary ([`Tokenizer::from_gguf`]): exactly the ids llama.cpp gives
+//!   (`llama_tokenize(.., parse_special = true)`) and the text its `token_to_piece` gives;
+//! * a Hugging Face checkpoint's `tokenizer.json` + `tokenizer_config.json`
+//!   ([`Tokenizer::from_hf_dir`], see `hf.rs`): exactly transformers' `tokenizer(text,
+//!   add_special_tokens=False)`, since the `tokenizers` crate runs the file's own pipeline and
+//!   added-token matching.
 //!
-//! How a text is encoded, in llama.cpp's order:
+//! Both share decoding, streaming and the end-of-generation rules below; `Flavor` marks the
+//! few places where the two references differ.
+//!
+//! How a GGUF text is encoded, in llama.cpp's order:
 //! 1. *Special-token split*: every control, user-defined and unknown token whose text occurs in the
 //!    input becomes that single id (`<|im_start|>`, `<tool_call>`, Gemma's `"\n\n"` or `"  "`).
 //!    Tokens are tried longest first over the whole text, as llama.cpp's
@@ -15,7 +22,9 @@
 //! Decoding is done per token from the vocabulary text (bytes, not `tokenizers`' decoders) because
 //! llama.cpp's `token_to_piece` rules are per token type: control/unknown tokens vanish when
 //! `skip_special`, user-defined ones are always printed raw, unused tokens print nothing,
-//! `<0xXX>` tokens are one byte. Per-token bytes also make [`StreamDecoder`] exact.
+//! `<0xXX>` tokens are one byte. Per-token bytes also make [`StreamDecoder`] exact. A Hugging
+//! Face vocabulary maps onto the same types: special added tokens are control tokens, other
+//! added tokens user-defined.
 //!
 //! Invariants: `kinds.len() == texts.len() == vocab_size()`; every id in `specials`, `eog`, `bos`,
 //! `eos` is `< vocab_size()`; `specials` holds no empty text and is sorted longest first.
@@ -27,12 +36,37 @@
 //! nor to streamed text) is not done.
 
 mod gguf;
+mod hf;
+#[cfg(test)]
+mod hf_tests;
 #[cfg(test)]
 mod tests;
 
+use std::path::{Path, PathBuf};
+
 use candle_core::quantized::gguf_file;
 
-/// Why a tokenizer could not be built or used. Metadata errors name the GGUF key.
+pub use crate::hf_files::HfFileError;
+
+/// Texts treated as end of generation wherever they are in the vocabulary, from llama.cpp's
+/// `llama_vocab::impl::load` (a GGUF tokenizer also forces them to control tokens).
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
+
+/// Why a tokenizer could not be built or used. Metadata errors name the GGUF key; checkpoint
+/// errors name the file (and key).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("GGUF metadata key `{key}` is missing")]
@@ -49,6 +83,25 @@ pub enum TokenizerError {
     Encode(String),
     #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
     IdOutOfRange { id: u32, vocab_size: usize },
+    #[error(transparent)]
+    File(#[from] HfFileError),
+    #[error("{}: {message}", path.display())]
+    HfTokenizer { path: PathBuf, message: String },
+    #[error("{}: unsupported decoder {decoder} (supported: ByteLevel, or SentencePiece-style \
+             Metaspace / Replace + ByteFallback)", path.display())]
+    UnsupportedDecoder { path: PathBuf, decoder: String },
+}
+
+/// Whose rules the tokenizer reproduces where llama.cpp and Hugging Face differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// Special tokens split longest first by [`Tokenizer::split_special`]; decoding with
+    /// `skip_special` drops a leading BOS without stripping a space, and otherwise strips the
+    /// space prefix from the first token only.
+    LlamaCpp,
+    /// Added tokens matched by `tokenizers` itself; the decoder's space strip applies to the
+    /// first token that is not skipped.
+    HuggingFace,
 }
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`); they decide special-token matching
@@ -81,20 +134,39 @@ enum Fragment<'t> {
 
 /// Encoder and decoder for one model's vocabulary. Cheap to share (`&Tokenizer` or `Arc`).
 pub struct Tokenizer {
-    /// Encodes the text between special tokens; it knows no added tokens.
+    /// GGUF: encodes the text between special tokens, knowing no added tokens.
+    /// Hugging Face: the checkpoint's whole tokenizer, added tokens included.
     model: tokenizers::Tokenizer,
+    flavor: Flavor,
     texts: Vec<String>,
     kinds: Vec<TokenKind>,
     style: PieceStyle,
     /// Ids matched whole in input text (control, user-defined, unknown), longest text first.
+    /// Empty for Hugging Face tokenizers, whose `model` matches its added tokens itself.
     specials: Vec<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
     /// SentencePiece `add_dummy_prefix`: a space is put before text that follows a special
-    /// token or starts the input, and removed again from the first decoded token.
+    /// token or starts the input (GGUF only: a Hugging Face `model` does it itself), and removed
+    /// again from the first decoded token.
     add_space_prefix: bool,
     eog: Vec<u32>,
+}
+
+/// A summary: the vocabulary itself is too large to print.
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("flavor", &self.flavor)
+            .field("vocab_size", &self.vocab_size())
+            .field("style", &self.style)
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .field("eog", &self.eog)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tokenizer {
@@ -104,12 +176,41 @@ impl Tokenizer {
         gguf::build(&content.metadata)
     }
 
+    /// Builds the tokenizer of a Hugging Face checkpoint directory: `tokenizer.json` (required),
+    /// `tokenizer_config.json` and `generation_config.json` (optional; see
+    /// [`Tokenizer::from_hf_files`]).
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        let config = dir.join(crate::hf_files::TOKENIZER_CONFIG_FILE);
+        let generation = crate::hf_files::GenerationDefaults::from_dir(dir)?;
+        Self::from_hf_files(
+            &dir.join(hf::TOKENIZER_FILE),
+            config.is_file().then_some(config.as_path()),
+            &generation,
+        )
+    }
+
+    /// Builds a tokenizer from a `tokenizer.json`, the `tokenizer_config.json` beside it (special
+    /// tokens, `add_bos_token`, `added_tokens_decoder`) and the generation defaults (their
+    /// `bos_token_id`/`eos_token_id` stand in for missing config tokens; every EOS id ends
+    /// generation).
+    pub fn from_hf_files(
+        tokenizer_json: &Path,
+        tokenizer_config: Option<&Path>,
+        generation: &crate::hf_files::GenerationDefaults,
+    ) -> Result<Self, TokenizerError> {
+        hf::build(tokenizer_json, tokenizer_config, generation)
+    }
+
     /// Encodes text; special-token text (`<|im_start|>`, `<tool_call>`, ...) maps to its single
     /// id. `add_bos`: prepend BOS when the model asks for it ([`Tokenizer::add_bos`]).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
         let mut ids = Vec::new();
         if add_bos && self.add_bos {
             ids.extend(self.bos);
+        }
+        if self.flavor == Flavor::HuggingFace {
+            ids.extend_from_slice(self.encode_with_model(text)?.get_ids());
+            return Ok(ids);
         }
         let mut after_special = true;
         let mut prefixed = String::new();
@@ -128,11 +229,7 @@ impl Tokenizer {
                     } else {
                         t
                     };
-                    let encoding = self
-                        .model
-                        .encode_fast(t, false)
-                        .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-                    ids.extend_from_slice(encoding.get_ids());
+                    ids.extend_from_slice(self.encode_with_model(t)?.get_ids());
                     after_special = false;
                 }
             }
@@ -151,13 +248,14 @@ impl Tokenizer {
         let (drop_first, mut strip_space) = self.leading_rule(first, skip_special);
         let ids = if drop_first { rest } else { ids };
         for &id in ids {
-            let start = bytes.len();
-            self.append_piece(id, skip_special, &mut bytes)?;
-            if std::mem::take(&mut strip_space) && bytes.get(start) == Some(&b' ') {
-                bytes.remove(start);
-            }
+            self.push_piece(id, skip_special, &mut strip_space, &mut bytes)?;
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `model`'s ids for `text`, without its post-processor (no BOS/EOS of its own).
+    fn encode_with_model(&self, text: &str) -> Result<tokenizers::Encoding, TokenizerError> {
+        self.model.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -197,7 +295,8 @@ impl Tokenizer {
         self.add_bos && self.bos.is_some()
     }
 
-    /// End-of-generation ids: EOS, EOT/EOM when the file names them, and the end-of-turn tokens
+    /// End-of-generation ids: EOS, EOT/EOM when the GGUF file names them (every
+    /// `generation_config.json` `eos_token_id` for a checkpoint), and the end-of-turn tokens
     /// llama.cpp recognises by text (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, ...). Sorted.
     pub fn eog_ids(&self) -> Vec<u32> {
         self.eog.clone()
@@ -243,15 +342,38 @@ impl Tokenizer {
         fragments
     }
 
-    /// llama.cpp's `llama_detokenize` start rule: with `skip_special` a leading BOS (of a model
-    /// that adds one) is dropped and then *no* space is stripped; otherwise models with a space
-    /// prefix lose one leading space of the first token. Returns (drop first id, strip space).
+    /// How decoding starts. llama.cpp's `llama_detokenize`: with `skip_special` a leading BOS
+    /// (of a model that adds one) is dropped and then *no* space is stripped; otherwise models
+    /// with a space prefix lose one leading space of the first token. Hugging Face: nothing is
+    /// dropped beyond what skipping drops. Returns (drop first id, strip space).
     fn leading_rule(&self, first: u32, skip_special: bool) -> (bool, bool) {
-        if skip_special && self.add_bos && Some(first) == self.bos {
+        let drop_bos = skip_special && self.add_bos && Some(first) == self.bos;
+        if self.flavor == Flavor::LlamaCpp && drop_bos {
             (true, false)
         } else {
             (false, self.add_space_prefix)
         }
+    }
+
+    /// Appends `id`'s bytes, removing one leading space while `strip_space` is pending.
+    /// llama.cpp clears it after the first token whatever it printed; Hugging Face decoders
+    /// only see the tokens left after skipping, so there it waits for a token that prints.
+    fn push_piece(
+        &self,
+        id: u32,
+        skip_special: bool,
+        strip_space: &mut bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TokenizerError> {
+        let start = out.len();
+        self.append_piece(id, skip_special, out)?;
+        if *strip_space && (out.len() > start || self.flavor == Flavor::LlamaCpp) {
+            *strip_space = false;
+            if out.get(start) == Some(&b' ') {
+                out.remove(start);
+            }
+        }
+        Ok(())
     }
 
     /// Appends the bytes llama.cpp's `token_to_piece` gives for `id`.
@@ -334,11 +456,7 @@ impl<'a> StreamDecoder<'a> {
                 return Ok(String::new());
             }
         }
-        let start = self.pending.len();
-        self.tokenizer.append_piece(id, self.skip_special, &mut self.pending)?;
-        if std::mem::take(&mut self.strip_space) && self.pending.get(start) == Some(&b' ') {
-            self.pending.remove(start);
-        }
+        self.tokenizer.push_piece(id, self.skip_special, &mut self.strip_space, &mut self.pending)?;
         Ok(self.take_complete())
     }
 

@@ -145,7 +145,7 @@ fn decode_keeps_user_defined_and_drops_control_only_when_asked() {
 }
 
 /// Pushes `ids` one by one; checks the deltas add up to `decode` and returns them.
-fn stream(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Vec<String> {
+pub(super) fn stream(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Vec<String> {
     let mut dec = StreamDecoder::new(tok, skip_special);
     let mut deltas: Vec<String> = ids.iter().map(|&id| dec.push(id).expect("push")).collect();
     deltas.push(dec.finish());
