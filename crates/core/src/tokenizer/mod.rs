@@ -98,6 +98,12 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// TEMPORARY STUB (branch wip-hf, so `load` compiles): the real reader of a checkpoint's
+    /// tokenizer files comes from branch wip-hftok and replaces this at merge.
+    pub fn from_hf_dir(dir: &std::path::Path) -> Result<Self, TokenizerError> {
+        Err(TokenizerError::Build(format!("{}: Hugging Face tokenizer files are not supported yet", dir.display())))
+    }
+
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (`gpt2` byte-level BPE or `llama`
     /// SentencePiece).
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, TokenizerError> {
