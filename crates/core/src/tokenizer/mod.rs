@@ -101,7 +101,7 @@ impl Tokenizer {
     /// TEMPORARY STUB (branch wip-hf, so `load` compiles): the real reader of a checkpoint's
     /// tokenizer files comes from branch wip-hftok and replaces this at merge.
     pub fn from_hf_dir(dir: &std::path::Path) -> Result<Self, TokenizerError> {
-        Err(TokenizerError::Build(format!("{}: Hugging Face tokenizer files are not supported yet", dir.display())))
+        Err(TokenizerError::Build(format!("Hugging Face tokenizer files ({}) are not supported yet", dir.display())))
     }
 
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (`gpt2` byte-level BPE or `llama`
