@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::load::{load_checkpoint_model, LoadOptions, Quantization, WeightDType};
+use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantization, WeightDType};
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::testing::fixtures_dir;
 use safetensors::SafeTensors;
@@ -268,4 +268,11 @@ fn tensor_with_the_wrong_shape_is_a_clean_error() {
     copy("tiny-llama", &["config.json"], &dir);
     std::fs::write(dir.join("model.safetensors"), &original[..original.len() / 2]).expect("write");
     assert_mentions(&load_error(&dir), &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn load_options_are_refused_for_gguf_files() {
+    let opts = LoadOptions { dtype: WeightDType::F16, quantize: None };
+    let Err(e) = load_with(Path::new("model.gguf"), &opts) else { panic!("options accepted for a GGUF file") };
+    assert_mentions(&e.to_string(), &["model.gguf", "--dtype and --quantize apply to Hugging Face checkpoint directories"]);
 }

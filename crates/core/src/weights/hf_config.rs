@@ -126,10 +126,14 @@ fn invalid(path: &Path, problem: String) -> LoadError {
 pub fn read_config(dir: &Path) -> Result<ModelConfig, LoadError> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+    parse_config(&text, &path)
+}
+
+/// [`read_config`] on the text of `path`.
+fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, LoadError> {
     let map: Map<String, Value> =
-        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
-    let hf = HfConfig::from_json(&map, &path)?;
-    let cfg = hf.to_model_config(&path)?;
+        serde_json::from_str(text).map_err(|e| invalid(path, format!("not a JSON object: {e}")))?;
+    let cfg = HfConfig::from_json(&map, path)?.to_model_config(path)?;
     cfg.validate(&path.display().to_string())?;
     Ok(cfg)
 }
@@ -284,4 +288,86 @@ fn rope_scaling(p: &RopeParams, path: &Path) -> Result<Option<RopeScaling>, Load
         }),
         other => return Err(invalid(path, format!("RoPE type '{other}' is not supported (default, linear, llama3)"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal config of `model_type` plus `extra` keys.
+    fn config(model_type: &str, extra: Value) -> Result<ModelConfig, LoadError> {
+        let mut v = serde_json::json!({
+            "model_type": model_type, "vocab_size": 32, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        });
+        for (k, x) in extra.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        parse_config(&v.to_string(), Path::new("config.json"))
+    }
+
+    #[test]
+    fn transformers_defaults_apply() {
+        let llama = config("llama", serde_json::json!({})).expect("llama");
+        assert_eq!((llama.head_dim, llama.rope_theta, llama.tie_word_embeddings), (16, 10_000.0, false));
+        assert_eq!((llama.activation, llama.rope_scaling.clone(), llama.rope_local_theta), (Activation::Silu, None, None));
+        assert!(llama.layer_types.iter().all(|&k| k == LayerKind::Full));
+        let gemma = config("gemma3_text", serde_json::json!({})).expect("gemma");
+        assert_eq!((gemma.head_dim, gemma.tie_word_embeddings, gemma.activation), (256, true, Activation::GeluTanh));
+        assert_eq!((gemma.rope_theta, gemma.rope_local_theta, gemma.sliding_window), (1_000_000.0, Some(10_000.0), Some(4096)));
+        assert_eq!(gemma.attn_scale, 256f32.powf(-0.5));
+        // Every sixth layer is global.
+        let full: Vec<usize> = (0..6).filter(|&i| gemma.layer_types[i] == LayerKind::Full).collect();
+        assert_eq!(full, [5]);
+    }
+
+    #[test]
+    fn both_rope_layouts_are_read() {
+        let classic = config("gemma3_text", serde_json::json!({
+            "rope_theta": 5e5, "rope_local_base_freq": 2e4, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+        }))
+        .expect("classic");
+        let v5 = config("gemma3_text", serde_json::json!({"rope_parameters": {
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 5e5},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 2e4},
+        }}))
+        .expect("transformers 5");
+        assert_eq!(classic, v5);
+        assert_eq!((v5.rope_theta, v5.rope_local_theta), (5e5, Some(2e4)));
+        assert_eq!(v5.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 }));
+
+        let llama3 = serde_json::json!({"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let flat = config("llama", serde_json::json!({"rope_parameters": llama3})).expect("flat");
+        let expected = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192 };
+        assert_eq!((flat.rope_theta, flat.rope_scaling), (5e5, Some(expected)));
+    }
+
+    #[test]
+    fn sliding_layers_follow_each_family() {
+        let mistral = config("mistral", serde_json::json!({"sliding_window": 4096})).expect("mistral");
+        assert!(mistral.layer_types.iter().all(|&k| k == LayerKind::Sliding));
+        let qwen = config("qwen2", serde_json::json!({"use_sliding_window": true, "sliding_window": 64, "max_window_layers": 4}))
+            .expect("qwen2");
+        let sliding: Vec<usize> = (0..6).filter(|&i| qwen.layer_types[i] == LayerKind::Sliding).collect();
+        assert_eq!(sliding, [4, 5]);
+        let explicit = config("qwen3", serde_json::json!({"layer_types": vec!["full_attention"; 6]})).expect("explicit");
+        assert!(explicit.layer_types.iter().all(|&k| k == LayerKind::Full));
+        let err = config("qwen3", serde_json::json!({"layer_types": ["full_attention"]})).expect_err("wrong length");
+        assert!(err.to_string().contains("1 entries for 6 layers"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_features_are_errors() {
+        for (extra, message) in [
+            (serde_json::json!({"mlp_bias": true}), "mlp_bias"),
+            (serde_json::json!({"hidden_act": "relu"}), "activation 'relu'"),
+            (serde_json::json!({"attn_logit_softcapping": 50.0}), "attn_logit_softcapping"),
+            (serde_json::json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}), "RoPE type 'dynamic'"),
+            (serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 2.0}}), "'low_freq_factor' is required"),
+        ] {
+            let err = config("llama", extra).expect_err(message);
+            assert!(err.to_string().contains(message), "{err} should mention {message}");
+        }
+    }
 }

@@ -84,26 +84,39 @@ impl SafetensorsDir {
         })
     }
 
-    /// A tensor's stored type, shape and bytes, and the shard it is in.
-    fn tensor(&self, name: &str) -> Result<(Dtype, &[usize], &[u8], &Path), LoadError> {
+    /// A tensor by name; a missing one is reported against the checkpoint directory.
+    fn tensor(&self, name: &str) -> Result<Stored<'_>, LoadError> {
         let missing = || LoadError::MissingTensor { path: self.dir.clone(), name: name.to_string() };
         let shard = &self.shards[*self.names.get(name).ok_or_else(missing)?];
         let info = shard.meta.info(name).ok_or_else(missing)?;
         let (start, end) = info.data_offsets;
         // In bounds: `read_metadata` checked every range against the file length.
         let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
-        Ok((info.dtype, &info.shape, bytes, &shard.path))
+        Ok(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &shard.path })
     }
 }
 
-/// Decodes little-endian F32, BF16 or F16 tensor bytes.
-fn to_f32(dtype: Dtype, bytes: &[u8], path: &Path, name: &str) -> Result<Vec<f32>, LoadError> {
-    Ok(match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(LoadError::bad_tensor(path, name, format!("stored as {other:?}; expected F32, BF16 or F16"))),
-    })
+/// One tensor as stored: its type, shape and bytes, and the shard it is in (for messages).
+struct Stored<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+    shard: &'a Path,
+}
+
+impl Stored<'_> {
+    /// The values as f32, from F32, BF16 or F16.
+    fn to_f32(&self, name: &str) -> Result<Vec<f32>, LoadError> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => {
+                return Err(LoadError::bad_tensor(self.shard, name, format!("stored as {other:?}; expected F32, BF16 or F16")))
+            }
+        })
+    }
 }
 
 impl Shard {
@@ -177,13 +190,13 @@ impl WeightSource for SafetensorsDir {
     /// for `auto`/`f32`, or the 16-bit type asked for (bytes passed through when the file
     /// already stores that type).
     fn matrix(&self, name: &str) -> Result<QMatrix, LoadError> {
-        let (stored, shape, bytes, path) = self.tensor(name)?;
-        let [n, k] = shape[..] else {
-            return Err(LoadError::bad_tensor(path, name, format!("expected a matrix, got shape {shape:?}")));
+        let t = self.tensor(name)?;
+        let [n, k] = t.shape[..] else {
+            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a matrix, got shape {:?}", t.shape)));
         };
-        let kernel_err = |e| LoadError::from_kernel(path, name, e);
+        let kernel_err = |e| LoadError::from_kernel(t.shard, name, e);
         if let Some(q) = self.opts.quantize.map(|q| q.ggml_dtype()).filter(|q| k % q.block_size() == 0) {
-            return QMatrix::quantize_f32(n, k, &to_f32(stored, bytes, path, name)?, q).map_err(kernel_err);
+            return QMatrix::quantize_f32(n, k, &t.to_f32(name)?, q).map_err(kernel_err);
         }
         let held = match self.opts.dtype {
             WeightDType::Auto | WeightDType::F32 => GgmlDType::F32,
@@ -191,13 +204,13 @@ impl WeightSource for SafetensorsDir {
             WeightDType::F16 => GgmlDType::F16,
         };
         let stored_as_held = matches!(
-            (stored, held),
+            (t.dtype, held),
             (Dtype::F32, GgmlDType::F32) | (Dtype::BF16, GgmlDType::BF16) | (Dtype::F16, GgmlDType::F16)
         );
         if stored_as_held {
-            return QMatrix::from_ggml(held, n, k, bytes).map_err(kernel_err);
+            return QMatrix::from_ggml(held, n, k, t.bytes).map_err(kernel_err);
         }
-        let values = to_f32(stored, bytes, path, name)?;
+        let values = t.to_f32(name)?;
         match held {
             GgmlDType::F32 => QMatrix::from_f32(n, k, &values),
             half_type => QMatrix::from_ggml(half_type, n, k, &encode_half(&values, half_type)),
@@ -206,11 +219,11 @@ impl WeightSource for SafetensorsDir {
     }
 
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError> {
-        let (dtype, shape, bytes, path) = self.tensor(name)?;
-        if shape.len() != 1 {
-            return Err(LoadError::bad_tensor(path, name, format!("expected a vector, got shape {shape:?}")));
+        let t = self.tensor(name)?;
+        if t.shape.len() != 1 {
+            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a vector, got shape {:?}", t.shape)));
         }
-        let mut values = to_f32(dtype, bytes, path, name)?;
+        let mut values = t.to_f32(name)?;
         if self.norm_plus_one && name.ends_with("norm.weight") {
             values.iter_mut().for_each(|w| *w += 1.0);
         }
