@@ -171,12 +171,18 @@ impl HfConfig {
         if self.attn_logit_softcapping.is_some() {
             return Err(invalid(path, "key 'attn_logit_softcapping': attention soft-capping is not supported".into()));
         }
-        let activation = match self.hidden_activation.as_deref().or(self.hidden_act.as_deref()) {
+        // Gemma names the key `hidden_activation`, the others `hidden_act`.
+        let act = match (&self.hidden_activation, &self.hidden_act) {
+            (Some(a), _) => Some(("hidden_activation", a.as_str())),
+            (None, Some(a)) => Some(("hidden_act", a.as_str())),
+            (None, None) => None,
+        };
+        let activation = match act {
             None if gemma => Activation::GeluTanh,
-            None | Some("silu" | "swish") => Activation::Silu,
-            Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") => Activation::GeluTanh,
-            Some(other) => {
-                return Err(invalid(path, format!("key 'hidden_act': activation '{other}' is not supported (silu, gelu_pytorch_tanh)")))
+            None | Some((_, "silu" | "swish")) => Activation::Silu,
+            Some((_, "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast")) => Activation::GeluTanh,
+            Some((key, other)) => {
+                return Err(invalid(path, format!("key '{key}': activation '{other}' is not supported (silu, gelu_pytorch_tanh)")))
             }
         };
 
