@@ -232,7 +232,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.model.threads
     };
-    let engine = crate::model_args::ModelArgs { model: Some(path.clone()), threads }.start_engine()?;
+    let engine = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() }.start_engine()?;
     let p = prompts(&engine, None)?;
     let ingot = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;

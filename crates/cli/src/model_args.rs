@@ -4,14 +4,22 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use ingot_core::load::{models_dir, DEFAULT_MODEL_FILE};
+use ingot_core::load::{models_dir, LoadOptions, Quantization, WeightDType, DEFAULT_MODEL_FILE};
 use ingot_engine::{EngineConfig, EngineHandle};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model file (.gguf). Default: the fetched Qwen2.5-Coder-0.5B-Instruct.
+    /// Model file (.gguf) or Hugging Face checkpoint directory (config.json + safetensors).
+    /// Default: the fetched Qwen2.5-Coder-0.5B-Instruct.
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
+    /// Checkpoint directories only: precision weights are held in (auto = f32, f32, bf16,
+    /// f16). Compute is f32 either way.
+    #[arg(long, default_value = "auto")]
+    pub dtype: WeightDType,
+    /// Checkpoint directories only: quantize the weight matrices at load (q8_0, q4_k).
+    #[arg(long)]
+    pub quantize: Option<Quantization>,
     /// Kernel threads (default: one per core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
@@ -34,7 +42,8 @@ impl ModelArgs {
     /// Loads the model and starts the engine.
     pub fn start_engine(&self) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
-        let loaded = ingot_core::load::load(&path)?;
+        let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize };
+        let loaded = ingot_core::load::load_with(&path, &opts)?;
         ingot_engine::start(loaded, EngineConfig { threads: self.threads, ..EngineConfig::default() })
             .with_context(|| format!("starting the engine for {}", path.display()))
     }

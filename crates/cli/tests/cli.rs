@@ -143,3 +143,18 @@ fn gemma_base_needs_a_named_template_and_chats_with_one() {
     assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
     assert_eq!(replies(&with).len(), 1);
 }
+
+#[test]
+fn chat_loads_a_hugging_face_checkpoint_directory() {
+    let dir = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let out = chat_with(&dir, &["--temperature", "0", "--max-new-tokens", "4", "--quantize", "q8_0"], "hello\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(replies(&out).len(), 1);
+}
+
+#[test]
+fn a_directory_without_config_json_is_a_clean_error() {
+    let dir = scratch("empty-checkpoint");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    assert_clean_failure(&dir, "config.json");
+}

@@ -2,8 +2,8 @@
 //!
 //! Every architecture ingot runs (Llama, Mistral, Qwen2, Qwen3, Gemma 3) is the same
 //! pre-norm decoder with a handful of switches; [`ModelConfig`] holds those switches so that
-//! one model implementation serves them all. Loaders (GGUF metadata today, `config.json`
-//! later) fill it in and call [`ModelConfig::validate`], after which the model may trust it.
+//! one model implementation serves them all. Loaders (GGUF metadata, a checkpoint's
+//! `config.json`) fill it in and call [`ModelConfig::validate`], after which the model may trust it.
 
 use crate::weights::LoadError;
 

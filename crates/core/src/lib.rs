@@ -1,9 +1,9 @@
 //! ingot's model core: everything needed to turn a model file and a conversation into tokens,
 //! with no threads of its own, no I/O beyond reading model files, and no async runtime.
 //!
-//! Data path: [`weights`] reads a file into a [`config::ModelConfig`] and named weights;
-//! [`model::Model`] runs the transformer over a batch of sequences whose KV caches live
-//! outside it ([`kv_cache`]); [`kernels`] are the CPU hot path; [`tokenizer`], [`template`],
+//! Data path: [`weights`] reads a GGUF file or a Hugging Face checkpoint directory into a
+//! [`config::ModelConfig`] and named weights; [`model::Model`] runs the transformer over a
+//! batch of sequences whose KV caches live outside it ([`kv_cache`]); [`kernels`] are the CPU hot path; [`tokenizer`], [`template`],
 //! [`sampling`] and [`stop`] turn text into ids and ids back into text.
 //! A Hugging Face checkpoint directory's tokenizer files load through
 //! [`tokenizer::Tokenizer::from_hf_dir`]; its chat template source and generation defaults

@@ -1,10 +1,18 @@
 //! Opening a model path: the model, its tokenizer and its chat template, together.
+//!
+//! A path is either a GGUF file or a Hugging Face checkpoint directory (`config.json`,
+//! safetensors weights, tokenizer files). [`LoadOptions`] choose how a checkpoint's weights are
+//! held in memory; GGUF files are already in their final types and take only the defaults.
 
 use std::path::Path;
+use std::str::FromStr;
 
+use crate::kernels::GgmlDType;
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use crate::weights::gguf::GgufFile;
+use crate::weights::hf_config;
+use crate::weights::safetensors::SafetensorsDir;
 use crate::weights::LoadError;
 
 /// Everything a front end needs from one model file.
@@ -15,12 +23,101 @@ pub struct LoadedModel {
     pub chat_template: Option<String>,
 }
 
-/// Loads a GGUF file. Every failure names the file.
+/// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
+///
+/// Compute is always f32: this engine's kernels widen 16-bit weights to f32 as they read them,
+/// and the CPUs it targets have no faster native bf16/f16 arithmetic. So `auto` picks f32
+/// (exact, twice the memory of a 16-bit checkpoint); `bf16`/`f16` halve memory and round
+/// f32-stored weights to that type. Norms and biases are always f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightDType {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+/// Quantization applied to a checkpoint's weight matrices at load (`--quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    Q8_0,
+    Q4K,
+}
+
+impl Quantization {
+    pub fn ggml_dtype(self) -> GgmlDType {
+        match self {
+            Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q4K => GgmlDType::Q4K,
+        }
+    }
+}
+
+/// A `--dtype` or `--quantize` value that is not one of the accepted names.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} '{value}' (expected one of: {expected})")]
+pub struct ParseOptionError {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl FromStr for WeightDType {
+    type Err = ParseOptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "f32" | "float32" => Self::F32,
+            "bf16" | "bfloat16" => Self::Bf16,
+            "f16" | "float16" => Self::F16,
+            _ => return Err(ParseOptionError { what: "dtype", value: s.into(), expected: "auto, f32, bf16, f16" }),
+        })
+    }
+}
+
+impl FromStr for Quantization {
+    type Err = ParseOptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "q8_0" => Self::Q8_0,
+            "q4_k" => Self::Q4K,
+            _ => return Err(ParseOptionError { what: "quantization", value: s.into(), expected: "q8_0, q4_k" }),
+        })
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub dtype: WeightDType,
+    /// Quantize every weight matrix (the projections, the embedding table and the LM head)
+    /// with ggml's reference quantizer. A matrix whose row length is not a multiple of the
+    /// format's block size (32 for q8_0, 256 for q4_k) cannot be quantized and stays at `dtype`.
+    /// Norms and biases are never quantized.
+    pub quantize: Option<Quantization>,
+}
+
+/// [`load_with`] and the default options.
 pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// Loads a GGUF file or a Hugging Face checkpoint directory. Every failure names the file
+/// (and the key or tensor) at fault.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     if path.is_dir() {
+        let model = load_checkpoint_model(path, opts)?;
+        let tokenizer = Tokenizer::from_hf_dir(path)
+            .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
+        let templates = crate::hf_files::ChatTemplates::from_dir(path)
+            .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source: source.into() })?;
+        return Ok(LoadedModel { model, tokenizer, chat_template: templates.get(None).map(str::to_string) });
+    }
+    if *opts != LoadOptions::default() {
         return Err(LoadError::Invalid {
             path: path.display().to_string(),
-            problem: "is a directory; expected a .gguf file".into(),
+            problem: "--dtype and --quantize apply to Hugging Face checkpoint directories; a GGUF file keeps its own weight types".into(),
         });
     }
     let file = GgufFile::open(path)?;
@@ -29,6 +126,13 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
         .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
     let model = Model::load(&file, cfg)?;
     Ok(LoadedModel { model, tokenizer, chat_template: file.chat_template().map(str::to_string) })
+}
+
+/// The model alone of a checkpoint directory: `config.json` and the safetensors weights.
+pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, LoadError> {
+    let cfg = hf_config::read_config(dir)?;
+    let weights = SafetensorsDir::open(dir, &cfg, opts)?;
+    Model::load(&weights, cfg)
 }
 
 /// File name of the default model (Qwen2.5-Coder-0.5B-Instruct) in [`models_dir`].

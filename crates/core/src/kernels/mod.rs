@@ -13,15 +13,16 @@
 //!   Q5_K and Q6_K are repacked into records of 8 rows × one block, interleaved so a 256-bit
 //!   register holds 4 consecutive quants of each of 8 rows (see `formats`); rows are padded
 //!   to a multiple of 8 with zero rows. Size is the GGML size (+3% for K-quants, whose 6-bit
-//!   scales are stored unpacked). F32 and F16 stay dense; BF16 and every other dtype candle
-//!   can read (Q2_K, Q3_K, Q8_1, Q8_K) are dequantized to f32 at load.
+//!   scales are stored unpacked). F32, F16 and BF16 stay dense; every other dtype candle
+//!   can read (Q2_K, Q3_K, Q8_1, Q8_K) is dequantized to f32 at load.
 //! - **Activations**: each call quantizes `x` once, like ggml (Q8_0-style 32-blocks for the
 //!   `_0`/`_1` formats, Q8_K-style 256-blocks for K-quants; see `act`), into a thread-local
 //!   scratch buffer, so decode does not allocate.
 //! - **Kernels**: integer dot products of 8 weight rows × up to 4 activation rows per
 //!   micro-kernel (weights decoded once per 4 activation rows), picked once per process by
 //!   [`Backend::detected`]: AVX-512 VNNI (256-bit `vpdpbusd`) if present, else AVX2+FMA+F16C
-//!   (`vpmaddubsw`), else portable scalar code. Dense f32/f16 use an FMA kernel (AVX2) or scalar.
+//!   (`vpmaddubsw`), else portable scalar code. Dense f32/f16/bf16 use an FMA kernel (AVX2) or
+//!   scalar.
 //! - **Threads**: output features are split into contiguous chunks of 8-row groups, several
 //!   chunks per rayon thread for balance and, for prefill, small enough that a chunk's weights
 //!   stay in L2 while every activation row passes over them. Chunks write disjoint columns
@@ -138,6 +139,8 @@ enum Storage {
     F32(Vec<f32>),
     /// f16 bits.
     F16(Vec<u16>),
+    /// bf16 bits.
+    BF16(Vec<u16>),
 }
 
 /// A weight matrix `W[n, k]`, row `i` holding the weights of output feature `i`.
@@ -192,7 +195,7 @@ impl QMatrix {
             match dtype {
                 GgmlDType::F32 => Storage::F32(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
                 GgmlDType::F16 => Storage::F16(data.chunks_exact(2).map(|c| u16::from_le_bytes(le(c))).collect()),
-                GgmlDType::BF16 => Storage::F32(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes(le(c)).to_f32()).collect()),
+                GgmlDType::BF16 => Storage::BF16(data.chunks_exact(2).map(|c| u16::from_le_bytes(le(c))).collect()),
                 _ => Storage::F32(dequantize_with_candle(dtype, n * k, data)?),
             }
         };
@@ -245,7 +248,7 @@ impl QMatrix {
         match &self.storage {
             Storage::Packed { data, .. } => data.len(),
             Storage::F32(v) => 4 * v.len(),
-            Storage::F16(v) => 2 * v.len(),
+            Storage::F16(v) | Storage::BF16(v) => 2 * v.len(),
         }
     }
 
@@ -332,7 +335,7 @@ impl QMatrix {
                 (self.n.div_ceil(GROUP), self.k / l.block * l.record_bytes())
             }
             Storage::F32(_) => (self.n, 4 * self.k),
-            Storage::F16(_) => (self.n, 2 * self.k),
+            Storage::F16(_) | Storage::BF16(_) => (self.n, 2 * self.k),
         };
         let mut per = units.div_ceil(4 * rayon::current_num_threads()).max(1);
         if m > 1 {
@@ -365,7 +368,7 @@ impl QMatrix {
                 // SAFETY: AVX2/FMA/F16C are part of both SIMD backends (asserted available);
                 // `w` holds n×k f32.
                 #[cfg(target_arch = "x86_64")]
-                _ => unsafe { x86::dense::<false>(w.as_ptr().cast(), x, m, k, units, out) },
+                _ => unsafe { x86::dense::<{ x86::DENSE_F32 }>(w.as_ptr().cast(), x, m, k, units, out) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("only the scalar backend exists here"),
             },
@@ -373,7 +376,15 @@ impl QMatrix {
                 Backend::Scalar => scalar::dense(w, |v| half::f16::from_bits(v).to_f32(), x, m, k, units, out),
                 // SAFETY: as for F32; `w` holds n×k f16.
                 #[cfg(target_arch = "x86_64")]
-                _ => unsafe { x86::dense::<true>(w.as_ptr().cast(), x, m, k, units, out) },
+                _ => unsafe { x86::dense::<{ x86::DENSE_F16 }>(w.as_ptr().cast(), x, m, k, units, out) },
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => unreachable!("only the scalar backend exists here"),
+            },
+            Storage::BF16(w) => match backend {
+                Backend::Scalar => scalar::dense(w, |v| half::bf16::from_bits(v).to_f32(), x, m, k, units, out),
+                // SAFETY: as for F32; `w` holds n×k bf16.
+                #[cfg(target_arch = "x86_64")]
+                _ => unsafe { x86::dense::<{ x86::DENSE_BF16 }>(w.as_ptr().cast(), x, m, k, units, out) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("only the scalar backend exists here"),
             },
@@ -401,6 +412,11 @@ impl QMatrix {
             Storage::F16(w) => {
                 for (o, &v) in out.iter_mut().zip(&w[row * k..(row + 1) * k]) {
                     *o = half::f16::from_bits(v).to_f32();
+                }
+            }
+            Storage::BF16(w) => {
+                for (o, &v) in out.iter_mut().zip(&w[row * k..(row + 1) * k]) {
+                    *o = half::bf16::from_bits(v).to_f32();
                 }
             }
         }

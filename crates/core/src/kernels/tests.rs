@@ -124,6 +124,16 @@ fn dense_and_fallback_matmul_match_reference() {
     let mut y = vec![0f32; m * n];
     mat.matmul(&x, m, &mut y);
     check(&y, &x, &w, m, n, k, None, "from_f32");
+    // The 16-bit dense types with the same odd k (the SIMD kernels' scalar tail).
+    for dtype in [GgmlDType::F16, GgmlDType::BF16] {
+        let (bytes, w) = quantized(dtype, n, k, 7);
+        let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+        for backend in available_backends() {
+            let mut y = vec![f32::NAN; m * n];
+            mat.matmul_with(backend, &x, m, &mut y);
+            check(&y, &x, &w, m, n, k, None, &format!("{dtype:?} {backend:?} k={k}"));
+        }
+    }
 }
 
 #[test]

@@ -285,15 +285,20 @@ backend!(avx2, ops_avx2, "avx2,fma,f16c", rows = [1, 2, 3, 4]);
 // 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
 backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows = [1, 2, 3, 4, 5, 6, 7, 8]);
 
-/// Dense f32/f16 weights (`HALF` = f16 bits): rows `rows` of `w` times all rows of `x`, in
+/// Element types of dense weights: the `ELEM` parameter of [`dense`].
+pub(crate) const DENSE_F32: u8 = 0;
+pub(crate) const DENSE_F16: u8 = 1;
+pub(crate) const DENSE_BF16: u8 = 2;
+
+/// Dense f32/f16/bf16 weights (`ELEM`, one of the `DENSE_*`): rows `rows` of `w` times all rows of `x`, in
 /// tiles of 4 weight rows × 2 activation rows: 8 independent FMA chains hide FMA latency
 /// (one chain per row was latency-bound) and each loaded vector is used 2–4 times.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w` holds `rows.end` rows of `k` elements of
-/// 4 (f32) or 2 (f16) bytes and `x` holds `m × k` values.
+/// 4 (f32) or 2 (f16, bf16) bytes and `x` holds `m × k` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dense<const HALF: bool>(w: *const u8, x: &[f32], m: usize, k: usize, rows: std::ops::Range<usize>, out: &super::OutPtr) {
+pub(crate) unsafe fn dense<const ELEM: u8>(w: *const u8, x: &[f32], m: usize, k: usize, rows: std::ops::Range<usize>, out: &super::OutPtr) {
     assert!(x.len() >= m * k);
     let mut i = rows.start;
     while i < rows.end {
@@ -304,10 +309,10 @@ pub(crate) unsafe fn dense<const HALF: bool>(w: *const u8, x: &[f32], m: usize, 
             // SAFETY: rows i..i+nw of `w` and r0..r0+nx of `x` exist (contract, loop bounds).
             unsafe {
                 match (nw, nx) {
-                    (4, 2) => dense_tile::<HALF, 4, 2>(w, x, k, i, r0, out),
-                    (4, _) => dense_tile::<HALF, 4, 1>(w, x, k, i, r0, out),
-                    (_, 2) => dense_tile::<HALF, 1, 2>(w, x, k, i, r0, out),
-                    _ => dense_tile::<HALF, 1, 1>(w, x, k, i, r0, out),
+                    (4, 2) => dense_tile::<ELEM, 4, 2>(w, x, k, i, r0, out),
+                    (4, _) => dense_tile::<ELEM, 4, 1>(w, x, k, i, r0, out),
+                    (_, 2) => dense_tile::<ELEM, 1, 2>(w, x, k, i, r0, out),
+                    _ => dense_tile::<ELEM, 1, 1>(w, x, k, i, r0, out),
                 }
             }
             r0 += nx;
@@ -318,8 +323,8 @@ pub(crate) unsafe fn dense<const HALF: bool>(w: *const u8, x: &[f32], m: usize, 
 
 /// One `NW × NX` tile of [`dense`]; same safety contract for rows `i..i+NW`, `r0..r0+NX`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dense_tile<const HALF: bool, const NW: usize, const NX: usize>(w: *const u8, x: &[f32], k: usize, i: usize, r0: usize, out: &super::OutPtr) {
-    let esize = if HALF { 2 } else { 4 };
+unsafe fn dense_tile<const ELEM: u8, const NW: usize, const NX: usize>(w: *const u8, x: &[f32], k: usize, i: usize, r0: usize, out: &super::OutPtr) {
+    let esize = if ELEM == DENSE_F32 { 4 } else { 2 };
     // SAFETY (all blocks below): element c < k of rows i..i+NW / r0..r0+NX (contract).
     let wrow = |q: usize| unsafe { w.add((i + q) * k * esize) };
     let xrow = |r: usize| unsafe { x.as_ptr().add((r0 + r) * k) };
@@ -328,7 +333,14 @@ unsafe fn dense_tile<const HALF: bool, const NW: usize, const NX: usize>(w: *con
     while c + 8 <= k {
         for (q, acc) in acc.iter_mut().enumerate() {
             let p = unsafe { wrow(q).add(c * esize) };
-            let wv = unsafe { if HALF { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) } else { _mm256_loadu_ps(p.cast()) } };
+            let wv = unsafe {
+                match ELEM {
+                    DENSE_F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+                    // bf16 is the top half of an f32: widen to 32 bits and shift into place.
+                    DENSE_BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
+                    _ => _mm256_loadu_ps(p.cast()),
+                }
+            };
             for (r, acc) in acc.iter_mut().enumerate() {
                 *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(xrow(r).add(c)) }, *acc);
             }
@@ -342,7 +354,11 @@ unsafe fn dense_tile<const HALF: bool, const NW: usize, const NX: usize>(w: *con
             let tail: f32 = (c..k)
                 .map(|c| unsafe {
                     let p = wrow(q).add(c * esize);
-                    let wv = if HALF { half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f32() } else { p.cast::<f32>().read_unaligned() };
+                    let wv = match ELEM {
+                        DENSE_F16 => half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f32(),
+                        DENSE_BF16 => half::bf16::from_bits(p.cast::<u16>().read_unaligned()).to_f32(),
+                        _ => p.cast::<f32>().read_unaligned(),
+                    };
                     wv * *xrow(r).add(c)
                 })
                 .sum();

@@ -1,4 +1,5 @@
-//! Reading weights and configuration out of model files.
+//! Reading weights and configuration out of model files: GGUF files ([`gguf`]) and Hugging
+//! Face checkpoint directories ([`hf_config`] for `config.json`, [`safetensors`] for weights).
 //!
 //! The model asks for tensors by their Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
 //! through [`WeightSource`]; each file format maps those names onto its own. So one model
@@ -8,6 +9,8 @@
 //! `1 + w` already applied), so the model never needs to know which convention a file used.
 
 pub mod gguf;
+pub mod hf_config;
+pub mod safetensors;
 
 use std::path::{Path, PathBuf};
 
@@ -20,9 +23,12 @@ pub enum LoadError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a valid GGUF file: {problem}")]
     Corrupt { path: PathBuf, problem: String },
+    #[error("{path}: not a valid safetensors file: {problem}")]
+    CorruptSafetensors { path: PathBuf, problem: String },
     #[error("{path}: unsupported architecture '{arch}' (supported: {})", supported.join(", "))]
     UnsupportedArch { path: PathBuf, arch: String, supported: Vec<String> },
-    #[error("{path}: missing metadata key '{key}'")]
+    /// A GGUF metadata key or a config.json key.
+    #[error("{path}: missing key '{key}'")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: missing tensor '{name}'")]
     MissingTensor { path: PathBuf, name: String },
@@ -49,7 +55,8 @@ pub trait WeightSource {
     /// The file or directory the weights come from, for messages.
     fn path(&self) -> &Path;
     fn has(&self, name: &str) -> bool;
-    /// A 2-D weight `[n, k]` (out features × in features), in the file's own precision.
+    /// A 2-D weight `[n, k]` (out features × in features): GGUF in the file's own precision,
+    /// checkpoints in the precision the load options ask for.
     fn matrix(&self, name: &str) -> Result<QMatrix, LoadError>;
     /// A 1-D tensor (norm weight, bias) as f32.
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError>;

@@ -1,0 +1,232 @@
+//! Hugging Face checkpoint directories: `model.safetensors`, or the shards listed in
+//! `model.safetensors.index.json`, read through [`WeightSource`].
+//!
+//! Every shard is memory-mapped and its header parsed by the `safetensors` crate, which checks
+//! that the tensors' byte ranges match their shapes and lie inside the file; so tensor bytes
+//! can be sliced without further bounds checks. Tensor names are already the Hugging Face
+//! names the model asks for. Stored f32, bf16 and f16 are read; the precision a matrix is
+//! *held* in is chosen by [`LoadOptions`], not by the file.
+//!
+//! Invariant (see [`super`]): Gemma 3 norm weights are stored as `w` and applied as `1 + w`;
+//! [`WeightSource::vector`] returns `1 + w` for every `*norm.weight` of a Gemma 3 checkpoint.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata};
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use super::{LoadError, WeightSource};
+use crate::config::{Arch, ModelConfig};
+use crate::kernels::{GgmlDType, QMatrix};
+use crate::load::{LoadOptions, WeightDType};
+
+/// Single-file checkpoint name.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One mapped `.safetensors` file.
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the data section (after the 8-byte length and the JSON header).
+    data_start: usize,
+    meta: Metadata,
+}
+
+/// The part of `model.safetensors.index.json` ingot needs.
+#[derive(Deserialize)]
+struct Index {
+    weight_map: HashMap<String, String>,
+}
+
+/// The weights of a checkpoint directory.
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    /// Tensor name → index in `shards`, built from the shards' own headers.
+    names: HashMap<String, usize>,
+    /// Gemma 3: norm weights are `w` in `x · (1 + w)`.
+    norm_plus_one: bool,
+    opts: LoadOptions,
+}
+
+impl std::fmt::Debug for SafetensorsDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsDir").field("dir", &self.dir).field("shards", &self.shards.len()).finish()
+    }
+}
+
+impl SafetensorsDir {
+    /// Maps the checkpoint's weight files. `cfg` (from its config.json) decides the norm
+    /// convention; `opts` the precision matrices are held in.
+    pub fn open(dir: &Path, cfg: &ModelConfig, opts: &LoadOptions) -> Result<Self, LoadError> {
+        let files = shard_files(dir)?;
+        let mut shards = Vec::with_capacity(files.len());
+        let mut names = HashMap::new();
+        for path in files {
+            let shard = Shard::open(path)?;
+            for name in shard.meta.tensors().into_keys() {
+                names.insert(name, shards.len());
+            }
+            shards.push(shard);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            shards,
+            names,
+            norm_plus_one: cfg.arch == Arch::Gemma3,
+            opts: opts.clone(),
+        })
+    }
+
+    /// A tensor by name; a missing one is reported against the checkpoint directory.
+    fn tensor(&self, name: &str) -> Result<Stored<'_>, LoadError> {
+        let missing = || LoadError::MissingTensor { path: self.dir.clone(), name: name.to_string() };
+        let shard = &self.shards[*self.names.get(name).ok_or_else(missing)?];
+        let info = shard.meta.info(name).ok_or_else(missing)?;
+        let (start, end) = info.data_offsets;
+        // In bounds: `read_metadata` checked every range against the file length.
+        let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
+        Ok(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &shard.path })
+    }
+}
+
+/// One tensor as stored: its type, shape and bytes, and the shard it is in (for messages).
+struct Stored<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+    shard: &'a Path,
+}
+
+impl Stored<'_> {
+    /// The values as f32, from F32, BF16 or F16.
+    fn to_f32(&self, name: &str) -> Result<Vec<f32>, LoadError> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => {
+                return Err(LoadError::bad_tensor(self.shard, name, format!("stored as {other:?}; expected F32, BF16 or F16")))
+            }
+        })
+    }
+}
+
+impl Shard {
+    fn open(path: PathBuf) -> Result<Self, LoadError> {
+        let io = |source| LoadError::Io { path: path.clone(), source };
+        let file = File::open(&path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process; a file changed underneath us
+        // while running is outside what any model loader can defend against.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+            .map_err(|e| LoadError::CorruptSafetensors { path: path.clone(), problem: e.to_string() })?;
+        Ok(Self { data_start: 8 + header_len, path, mmap, meta })
+    }
+}
+
+/// The weight files of `dir`: the shards its index lists (each checked to exist), else
+/// `model.safetensors`.
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let index_path = dir.join(INDEX_FILE);
+    if !index_path.exists() {
+        let single = dir.join(SINGLE_FILE);
+        if !single.exists() {
+            return Err(LoadError::Invalid {
+                path: dir.display().to_string(),
+                problem: format!("no {SINGLE_FILE} or {INDEX_FILE} in this directory"),
+            });
+        }
+        return Ok(vec![single]);
+    }
+    let bad_index = |problem: String| LoadError::Invalid { path: index_path.display().to_string(), problem };
+    let text = std::fs::read_to_string(&index_path).map_err(|source| LoadError::Io { path: index_path.clone(), source })?;
+    let index: Index = serde_json::from_str(&text).map_err(|e| bad_index(format!("invalid index: {e}")))?;
+    // Sorted and deduplicated: many tensors share a shard.
+    let files: BTreeSet<&String> = index.weight_map.values().collect();
+    files
+        .into_iter()
+        .map(|file| {
+            // Shard names are plain file names; anything else could point outside the checkpoint.
+            if !Path::new(file).components().all(|c| matches!(c, Component::Normal(_))) {
+                return Err(bad_index(format!("shard name '{file}' is not a file name inside the directory")));
+            }
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(bad_index(format!("lists shard '{file}', which is missing")));
+            }
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Encodes f32 values as little-endian `dtype` (F16 or BF16) bytes, for [`QMatrix::from_ggml`].
+fn encode_half(values: &[f32], dtype: GgmlDType) -> Vec<u8> {
+    let bf16 = dtype == GgmlDType::BF16;
+    values
+        .iter()
+        .flat_map(|&v| if bf16 { half::bf16::from_f32(v).to_le_bytes() } else { half::f16::from_f32(v).to_le_bytes() })
+        .collect()
+}
+
+impl WeightSource for SafetensorsDir {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    /// The matrix in the precision [`LoadOptions`] asks for: quantized when `quantize` is set
+    /// and the row length is a multiple of its block size (else unquantized), otherwise f32
+    /// for `auto`/`f32`, or the 16-bit type asked for (bytes passed through when the file
+    /// already stores that type).
+    fn matrix(&self, name: &str) -> Result<QMatrix, LoadError> {
+        let t = self.tensor(name)?;
+        let [n, k] = t.shape[..] else {
+            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a matrix, got shape {:?}", t.shape)));
+        };
+        let kernel_err = |e| LoadError::from_kernel(t.shard, name, e);
+        if let Some(q) = self.opts.quantize.map(|q| q.ggml_dtype()).filter(|q| k % q.block_size() == 0) {
+            return QMatrix::quantize_f32(n, k, &t.to_f32(name)?, q).map_err(kernel_err);
+        }
+        let held = match self.opts.dtype {
+            WeightDType::Auto | WeightDType::F32 => GgmlDType::F32,
+            WeightDType::Bf16 => GgmlDType::BF16,
+            WeightDType::F16 => GgmlDType::F16,
+        };
+        let stored_as_held = matches!(
+            (t.dtype, held),
+            (Dtype::F32, GgmlDType::F32) | (Dtype::BF16, GgmlDType::BF16) | (Dtype::F16, GgmlDType::F16)
+        );
+        if stored_as_held {
+            return QMatrix::from_ggml(held, n, k, t.bytes).map_err(kernel_err);
+        }
+        let values = t.to_f32(name)?;
+        match held {
+            GgmlDType::F32 => QMatrix::from_f32(n, k, &values),
+            half_type => QMatrix::from_ggml(half_type, n, k, &encode_half(&values, half_type)),
+        }
+        .map_err(kernel_err)
+    }
+
+    fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError> {
+        let t = self.tensor(name)?;
+        if t.shape.len() != 1 {
+            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a vector, got shape {:?}", t.shape)));
+        }
+        let mut values = t.to_f32(name)?;
+        if self.norm_plus_one && name.ends_with("norm.weight") {
+            values.iter_mut().for_each(|w| *w += 1.0);
+        }
+        Ok(values)
+    }
+}

@@ -1,0 +1,278 @@
+//! Hugging Face checkpoint directories against transformers: the five tiny random-weight
+//! checkpoints of the shared fixtures (f32/bf16/f16, sharded, tied and untied, llama3 RoPE,
+//! Gemma 3 sliding layers) must give transformers' full prompt logits within 1e-3 and its
+//! 20 greedy tokens exactly, alone and batched; broken checkpoints must fail with errors that
+//! name the file and the key or tensor at fault.
+
+use std::path::{Path, PathBuf};
+
+use ingot_core::kv_cache::SeqCache;
+use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantization, WeightDType};
+use ingot_core::model::{Logits, Model, SeqInput};
+use ingot_core::testing::fixtures_dir;
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const LOGIT_TOLERANCE: f32 = 1e-3;
+
+fn model_dir(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+fn load(name: &str, opts: &LoadOptions) -> Model {
+    load_checkpoint_model(&model_dir(name), opts).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+fn reference(name: &str) -> Value {
+    let path = model_dir(name).join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("reference.json")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Full prompt logits (`[len][vocab]`) and the greedy continuation decoded one token at a
+/// time with the KV cache.
+fn prompt_logits_and_greedy(model: &Model, prompt: &[u32], n_new: usize) -> (Vec<f32>, Vec<u32>) {
+    let vocab = model.config().vocab_size;
+    let mut cache = SeqCache::new(model.config());
+    let all = model.forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::All }]).expect("prefill").remove(0);
+    let mut next = argmax(&all[all.len() - vocab..]);
+    let mut out = vec![next];
+    while out.len() < n_new {
+        let logits =
+            model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last }]).expect("decode").remove(0);
+        next = argmax(&logits);
+        out.push(next);
+    }
+    (all, out)
+}
+
+/// Greedy continuations of several prompts run as one batch: the prompts in one forward call,
+/// then every decode step for all sequences in one call.
+fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<u32>> {
+    let mut caches: Vec<SeqCache> = prompts.iter().map(|_| SeqCache::new(model.config())).collect();
+    let mut inputs: Vec<SeqInput> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, cache)| SeqInput { tokens: p, cache, logits: Logits::Last })
+        .collect();
+    let mut next: Vec<u32> = model.forward(&mut inputs).expect("batched prefill").iter().map(|l| argmax(l)).collect();
+    let mut out: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+    for _ in 1..n_new {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let mut inputs: Vec<SeqInput> = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| SeqInput { tokens: t, cache, logits: Logits::Last })
+            .collect();
+        next = model.forward(&mut inputs).expect("batched decode").iter().map(|l| argmax(l)).collect();
+        out.iter_mut().zip(&next).for_each(|(o, &t)| o.push(t));
+    }
+    out
+}
+
+/// Checks every case of one tiny model; returns the largest logit difference seen.
+fn check_model(name: &str, opts: &LoadOptions) -> f32 {
+    let model = load(name, opts);
+    let reference = reference(name);
+    let logits_path = model_dir(name).join("reference_logits.safetensors");
+    let logits_file = std::fs::read(&logits_path).expect("reference_logits.safetensors");
+    let ref_logits = SafeTensors::deserialize(&logits_file).expect("reference logits");
+    let n_new = reference["n_new"].as_u64().expect("n_new") as usize;
+    let mut worst = 0f32;
+    let mut case_prompts = std::collections::HashMap::new();
+    for case in reference["cases"].as_array().expect("cases") {
+        let case_name = case["name"].as_str().expect("case name");
+        let prompt = ids(&case["input_ids"]);
+        let (logits, greedy) = prompt_logits_and_greedy(&model, &prompt, n_new);
+
+        let expected = ref_logits.tensor(case_name).expect("case logits");
+        assert_eq!(expected.shape(), [prompt.len(), model.config().vocab_size], "{name}/{case_name}: logits shape");
+        let expected: Vec<f32> =
+            expected.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let diff = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("{name}/{case_name}: {} prompt tokens, max |logit diff| = {diff:.2e}", prompt.len());
+        assert!(diff <= LOGIT_TOLERANCE, "{name}/{case_name}: prompt logits differ from transformers by {diff}");
+        worst = worst.max(diff);
+
+        assert_eq!(greedy, ids(&case["greedy_new_ids"]), "{name}/{case_name}: greedy tokens differ from transformers");
+        case_prompts.insert(case_name.to_string(), prompt);
+    }
+
+    let batched = &reference["batched"];
+    let prompts: Vec<Vec<u32>> =
+        batched["members"].as_array().expect("members").iter().map(|m| case_prompts[m.as_str().expect("member")].clone()).collect();
+    let expected: Vec<Vec<u32>> = batched["greedy_new_ids"].as_array().expect("batched ids").iter().map(ids).collect();
+    assert_eq!(batched_greedy(&model, &prompts, n_new), expected, "{name}: batched greedy tokens differ");
+    worst
+}
+
+#[test]
+fn tiny_llama_matches_transformers() {
+    check_model("tiny-llama", &LoadOptions::default());
+}
+
+#[test]
+fn tiny_qwen2_sharded_matches_transformers() {
+    check_model("tiny-qwen2", &LoadOptions::default());
+}
+
+#[test]
+fn tiny_qwen3_matches_transformers() {
+    check_model("tiny-qwen3", &LoadOptions::default());
+}
+
+#[test]
+fn tiny_mistral_matches_transformers() {
+    check_model("tiny-mistral", &LoadOptions::default());
+}
+
+#[test]
+fn tiny_gemma3_matches_transformers() {
+    check_model("tiny-gemma3", &LoadOptions::default());
+}
+
+/// Holding weights in the 16-bit type they are stored in changes no value: same results.
+#[test]
+fn sixteen_bit_weights_held_as_stored_match() {
+    check_model("tiny-mistral", &LoadOptions { dtype: WeightDType::F16, quantize: None });
+    check_model("tiny-gemma3", &LoadOptions { dtype: WeightDType::Bf16, quantize: None });
+}
+
+/// q8_0 at load perturbs every logit a little; the top token at the last prompt position of
+/// the `short` case stays (a loose check of the quantized path, not of its accuracy).
+#[test]
+fn quantized_at_load_keeps_the_top_token() {
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral", "tiny-gemma3"] {
+        let model = load(name, &LoadOptions { dtype: WeightDType::Auto, quantize: Some(Quantization::Q8_0) });
+        let case = &reference(name)["cases"][0];
+        let mut cache = SeqCache::new(model.config());
+        let prompt = ids(&case["input_ids"]);
+        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
+        assert_eq!(argmax(&logits[0]), ids(&case["greedy_new_ids"])[0], "{name}: q8_0 changed the top token");
+    }
+}
+
+/// A fresh scratch directory for one test.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ingot-hf-test-{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn copy(from: &str, files: &[&str], to: &Path) {
+    for f in files {
+        std::fs::copy(model_dir(from).join(f), to.join(f)).unwrap_or_else(|e| panic!("copy {f}: {e}"));
+    }
+}
+
+/// The load error's message; panics if loading succeeds.
+fn load_error(dir: &Path) -> String {
+    match load_checkpoint_model(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded, expected an error", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(message.contains(p), "error {message:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn directory_without_config_is_a_clean_error() {
+    let dir = scratch_dir("no-config");
+    copy("tiny-llama", &["model.safetensors"], &dir);
+    assert_mentions(&load_error(&dir), &["config.json", "cannot read"]);
+}
+
+#[test]
+fn directory_without_weights_is_a_clean_error() {
+    let dir = scratch_dir("no-weights");
+    copy("tiny-llama", &["config.json"], &dir);
+    assert_mentions(&load_error(&dir), &["no model.safetensors or model.safetensors.index.json"]);
+}
+
+#[test]
+fn index_naming_a_missing_shard_is_a_clean_error() {
+    let dir = scratch_dir("missing-shard");
+    copy("tiny-qwen2", &["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors"], &dir);
+    assert_mentions(&load_error(&dir), &["model.safetensors.index.json", "model-00002-of-00002.safetensors", "missing"]);
+}
+
+#[test]
+fn config_problems_name_the_key() {
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(model_dir("tiny-llama").join("config.json")).expect("config"))
+        .expect("config json");
+    let cases: [(&str, Value, &[&str]); 4] = [
+        ("unsupported-arch", serde_json::json!({"model_type": "mamba"}), &["unsupported architecture 'mamba'", "llama, mistral, qwen2, qwen3, gemma3_text"]),
+        ("bad-value", serde_json::json!({"hidden_size": "wide"}), &["config.json", "key 'hidden_size'"]),
+        ("missing-key", serde_json::json!({"num_hidden_layers": null}), &["config.json", "missing key 'num_hidden_layers'"]),
+        ("bad-rope", serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}), &["config.json", "RoPE type 'yarn'"]),
+    ];
+    for (name, patch, expected) in cases {
+        let mut config = config.clone();
+        for (k, v) in patch.as_object().expect("patch") {
+            config[k] = v.clone();
+        }
+        let dir = scratch_dir(name);
+        copy("tiny-llama", &["model.safetensors"], &dir);
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+        assert_mentions(&load_error(&dir), expected);
+    }
+    let dir = scratch_dir("not-json");
+    std::fs::write(dir.join("config.json"), "{\"model_type\": ").expect("write config");
+    assert_mentions(&load_error(&dir), &["config.json", "not a JSON object"]);
+}
+
+#[test]
+fn tensor_with_the_wrong_shape_is_a_clean_error() {
+    let dir = scratch_dir("wrong-shape");
+    copy("tiny-llama", &["config.json"], &dir);
+    let original = std::fs::read(model_dir("tiny-llama").join("model.safetensors")).expect("weights");
+    let st = SafeTensors::deserialize(&original).expect("safetensors");
+    let victim = "model.layers.1.self_attn.k_proj.weight";
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if name != victim {
+                return (name, view);
+            }
+            // Drop the last row: [32, 64] becomes [31, 64].
+            let shape = [view.shape()[0] - 1, view.shape()[1]];
+            let bytes = &view.data()[..shape[0] * shape[1] * 4];
+            (name, safetensors::tensor::TensorView::new(view.dtype(), shape.to_vec(), bytes).expect("view"))
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors")).expect("write weights");
+    assert_mentions(&load_error(&dir), &[victim, "shape [31, 64], expected [32, 64]"]);
+
+    // A truncated file is caught by the header check, naming the file.
+    let dir = scratch_dir("truncated");
+    copy("tiny-llama", &["config.json"], &dir);
+    std::fs::write(dir.join("model.safetensors"), &original[..original.len() / 2]).expect("write");
+    assert_mentions(&load_error(&dir), &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn load_options_are_refused_for_gguf_files() {
+    let opts = LoadOptions { dtype: WeightDType::F16, quantize: None };
+    let Err(e) = load_with(Path::new("model.gguf"), &opts) else { panic!("options accepted for a GGUF file") };
+    assert_mentions(&e.to_string(), &["model.gguf", "--dtype and --quantize apply to Hugging Face checkpoint directories"]);
+}
