@@ -153,7 +153,7 @@ fn by_weight_desc(a: &Candidate, b: &Candidate) -> Ordering {
 }
 
 /// Index of the largest logit, lowest index on ties; NaN never wins. 0 if nothing beats -inf.
-fn argmax(logits: &[f32]) -> u32 {
+pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
     let mut best_logit = f32::NEG_INFINITY;
     for (i, &l) in logits.iter().enumerate() {

@@ -11,6 +11,8 @@ use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantizati
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::testing::fixtures_dir;
 use safetensors::SafeTensors;
+use ingot_core::sampling::argmax;
+use ingot_core::testing::json_ids;
 use serde_json::Value;
 
 const LOGIT_TOLERANCE: f32 = 1e-3;
@@ -27,20 +29,6 @@ fn reference(name: &str) -> Value {
     let path = model_dir(name).join("reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("reference.json")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Full prompt logits (`[len][vocab]`) and the greedy continuation decoded one token at a
@@ -96,7 +84,7 @@ fn check_model(name: &str, opts: &LoadOptions) -> f32 {
     let mut case_prompts = std::collections::HashMap::new();
     for case in reference["cases"].as_array().expect("cases") {
         let case_name = case["name"].as_str().expect("case name");
-        let prompt = ids(&case["input_ids"]);
+        let prompt = json_ids(&case["input_ids"]);
         let (logits, greedy) = prompt_logits_and_greedy(&model, &prompt, n_new);
 
         let expected = ref_logits.tensor(case_name).expect("case logits");
@@ -108,14 +96,14 @@ fn check_model(name: &str, opts: &LoadOptions) -> f32 {
         assert!(diff <= LOGIT_TOLERANCE, "{name}/{case_name}: prompt logits differ from transformers by {diff}");
         worst = worst.max(diff);
 
-        assert_eq!(greedy, ids(&case["greedy_new_ids"]), "{name}/{case_name}: greedy tokens differ from transformers");
+        assert_eq!(greedy, json_ids(&case["greedy_new_ids"]), "{name}/{case_name}: greedy tokens differ from transformers");
         case_prompts.insert(case_name.to_string(), prompt);
     }
 
     let batched = &reference["batched"];
     let prompts: Vec<Vec<u32>> =
         batched["members"].as_array().expect("members").iter().map(|m| case_prompts[m.as_str().expect("member")].clone()).collect();
-    let expected: Vec<Vec<u32>> = batched["greedy_new_ids"].as_array().expect("batched ids").iter().map(ids).collect();
+    let expected: Vec<Vec<u32>> = batched["greedy_new_ids"].as_array().expect("batched ids").iter().map(json_ids).collect();
     assert_eq!(batched_greedy(&model, &prompts, n_new), expected, "{name}: batched greedy tokens differ");
     worst
 }
@@ -160,9 +148,9 @@ fn quantized_at_load_keeps_the_top_token() {
         let model = load(name, &LoadOptions { dtype: WeightDType::Auto, quantize: Some(Quantization::Q8_0) });
         let case = &reference(name)["cases"][0];
         let mut cache = SeqCache::new(model.config());
-        let prompt = ids(&case["input_ids"]);
+        let prompt = json_ids(&case["input_ids"]);
         let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
-        assert_eq!(argmax(&logits[0]), ids(&case["greedy_new_ids"])[0], "{name}: q8_0 changed the top token");
+        assert_eq!(argmax(&logits[0]), json_ids(&case["greedy_new_ids"])[0], "{name}: q8_0 changed the top token");
     }
 }
 

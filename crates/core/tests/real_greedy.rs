@@ -6,26 +6,14 @@ use ingot_core::kv_cache::SeqCache;
 use ingot_core::testing::{fixtures_dir, model_path};
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::weights::gguf::GgufFile;
+use ingot_core::sampling::argmax;
+use ingot_core::testing::json_ids;
 use serde_json::Value;
 
 fn load(file: &str) -> Model {
     let path = model_path(file);
     let gguf = GgufFile::open(&path).expect("open model");
     Model::load(&gguf, gguf.config().expect("config")).expect("load model")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Greedy loop as the fixtures ran it: stop after emitting `eos`, at most `max_new` tokens.
@@ -65,8 +53,8 @@ fn check(model_file: &str, fixture: &str, min_whole: usize, logit_tolerance: Opt
     let mut whole = 0;
     let (mut worst_logit, mut logit_misses) = (0f32, Vec::new());
     for (n, item) in items.iter().enumerate() {
-        let prompt = ids(&item["prompt_ids"]);
-        let expected = ids(&item["new_ids"]);
+        let prompt = json_ids(&item["prompt_ids"]);
+        let expected = json_ids(&item["new_ids"]);
         let robust = item["robust_prefix_len"].as_u64().expect("robust_prefix_len") as usize;
         let (got, first) = greedy(&model, &prompt, eos, max_new);
         assert_eq!(
