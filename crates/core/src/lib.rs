@@ -7,7 +7,7 @@
 //! [`sampling`] and [`stop`] turn text into ids and ids back into text.
 //! A Hugging Face checkpoint directory's tokenizer files load through
 //! [`tokenizer::Tokenizer::from_hf_dir`]; its chat template source and generation defaults
-//! through [`hf_files`].
+//! through [`hf_files`]. A checkpoint with a value head is a reward model ([`reward`]).
 
 pub mod config;
 pub mod hf_files;
@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod load;
 pub mod model;
+pub mod reward;
 pub mod sampling;
 pub mod stop;
 pub mod template;

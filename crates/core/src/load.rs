@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use crate::kernels::GgmlDType;
 use crate::model::Model;
+use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
 use crate::weights::gguf::GgufFile;
 use crate::weights::hf_config;
@@ -21,6 +22,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// The file's own Jinja chat template, if it has one.
     pub chat_template: Option<String>,
+    /// Present for reward models (a checkpoint directory with `value_head.safetensors`).
+    pub value_head: Option<ValueHead>,
 }
 
 /// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
@@ -112,7 +115,8 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
             .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
         let templates = crate::hf_files::ChatTemplates::from_dir(path)
             .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source: source.into() })?;
-        return Ok(LoadedModel { model, tokenizer, chat_template: templates.get(None).map(str::to_string) });
+        let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
+        return Ok(LoadedModel { model, tokenizer, chat_template: templates.get(None).map(str::to_string), value_head });
     }
     if *opts != LoadOptions::default() {
         return Err(LoadError::Invalid {
@@ -125,7 +129,8 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
     let tokenizer = Tokenizer::from_gguf(file.content())
         .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
     let model = Model::load(&file, cfg)?;
-    Ok(LoadedModel { model, tokenizer, chat_template: file.chat_template().map(str::to_string) })
+    // LLaMA Factory stores value heads only beside checkpoints; a GGUF file is a causal LM.
+    Ok(LoadedModel { model, tokenizer, chat_template: file.chat_template().map(str::to_string), value_head: None })
 }
 
 /// The model alone of a checkpoint directory: `config.json` and the safetensors weights.

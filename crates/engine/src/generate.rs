@@ -7,6 +7,10 @@
 //! conditions per sequence. A finished, cancelled or abandoned sequence leaves at once and
 //! its KV cache goes back to a free list for the next request.
 //!
+//! Score jobs (reward models, which never generate) run at once when they arrive: their
+//! texts, in batches of at most `max_seqs`, each go through one forward pass from an empty
+//! cache, and the value head turns each last hidden state into a score.
+//!
 //! Invariants: every job gets exactly one terminal event (`Done` or `Error`); a sequence's
 //! tokens do not depend on what else is in the batch (the kernels quantize and accumulate
 //! each row independently, and attention is per sequence).
@@ -17,11 +21,12 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::model::{Logits, Model, SeqInput};
+use ingot_core::reward::ValueHead;
 use ingot_core::sampling::Sampler;
 use ingot_core::stop::StopMatcher;
 use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::{Event, Job, Usage};
+use crate::{Event, GenerateJob, Job, ScoreJob, Usage};
 
 /// Prompt tokens processed per step, over all prefilling sequences: bounds both the
 /// activation memory of a step and how long decoding streams wait behind a new prompt.
@@ -51,7 +56,7 @@ impl FinishReason {
 
 /// One running request.
 struct Seq<'t> {
-    job: Job,
+    job: GenerateJob,
     cache: SeqCache,
     /// Prompt tokens already in the cache.
     prefilled: usize,
@@ -73,6 +78,7 @@ impl Seq<'_> {
 pub(crate) struct Scheduler<'m> {
     model: &'m Model,
     tokenizer: &'m Tokenizer,
+    value_head: Option<&'m ValueHead>,
     eog: Vec<u32>,
     max_seqs: usize,
     /// Caches of finished sequences, kept for reuse.
@@ -80,8 +86,8 @@ pub(crate) struct Scheduler<'m> {
 }
 
 impl<'m> Scheduler<'m> {
-    pub(crate) fn new(model: &'m Model, tokenizer: &'m Tokenizer, max_seqs: usize) -> Self {
-        Self { model, tokenizer, eog: tokenizer.eog_ids(), max_seqs: max_seqs.max(1), free: Vec::new() }
+    pub(crate) fn new(model: &'m Model, tokenizer: &'m Tokenizer, value_head: Option<&'m ValueHead>, max_seqs: usize) -> Self {
+        Self { model, tokenizer, value_head, eog: tokenizer.eog_ids(), max_seqs: max_seqs.max(1), free: Vec::new() }
     }
 
     /// Serves jobs until the channel closes and every sequence has finished.
@@ -93,7 +99,8 @@ impl<'m> Scheduler<'m> {
             while open && active.len() < self.max_seqs {
                 let next = if active.is_empty() { jobs.recv().map_err(|_| TryRecvError::Disconnected) } else { jobs.try_recv() };
                 match next {
-                    Ok(job) => active.push(self.admit(job)),
+                    Ok(Job::Generate(job)) => active.push(self.admit(job)),
+                    Ok(Job::Score(job)) => self.score(job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -108,9 +115,46 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn admit(&mut self, job: Job) -> Seq<'m> {
+    /// A cleared cache, recycled when one is free.
+    fn take_cache(&mut self) -> SeqCache {
         let mut cache = self.free.pop().unwrap_or_else(|| SeqCache::new(self.model.config()));
         cache.clear();
+        cache
+    }
+
+    /// Scores every sequence of the job and replies; the caches go back to the free list.
+    fn score(&mut self, job: ScoreJob) {
+        let Some(head) = self.value_head else {
+            // The handle only sends score jobs for reward models; answer rather than hang.
+            let _ = job.reply.send(Err("this model has no value head".into()));
+            return;
+        };
+        let mut scores = Vec::with_capacity(job.sequences.len());
+        let mut result = Ok(());
+        for chunk in job.sequences.chunks(self.max_seqs) {
+            let mut caches: Vec<SeqCache> = chunk.iter().map(|_| self.take_cache()).collect();
+            let mut inputs: Vec<SeqInput<'_>> = chunk
+                .iter()
+                .zip(&mut caches)
+                .map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden })
+                .collect();
+            let outcome = self.model.forward(&mut inputs);
+            // `take_cache` clears a cache when it is taken again.
+            self.free.extend(caches);
+            match outcome {
+                Ok(hidden) => scores.extend(hidden.iter().map(|h| head.score(h))),
+                Err(e) => {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+        }
+        // The caller may have gone away; nothing is waiting for the result then.
+        let _ = job.reply.send(result.map(|()| scores));
+    }
+
+    fn admit(&mut self, job: GenerateJob) -> Seq<'m> {
+        let cache = self.take_cache();
         let req = &job.request;
         Seq {
             sampler: Sampler::new(req.params.clone()),

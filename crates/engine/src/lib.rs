@@ -7,6 +7,10 @@
 //!
 //! The engine thread batches every running request into one forward pass per step
 //! (continuous batching, see `generate`): a new request joins at the next step.
+//!
+//! A reward model (one loaded with a value head) does not generate: it scores texts
+//! ([`EngineHandle::get_scores`]), and a causal LM does not score; each refuses the other's
+//! requests with an [`EngineError`], as LLaMA Factory does.
 
 mod generate;
 
@@ -83,6 +87,10 @@ pub enum EngineError {
     Stopped,
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("this model is a reward model (it has a value head); use `ingot score`")]
+    RewardModel,
+    #[error("this model has no value head (value_head.safetensors), so it cannot score texts")]
+    NoValueHead,
 }
 
 /// A request being served: its event stream and a way to cancel it.
@@ -103,17 +111,30 @@ impl Stream {
     }
 }
 
-struct Job {
+/// Work for the engine thread.
+enum Job {
+    Generate(GenerateJob),
+    Score(ScoreJob),
+}
+
+struct GenerateJob {
     request: GenerateRequest,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
     submitted: std::time::Instant,
 }
 
+/// Texts to score, already tokenized; the scores (in order) or the failure go back on `reply`.
+struct ScoreJob {
+    sequences: Vec<Vec<u32>>,
+    reply: Sender<Result<Vec<f32>, String>>,
+}
+
 struct Shared {
     tokenizer: Tokenizer,
     chat_template: Option<String>,
     config: ModelConfig,
+    reward_model: bool,
 }
 
 /// Cheap, cloneable access to a running engine.
@@ -126,19 +147,25 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let LoadedModel { model, tokenizer, chat_template } = loaded;
+    let LoadedModel { model, tokenizer, chat_template, value_head } = loaded;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .thread_name(|i| format!("ingot-kernel-{i}"))
         .build()
         .map_err(|e| EngineError::Invalid(format!("cannot start {} kernel threads: {e}", cfg.threads)))?;
-    let shared = Arc::new(Shared { config: model.config().clone(), tokenizer, chat_template });
+    let shared = Arc::new(Shared {
+        config: model.config().clone(),
+        tokenizer,
+        chat_template,
+        reward_model: value_head.is_some(),
+    });
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
     std::thread::Builder::new()
         .name("ingot-engine".into())
         .spawn(move || {
-            let mut scheduler = generate::Scheduler::new(&model, &worker_shared.tokenizer, cfg.max_seqs);
+            let mut scheduler =
+                generate::Scheduler::new(&model, &worker_shared.tokenizer, value_head.as_ref(), cfg.max_seqs);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
@@ -160,12 +187,20 @@ impl EngineHandle {
         &self.shared.config
     }
 
+    /// Whether the model has a value head: it scores texts and does not generate.
+    pub fn is_reward_model(&self) -> bool {
+        self.shared.reward_model
+    }
+
     /// Validates and queues a request; events arrive on the returned stream.
     pub fn submit(&self, request: GenerateRequest) -> Result<Stream, EngineError> {
+        if self.shared.reward_model {
+            return Err(EngineError::RewardModel);
+        }
         self.validate(&request)?;
         let (events, rx) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job { request, events, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+        let job = Job::Generate(GenerateJob { request, events, cancel: cancel.clone(), submitted: std::time::Instant::now() });
         self.jobs.send(job).map_err(|_| EngineError::Stopped)?;
         Ok(Stream { events: rx, cancel })
     }
@@ -196,6 +231,40 @@ impl EngineHandle {
 }
 
 impl EngineHandle {
+    /// Scores already-templated texts with the reward model, one score per text in order.
+    ///
+    /// Texts are tokenized here, in the caller's thread, without special tokens added (as
+    /// LLaMA Factory's reward-model inference does; special-token text still maps to its id).
+    /// They are scored on the engine thread in batches of at most `max_seqs` sequences per
+    /// forward pass; a sequence's score does not depend on its batch. Blocks until done.
+    pub fn get_scores(&self, texts: Vec<String>) -> Result<Vec<f32>, EngineError> {
+        if !self.shared.reward_model {
+            return Err(EngineError::NoValueHead);
+        }
+        let ctx = self.shared.config.max_position_embeddings;
+        let mut sequences = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let ids = self.shared.tokenizer.encode(text, false).map_err(|e| EngineError::Invalid(format!("text {}: {e}", i + 1)))?;
+            if ids.is_empty() {
+                return Err(EngineError::Invalid(format!("text {} is empty", i + 1)));
+            }
+            if ids.len() > ctx {
+                return Err(EngineError::Invalid(format!(
+                    "text {} has {} tokens, more than the context of {ctx}",
+                    i + 1,
+                    ids.len()
+                )));
+            }
+            sequences.push(ids);
+        }
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.jobs.send(Job::Score(ScoreJob { sequences, reply })).map_err(|_| EngineError::Stopped)?;
+        rx.recv().map_err(|_| EngineError::Stopped)?.map_err(EngineError::Invalid)
+    }
+
     /// Tokenizes a rendered prompt: special-token text maps to single ids, and BOS is
     /// prepended when the model wants it and the template did not already write it.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {

@@ -37,6 +37,9 @@ pub enum Logits {
     Last,
     /// For every new token (scoring, tests).
     All,
+    /// No logits: the last new token's hidden state after the final norm (`[hidden]`), the
+    /// input of a reward model's value head.
+    Hidden,
 }
 
 /// One sequence's part of a batch: new tokens, appended after what its cache holds.
@@ -174,7 +177,7 @@ impl Model {
 
     /// Runs the new tokens of every sequence through the model, appending their keys and
     /// values to each sequence's cache. Returns, per sequence, the requested logits
-    /// (`[rows][vocab]` flattened; empty for [`Logits::None`]).
+    /// (`[rows][vocab]` flattened; empty for [`Logits::None`]; `[hidden]` for [`Logits::Hidden`]).
     ///
     /// On error nothing has been appended to any cache.
     pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ForwardError> {
@@ -271,13 +274,13 @@ impl Model {
             s.cache.commit(n);
         }
 
-        // Final norm and LM head, only for the rows someone asked for.
+        // Final norm and LM head, only for the rows someone asked for; `Hidden` stops after the norm.
         let mut out = Vec::with_capacity(batch.len());
         let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed);
         for (s, &(row0, n, _)) in batch.iter().zip(&spans) {
             let rows = match s.logits {
                 Logits::None => 0..0,
-                Logits::Last => row0 + n - 1..row0 + n,
+                Logits::Last | Logits::Hidden => row0 + n - 1..row0 + n,
                 Logits::All => row0..row0 + n,
             };
             if rows.is_empty() {
@@ -287,6 +290,10 @@ impl Model {
             let m = rows.len();
             let mut hs = x[rows.start * h..rows.end * h].to_vec();
             ops::rms_norm(&mut hs, &self.norm, cfg.rms_norm_eps);
+            if s.logits == Logits::Hidden {
+                out.push(hs);
+                continue;
+            }
             let mut logits = vec![0f32; m * cfg.vocab_size];
             lm_head.matmul(&hs, m, &mut logits);
             if let Some(cap) = cfg.final_logit_softcap {

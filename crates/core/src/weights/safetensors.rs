@@ -88,11 +88,7 @@ impl SafetensorsDir {
     fn tensor(&self, name: &str) -> Result<Stored<'_>, LoadError> {
         let missing = || LoadError::MissingTensor { path: self.dir.clone(), name: name.to_string() };
         let shard = &self.shards[*self.names.get(name).ok_or_else(missing)?];
-        let info = shard.meta.info(name).ok_or_else(missing)?;
-        let (start, end) = info.data_offsets;
-        // In bounds: `read_metadata` checked every range against the file length.
-        let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
-        Ok(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &shard.path })
+        shard.stored(name).ok_or_else(missing)
     }
 }
 
@@ -119,7 +115,32 @@ impl Stored<'_> {
     }
 }
 
+/// One `.safetensors` file read on its own, outside a checkpoint's weight set (a reward
+/// model's `value_head.safetensors`).
+pub(crate) struct SafetensorsFile(Shard);
+
+impl SafetensorsFile {
+    pub(crate) fn open(path: PathBuf) -> Result<Self, LoadError> {
+        Shard::open(path).map(Self)
+    }
+
+    /// A tensor's shape and its values as f32; a missing one is reported against this file.
+    pub(crate) fn f32_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
+        let t = self.0.stored(name).ok_or_else(|| LoadError::MissingTensor { path: self.0.path.clone(), name: name.to_string() })?;
+        Ok((t.shape.to_vec(), t.to_f32(name)?))
+    }
+}
+
 impl Shard {
+    /// The tensor `name` of this file, if it holds one.
+    fn stored(&self, name: &str) -> Option<Stored<'_>> {
+        let info = self.meta.info(name)?;
+        let (start, end) = info.data_offsets;
+        // In bounds: `read_metadata` checked every range against the file length.
+        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
+        Some(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &self.path })
+    }
+
     fn open(path: PathBuf) -> Result<Self, LoadError> {
         let io = |source| LoadError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;

@@ -1,0 +1,46 @@
+//! The engine serving a reward model: `get_scores` reproduces transformers' scores in order
+//! across several forward passes, and reward models and causal LMs refuse each other's requests.
+
+use ingot_core::sampling::SamplingParams;
+use ingot_core::testing::fixtures_dir;
+use ingot_engine::{EngineConfig, EngineError, EngineHandle, GenerateRequest};
+use serde_json::Value;
+
+fn start(fixture: &str) -> EngineHandle {
+    let loaded = ingot_core::load::load(&fixtures_dir().join(fixture)).expect("load");
+    // max_seqs 2: the five texts take three forward passes, so chunking and ordering are exercised.
+    ingot_engine::start(loaded, EngineConfig { threads: 2, max_seqs: 2 }).expect("start engine")
+}
+
+#[test]
+fn get_scores_matches_transformers_in_order() {
+    let path = fixtures_dir().join("tiny-qwen2-rm/scores.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read scores.json")).expect("json");
+    let items = v["items"].as_array().expect("items");
+    let texts: Vec<String> = items.iter().map(|i| i["text"].as_str().expect("text").to_string()).collect();
+    let scores = start("tiny-qwen2-rm").get_scores(texts).expect("scores");
+    assert_eq!(scores.len(), items.len());
+    for (item, got) in items.iter().zip(scores) {
+        let want = item["score"].as_f64().expect("score") as f32;
+        assert!((got - want).abs() <= 1e-4, "{:?}: got {got}, transformers {want}", item["text"]);
+    }
+}
+
+#[test]
+fn a_reward_model_does_not_chat_and_a_causal_lm_does_not_score() {
+    let rm = start("tiny-qwen2-rm");
+    let request = GenerateRequest {
+        prompt_ids: vec![1, 2, 3],
+        params: SamplingParams::greedy(),
+        max_new_tokens: 4,
+        stop: Vec::new(),
+        stop_ids: Vec::new(),
+        skip_special_tokens: true,
+        ignore_eos: false,
+    };
+    assert_eq!(rm.submit(request).err(), Some(EngineError::RewardModel));
+    assert!(rm.is_reward_model());
+    let lm = start("tiny-qwen2");
+    assert!(!lm.is_reward_model());
+    assert_eq!(lm.get_scores(vec!["hi".into()]), Err(EngineError::NoValueHead));
+}
