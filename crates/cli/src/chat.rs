@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::{ChatTemplate, Message};
-use ingot_engine::{EngineHandle, Event, FinishReason, GenerateRequest};
+use ingot_engine::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest};
 
 use crate::model_args::ModelArgs;
 
@@ -176,6 +176,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let params = args.gen.params()?;
     let engine = args.model.start_engine()?;
+    if engine.is_reward_model() {
+        // Checked up front: a failed turn only prints its error and keeps the session going.
+        let path = args.model.model_path()?;
+        return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
+    }
     let template = choose_template(&engine, args.template.as_deref())?;
     let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();

@@ -1,4 +1,4 @@
-//! `ingot`: chat with, serve and measure language models.
+//! `ingot`: chat with, serve and measure language models, and score texts with reward models.
 //!
 //! Flags are parsed by clap into raw values, turned into validated engine requests, and
 //! every front end talks to the engine through its handle only.
@@ -6,6 +6,7 @@
 mod bench;
 mod chat;
 mod model_args;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
+    /// Score texts with a reward model (a checkpoint directory with value_head.safetensors).
+    Score(score::ScoreArgs),
 }
 
 fn main() {
@@ -29,6 +32,7 @@ fn main() {
     let result = match cli.command {
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Score(args) => score::run(args),
     };
     if let Err(e) = result {
         // One line, with the causes chained: errors are for people, not backtraces.

@@ -39,12 +39,17 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Loads the model and starts the engine.
+    /// Loads the model and starts the engine with the default batch size.
     pub fn start_engine(&self) -> anyhow::Result<EngineHandle> {
+        self.start_engine_with(EngineConfig::default().max_seqs)
+    }
+
+    /// Loads the model and starts the engine, batching at most `max_seqs` sequences.
+    pub fn start_engine_with(&self, max_seqs: usize) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize };
         let loaded = ingot_core::load::load_with(&path, &opts)?;
-        ingot_engine::start(loaded, EngineConfig { threads: self.threads, ..EngineConfig::default() })
+        ingot_engine::start(loaded, EngineConfig { threads: self.threads, max_seqs })
             .with_context(|| format!("starting the engine for {}", path.display()))
     }
 }

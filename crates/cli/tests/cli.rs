@@ -158,3 +158,80 @@ fn a_directory_without_config_json_is_a_clean_error() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     assert_clean_failure(&dir, "config.json");
 }
+
+/// Runs `ingot score` on `model` with `jsonl` as the input file.
+fn score(model: &Path, name: &str, jsonl: &str) -> Output {
+    let input = scratch(name);
+    std::fs::write(&input, jsonl).expect("write input");
+    ingot().arg("score").arg("--model").arg(model).arg("--input").arg(&input).args(["--batch-size", "2"]).output().expect("run ingot")
+}
+
+fn rm_items() -> Vec<serde_json::Value> {
+    let path = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm/scores.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read scores.json")).expect("json");
+    v["items"].as_array().expect("items").clone()
+}
+
+#[test]
+fn score_prints_transformers_scores_in_order() {
+    let items = rm_items();
+    // Alternate the two line forms; a blank line is skipped.
+    let lines: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let text = &item["text"];
+            if i % 2 == 0 { text.to_string() } else { serde_json::json!({ "text": text, "id": i }).to_string() }
+        })
+        .collect();
+    let out = score(&ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm"), "texts.jsonl", &(lines.join("\n\n") + "\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let scores: Vec<f32> = stdout.lines().map(|l| l.parse().expect("a score per line")).collect();
+    assert_eq!(scores.len(), items.len(), "{stdout}");
+    for (item, got) in items.iter().zip(scores) {
+        let want = item["score"].as_f64().expect("score") as f32;
+        assert!((got - want).abs() <= 1e-4, "{:?}: got {got}, transformers {want}", item["text"]);
+    }
+}
+
+/// One `error:` line containing every one of `expect`, and no panic.
+fn assert_one_error_line(out: &Output, expect: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("Welcome")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for e in expect {
+        assert!(lines[0].contains(e), "expected {e:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_malformed_line_names_the_file_and_line() {
+    let rm = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm");
+    for (name, jsonl, problem) in [
+        ("bad-json.jsonl", "\"ok\"\n{\"text\": \"fine\"}\n{not json\n", "invalid JSON"),
+        ("bad-shape.jsonl", "\"ok\"\n{\"text\": \"fine\"}\n[1, 2]\n", "expected a JSON string"),
+        ("no-text.jsonl", "\"ok\"\n{\"text\": \"fine\"}\n{\"prompt\": \"x\"}\n", "\"text\""),
+    ] {
+        let out = score(&rm, name, jsonl);
+        let at = format!("{}:3", scratch(name).display());
+        assert_one_error_line(&out, &[&at, problem]);
+    }
+}
+
+#[test]
+fn score_on_a_causal_lm_is_an_error() {
+    let lm = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let out = score(&lm, "lm.jsonl", "\"hello\"\n");
+    assert_one_error_line(&out, &[&lm.display().to_string(), "no value head"]);
+}
+
+#[test]
+fn chat_on_a_reward_model_is_an_error() {
+    let rm = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm");
+    let out = chat_with(&rm, &["--max-new-tokens", "4"], "hello\n");
+    assert_one_error_line(&out, &[&rm.display().to_string(), "reward model", "ingot score"]);
+}
