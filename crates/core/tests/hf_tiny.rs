@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantization, WeightDType};
 use ingot_core::model::{Logits, Model, SeqInput};
-use ingot_core::testing::fixtures_dir;
+use ingot_core::testing::{fixtures_dir, scratch_dir};
 use ingot_core::weights::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use safetensors::SafeTensors;
 use ingot_core::sampling::argmax;
@@ -166,14 +166,6 @@ fn quantized_at_load_keeps_the_top_token() {
     }
 }
 
-/// A fresh scratch directory for one test.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ingot-hf-test-{}", std::process::id())).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 fn copy(from: &str, files: &[&str], to: &Path) {
     for f in files {
         std::fs::copy(model_dir(from).join(f), to.join(f)).unwrap_or_else(|e| panic!("copy {f}: {e}"));
@@ -320,6 +312,18 @@ fn several_adapters_add_up() {
     copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &half);
     write_adapter_config(&half, |c| c["lora_alpha"] = 8.into());
     check_against("tiny-llama", &with_adapters(vec![half.clone(), half]), "tiny-llama-lora");
+}
+
+/// `use_rslora` scales by `lora_alpha / √r`: alpha `2·√8` then gives the fixture's scale 2.
+#[test]
+fn rslora_scales_by_the_square_root_of_the_rank() {
+    let dir = scratch_dir("lora-rslora");
+    copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &dir);
+    write_adapter_config(&dir, |c| {
+        c["use_rslora"] = true.into();
+        c["lora_alpha"] = (2.0 * 8f64.sqrt()).into();
+    });
+    check_against("tiny-llama", &with_adapters(vec![dir]), "tiny-llama-lora");
 }
 
 /// A copy of the fixture's adapter config, edited by `edit`, written into `dir`.

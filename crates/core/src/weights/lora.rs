@@ -133,7 +133,10 @@ impl Adapter {
         let shape_err = |tensor: &str, problem: String| AdapterError::Shape { path: path.clone(), tensor: tensor.into(), problem };
         // Module → (A tensor name, B tensor name), as found.
         let mut halves: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
-        for tensor in shard.names() {
+        let mut names = shard.names();
+        // Sorted so that, of several bad tensors, the same one is reported every time.
+        names.sort();
+        for tensor in names {
             let parsed = tensor.strip_prefix(PEFT_PREFIX).and_then(|rest| {
                 rest.strip_suffix(".lora_A.weight").map(|m| (m, 0)).or_else(|| rest.strip_suffix(".lora_B.weight").map(|m| (m, 1)))
             });
