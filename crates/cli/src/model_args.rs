@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// Checkpoint directories only: quantize the weight matrices at load (q8_0, q4_k).
     #[arg(long)]
     pub quantize: Option<Quantization>,
+    /// Checkpoint directories only: PEFT LoRA adapter directories merged into the weights at
+    /// load, in order (comma-separated or repeated).
+    #[arg(long = "adapter", value_delimiter = ',')]
+    pub adapters: Vec<PathBuf>,
     /// Kernel threads (default: one per core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
@@ -47,7 +51,7 @@ impl ModelArgs {
     /// Loads the model and starts the engine, batching at most `max_seqs` sequences.
     pub fn start_engine_with(&self, max_seqs: usize) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
-        let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize };
+        let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
         let loaded = ingot_core::load::load_with(&path, &opts)?;
         ingot_engine::start(loaded, EngineConfig { threads: self.threads, max_seqs })
             .with_context(|| format!("starting the engine for {}", path.display()))

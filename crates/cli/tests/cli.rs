@@ -235,3 +235,24 @@ fn chat_on_a_reward_model_is_an_error() {
     let out = chat_with(&rm, &["--max-new-tokens", "4"], "hello\n");
     assert_one_error_line(&out, &[&rm.display().to_string(), "reward model", "ingot score"]);
 }
+
+#[test]
+fn chat_merges_lora_adapters_given_with_adapter() {
+    let fixtures = ingot_core::testing::fixtures_dir();
+    let (base, adapter) = (fixtures.join("tiny-llama"), fixtures.join("tiny-llama-lora"));
+    let greedy = ["--temperature", "0", "--max-new-tokens", "8"];
+    let without = chat_with(&base, &greedy, "hello\n");
+    assert!(without.status.success(), "{}", String::from_utf8_lossy(&without.stderr));
+    let adapter_arg = adapter.to_str().expect("utf-8 fixture path");
+    let with = chat_with(&base, &[&greedy[..], &["--adapter", adapter_arg]].concat(), "hello\n");
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    // The adapter changes the fixture's greedy tokens in every reference case.
+    assert_ne!(replies(&with), replies(&without), "the adapter changed nothing");
+
+    // Comma-separated: the second (missing) directory is reported.
+    let list = format!("{adapter_arg},{}", scratch("no-such-adapter").display());
+    let out = chat_with(&base, &[&greedy[..], &["--adapter", &list]].concat(), "hello\n");
+    assert!(!out.status.success(), "a missing adapter directory was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-adapter") && stderr.contains("adapter_config.json"), "{stderr}");
+}

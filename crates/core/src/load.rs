@@ -2,9 +2,10 @@
 //!
 //! A path is either a GGUF file or a Hugging Face checkpoint directory (`config.json`,
 //! safetensors weights, tokenizer files). [`LoadOptions`] choose how a checkpoint's weights are
-//! held in memory; GGUF files are already in their final types and take only the defaults.
+//! held in memory, and which LoRA adapters are merged into them; GGUF files are already in their
+//! final types and take only the defaults (an adapter must be merged before converting to GGUF).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::kernels::GgmlDType;
@@ -13,6 +14,7 @@ use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
 use crate::weights::gguf::GgufFile;
 use crate::weights::hf_config;
+use crate::weights::lora::LoraMerged;
 use crate::weights::safetensors::SafetensorsDir;
 use crate::weights::LoadError;
 
@@ -99,6 +101,9 @@ pub struct LoadOptions {
     /// format's block size (32 for q8_0, 256 for q4_k) cannot be quantized and stays at `dtype`.
     /// Norms and biases are never quantized.
     pub quantize: Option<Quantization>,
+    /// PEFT LoRA adapter directories (`adapter_config.json` + `adapter_model.safetensors`)
+    /// merged into the weights in this order, in f32, before `dtype`/`quantize` apply.
+    pub adapters: Vec<PathBuf>,
 }
 
 /// [`load_with`] and the default options.
@@ -118,6 +123,12 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
         return Ok(LoadedModel { model, tokenizer, chat_template: templates.get(None).map(str::to_string), value_head });
     }
+    if !opts.adapters.is_empty() {
+        return Err(LoadError::Invalid {
+            path: path.display().to_string(),
+            problem: "LoRA adapters (--adapter) are merged into Hugging Face checkpoint directories only; merge the adapter before converting to GGUF".into(),
+        });
+    }
     if *opts != LoadOptions::default() {
         return Err(LoadError::Invalid {
             path: path.display().to_string(),
@@ -133,11 +144,15 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
     Ok(LoadedModel { model, tokenizer, chat_template: file.chat_template().map(str::to_string), value_head: None })
 }
 
-/// The model alone of a checkpoint directory: `config.json` and the safetensors weights.
+/// The model alone of a checkpoint directory: `config.json` and the safetensors weights, with
+/// the adapters of `opts` merged in.
 pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, LoadError> {
     let cfg = hf_config::read_config(dir)?;
     let weights = SafetensorsDir::open(dir, &cfg, opts)?;
-    Model::load(&weights, cfg)
+    if opts.adapters.is_empty() {
+        return Model::load(&weights, cfg);
+    }
+    Model::load(&LoraMerged::new(weights, &opts.adapters)?, cfg)
 }
 
 /// File name of the default model (Qwen2.5-Coder-0.5B-Instruct) in [`models_dir`].

@@ -2,14 +2,17 @@
 //! checkpoints of the shared fixtures (f32/bf16/f16, sharded, tied and untied, llama3 RoPE,
 //! Gemma 3 sliding layers) must give transformers' full prompt logits within 1e-3 and its
 //! 20 greedy tokens exactly, alone and batched; broken checkpoints must fail with errors that
-//! name the file and the key or tensor at fault.
+//! name the file and the key or tensor at fault. The same checks cover `tiny-llama` with the
+//! `tiny-llama-lora` PEFT adapter merged at load (against PEFT's `merge_and_unload`), and broken
+//! adapters must fail naming the adapter file and tensor.
 
 use std::path::{Path, PathBuf};
 
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantization, WeightDType};
 use ingot_core::model::{Logits, Model, SeqInput};
-use ingot_core::testing::fixtures_dir;
+use ingot_core::testing::{fixtures_dir, scratch_dir};
+use ingot_core::weights::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use safetensors::SafeTensors;
 use ingot_core::sampling::argmax;
 use ingot_core::testing::json_ids;
@@ -72,11 +75,20 @@ fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<
     out
 }
 
-/// Checks every case of one tiny model; returns the largest logit difference seen.
+/// Checks every case of one tiny model against its own reference; returns the largest logit
+/// difference seen.
 fn check_model(name: &str, opts: &LoadOptions) -> f32 {
+    check_against(name, opts, name)
+}
+
+/// Checks every case of the tiny model `name`, loaded with `opts`, against the reference files
+/// of fixture `reference_name`; returns the largest logit difference seen.
+fn check_against(name: &str, opts: &LoadOptions, reference_name: &str) -> f32 {
     let model = load(name, opts);
-    let reference = reference(name);
-    let logits_path = model_dir(name).join("reference_logits.safetensors");
+    let reference = reference(reference_name);
+    // Messages name the model, and the reference when it is another fixture's.
+    let name = &if name == reference_name { name.to_string() } else { format!("{name} vs {reference_name}") };
+    let logits_path = model_dir(reference_name).join("reference_logits.safetensors");
     let logits_file = std::fs::read(&logits_path).expect("reference_logits.safetensors");
     let ref_logits = SafeTensors::deserialize(&logits_file).expect("reference logits");
     let n_new = reference["n_new"].as_u64().expect("n_new") as usize;
@@ -136,8 +148,8 @@ fn tiny_gemma3_matches_transformers() {
 /// Holding weights in the 16-bit type they are stored in changes no value: same results.
 #[test]
 fn sixteen_bit_weights_held_as_stored_match() {
-    check_model("tiny-mistral", &LoadOptions { dtype: WeightDType::F16, quantize: None });
-    check_model("tiny-gemma3", &LoadOptions { dtype: WeightDType::Bf16, quantize: None });
+    check_model("tiny-mistral", &LoadOptions { dtype: WeightDType::F16, quantize: None, adapters: Vec::new() });
+    check_model("tiny-gemma3", &LoadOptions { dtype: WeightDType::Bf16, quantize: None, adapters: Vec::new() });
 }
 
 /// q8_0 at load perturbs every logit a little; the top token at the last prompt position of
@@ -145,21 +157,13 @@ fn sixteen_bit_weights_held_as_stored_match() {
 #[test]
 fn quantized_at_load_keeps_the_top_token() {
     for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral", "tiny-gemma3"] {
-        let model = load(name, &LoadOptions { dtype: WeightDType::Auto, quantize: Some(Quantization::Q8_0) });
+        let model = load(name, &LoadOptions { dtype: WeightDType::Auto, quantize: Some(Quantization::Q8_0), adapters: Vec::new() });
         let case = &reference(name)["cases"][0];
         let mut cache = SeqCache::new(model.config());
         let prompt = json_ids(&case["input_ids"]);
         let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
         assert_eq!(argmax(&logits[0]), json_ids(&case["greedy_new_ids"])[0], "{name}: q8_0 changed the top token");
     }
-}
-
-/// A fresh scratch directory for one test.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ingot-hf-test-{}", std::process::id())).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 fn copy(from: &str, files: &[&str], to: &Path) {
@@ -170,7 +174,11 @@ fn copy(from: &str, files: &[&str], to: &Path) {
 
 /// The load error's message; panics if loading succeeds.
 fn load_error(dir: &Path) -> String {
-    match load_checkpoint_model(dir, &LoadOptions::default()) {
+    load_error_with(dir, &LoadOptions::default())
+}
+
+fn load_error_with(dir: &Path, opts: &LoadOptions) -> String {
+    match load_checkpoint_model(dir, opts) {
         Ok(_) => panic!("{} loaded, expected an error", dir.display()),
         Err(e) => e.to_string(),
     }
@@ -260,7 +268,155 @@ fn tensor_with_the_wrong_shape_is_a_clean_error() {
 
 #[test]
 fn load_options_are_refused_for_gguf_files() {
-    let opts = LoadOptions { dtype: WeightDType::F16, quantize: None };
+    let opts = LoadOptions { dtype: WeightDType::F16, quantize: None, adapters: Vec::new() };
     let Err(e) = load_with(Path::new("model.gguf"), &opts) else { panic!("options accepted for a GGUF file") };
     assert_mentions(&e.to_string(), &["model.gguf", "--dtype and --quantize apply to Hugging Face checkpoint directories"]);
+}
+
+fn with_adapters(adapters: Vec<PathBuf>) -> LoadOptions {
+    LoadOptions { adapters, ..LoadOptions::default() }
+}
+
+#[test]
+fn lora_adapter_merged_at_load_matches_peft() {
+    let worst = check_against("tiny-llama", &with_adapters(vec![model_dir("tiny-llama-lora")]), "tiny-llama-lora");
+    eprintln!("tiny-llama + tiny-llama-lora: worst |logit diff| = {worst:.2e}");
+    // The base model is unchanged without the adapter.
+    check_model("tiny-llama", &LoadOptions::default());
+}
+
+/// The adapter also applies with `--quantize q8_0` (merged, then quantized): the top-10
+/// last-position logits of every case stay near the adapter's reference. Loosely: q8_0 moves
+/// these random-weight logits by ~0.1, while the adapter itself moves them by up to 9.
+#[test]
+fn lora_adapter_merges_before_quantizing() {
+    let opts = LoadOptions { quantize: Some(Quantization::Q8_0), ..with_adapters(vec![model_dir("tiny-llama-lora")]) };
+    let model = load("tiny-llama", &opts);
+    for case in reference("tiny-llama-lora")["cases"].as_array().expect("cases") {
+        let mut cache = SeqCache::new(model.config());
+        let prompt = json_ids(&case["input_ids"]);
+        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
+        for pair in case["last_position_top10"].as_array().expect("top10") {
+            let (id, expected) = (pair[0].as_u64().expect("id") as usize, pair[1].as_f64().expect("logit") as f32);
+            let diff = (logits[0][id] - expected).abs();
+            assert!(diff < 0.5, "{}: token {id}: q8_0 logit {} vs {expected}", case["name"], logits[0][id]);
+        }
+    }
+}
+
+/// An adapter with `lora_alpha` 8 merged twice equals the fixture's alpha 16 merged once:
+/// several adapters add up, in order.
+#[test]
+fn several_adapters_add_up() {
+    let half = scratch_dir("lora-half");
+    copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &half);
+    write_adapter_config(&half, |c| c["lora_alpha"] = 8.into());
+    check_against("tiny-llama", &with_adapters(vec![half.clone(), half]), "tiny-llama-lora");
+}
+
+/// `use_rslora` scales by `lora_alpha / √r`: alpha `2·√8` then gives the fixture's scale 2.
+#[test]
+fn rslora_scales_by_the_square_root_of_the_rank() {
+    let dir = scratch_dir("lora-rslora");
+    copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &dir);
+    write_adapter_config(&dir, |c| {
+        c["use_rslora"] = true.into();
+        c["lora_alpha"] = (2.0 * 8f64.sqrt()).into();
+    });
+    check_against("tiny-llama", &with_adapters(vec![dir]), "tiny-llama-lora");
+}
+
+/// A copy of the fixture's adapter config, edited by `edit`, written into `dir`.
+fn write_adapter_config(dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let text = std::fs::read_to_string(model_dir("tiny-llama-lora").join(ADAPTER_CONFIG)).expect("adapter config");
+    let mut config: Value = serde_json::from_str(&text).expect("adapter config json");
+    edit(&mut config);
+    std::fs::write(dir.join(ADAPTER_CONFIG), config.to_string()).expect("write adapter config");
+}
+
+/// The fixture's adapter weights with each `(victim, new_name, rows)` tensor renamed and/or cut
+/// to its first `rows` rows (dropped when `new_name` is empty), written into `dir` with the
+/// fixture's config.
+fn write_adapter_weights(dir: &Path, edits: &[(&str, &str, usize)]) {
+    let original = std::fs::read(model_dir("tiny-llama-lora").join(ADAPTER_WEIGHTS)).expect("adapter weights");
+    let st = SafeTensors::deserialize(&original).expect("safetensors");
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let Some(&(_, new_name, rows)) = edits.iter().find(|e| e.0 == name) else {
+                return Some((name, view));
+            };
+            let shape = [rows, view.shape()[1]];
+            let bytes = &view.data()[..shape[0] * shape[1] * 4];
+            let view = safetensors::tensor::TensorView::new(view.dtype(), shape.to_vec(), bytes).expect("view");
+            (!new_name.is_empty()).then(|| (new_name.to_string(), view))
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &dir.join(ADAPTER_WEIGHTS)).expect("write adapter weights");
+    copy("tiny-llama-lora", &[ADAPTER_CONFIG], dir);
+}
+
+#[test]
+fn broken_adapters_are_clean_errors() {
+    let base = model_dir("tiny-llama");
+    let error = |adapter: &Path| load_error_with(&base, &with_adapters(vec![adapter.to_path_buf()]));
+
+    let dir = scratch_dir("lora-empty");
+    assert_mentions(&error(&dir), &[ADAPTER_CONFIG, "cannot read"]);
+    copy("tiny-llama-lora", &[ADAPTER_CONFIG], &dir);
+    assert_mentions(&error(&dir), &[ADAPTER_WEIGHTS, "cannot read"]);
+
+    let dir = scratch_dir("lora-bad-json");
+    copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &dir);
+    std::fs::write(dir.join(ADAPTER_CONFIG), "{\"r\": ").expect("write");
+    assert_mentions(&error(&dir), &[ADAPTER_CONFIG, "invalid adapter config"]);
+    write_adapter_config(&dir, |c| {
+        c.as_object_mut().expect("object").remove("r");
+    });
+    assert_mentions(&error(&dir), &[ADAPTER_CONFIG, "missing field `r`"]);
+    write_adapter_config(&dir, |c| c["fan_in_fan_out"] = true.into());
+    assert_mentions(&error(&dir), &[ADAPTER_CONFIG, "fan_in_fan_out", "not supported"]);
+    write_adapter_config(&dir, |c| c["target_modules"] = ".*proj".into());
+    assert_mentions(&error(&dir), &[ADAPTER_CONFIG, "regex", "not supported"]);
+
+    // Layer 7 of a 2-layer model.
+    let dir = scratch_dir("lora-unknown-module");
+    let victim = "base_model.model.model.layers.1.self_attn.q_proj.lora_";
+    let renamed = "base_model.model.model.layers.7.self_attn.q_proj.lora_";
+    let (a, b) = ([victim, "A.weight"].concat(), [victim, "B.weight"].concat());
+    let (new_a, new_b) = ([renamed, "A.weight"].concat(), [renamed, "B.weight"].concat());
+    write_adapter_weights(&dir, &[(&a, &new_a, 8), (&b, &new_b, 64)]);
+    assert_mentions(&error(&dir), &[ADAPTER_WEIGHTS, &new_a, "module 'model.layers.7.self_attn.q_proj', which the model lacks"]);
+
+    // lora_B of k_proj cut from [32, 8] to [31, 8]: made for another model.
+    let dir = scratch_dir("lora-wrong-shape");
+    let victim = "base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight";
+    write_adapter_weights(&dir, &[(victim, victim, 31)]);
+    assert_mentions(
+        &error(&dir),
+        &[ADAPTER_WEIGHTS, "layers.0.self_attn.k_proj.lora_B.weight", "lora_B [31, 8]", "[32, 64]", "another model"],
+    );
+
+    // The same adapter on a model of other sizes.
+    let dir = model_dir("tiny-llama-lora");
+    let opts = with_adapters(vec![dir]);
+    assert_mentions(&load_error_with(&model_dir("tiny-gemma3"), &opts), &[ADAPTER_WEIGHTS, "do not fit"]);
+
+    let dir = scratch_dir("lora-unexpected");
+    let victim = "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight";
+    write_adapter_weights(&dir, &[(victim, "base_model.model.model.layers.0.mlp.up_proj.lora_C.weight", 64)]);
+    assert_mentions(&error(&dir), &[ADAPTER_WEIGHTS, "lora_C.weight", "not a LoRA weight"]);
+
+    let dir = scratch_dir("lora-unpaired");
+    write_adapter_weights(&dir, &[(victim, "", 0)]);
+    assert_mentions(&error(&dir), &[ADAPTER_WEIGHTS, "layers.0.mlp.up_proj.lora_A.weight", "no matching lora_B.weight"]);
+}
+
+#[test]
+fn adapters_are_refused_for_gguf_files() {
+    let Err(e) = load_with(Path::new("model.gguf"), &with_adapters(vec![model_dir("tiny-llama-lora")])) else {
+        panic!("adapter accepted for a GGUF file")
+    };
+    assert_mentions(&e.to_string(), &["model.gguf", "merge the adapter before converting to GGUF"]);
 }

@@ -1,5 +1,6 @@
 //! Reading weights and configuration out of model files: GGUF files ([`gguf`]) and Hugging
-//! Face checkpoint directories ([`hf_config`] for `config.json`, [`safetensors`] for weights).
+//! Face checkpoint directories ([`hf_config`] for `config.json`, [`safetensors`] for weights),
+//! plus PEFT LoRA adapters merged into a checkpoint's weights at load ([`lora`]).
 //!
 //! The model asks for tensors by their Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
 //! through [`WeightSource`]; each file format maps those names onto its own. So one model
@@ -10,6 +11,7 @@
 
 pub mod gguf;
 pub mod hf_config;
+pub mod lora;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ pub enum LoadError {
     BadTensor { path: PathBuf, name: String, problem: String },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
+    #[error(transparent)]
+    Adapter(#[from] lora::AdapterError),
     #[error("{path}: tokenizer: {source}")]
     Tokenizer { path: PathBuf, source: crate::tokenizer::TokenizerError },
 }
@@ -60,4 +64,15 @@ pub trait WeightSource {
     fn matrix(&self, name: &str) -> Result<QMatrix, LoadError>;
     /// A 1-D tensor (norm weight, bias) as f32.
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError>;
+}
+
+/// A [`WeightSource`] whose matrices can be edited in f32 before it converts them to the
+/// precision it holds them in: what merging a LoRA adapter needs.
+pub trait MergeSource: WeightSource {
+    /// `[n, k]` of a 2-D weight, without reading it.
+    fn matrix_shape(&self, name: &str) -> Result<[usize; 2], LoadError>;
+    /// A 2-D weight's values as stored, in f32, row-major, before any load-time conversion.
+    fn matrix_f32(&self, name: &str) -> Result<Vec<f32>, LoadError>;
+    /// Converts f32 values `[n, k]` to the precision [`WeightSource::matrix`] would return.
+    fn hold(&self, name: &str, n: usize, k: usize, values: &[f32]) -> Result<QMatrix, LoadError>;
 }

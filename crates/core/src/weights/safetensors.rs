@@ -9,6 +9,10 @@
 //!
 //! Invariant (see [`super`]): Gemma 3 norm weights are stored as `w` and applied as `1 + w`;
 //! [`WeightSource::vector`] returns `1 + w` for every `*norm.weight` of a Gemma 3 checkpoint.
+//!
+//! [`Shard`] and [`Stored`] also read LoRA adapter files ([`super::lora`]); [`MergeSource`] lets
+//! an adapter be merged in f32 *before* the load options' conversion (so `--quantize` quantizes
+//! the merged weights once, rather than re-quantizing already quantized ones).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -19,7 +23,7 @@ use safetensors::tensor::{Dtype, Metadata};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use super::{LoadError, WeightSource};
+use super::{LoadError, MergeSource, WeightSource};
 use crate::config::{Arch, ModelConfig};
 use crate::kernels::{GgmlDType, QMatrix};
 use crate::load::{LoadOptions, WeightDType};
@@ -30,7 +34,7 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// One mapped `.safetensors` file.
-struct Shard {
+pub(crate) struct Shard {
     path: PathBuf,
     mmap: Mmap,
     /// Offset of the data section (after the 8-byte length and the JSON header).
@@ -70,7 +74,7 @@ impl SafetensorsDir {
         let mut names = HashMap::new();
         for path in files {
             let shard = Shard::open(path)?;
-            for name in shard.meta.tensors().into_keys() {
+            for name in shard.names() {
                 names.insert(name, shards.len());
             }
             shards.push(shard);
@@ -87,22 +91,44 @@ impl SafetensorsDir {
     /// A tensor by name; a missing one is reported against the checkpoint directory.
     fn tensor(&self, name: &str) -> Result<Stored<'_>, LoadError> {
         let missing = || LoadError::MissingTensor { path: self.dir.clone(), name: name.to_string() };
-        let shard = &self.shards[*self.names.get(name).ok_or_else(missing)?];
-        shard.stored(name).ok_or_else(missing)
+        self.shards[*self.names.get(name).ok_or_else(missing)?].tensor(name).ok_or_else(missing)
+    }
+
+    /// A 2-D tensor and its shape `[n, k]`.
+    fn matrix_tensor(&self, name: &str) -> Result<(Stored<'_>, usize, usize), LoadError> {
+        let t = self.tensor(name)?;
+        let [n, k] = t.shape[..] else {
+            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a matrix, got shape {:?}", t.shape)));
+        };
+        Ok((t, n, k))
+    }
+
+    /// The dtype unquantized matrices are held in.
+    fn held_dtype(&self) -> GgmlDType {
+        match self.opts.dtype {
+            WeightDType::Auto | WeightDType::F32 => GgmlDType::F32,
+            WeightDType::Bf16 => GgmlDType::BF16,
+            WeightDType::F16 => GgmlDType::F16,
+        }
+    }
+
+    /// The quantization that applies to a matrix with rows of `k`, if any.
+    fn quantization_for(&self, k: usize) -> Option<GgmlDType> {
+        self.opts.quantize.map(|q| q.ggml_dtype()).filter(|q| k.is_multiple_of(q.block_size()))
     }
 }
 
 /// One tensor as stored: its type, shape and bytes, and the shard it is in (for messages).
-struct Stored<'a> {
-    dtype: Dtype,
-    shape: &'a [usize],
+pub(crate) struct Stored<'a> {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: &'a [usize],
     bytes: &'a [u8],
-    shard: &'a Path,
+    pub(crate) shard: &'a Path,
 }
 
 impl Stored<'_> {
     /// The values as f32, from F32, BF16 or F16.
-    fn to_f32(&self, name: &str) -> Result<Vec<f32>, LoadError> {
+    pub(crate) fn to_f32(&self, name: &str) -> Result<Vec<f32>, LoadError> {
         let b = self.bytes;
         Ok(match self.dtype {
             Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -126,22 +152,13 @@ impl SafetensorsFile {
 
     /// A tensor's shape and its values as f32; a missing one is reported against this file.
     pub(crate) fn f32_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
-        let t = self.0.stored(name).ok_or_else(|| LoadError::MissingTensor { path: self.0.path.clone(), name: name.to_string() })?;
+        let t = self.0.tensor(name).ok_or_else(|| LoadError::MissingTensor { path: self.0.path.clone(), name: name.to_string() })?;
         Ok((t.shape.to_vec(), t.to_f32(name)?))
     }
 }
 
 impl Shard {
-    /// The tensor `name` of this file, if it holds one.
-    fn stored(&self, name: &str) -> Option<Stored<'_>> {
-        let info = self.meta.info(name)?;
-        let (start, end) = info.data_offsets;
-        // In bounds: `read_metadata` checked every range against the file length.
-        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
-        Some(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &self.path })
-    }
-
-    fn open(path: PathBuf) -> Result<Self, LoadError> {
+    pub(crate) fn open(path: PathBuf) -> Result<Self, LoadError> {
         let io = |source| LoadError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process; a file changed underneath us
@@ -150,6 +167,24 @@ impl Shard {
         let (header_len, meta) = SafeTensors::read_metadata(&mmap)
             .map_err(|e| LoadError::CorruptSafetensors { path: path.clone(), problem: e.to_string() })?;
         Ok(Self { data_start: 8 + header_len, path, mmap, meta })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the tensors in this file.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.meta.tensors().into_keys().collect()
+    }
+
+    /// The tensor `name` of this file, if it holds one.
+    pub(crate) fn tensor(&self, name: &str) -> Option<Stored<'_>> {
+        let info = self.meta.info(name)?;
+        let (start, end) = info.data_offsets;
+        // In bounds: `read_metadata` checked every range against the file length.
+        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
+        Some(Stored { dtype: info.dtype, shape: &info.shape, bytes, shard: &self.path })
     }
 }
 
@@ -211,32 +246,16 @@ impl WeightSource for SafetensorsDir {
     /// for `auto`/`f32`, or the 16-bit type asked for (bytes passed through when the file
     /// already stores that type).
     fn matrix(&self, name: &str) -> Result<QMatrix, LoadError> {
-        let t = self.tensor(name)?;
-        let [n, k] = t.shape[..] else {
-            return Err(LoadError::bad_tensor(t.shard, name, format!("expected a matrix, got shape {:?}", t.shape)));
-        };
-        let kernel_err = |e| LoadError::from_kernel(t.shard, name, e);
-        if let Some(q) = self.opts.quantize.map(|q| q.ggml_dtype()).filter(|q| k % q.block_size() == 0) {
-            return QMatrix::quantize_f32(n, k, &t.to_f32(name)?, q).map_err(kernel_err);
-        }
-        let held = match self.opts.dtype {
-            WeightDType::Auto | WeightDType::F32 => GgmlDType::F32,
-            WeightDType::Bf16 => GgmlDType::BF16,
-            WeightDType::F16 => GgmlDType::F16,
-        };
+        let (t, n, k) = self.matrix_tensor(name)?;
+        let held = self.held_dtype();
         let stored_as_held = matches!(
             (t.dtype, held),
             (Dtype::F32, GgmlDType::F32) | (Dtype::BF16, GgmlDType::BF16) | (Dtype::F16, GgmlDType::F16)
         );
-        if stored_as_held {
-            return QMatrix::from_ggml(held, n, k, t.bytes).map_err(kernel_err);
+        if stored_as_held && self.quantization_for(k).is_none() {
+            return QMatrix::from_ggml(held, n, k, t.bytes).map_err(|e| LoadError::from_kernel(t.shard, name, e));
         }
-        let values = t.to_f32(name)?;
-        match held {
-            GgmlDType::F32 => QMatrix::from_f32(n, k, &values),
-            half_type => QMatrix::from_ggml(half_type, n, k, &encode_half(&values, half_type)),
-        }
-        .map_err(kernel_err)
+        self.hold(name, n, k, &t.to_f32(name)?)
     }
 
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError> {
@@ -249,5 +268,29 @@ impl WeightSource for SafetensorsDir {
             values.iter_mut().for_each(|w| *w += 1.0);
         }
         Ok(values)
+    }
+}
+
+impl MergeSource for SafetensorsDir {
+    fn matrix_shape(&self, name: &str) -> Result<[usize; 2], LoadError> {
+        self.matrix_tensor(name).map(|(_, n, k)| [n, k])
+    }
+
+    /// The stored values widened to f32: exact for every stored type.
+    fn matrix_f32(&self, name: &str) -> Result<Vec<f32>, LoadError> {
+        self.matrix_tensor(name)?.0.to_f32(name)
+    }
+
+    /// The same conversion [`WeightSource::matrix`] applies to stored values.
+    fn hold(&self, name: &str, n: usize, k: usize, values: &[f32]) -> Result<QMatrix, LoadError> {
+        let converted = if let Some(q) = self.quantization_for(k) {
+            QMatrix::quantize_f32(n, k, values, q)
+        } else {
+            match self.held_dtype() {
+                GgmlDType::F32 => QMatrix::from_f32(n, k, values),
+                half_type => QMatrix::from_ggml(half_type, n, k, &encode_half(values, half_type)),
+            }
+        };
+        converted.map_err(|e| LoadError::from_kernel(&self.dir, name, e))
     }
 }
