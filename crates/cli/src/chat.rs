@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{ArgMatches, Args};
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::{ChatTemplate, Message};
 use ingot_engine::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest};
 
+use crate::infer_config::{fill, ConfigArgs};
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -28,6 +29,27 @@ pub struct ChatArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub gen: GenArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+impl ChatArgs {
+    /// Takes the settings of the config file and overrides where no flag was given for them.
+    pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
+        let cfg = self.config.resolve()?;
+        cfg.warn_ignored();
+        self.model.apply_config(&cfg, matches);
+        fill(&mut self.template, cfg.template.map(Some), matches, "template");
+        fill(&mut self.system, cfg.system.map(Some), matches, "system");
+        let g = &mut self.gen;
+        fill(&mut g.temperature, cfg.temperature, matches, "temperature");
+        fill(&mut g.top_p, cfg.top_p, matches, "top_p");
+        fill(&mut g.top_k, cfg.top_k, matches, "top_k");
+        fill(&mut g.repetition_penalty, cfg.repetition_penalty, matches, "repetition_penalty");
+        fill(&mut g.max_new_tokens, cfg.max_new_tokens, matches, "max_new_tokens");
+        fill(&mut g.seed, cfg.seed.map(Some), matches, "seed");
+        Ok(())
+    }
 }
 
 /// Sampling flags; defaults are LLaMA Factory's generation defaults.

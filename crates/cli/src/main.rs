@@ -5,10 +5,11 @@
 
 mod bench;
 mod chat;
+mod infer_config;
 mod model_args;
 mod score;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "ingot", version, about = "Serve and chat with large language models on CPU")]
@@ -28,11 +29,15 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // The raw matches are kept because config files need to know which flags were given
+    // explicitly (those win over the file), which the parsed structs cannot tell.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
-        Command::Chat(args) => chat::run(args),
+        Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
         Command::Bench(args) => bench::run(args),
-        Command::Score(args) => score::run(args),
+        Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),
     };
     if let Err(e) = result {
         // One line, with the causes chained: errors are for people, not backtraces.

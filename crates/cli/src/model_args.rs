@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{ArgMatches, Args};
 use ingot_core::load::{models_dir, LoadOptions, Quantization, WeightDType, DEFAULT_MODEL_FILE};
 use ingot_engine::{EngineConfig, EngineHandle};
+
+use crate::infer_config::{fill, InferConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -30,6 +32,13 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Takes the model settings of a config where no flag was given for them.
+    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
+        fill(&mut self.model, cfg.model.clone().map(Some), matches, "model");
+        fill(&mut self.adapters, cfg.adapters.clone(), matches, "adapters");
+        fill(&mut self.dtype, cfg.dtype, matches, "dtype");
+    }
+
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
         if let Some(p) = &self.model {
             return Ok(p.clone());

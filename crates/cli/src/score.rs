@@ -10,9 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
-use clap::Args;
+use clap::{ArgMatches, Args};
 use serde_json::Value;
 
+use crate::infer_config::ConfigArgs;
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -25,6 +26,20 @@ pub struct ScoreArgs {
     /// Texts scored together in one forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+impl ScoreArgs {
+    /// Takes the model settings of the config file and overrides where no flag was given;
+    /// its generation keys mean nothing to scoring and are reported as ignored.
+    pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
+        let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.generation_keys);
+        cfg.warn_ignored();
+        self.model.apply_config(&cfg, matches);
+        Ok(())
+    }
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {

@@ -256,3 +256,70 @@ fn chat_merges_lora_adapters_given_with_adapter() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-adapter") && stderr.contains("adapter_config.json"), "{stderr}");
 }
+
+/// Runs `ingot chat` with `args` (config file and overrides first) and one user turn.
+fn chat_args(args: &[&str]) -> Output {
+    let mut child = ingot()
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ingot");
+    let _ = child.stdin.take().expect("stdin").write_all(b"hello\n");
+    child.wait_with_output().expect("wait for ingot")
+}
+
+/// A LLaMA Factory inference config for the tiny Qwen2 checkpoint, plus `extra` lines.
+fn tiny_config(name: &str, extra: &str) -> String {
+    let model = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let path = scratch(name).join("infer.yaml");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let text = format!(
+        "model_name_or_path: {}\ntemplate: qwen\ndo_sample: false\nmax_new_tokens: 4\n{extra}",
+        model.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+/// The one reply of a successful run.
+fn reply_of(out: &Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = replies(out);
+    assert_eq!(r.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
+    r[0].clone()
+}
+
+#[test]
+fn chat_takes_a_llama_factory_config_and_overrides() {
+    let cfg = tiny_config("yaml-chat", "");
+    let four = reply_of(&chat_args(&[&cfg]));
+    let two = reply_of(&chat_args(&[&cfg, "max_new_tokens=2"]));
+    // Greedy: the two-token reply is a prefix of the four-token one, and shorter.
+    assert!(four.starts_with(&two) && two.len() < four.len(), "{two:?} vs {four:?}");
+    // An explicit flag beats both the file and the overrides.
+    let flag = reply_of(&chat_args(&[&cfg, "max_new_tokens=2", "--max-new-tokens", "4"]));
+    assert_eq!(flag, four);
+}
+
+#[test]
+fn a_config_with_an_unknown_key_fails_naming_it() {
+    let cfg = tiny_config("yaml-unknown", "temprature: 0.3\n");
+    let out = chat_args(&[&cfg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("temprature") && err.contains("infer.yaml"), "{err}");
+}
+
+#[test]
+fn ignored_llama_factory_keys_warn_once() {
+    let cfg = tiny_config("yaml-ignored", "infer_backend: huggingface\ntrust_remote_code: true\n");
+    let out = chat_args(&[&cfg]);
+    reply_of(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("infer_backend") && warnings[0].contains("trust_remote_code"), "{err}");
+}

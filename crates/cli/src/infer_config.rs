@@ -1,0 +1,378 @@
+//! LLaMA Factory inference configs: `ingot chat|score [CONFIG.yaml] [KEY=VALUE ...]`, the
+//! way `llamafactory-cli chat cfg.yaml temperature=0.5` takes them.
+//!
+//! Precedence, lowest first: the YAML file, then `KEY=VALUE` overrides (a later one wins),
+//! then flags given explicitly on the command line. A flag's clap default never beats the
+//! file: only a value whose source is the command line does.
+//!
+//! Every key is checked: the ones ingot maps are converted and type-checked, valid LLaMA
+//! Factory keys with no meaning here are collected for one warning line, and anything else
+//! is an error naming the key and where it came from, so a typo never goes unnoticed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use ingot_core::load::WeightDType;
+use serde_yaml_ng::Value;
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// A LLaMA Factory inference config (.yaml/.yml), then KEY=VALUE overrides of its keys.
+    /// Flags given explicitly win over both.
+    #[arg(value_name = "CONFIG.yaml | KEY=VALUE")]
+    pub items: Vec<String>,
+}
+
+/// One key's value with where it came from, kept apart because the two are typed
+/// differently: YAML values already carry a type, override values are text.
+enum Setting {
+    File(Value),
+    Override(String),
+}
+
+/// The settings of a config file and its overrides, converted to ingot's terms. `None` means
+/// the key was not given.
+#[derive(Debug, Default, PartialEq)]
+pub struct InferConfig {
+    pub model: Option<PathBuf>,
+    pub adapters: Option<Vec<PathBuf>>,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub dtype: Option<WeightDType>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    /// Valid LLaMA Factory keys ingot has no use for, in the order given.
+    pub ignored: Vec<String>,
+    /// The generation keys given (template, sampling, system prompt): commands that do not
+    /// generate report them as ignored.
+    pub generation_keys: Vec<String>,
+}
+
+/// LLaMA Factory template names and the named templates of ours that format the same way.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("qwen", "qwen"),
+    ("llama3", "llama3"),
+    ("gemma", "gemma"),
+    ("gemma3", "gemma"),
+    ("mistral", "mistral"),
+    ("chatml", "chatml"),
+    ("empty", "empty"),
+];
+
+/// The keys that only matter to commands that generate text.
+const GENERATION_KEYS: &[&str] = &[
+    "template",
+    "default_system",
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "top_k",
+    "max_new_tokens",
+    "seed",
+    "do_sample",
+];
+
+/// Valid LLaMA Factory inference keys (model, data and generation arguments) that change
+/// nothing in ingot: GPU backends, tokenizer loading switches, multimodal and export options.
+const IGNORED_KEYS: &[&str] = &[
+    "infer_backend",
+    "trust_remote_code",
+    "flash_attn",
+    "use_fast_tokenizer",
+    "enable_thinking",
+    "quantization_bit",
+    "quantization_method",
+    "quantization_type",
+    "double_quantization",
+    "quantization_device_map",
+    "rope_scaling",
+    "image_max_pixels",
+    "image_min_pixels",
+    "video_max_pixels",
+    "video_min_pixels",
+    "video_fps",
+    "video_maxlen",
+    "audio_sampling_rate",
+    "cache_dir",
+    "hf_hub_token",
+    "ms_hub_token",
+    "om_hub_token",
+    "print_param_status",
+    "model_revision",
+    "low_cpu_mem_usage",
+    "split_special_tokens",
+    "new_special_tokens",
+    "resize_vocab",
+    "use_unsloth",
+    "enable_liger_kernel",
+    "offload_folder",
+    "use_cache",
+    "finetuning_type",
+    "num_beams",
+    "length_penalty",
+    "max_length",
+    "skip_special_tokens",
+];
+
+/// Key prefixes of whole families of backend options ingot has no counterpart for.
+const IGNORED_PREFIXES: &[&str] = &["vllm_", "sglang_", "export_"];
+
+fn is_ignored(key: &str) -> bool {
+    IGNORED_KEYS.contains(&key) || IGNORED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+impl ConfigArgs {
+    /// Reads the config file (if any), applies the overrides and converts every key.
+    pub fn resolve(&self) -> anyhow::Result<InferConfig> {
+        let mut items = self.items.as_slice();
+        let mut settings: Vec<(String, Setting)> = Vec::new();
+        let mut file_label = None;
+        if let Some(first) = items.first().filter(|s| is_config_path(s)) {
+            let path = Path::new(first);
+            settings = read_file(path)?;
+            file_label = Some(path.display().to_string());
+            items = &items[1..];
+        }
+        for item in items {
+            let Some((key, value)) = item.split_once('=') else {
+                bail!("expected KEY=VALUE, got `{item}` (a config file must come first and end in .yaml or .yml)");
+            };
+            let key = key.trim().to_owned();
+            // A later setting of the same key replaces the earlier one in place, keeping the
+            // file's order for the ignored-keys warning.
+            settings.retain(|(k, _)| *k != key);
+            settings.push((key, Setting::Override(value.to_owned())));
+        }
+        convert(&settings, file_label.as_deref().unwrap_or("the command line"))
+    }
+}
+
+fn is_config_path(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    !s.contains('=') && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+}
+
+/// The top-level keys of a YAML config, in file order. An empty file has none.
+fn read_file(path: &Path) -> anyhow::Result<Vec<(String, Setting)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("{}: invalid YAML", path.display()))?;
+    let map = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Mapping(m) => m,
+        _ => bail!("{}: expected a mapping of LLaMA Factory keys at the top level", path.display()),
+    };
+    map.into_iter()
+        .map(|(k, v)| match k {
+            Value::String(k) => Ok((k, Setting::File(v))),
+            other => bail!("{}: keys must be strings, got {other:?}", path.display()),
+        })
+        .collect()
+}
+
+fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferConfig> {
+    let mut cfg = InferConfig::default();
+    let mut greedy = false;
+    for (key, setting) in settings {
+        let v = Typed { key, setting, file };
+        match key.as_str() {
+            "model_name_or_path" => cfg.model = Some(PathBuf::from(v.string()?)),
+            "adapter_name_or_path" => {
+                let list = v.string()?;
+                cfg.adapters =
+                    Some(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect());
+            }
+            "infer_dtype" => cfg.dtype = Some(v.dtype()?),
+            "template" => cfg.template = Some(v.template()?),
+            "default_system" => cfg.system = Some(v.string()?),
+            "temperature" => cfg.temperature = Some(v.float()?),
+            "top_p" => cfg.top_p = Some(v.float()?),
+            "repetition_penalty" => cfg.repetition_penalty = Some(v.float()?),
+            "top_k" => cfg.top_k = Some(v.count()?),
+            "max_new_tokens" => cfg.max_new_tokens = Some(v.count()?),
+            "seed" => cfg.seed = Some(v.count()?),
+            "do_sample" => greedy = !v.bool()?,
+            k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
+            k => bail!("{}: unknown key `{k}`", v.origin()),
+        }
+        if GENERATION_KEYS.contains(&key.as_str()) {
+            cfg.generation_keys.push(key.clone());
+        }
+    }
+    // LLaMA Factory decodes greedily when do_sample is false, whatever the temperature.
+    if greedy {
+        cfg.temperature = Some(0.0);
+    }
+    Ok(cfg)
+}
+
+/// One setting being converted to the type its key needs.
+struct Typed<'a> {
+    key: &'a str,
+    setting: &'a Setting,
+    file: &'a str,
+}
+
+impl Typed<'_> {
+    fn origin(&self) -> String {
+        match self.setting {
+            Setting::File(_) => self.file.to_owned(),
+            Setting::Override(v) => format!("override `{}={v}`", self.key),
+        }
+    }
+
+    fn wrong(&self, expected: &str) -> anyhow::Error {
+        anyhow::anyhow!("{}: `{}` must be {expected}", self.origin(), self.key)
+    }
+
+    fn string(&self) -> anyhow::Result<String> {
+        match self.setting {
+            Setting::File(Value::String(s)) => Ok(s.clone()),
+            Setting::Override(s) => Ok(s.clone()),
+            Setting::File(_) => Err(self.wrong("a string")),
+        }
+    }
+
+    fn float(&self) -> anyhow::Result<f32> {
+        let x = match self.setting {
+            Setting::File(Value::Number(n)) => n.as_f64(),
+            Setting::Override(s) => s.trim().parse::<f64>().ok(),
+            Setting::File(_) => None,
+        };
+        x.map(|x| x as f32).ok_or_else(|| self.wrong("a number"))
+    }
+
+    fn count<T: TryFrom<u64>>(&self) -> anyhow::Result<T> {
+        let n = match self.setting {
+            Setting::File(Value::Number(n)) => n.as_u64(),
+            Setting::Override(s) => s.trim().parse::<u64>().ok(),
+            Setting::File(_) => None,
+        };
+        n.and_then(|n| T::try_from(n).ok()).ok_or_else(|| self.wrong("a non-negative integer"))
+    }
+
+    fn bool(&self) -> anyhow::Result<bool> {
+        match self.setting {
+            Setting::File(Value::Bool(b)) => Ok(*b),
+            Setting::Override(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.wrong("true or false")),
+            },
+            Setting::File(_) => Err(self.wrong("true or false")),
+        }
+    }
+
+    fn dtype(&self) -> anyhow::Result<WeightDType> {
+        match self.string()?.as_str() {
+            "auto" => Ok(WeightDType::Auto),
+            "float32" => Ok(WeightDType::F32),
+            "float16" => Ok(WeightDType::F16),
+            "bfloat16" => Ok(WeightDType::Bf16),
+            _ => Err(self.wrong("one of auto, float32, float16, bfloat16")),
+        }
+    }
+
+    fn template(&self) -> anyhow::Result<String> {
+        let name = self.string()?;
+        match TEMPLATES.iter().find(|(lf, _)| *lf == name) {
+            Some((_, ours)) => Ok((*ours).to_owned()),
+            None => {
+                let names: Vec<&str> = TEMPLATES.iter().map(|(lf, _)| *lf).collect();
+                Err(self.wrong(&format!("a template ingot has: one of {}, not `{name}`", names.join(", "))))
+            }
+        }
+    }
+}
+
+impl InferConfig {
+    /// One stderr line naming the keys that change nothing, if there are any.
+    pub fn warn_ignored(&self) {
+        if !self.ignored.is_empty() {
+            eprintln!("warning: ignoring LLaMA Factory keys ingot has no use for: {}", self.ignored.join(", "));
+        }
+    }
+}
+
+/// Stores `value` in `slot` unless the flag `id` was given on the command line, which wins.
+pub fn fill<T>(slot: &mut T, value: Option<T>, matches: &ArgMatches, id: &str) {
+    if let Some(value) = value {
+        if matches.value_source(id) != Some(ValueSource::CommandLine) {
+            *slot = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(items: &[&str]) -> anyhow::Result<InferConfig> {
+        ConfigArgs { items: items.iter().map(|s| s.to_string()).collect() }.resolve()
+    }
+
+    fn yaml(name: &str, text: &str) -> String {
+        // A directory per file: scratch_dir empties its directory, and tests run in parallel.
+        let path = ingot_core::testing::scratch_dir(&format!("infer-config-{name}")).join(name);
+        std::fs::write(&path, text).expect("write config");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn maps_llama_factory_keys() {
+        let f = yaml(
+            "full.yaml",
+            "model_name_or_path: /m\nadapter_name_or_path: a, b\ntemplate: gemma3\ndefault_system: be brief\n\
+             infer_dtype: bfloat16\ntemperature: 0.5\ntop_p: 0.9\ntop_k: 20\nmax_new_tokens: 8\n\
+             repetition_penalty: 1.1\nseed: 3\ninfer_backend: vllm\nvllm_maxlen: 4096\n",
+        );
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.model, Some(PathBuf::from("/m")));
+        assert_eq!(cfg.adapters, Some(vec![PathBuf::from("a"), PathBuf::from("b")]));
+        assert_eq!(cfg.template.as_deref(), Some("gemma"));
+        assert_eq!(cfg.system.as_deref(), Some("be brief"));
+        assert_eq!(cfg.dtype, Some(WeightDType::Bf16));
+        assert_eq!((cfg.temperature, cfg.top_p, cfg.top_k), (Some(0.5), Some(0.9), Some(20)));
+        assert_eq!((cfg.max_new_tokens, cfg.repetition_penalty, cfg.seed), (Some(8), Some(1.1), Some(3)));
+        assert_eq!(cfg.ignored, ["infer_backend", "vllm_maxlen"]);
+    }
+
+    #[test]
+    fn overrides_replace_file_values_and_do_sample_false_is_greedy() {
+        let f = yaml("over.yaml", "max_new_tokens: 8\ntemperature: 0.7\n");
+        let cfg = resolve(&[&f, "max_new_tokens=2", "do_sample=false"]).expect("valid");
+        assert_eq!(cfg.max_new_tokens, Some(2));
+        assert_eq!(cfg.temperature, Some(0.0));
+        let cfg = resolve(&["top_k=5", "top_k=6"]).expect("overrides alone are a config");
+        assert_eq!(cfg.top_k, Some(6));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where_it_came_from() {
+        let f = yaml("bad.yaml", "temprature: 0.5\n");
+        let e = format!("{:#}", resolve(&[&f]).expect_err("unknown key"));
+        assert!(e.contains("temprature") && e.contains("bad.yaml"), "{e}");
+        let f = yaml("type.yaml", "top_k: lots\n");
+        let e = format!("{:#}", resolve(&[&f]).expect_err("wrong type"));
+        assert!(e.contains("top_k") && e.contains("integer"), "{e}");
+        let e = format!("{:#}", resolve(&["temperature=hot"]).expect_err("wrong type"));
+        assert!(e.contains("temperature=hot") && e.contains("number"), "{e}");
+        let e = format!("{:#}", resolve(&["template=vicuna"]).expect_err("unknown template"));
+        assert!(e.contains("vicuna") && e.contains("qwen"), "{e}");
+        let e = format!("{:#}", resolve(&["notakeyvalue"]).expect_err("not key=value"));
+        assert!(e.contains("KEY=VALUE"), "{e}");
+        let f = yaml("list.yaml", "- a\n");
+        assert!(resolve(&[&f]).is_err());
+    }
+
+    #[test]
+    fn an_empty_file_sets_nothing() {
+        let f = yaml("empty.yml", "");
+        assert_eq!(resolve(&[&f]).expect("empty is valid"), InferConfig::default());
+    }
+}
