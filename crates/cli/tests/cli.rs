@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `ingot` binary.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,10 +17,14 @@ fn chat(args: &[&str], input: &str) -> Output {
 }
 
 fn chat_with(model: &Path, args: &[&str], input: &str) -> Output {
+    let model_args = [OsStr::new("--model"), model.as_os_str()];
+    run_chat(model_args.into_iter().chain(args.iter().map(OsStr::new)), input)
+}
+
+/// Runs `ingot chat` with `args`, `input` on a pipe.
+fn run_chat<'a>(args: impl IntoIterator<Item = &'a OsStr>, input: &str) -> Output {
     let mut child = ingot()
         .arg("chat")
-        .arg("--model")
-        .arg(model)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -259,16 +264,7 @@ fn chat_merges_lora_adapters_given_with_adapter() {
 
 /// Runs `ingot chat` with `args` (config file and overrides first) and one user turn.
 fn chat_args(args: &[&str]) -> Output {
-    let mut child = ingot()
-        .arg("chat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ingot");
-    let _ = child.stdin.take().expect("stdin").write_all(b"hello\n");
-    child.wait_with_output().expect("wait for ingot")
+    run_chat(args.iter().map(OsStr::new), "hello\n")
 }
 
 /// A LLaMA Factory inference config for the tiny Qwen2 checkpoint, plus `extra` lines.
