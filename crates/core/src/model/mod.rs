@@ -85,7 +85,8 @@ pub struct Model {
     /// `None` when tied to `embed`.
     lm_head: Option<QMatrix>,
     rope_global: Rope,
-    rope_local: Rope,
+    /// Sliding layers' own RoPE (Gemma 3's local base); `None` when they share the global one.
+    rope_local: Option<Rope>,
 }
 
 impl std::fmt::Debug for Model {
@@ -154,10 +155,7 @@ impl Model {
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(matrix("lm_head.weight", cfg.vocab_size, h)?) };
         let rope_global = Rope::new(hd, cfg.rope_theta, cfg.rope_scaling.as_ref(), cfg.rope_style);
         // Gemma 3 scales only its global layers' RoPE; local layers keep the plain base.
-        let rope_local = match cfg.rope_local_theta {
-            Some(theta) => Rope::new(hd, theta, None, cfg.rope_style),
-            None => rope_global.clone(),
-        };
+        let rope_local = cfg.rope_local_theta.map(|theta| Rope::new(hd, theta, None, cfg.rope_style));
         Ok(Self { norm: vector("model.norm.weight", h)?, cfg, embed, layers, lm_head, rope_global, rope_local })
     }
 
@@ -213,7 +211,8 @@ impl Model {
             }
         }
         let (cos_g, sin_g) = self.rope_global.tables(&positions);
-        let (cos_l, sin_l) = self.rope_local.tables(&positions);
+        // Only models with a separate local base need a second table.
+        let local = self.rope_local.as_ref().map(|r| (r, r.tables(&positions)));
 
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * q_dim];
@@ -239,9 +238,9 @@ impl Model {
             if let Some(w) = &layer.k_norm {
                 ops::rms_norm(&mut k, w, cfg.rms_norm_eps);
             }
-            let (rope, cos, sin) = match layer.kind {
-                LayerKind::Full => (&self.rope_global, &cos_g, &sin_g),
-                LayerKind::Sliding => (&self.rope_local, &cos_l, &sin_l),
+            let (rope, cos, sin) = match (layer.kind, &local) {
+                (LayerKind::Sliding, Some((r, (cos_l, sin_l)))) => (*r, cos_l, sin_l),
+                _ => (&self.rope_global, &cos_g, &sin_g),
             };
             rope.apply(&mut q, hd, cos, sin);
             rope.apply(&mut k, hd, cos, sin);
