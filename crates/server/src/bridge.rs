@@ -1,0 +1,48 @@
+//! From the engine's blocking event channels to one async channel.
+//!
+//! A submission's n streams each get a forwarding thread (tokio's blocking pool) that moves
+//! `(choice index, Event)` pairs into one tokio channel, so the async side never blocks on a
+//! crossbeam receiver. Ownership is the cancellation path: the forwarding thread owns its
+//! [`Stream`], and when the async receiver is gone (the client disconnected, the handler was
+//! dropped) the thread notices within [`POLL`] and returns, dropping the `Stream`, which
+//! cancels the sequence in the engine, even while it is still queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+use ingot_engine::{Event, Stream};
+use tokio::sync::mpsc;
+
+use crate::metrics::{InFlight, Metrics};
+
+/// How often a forwarding thread waiting on the engine checks that someone still listens.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Forwards every stream's events, tagged with the stream's index, into one receiver. Each
+/// stream ends with its `Done` or `Error` event; a stream whose engine side vanished without
+/// one gets an `Error`. Each stream counts as in flight in `metrics` until its thread ends.
+pub fn forward(streams: Vec<Stream>, metrics: &Arc<Metrics>) -> mpsc::Receiver<(usize, Event)> {
+    let (tx, rx) = mpsc::channel(64);
+    for (index, stream) in streams.into_iter().enumerate() {
+        let tx = tx.clone();
+        let in_flight = InFlight::new(metrics.clone());
+        tokio::task::spawn_blocking(move || forward_one(index, stream, tx, in_flight));
+    }
+    rx
+}
+
+fn forward_one(index: usize, stream: Stream, tx: mpsc::Sender<(usize, Event)>, _in_flight: InFlight) {
+    loop {
+        let event = match stream.events.recv_timeout(POLL) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) if tx.is_closed() => return,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => Event::Error("the engine stopped".into()),
+        };
+        let last = matches!(event, Event::Done(_) | Event::Error(_));
+        if tx.blocking_send((index, event)).is_err() || last {
+            return;
+        }
+    }
+}
