@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
-    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCallDelta, ToolCallDelta, Usage,
+    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta, Usage,
 };
 use crate::reply::{self, Piece, ReplySplitter};
 use crate::{bridge, new_id, unix_now, ApiError, AppState, JsonBody};
@@ -34,7 +34,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     let mut chat = valid.chat;
     chat.params = chat.params.or(&s.cfg.defaults);
     let submission = blocking(move || engine.submit_chat(chat)).await?;
-    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model, tools: valid.tools };
+    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model, tool_names: valid.tool_names };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_chat(submission, valid.delivery))
     } else {
@@ -53,7 +53,7 @@ pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<Comp
         engine.submit_prompt(ids, &params)
     })
     .await?;
-    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model, tools: false };
+    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model, tool_names: Vec::new() };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
     } else {
@@ -73,6 +73,15 @@ fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// The next engine event, or `None` when every choice is done or the client has gone away
+/// (so a request still waiting in the engine's queue is cancelled too).
+async fn next_event(events: &mut mpsc::Receiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
+    tokio::select! {
+        e = events.recv() => e,
+        () = client.closed() => None,
+    }
+}
+
 fn data(value: &impl Serialize) -> SseEvent {
     SseEvent::default().json_data(value).unwrap_or_else(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).sse_event())
 }
@@ -87,13 +96,13 @@ fn finish_reason(r: FinishReason, calls: usize) -> &'static str {
     }
 }
 
-/// One request's response: ids, the shared state and whether replies are parsed for tool calls.
+/// One request's response: ids, the shared state and the tools replies may call.
 struct Ctx {
     s: AppState,
     id: String,
     created: u64,
     model: String,
-    tools: bool,
+    tool_names: Vec<String>,
 }
 
 /// Every choice's text and usage, once all are done.
@@ -112,10 +121,7 @@ impl Ctx {
         while let Some((i, event)) = rx.recv().await {
             match event {
                 Event::Text(t) => texts[i].push_str(&t),
-                Event::Done(u) => {
-                    self.s.metrics.sequence(&u);
-                    usages[i] = Some(u);
-                }
+                Event::Done(u) => usages[i] = Some(u),
                 Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
             }
         }
@@ -138,7 +144,7 @@ impl Ctx {
             .zip(&f.usages)
             .enumerate()
             .map(|(index, (text, u))| {
-                let r = reply::split(text, self.tools, || new_id("call_"));
+                let r = reply::split(text, &self.tool_names);
                 let finish_reason = finish_reason(u.finish_reason, r.calls.len());
                 let content = (r.calls.is_empty() || !r.content.trim().is_empty()).then_some(r.content);
                 let message = AssistantMessage { role: "assistant", content, reasoning_content: r.reasoning, tool_calls: r.calls };
@@ -194,7 +200,7 @@ impl Ctx {
             let prompt_tokens = submission.prompt_ids.len();
             let n = submission.streams.len();
             let mut events = bridge::forward(submission.streams, &self.s.metrics);
-            let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(self.tools)).collect();
+            let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&self.tool_names)).collect();
             let mut calls = vec![0usize; n];
             let mut usages = Vec::with_capacity(n);
             let inc = delivery.include_usage;
@@ -204,7 +210,7 @@ impl Ctx {
                     return;
                 }
             }
-            while let Some((i, event)) = events.recv().await {
+            while let Some((i, event)) = next_event(&mut events, &tx).await {
                 let (pieces, usage) = match event {
                     Event::Text(t) => (splitters[i].push(&t), None),
                     Event::Done(u) => (splitters[i].finish(), Some(u)),
@@ -217,11 +223,12 @@ impl Ctx {
                     let delta = match piece {
                         Piece::Content(t) => Delta { content: Some(t), ..Delta::default() },
                         Piece::Reasoning(t) => Delta { reasoning_content: Some(t), ..Delta::default() },
-                        Piece::Call { name, arguments } => {
+                        Piece::Call(c) => {
                             calls[i] += 1;
+                            let ToolCall { id, function: FunctionCall { name, arguments }, .. } = c;
                             let call = ToolCallDelta {
                                 index: calls[i] - 1,
-                                id: Some(new_id("call_")),
+                                id: Some(id),
                                 kind: Some("function"),
                                 function: FunctionCallDelta { name: Some(name), arguments },
                             };
@@ -233,7 +240,6 @@ impl Ctx {
                     }
                 }
                 if let Some(u) = usage {
-                    self.s.metrics.sequence(&u);
                     let reason = finish_reason(u.finish_reason, calls[i]);
                     usages.push(u);
                     if tx.send(data(&self.chunk(i, Delta::default(), Some(reason), inc))).await.is_err() {
@@ -269,11 +275,10 @@ impl Ctx {
                 choices: vec![CompletionChoice { index, text, finish_reason, logprobs: None }],
                 usage: inc.then_some(None),
             };
-            while let Some((i, event)) = events.recv().await {
+            while let Some((i, event)) = next_event(&mut events, &tx).await {
                 let c = match event {
                     Event::Text(t) => chunk(i, t, None),
                     Event::Done(u) => {
-                        self.s.metrics.sequence(&u);
                         let reason = finish_reason(u.finish_reason, 0);
                         usages.push(u);
                         chunk(i, String::new(), Some(reason))

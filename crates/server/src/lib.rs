@@ -152,16 +152,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             };
             ApiError::new(status, message)
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(JsonBody).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_data() {
-                let param = (path != ".").then_some(path.clone());
-                ApiError::schema(param, format!("{path}: {inner}"))
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {inner}"))
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
+        serde_path_to_error::deserialize(&value).map(JsonBody).map_err(|e| {
+            let mut path = e.path().to_string();
+            let mut message = e.inner().to_string();
+            // serde's `flatten` hides the path of the flattened sampling fields; reading them
+            // alone finds it.
+            if path == "." {
+                if let Err(e) = serde_path_to_error::deserialize::<_, openai::Sampling>(&value) {
+                    (path, message) = (e.path().to_string(), e.inner().to_string());
+                }
             }
+            let param = (path != ".").then(|| path.clone());
+            ApiError::schema(param, format!("{path}: {message}"))
         })
     }
 }

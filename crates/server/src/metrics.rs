@@ -38,6 +38,12 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    pub fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);

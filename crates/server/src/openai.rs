@@ -150,9 +150,9 @@ pub struct Delivery {
 pub struct ValidChat {
     pub chat: ChatRequest,
     pub delivery: Delivery,
-    /// Tools were given (and not switched off by `tool_choice: "none"`): replies are parsed
-    /// for tool calls.
-    pub tools: bool,
+    /// The names of the tools given (none when switched off by `tool_choice: "none"`):
+    /// replies are parsed for calls to them.
+    pub tool_names: Vec<String>,
 }
 
 pub struct ValidCompletion {
@@ -228,24 +228,26 @@ impl ChatCompletionRequest {
                 ));
             }
         };
-        let tools = match self.tools {
-            Some(t) if t.is_empty() => None,
-            Some(t) => {
-                if let Some(i) = t.iter().position(|t| t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).is_none()) {
-                    return Err(ApiError::invalid(format!("tools[{i}]"), "each tool needs function.name"));
-                }
-                (!tools_off).then_some(t)
-            }
-            None => None,
+        let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
+        let tool_names = match &tools {
+            None => Vec::new(),
+            Some(t) => t
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+                    Some(name) => Ok(name.to_owned()),
+                    None => Err(ApiError::invalid(format!("tools[{i}].function.name"), "each tool needs a function name")),
+                })
+                .collect::<Result<_, _>>()?,
         };
         let chat = ChatRequest {
             messages,
             system: None,
-            tools: tools.clone(),
+            tools,
             template_kwargs: self.chat_template_kwargs.unwrap_or_default(),
             params,
         };
-        Ok(ValidChat { chat, delivery, tools: tools.is_some() })
+        Ok(ValidChat { chat, delivery, tool_names })
     }
 }
 
@@ -520,7 +522,7 @@ mod tests {
         // Arguments become an object: the template encodes them once.
         assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));
         assert_eq!(m[4]["role"], "tool");
-        assert!(!v.tools && !v.delivery.stream);
+        assert!(v.tool_names.is_empty() && !v.delivery.stream);
     }
 
     #[test]
@@ -556,7 +558,7 @@ mod tests {
         assert_eq!(p.stop, ["END"]);
         assert_eq!(p.temperature, Some(0.0));
         assert_eq!(v.delivery, Delivery { stream: true, include_usage: true });
-        assert!(v.tools);
+        assert_eq!(v.tool_names, ["f"]);
         assert_eq!(v.chat.template_kwargs["enable_thinking"], false);
     }
 }

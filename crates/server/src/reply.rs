@@ -4,18 +4,20 @@
 //! INTEGRATION POINT (issue 5): the tool-call and reasoning parsers (`<tool_call>` JSON, bare
 //! JSON, `<think>` reasoning; the format follows the template) are being added to
 //! `ingot_core` on the `tools` branch. Until they land, this module recognises no tool calls
-//! and no reasoning: all text is content. Once they land, `split` and `ReplySplitter` call
-//! them; the route code and the response types do not change.
+//! and no reasoning: all text is content. Once they land, `ReplySplitter` calls them; the
+//! route code and the response types do not change.
 
-use crate::openai::{FunctionCall, ToolCall};
+use crate::openai::ToolCall;
 
 /// One piece of a reply, in the order generated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Content(String),
+    #[allow(dead_code)] // produced once the reasoning parser lands (see the module doc)
     Reasoning(String),
-    /// A complete tool call; `arguments` is JSON text.
-    Call { name: String, arguments: String },
+    /// A complete tool call.
+    #[allow(dead_code)] // produced once the tool-call parser lands (see the module doc)
+    Call(ToolCall),
 }
 
 /// A finished reply.
@@ -26,38 +28,28 @@ pub struct Reply {
     pub calls: Vec<ToolCall>,
 }
 
-/// Splits a whole reply. With `tools` false, tool-call text is left in the content.
-pub fn split(text: &str, tools: bool, call_id: impl FnMut() -> String) -> Reply {
-    let mut s = ReplySplitter::new(tools);
+/// Splits a whole reply; calls are looked for only to the tools named.
+pub fn split(text: &str, tool_names: &[String]) -> Reply {
+    let mut s = ReplySplitter::new(tool_names);
     let mut pieces = s.push(text);
     pieces.extend(s.finish());
-    collect(pieces, call_id)
-}
-
-fn collect(pieces: Vec<Piece>, mut call_id: impl FnMut() -> String) -> Reply {
     let mut reply = Reply::default();
     for p in pieces {
         match p {
             Piece::Content(t) => reply.content.push_str(&t),
             Piece::Reasoning(t) => reply.reasoning.get_or_insert_with(String::new).push_str(&t),
-            Piece::Call { name, arguments } => {
-                reply.calls.push(ToolCall { id: call_id(), kind: "function", function: FunctionCall { name, arguments } })
-            }
+            Piece::Call(c) => reply.calls.push(c),
         }
     }
     reply
 }
 
 /// Streaming counterpart of [`split`]: text deltas in, reply pieces out.
-pub struct ReplySplitter {
-    /// Whether tool calls are looked for (tools were given).
-    #[allow(dead_code)] // read by the tool-call extractor once it lands (see the module doc)
-    tools: bool,
-}
+pub struct ReplySplitter {}
 
 impl ReplySplitter {
-    pub fn new(tools: bool) -> Self {
-        Self { tools }
+    pub fn new(_tool_names: &[String]) -> Self {
+        Self {}
     }
 
     /// The pieces `delta` completes; text that may still turn out to be a tool call is held.
