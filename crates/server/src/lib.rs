@@ -23,10 +23,9 @@ mod reply;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -34,6 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ingot_engine::{EngineHandle, GenParams};
 use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
 
 pub use error::ApiError;
 use metrics::Metrics;
@@ -89,7 +89,6 @@ pub fn app(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .with_state(state)
 }
 
@@ -139,19 +138,11 @@ async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> 
 /// not JSON 400, JSON of the wrong shape 422 naming the field's path.
 struct JsonBody<T>(T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            let status = rej.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "the request body is larger than the server's limit (ingot api --max-body-bytes)".to_owned()
-            } else {
-                rej.body_text()
-            };
-            ApiError::new(status, message)
-        })?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state.cfg.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
         serde_path_to_error::deserialize(&value).map(JsonBody).map_err(|e| {
@@ -168,6 +159,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             ApiError::schema(param, format!("{path}: {message}"))
         })
     }
+}
+
+/// Bytes past the limit that are still read (and dropped) before answering 413: a client
+/// that is still sending when the server closes the connection gets a reset instead of the
+/// answer, so moderately oversized bodies are drained first (as web servers' "lingering
+/// close" does); anything larger is cut off.
+const DRAIN_BYTES: usize = 16 << 20;
+/// How long draining may take.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// The whole body, or a 413 once it exceeds `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the server's limit of {limit} bytes (ingot api --max-body-bytes)"),
+        )
+    };
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            let mut drained = 0;
+            let drain = async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl AppState {
