@@ -25,9 +25,12 @@ impl Server {
     /// Starts the server on a free port (`--port 0`) with `args` and `env`, and waits until it
     /// listens.
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let model = model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+        Self::start_model(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, env)
+    }
+
+    fn start_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
-        cmd.arg("api").arg("--model").arg(&model).args(["--port", "0"]).args(args);
+        cmd.arg("api").arg("--model").arg(model).args(["--port", "0"]).args(args);
         for var in ["API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME"] {
             cmd.env_remove(var);
         }
@@ -247,6 +250,31 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(status, 200);
     assert!(metrics.contains("ingot_requests_total{route=\"/v1/chat/completions\",status=\"422\"} 3"), "{metrics}");
     assert!(metrics.contains("# TYPE ingot_time_to_first_token_seconds histogram"), "{metrics}");
+}
+
+#[test]
+fn score_route_matches_transformers() {
+    let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
+    let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let items = v["items"].as_array().expect("items");
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().expect("text")).collect();
+    let a = agent();
+    let (status, r) =
+        post(&a, &server.url("/v1/score/evaluation"), None, &json!({"model": "rm", "messages": texts}).to_string());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "score.evaluation");
+    let scores = r["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), items.len());
+    for (item, got) in items.iter().zip(scores) {
+        let (want, got) = (item["score"].as_f64().expect("score"), got.as_f64().expect("number"));
+        assert!((got - want).abs() <= 1e-4, "{}: got {got}, transformers {want}", item["text"]);
+    }
+    // A reward model does not chat.
+    let chat = json!({"model": "rm", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, r) = post(&a, &server.url("/v1/chat/completions"), None, &chat.to_string());
+    assert_eq!(status, 400, "{r}");
+    assert!(openai_error(&r)["message"].as_str().is_some_and(|m| m.contains("reward model")), "{r}");
 }
 
 #[test]
