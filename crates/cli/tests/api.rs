@@ -253,6 +253,24 @@ fn bad_requests_get_openai_errors() {
 }
 
 #[test]
+fn config_overrides_set_the_request_defaults() {
+    // LLaMA Factory style `KEY=VALUE` overrides (as after a config file): they beat the model's
+    // generation_config.json, and a request's own fields beat them.
+    let server = Server::start(&["max_new_tokens=3", "do_sample=false"], &[]);
+    let (messages, expected) = capital();
+    let a = agent();
+    let url = server.url("/v1/chat/completions");
+    let (status, r) = post(&a, &url, None, &json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages}).to_string());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 3, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+    assert!(expected.starts_with(r["choices"][0]["message"]["content"].as_str().expect("content")), "greedy: {r}");
+    let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages, "max_tokens": 16});
+    let (_, r) = post(&a, &url, None, &body.to_string());
+    assert_eq!(r["choices"][0]["message"]["content"], expected, "{r}");
+}
+
+#[test]
 fn score_route_matches_transformers() {
     let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
     let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");
