@@ -28,7 +28,7 @@ pub struct ApiArgs {
     #[arg(long, env = "API_PORT", default_value_t = 8000)]
     pub port: u16,
     /// An accepted API key (repeat for several); without one, no key is needed.
-    #[arg(long = "api-key", env = "API_KEY")]
+    #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
     pub api_keys: Vec<String>,
     /// The model's name in /v1/models and requests (default: the model file's name).
     #[arg(long, env = "API_MODEL_NAME")]
