@@ -271,6 +271,20 @@ fn config_overrides_set_the_request_defaults() {
 }
 
 #[test]
+fn a_full_queue_answers_429() {
+    // With no room in the queue every generation request is refused, before any stream starts.
+    let server = Server::start(&["--max-queue", "0"], &[]);
+    let a = agent();
+    for stream in [false, true] {
+        let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+        let (status, v) = post(&a, &server.url("/v1/chat/completions"), None, &body.to_string());
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(openai_error(&v)["type"], "rate_limit_error", "{v}");
+    }
+    assert_eq!(get(&a, &server.url("/health"), None).0, 200);
+}
+
+#[test]
 fn score_route_matches_transformers() {
     let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
     let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");
