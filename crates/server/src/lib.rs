@@ -42,6 +42,10 @@ use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
 /// The page served at `/`: one self-contained file.
 const PAGE: &str = include_str!("page.html");
 
+/// Every route, as the request metrics label them.
+const ROUTES: [&str; 7] =
+    ["/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/score/evaluation", "/health", "/metrics", "/"];
+
 /// Settings of the HTTP layer (the engine has its own).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -119,16 +123,9 @@ async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Res
 }
 
 async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route = match req.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
-        Some("/v1/models") => "/v1/models",
-        Some("/v1/chat/completions") => "/v1/chat/completions",
-        Some("/v1/completions") => "/v1/completions",
-        Some("/v1/score/evaluation") => "/v1/score/evaluation",
-        Some("/health") => "/health",
-        Some("/metrics") => "/metrics",
-        Some("/") => "/",
-        _ => "other",
-    };
+    // Only known routes become label values: unmatched paths are unbounded.
+    let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let route = ROUTES.iter().copied().find(|r| Some(*r) == matched).unwrap_or("other");
     let response = next.run(req).await;
     s.metrics.request(route, response.status().as_u16());
     response
