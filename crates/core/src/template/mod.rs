@@ -26,6 +26,9 @@ mod pyjson;
 mod strftime;
 #[cfg(test)]
 mod tests;
+mod tools;
+
+pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolError, ToolFormat};
 
 use std::sync::OnceLock;
 
