@@ -92,6 +92,7 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     stop_strings: Vec<String>,
+    tool_format: ToolFormat,
 }
 
 impl ChatTemplate {
@@ -109,6 +110,7 @@ impl ChatTemplate {
             bos_token,
             eos_token,
             Vec::new(),
+            ToolFormat::detect(source),
         )
     }
 
@@ -132,6 +134,7 @@ impl ChatTemplate {
             bos_token,
             eos_token,
             stop_strings,
+            spec.tool_format,
         )
     }
 
@@ -219,12 +222,19 @@ impl ChatTemplate {
         &self.stop_strings
     }
 
+    /// The format tool calls are written in: a named template's own, or for a model's template
+    /// the one its source mentions ([`ToolFormat::detect`]). Replies are parsed with it.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
     fn compile(
         name: &str,
         source: String,
         bos_token: &str,
         eos_token: &str,
         stop_strings: Vec<String>,
+        tool_format: ToolFormat,
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder()
@@ -250,6 +260,7 @@ impl ChatTemplate {
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             stop_strings,
+            tool_format,
         })
     }
 

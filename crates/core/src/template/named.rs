@@ -18,6 +18,8 @@
 //!   `Llama2Template`: gemma, mistral). A `tool` message is LLaMA Factory's observation turn.
 //! - Tool definitions and other roles are rejected with an error rather than silently dropped.
 
+use super::ToolFormat;
+
 /// One LLaMA Factory template, as slots (Jinja expressions over `content`).
 pub(super) struct NamedTemplate {
     pub(super) name: &'static str,
@@ -42,6 +44,8 @@ pub(super) struct NamedTemplate {
     /// The format ends assistant turns with the EOS token itself (mistral), which is then a
     /// stop string too.
     pub(super) stops_at_eos: bool,
+    /// LLaMA Factory's `format_tools` / `format_function` tool format.
+    pub(super) tool_format: ToolFormat,
 }
 
 pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
@@ -57,6 +61,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: "content",
         stop_words: &[],
         stops_at_eos: false,
+        tool_format: ToolFormat::Default,
     },
     // LLaMA Factory `chatml`.
     NamedTemplate {
@@ -70,6 +75,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: r"'<|im_start|>tool\n' + content + '<|im_end|>\n'",
         stop_words: &["<|im_end|>", "<|im_start|>"],
         stops_at_eos: false,
+        tool_format: ToolFormat::Default,
     },
     // LLaMA Factory `qwen`: ChatML with Qwen's default system prompt and tool results wrapped in
     // a user turn.
@@ -86,6 +92,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: r"'<|im_start|>user\n<tool_response>\n' + content + '\n</tool_response><|im_end|>\n'",
         stop_words: &["<|im_end|>"],
         stops_at_eos: false,
+        tool_format: ToolFormat::Qwen,
     },
     // LLaMA Factory `llama3`.
     NamedTemplate {
@@ -99,6 +106,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: r"'<|start_header_id|>ipython<|end_header_id|>\n\n' + content + '<|eot_id|>'",
         stop_words: &["<|eot_id|>", "<|eom_id|>"],
         stops_at_eos: false,
+        tool_format: ToolFormat::Llama3,
     },
     // LLaMA Factory `gemma` (a `Llama2Template`): no system role; the assistant is `model`.
     NamedTemplate {
@@ -112,6 +120,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: r"'<start_of_turn>tool\n' + content + '<end_of_turn>\n'",
         stop_words: &["<end_of_turn>"],
         stops_at_eos: false,
+        tool_format: ToolFormat::Default,
     },
     // LLaMA Factory `mistral` (a `Llama2Template`): `[INST] … [/INST]`, assistant turns are
     // ` {content}` + EOS.
@@ -126,6 +135,7 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 6] = [
         tool: r#"'[TOOL_RESULTS] {"content": ' + content + '}[/TOOL_RESULTS]'"#,
         stop_words: &[],
         stops_at_eos: true,
+        tool_format: ToolFormat::Mistral,
     },
 ];
 

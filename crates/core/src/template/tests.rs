@@ -384,3 +384,21 @@ fn tzif_offsets() {
     assert_eq!(strftime::tzif_offset(b"not a zone file", 0), None);
     assert_eq!(strftime::tzif_offset(&data[..60], 0), None);
 }
+
+#[test]
+fn templates_know_their_tool_format() {
+    let own = |file: &str| {
+        ChatTemplate::from_jinja(&read_fixture(&format!("templates/{file}")), "<s>", "</s>")
+            .expect("compiles")
+            .tool_format()
+    };
+    assert_eq!(own("qwen2.5.jinja"), ToolFormat::Qwen);
+    assert_eq!(own("llama3.1.jinja"), ToolFormat::Llama3);
+    assert_eq!(own("mistral-nemo.jinja"), ToolFormat::Mistral);
+    assert_eq!(own("phi4.jinja"), ToolFormat::Default);
+    let named = |name: &str| ChatTemplate::named(name, "<s>", "</s>").expect("known").tool_format();
+    assert_eq!(named("qwen"), ToolFormat::Qwen);
+    assert_eq!(named("llama3"), ToolFormat::Llama3);
+    assert_eq!(named("mistral"), ToolFormat::Mistral);
+    assert_eq!(named("chatml"), ToolFormat::Default);
+}
