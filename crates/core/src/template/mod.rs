@@ -23,11 +23,13 @@
 
 mod named;
 mod pyjson;
+mod reasoning;
 mod strftime;
 #[cfg(test)]
 mod tests;
 mod tools;
 
+pub use reasoning::{prompt_opens_thinking, split_reasoning, ReasoningDelta, ReasoningStream};
 pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolError, ToolFormat};
 
 use std::sync::OnceLock;
