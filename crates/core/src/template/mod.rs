@@ -127,17 +127,19 @@ impl ChatTemplate {
             })?;
         let mut stop_strings: Vec<String> =
             spec.stop_words.iter().map(|s| (*s).to_owned()).collect();
-        if spec.stops_at_eos && !eos_token.is_empty() {
+        if spec.stops_at_eos() && !eos_token.is_empty() {
             stop_strings.push(eos_token.to_owned());
         }
-        Self::compile(
+        let mut template = Self::compile(
             spec.name,
             spec.jinja_source(),
             bos_token,
             eos_token,
             stop_strings,
             spec.tool_format,
-        )
+        )?;
+        add_named_functions(&mut template.env, spec.tool_format);
+        Ok(template)
     }
 
     /// Names accepted by [`ChatTemplate::named`].
@@ -282,6 +284,39 @@ impl ChatTemplate {
             message: describe(&err),
         }
     }
+}
+
+/// The functions named templates call (see [`named`]): the tool format's renderers and LLaMA
+/// Factory's `remove_thought`. Model templates do not get them, so that they render exactly as
+/// in transformers.
+fn add_named_functions(env: &mut Environment<'static>, format: ToolFormat) {
+    fn json_list(value: &Value, what: &str) -> Result<Vec<serde_json::Value>, minijinja::Error> {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::Array(items)) => Ok(items),
+            _ => Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{what} must be a list"),
+            )),
+        }
+    }
+    let tool_error =
+        |e: ToolError| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string());
+    env.add_function(
+        "format_tools",
+        move |tools: Value, date_string: Option<String>| {
+            format
+                .render_tools(&json_list(&tools, "tools")?, date_string.as_deref())
+                .map_err(tool_error)
+        },
+    );
+    env.add_function("format_tool_calls", move |calls: Value| {
+        format
+            .render_calls(&json_list(&calls, "tool_calls")?)
+            .map_err(tool_error)
+    });
+    env.add_function("remove_thought", |content: &str| {
+        reasoning::remove_thought(content)
+    });
 }
 
 /// The error `raise_exception` raises, kept as the minijinja error's source so that it can be

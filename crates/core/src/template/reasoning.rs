@@ -40,6 +40,25 @@ pub fn split_reasoning(text: &str, prompt_opens_thinking: bool) -> (Option<Strin
     )
 }
 
+/// LLaMA Factory's `remove_thought`, which reasoning templates apply to earlier assistant turns:
+/// every `<think>\n…\n</think>\n\n` block removed (leftmost first, shortest), then leading
+/// newlines.
+pub(super) fn remove_thought(text: &str) -> String {
+    const START: &str = "<think>\n";
+    const END: &str = "\n</think>\n\n";
+    let (mut out, mut rest) = (String::new(), text);
+    while let Some(start) = rest.find(START) {
+        let body = start + START.len();
+        let Some(end) = rest[body..].find(END) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        rest = &rest[body + end + END.len()..];
+    }
+    out.push_str(rest);
+    out.trim_start_matches('\n').to_owned()
+}
+
 /// Text a [`ReasoningStream`] passes on: reasoning, content, or (at the switch) both.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReasoningDelta {
@@ -199,6 +218,17 @@ mod tests {
             "<|im_start|>assistant\n<think>\n\n</think>\n\n"
         ));
         assert!(!prompt_opens_thinking("<|im_start|>assistant\n"));
+    }
+
+    #[test]
+    fn removes_thoughts_as_llama_factory_does() {
+        assert_eq!(remove_thought("<think>\nadd\n</think>\n\n4"), "4");
+        assert_eq!(remove_thought("a<think>\n1\n</think>\n\nb<think>\n\n</think>\n\n\nc"), "ab\nc");
+        // Python's regex needs the newlines: these stay.
+        for text in ["<think>\n</think>\n\nx", "<think>x</think>y", "<think>\nopen"] {
+            assert_eq!(remove_thought(text), text);
+        }
+        assert_eq!(remove_thought("\n\nx\n"), "x\n");
     }
 
     fn stream(text: &str, opened: bool, cuts: &[usize]) -> Vec<ReasoningDelta> {
