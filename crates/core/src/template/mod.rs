@@ -6,6 +6,9 @@
 //! - a LLaMA-Factory-style named template ([`ChatTemplate::named`], see [`named`]) for models
 //!   without one, itself generated as Jinja.
 //!
+//! Replies go the other way: [`ToolFormat`] (the template's, [`ChatTemplate::tool_format`]) finds
+//! tool calls in them, [`split_reasoning`] separates `<think>` blocks; both also while streaming.
+//!
 //! Invariants (what "exactly as transformers" means here):
 //! - jinja2 settings `trim_blocks`, `lstrip_blocks`, loop controls, no autoescape, and a single
 //!   trailing newline of the template source dropped (jinja2's `keep_trailing_newline=False`).
@@ -117,7 +120,7 @@ impl ChatTemplate {
     }
 
     /// A named template (see [`ChatTemplate::names`] and the [`named`] module for the formats).
-    /// Named templates never put BOS in the text: the tokenizer adds it.
+    /// Named templates never start the text with BOS: the tokenizer adds it.
     pub fn named(name: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let spec = named::NAMED_TEMPLATES
             .iter()

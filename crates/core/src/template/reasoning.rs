@@ -198,7 +198,10 @@ mod tests {
             (Some("The user greets me.".to_owned()), "Hello!".to_owned())
         );
         // Qwen3 with thinking off: an empty block.
-        assert_eq!(split("<think>\n\n</think>\n\nHi", false), (None, "Hi".to_owned()));
+        assert_eq!(
+            split("<think>\n\n</think>\n\nHi", false),
+            (None, "Hi".to_owned())
+        );
         // DeepSeek-R1: the prompt opened the block.
         assert_eq!(
             split("Let me think.\n</think>\n\n42", true),
@@ -223,9 +226,16 @@ mod tests {
     #[test]
     fn removes_thoughts_as_llama_factory_does() {
         assert_eq!(remove_thought("<think>\nadd\n</think>\n\n4"), "4");
-        assert_eq!(remove_thought("a<think>\n1\n</think>\n\nb<think>\n\n</think>\n\n\nc"), "ab\nc");
+        assert_eq!(
+            remove_thought("a<think>\n1\n</think>\n\nb<think>\n\n</think>\n\n\nc"),
+            "ab\nc"
+        );
         // Python's regex needs the newlines: these stay.
-        for text in ["<think>\n</think>\n\nx", "<think>x</think>y", "<think>\nopen"] {
+        for text in [
+            "<think>\n</think>\n\nx",
+            "<think>x</think>y",
+            "<think>\nopen",
+        ] {
             assert_eq!(remove_thought(text), text);
         }
         assert_eq!(remove_thought("\n\nx\n"), "x\n");
@@ -269,7 +279,9 @@ mod tests {
             ("  no close  ", true),
         ];
         for (text, opened) in samples {
-            let boundaries: Vec<usize> = (1..text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+            let boundaries: Vec<usize> = (1..text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
             for &cut in &boundaries {
                 stream(text, opened, &[cut]);
             }

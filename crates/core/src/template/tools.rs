@@ -133,7 +133,11 @@ impl ToolFormat {
     /// {…}}` or the bare function object) that LLaMA Factory appends to the system prompt;
     /// empty for no tools. `date_string` is the llama3 format's "Today Date" (LLaMA Factory
     /// writes today's date, `%d %b %Y`).
-    pub fn render_tools(self, tools: &[Json], date_string: Option<&str>) -> Result<String, ToolError> {
+    pub fn render_tools(
+        self,
+        tools: &[Json],
+        date_string: Option<&str>,
+    ) -> Result<String, ToolError> {
         if tools.is_empty() {
             return Ok(String::new());
         }
@@ -155,8 +159,8 @@ impl ToolFormat {
                 Ok(text)
             }
             Self::Llama3 => {
-                let date =
-                    date_string.map_or_else(|| super::strftime::strftime_now("%d %b %Y"), str::to_owned);
+                let date = date_string
+                    .map_or_else(|| super::strftime::strftime_now("%d %b %Y"), str::to_owned);
                 let mut text = format!("{LLAMA3_PROMPT_HEAD}{date}{LLAMA3_PROMPT_BODY}");
                 for (index, tool) in tools.iter().enumerate() {
                     text.push_str(&dumps(index, &wrap_function(tool), Some(4))?);
@@ -185,7 +189,10 @@ impl ToolFormat {
                 index,
                 message: message.to_owned(),
             };
-            let function = call.get("function").filter(|f| f.is_object()).unwrap_or(call);
+            let function = call
+                .get("function")
+                .filter(|f| f.is_object())
+                .unwrap_or(call);
             let name = function
                 .get("name")
                 .and_then(Json::as_str)
@@ -271,7 +278,9 @@ impl ToolFormat {
             Self::Qwen | Self::Llama3 => '<',
             Self::Mistral => '[',
         };
-        text[from..].match_indices(first).map(move |(i, _)| from + i)
+        text[from..]
+            .match_indices(first)
+            .map(move |(i, _)| from + i)
     }
 
     /// Whether `rest` (text from a candidate position to the end of what is known) begins with
@@ -294,9 +303,9 @@ impl ToolFormat {
                 while !rest.is_empty() {
                     let body = rest.strip_prefix(QWEN_OPEN)?;
                     // A last block cut off before its closing tag still counts if its JSON is whole.
-                    let (inner, after) = body
-                        .find(QWEN_CLOSE)
-                        .map_or((body, ""), |end| (&body[..end], &body[end + QWEN_CLOSE.len()..]));
+                    let (inner, after) = body.find(QWEN_CLOSE).map_or((body, ""), |end| {
+                        (&body[..end], &body[end + QWEN_CLOSE.len()..])
+                    });
                     calls.extend(calls_in(&serde_json::from_str(inner.trim()).ok()?)?);
                     rest = after.trim_start();
                 }
@@ -368,7 +377,9 @@ fn action_status(rest: &str) -> Status {
         return literal_status(rest, ACTION);
     };
     let after = after.trim_start();
-    let name_len = after.find(|c: char| !is_name_char(c)).unwrap_or(after.len());
+    let name_len = after
+        .find(|c: char| !is_name_char(c))
+        .unwrap_or(after.len());
     if name_len == after.len() {
         return Status::Partial;
     }
@@ -469,7 +480,9 @@ fn arguments_value(arguments: Option<&Json>) -> Option<Json> {
     match arguments {
         None | Some(Json::Null) => Some(json!({})),
         Some(object @ Json::Object(_)) => Some(object.clone()),
-        Some(Json::String(text)) => serde_json::from_str::<Json>(text).ok().filter(Json::is_object),
+        Some(Json::String(text)) => serde_json::from_str::<Json>(text)
+            .ok()
+            .filter(Json::is_object),
         Some(_) => None,
     }
 }
@@ -531,7 +544,8 @@ fn render_default_tools(tools: &[Json]) -> Result<String, ToolError> {
             .and_then(Json::as_object)
         {
             for (arg, param) in properties {
-                let is_required = required.is_some_and(|r| r.iter().any(|n| n.as_str() == Some(arg)));
+                let is_required =
+                    required.is_some_and(|r| r.iter().any(|n| n.as_str() == Some(arg)));
                 let mut line = format!(
                     "  - {arg} ({}{}): {}",
                     py_str(param.get("type")),
@@ -646,7 +660,11 @@ impl ToolCallStream {
     pub fn finish(self) -> ParsedReply {
         let mut parsed = self.format.parse(&self.text, &self.tool_names);
         // `push` only ever returned a prefix of the final content (see the type's invariant).
-        parsed.content = parsed.content.get(self.emitted..).unwrap_or_default().to_owned();
+        parsed.content = parsed
+            .content
+            .get(self.emitted..)
+            .unwrap_or_default()
+            .to_owned();
         parsed
     }
 

@@ -7,7 +7,10 @@ use super::*;
 /// date fixed to 26 Jul 2024).
 fn expected(key: &str) -> String {
     let all: Json = serde_json::from_str(include_str!("tools_expected.json")).expect("JSON");
-    all[key].as_str().unwrap_or_else(|| panic!("no {key}")).to_owned()
+    all[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key}"))
+        .to_owned()
 }
 
 fn sample_tools() -> Vec<Json> {
@@ -50,12 +53,16 @@ const NOW: (&str, &str) = ("now", "{}");
 fn tool_prompts_match_llama_factory() {
     let tools = sample_tools();
     for format in ToolFormat::ALL {
-        let text = format.render_tools(&tools, Some("26 Jul 2024")).expect("renders");
+        let text = format
+            .render_tools(&tools, Some("26 Jul 2024"))
+            .expect("renders");
         assert_eq!(text, expected(format.name()), "format {}", format.name());
         assert_eq!(format.render_tools(&[], None).expect("no tools"), "");
     }
     // LLaMA Factory writes today's date when none is given.
-    let today = ToolFormat::Llama3.render_tools(&tools, None).expect("renders");
+    let today = ToolFormat::Llama3
+        .render_tools(&tools, None)
+        .expect("renders");
     assert!(today.contains(&format!(
         "Today Date: {}\n",
         super::super::strftime::strftime_now("%d %b %Y")
@@ -116,7 +123,10 @@ fn written_calls_parse_back() {
         let parsed = format.parse(&text, &NAMES);
         assert_eq!(
             calls(&parsed),
-            [("get_weather", r#"{"city": "Paris", "unit": "celsius"}"#), NOW],
+            [
+                ("get_weather", r#"{"city": "Paris", "unit": "celsius"}"#),
+                NOW
+            ],
             "{}: {text}",
             format.name()
         );
@@ -139,7 +149,8 @@ fn formats_are_detected_from_model_templates() {
     ];
     for (file, format) in expectations {
         let path = crate::testing::fixtures_dir().join("templates").join(file);
-        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let source =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(ToolFormat::detect(&source), format, "{file}");
     }
     for format in ToolFormat::ALL {
@@ -192,7 +203,9 @@ fn qwen_calls() {
 fn llama3_calls() {
     let l = |text: &str| ToolFormat::Llama3.parse(text, &NAMES);
     assert_eq!(
-        calls(&l(r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#)),
+        calls(&l(
+            r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#
+        )),
         [PARIS]
     );
     assert_eq!(
@@ -277,7 +290,10 @@ fn bare_json_calls_need_known_names() {
             assert_eq!(calls(&p(&text)), [PARIS], "{}: {text}", format.name());
             assert_eq!(p(&text).content, "");
         }
-        assert_eq!(calls(&p(&format!("{bare}\n{{\"name\": \"now\"}}"))), [PARIS, NOW]);
+        assert_eq!(
+            calls(&p(&format!("{bare}\n{{\"name\": \"now\"}}"))),
+            [PARIS, NOW]
+        );
         assert_eq!(
             calls(&p(
                 r#"{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}"#
@@ -349,7 +365,9 @@ fn streaming_matches_one_shot_at_every_split() {
         (ToolFormat::Default, "héllo wörld 🌍 — Ações"),
     ];
     for &(format, text) in samples {
-        let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+        let boundaries: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
         for &cut in &boundaries {
             stream(format, text, &[cut]);
         }
@@ -360,8 +378,11 @@ fn streaming_matches_one_shot_at_every_split() {
 
 #[test]
 fn streaming_passes_content_on_early() {
-    let chars =
-        |text: &str| -> Vec<usize> { (1..text.len()).filter(|&i| text.is_char_boundary(i)).collect() };
+    let chars = |text: &str| -> Vec<usize> {
+        (1..text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect()
+    };
     // Plain text flows at once, except a trailing space and a possible marker start.
     let text = "Hello, world. 1 <";
     let pushed = stream(ToolFormat::Qwen, text, &chars(text));
