@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ingot_core::template::{prompt_opens_thinking, ToolFormat};
 use ingot_engine::{Event, FinishReason, Submission};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -23,7 +24,7 @@ use crate::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
     CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta, Usage,
 };
-use crate::reply::{self, Piece, ReplySplitter};
+use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
 use crate::{bridge, new_id, unix_now, ApiError, AppState, JsonBody};
 
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
@@ -34,12 +35,22 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     let mut chat = valid.chat;
     chat.params = chat.params.or(&s.cfg.defaults);
     let submission = blocking(move || engine.submit_chat(chat)).await?;
-    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model, tool_names: valid.tool_names };
+    let format = reply_format(&s, &submission, valid.tool_names);
+    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
-        sse(ctx.stream_chat(submission, valid.delivery))
+        sse(ctx.stream_chat(submission, valid.delivery, format))
     } else {
-        ctx.complete_chat(submission).await?.into_response()
+        ctx.complete_chat(submission, &format).await?.into_response()
     })
+}
+
+/// How this request's replies are read: the template's tool format, and whether the prompt
+/// ends inside a thinking block (told by the prompt's last tokens, which hold the marker).
+fn reply_format(s: &AppState, submission: &Submission, tool_names: Vec<String>) -> ReplyFormat {
+    let tools = s.engine.template().map_or(ToolFormat::Default, |t| t.tool_format());
+    let ids = &submission.prompt_ids;
+    let tail = s.engine.tokenizer().decode(&ids[ids.len().saturating_sub(8)..], false).unwrap_or_default();
+    ReplyFormat { tools, tool_names, prompt_opens_thinking: prompt_opens_thinking(&tail) }
 }
 
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
@@ -53,7 +64,7 @@ pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<Comp
         engine.submit_prompt(ids, &params)
     })
     .await?;
-    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model, tool_names: Vec::new() };
+    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
     } else {
@@ -96,13 +107,12 @@ fn finish_reason(r: FinishReason, calls: usize) -> &'static str {
     }
 }
 
-/// One request's response: ids, the shared state and the tools replies may call.
+/// One request's response: its id, creation time and model name, and the shared state.
 struct Ctx {
     s: AppState,
     id: String,
     created: u64,
     model: String,
-    tool_names: Vec<String>,
 }
 
 /// Every choice's text and usage, once all are done.
@@ -135,7 +145,7 @@ impl Ctx {
         Usage::new(prompt_tokens, completion, cached)
     }
 
-    async fn complete_chat(&self, submission: Submission) -> Result<Json<ChatCompletion>, ApiError> {
+    async fn complete_chat(&self, submission: Submission, format: &ReplyFormat) -> Result<Json<ChatCompletion>, ApiError> {
         let prompt_tokens = submission.prompt_ids.len();
         let f = self.collect(submission).await?;
         let choices = f
@@ -144,7 +154,7 @@ impl Ctx {
             .zip(&f.usages)
             .enumerate()
             .map(|(index, (text, u))| {
-                let r = reply::split(text, &self.tool_names);
+                let r = reply::split(text, format);
                 let finish_reason = finish_reason(u.finish_reason, r.calls.len());
                 let content = (r.calls.is_empty() || !r.content.trim().is_empty()).then_some(r.content);
                 let message = AssistantMessage { role: "assistant", content, reasoning_content: r.reasoning, tool_calls: r.calls };
@@ -194,13 +204,13 @@ impl Ctx {
 
     /// The chat stream: a role chunk per choice, then deltas as they come (content,
     /// reasoning, tool calls), a finishing chunk per choice, the usage chunk if asked, `[DONE]`.
-    fn stream_chat(self, submission: Submission, delivery: Delivery) -> mpsc::Receiver<SseEvent> {
+    fn stream_chat(self, submission: Submission, delivery: Delivery, format: ReplyFormat) -> mpsc::Receiver<SseEvent> {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let prompt_tokens = submission.prompt_ids.len();
             let n = submission.streams.len();
             let mut events = bridge::forward(submission.streams, &self.s.metrics);
-            let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&self.tool_names)).collect();
+            let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&format)).collect();
             let mut calls = vec![0usize; n];
             let mut usages = Vec::with_capacity(n);
             let inc = delivery.include_usage;
