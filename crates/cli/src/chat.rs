@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
-use ingot_core::template::Message;
+use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
 use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams};
 
 use crate::infer_config::{fill, ConfigArgs};
@@ -26,6 +26,10 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
+    /// without thinking. Reasoning is shown dimmed and kept out of the history.
+    #[arg(long, value_name = "BOOL")]
+    pub enable_thinking: Option<bool>,
     #[command(flatten)]
     pub gen: GenArgs,
     #[command(flatten)]
@@ -102,24 +106,32 @@ impl Session {
     fn turn(&mut self, user: &str) -> anyhow::Result<()> {
         let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user)]);
         // The system prompt is the engine's default one (`--system`).
-        let stream = self.engine.stream_chat(ChatRequest::from_turns(turns, self.params.clone()))?;
+        let request = ChatRequest::from_turns(turns, self.params.clone());
+        let mut thinking = ReasoningStream::new(prompt_opens_thinking(&self.engine.render_chat(&request)?));
+        let stream = self.engine.stream_chat(request)?;
         *lock(&self.current) = Some(stream.cancel_flag());
         let mut out = std::io::stdout().lock();
         write!(out, "Assistant: ")?;
         out.flush()?;
         let mut reply = String::new();
         let mut result = Ok(());
+        let dim = std::io::stdout().is_terminal();
+        let mut show = |out: &mut std::io::StdoutLock<'_>, d: ReasoningDelta| -> std::io::Result<()> {
+            match (d.reasoning.is_empty(), dim) {
+                (true, _) => {}
+                (false, true) => write!(out, "\x1b[2m{}\x1b[0m", d.reasoning)?,
+                (false, false) => write!(out, "{}", d.reasoning)?,
+            }
+            write!(out, "{}", d.content)?;
+            reply.push_str(&d.content);
+            out.flush()
+        };
+        let mut stopped = false;
         for event in stream.events.iter() {
             match event {
-                Event::Text(t) => {
-                    write!(out, "{t}")?;
-                    out.flush()?;
-                    reply.push_str(&t);
-                }
+                Event::Text(t) => show(&mut out, thinking.push(&t))?,
                 Event::Done(usage) => {
-                    if usage.finish_reason == FinishReason::Cancelled {
-                        write!(out, " [stopped]")?;
-                    }
+                    stopped = usage.finish_reason == FinishReason::Cancelled;
                     break;
                 }
                 Event::Error(e) => {
@@ -127,6 +139,10 @@ impl Session {
                     break;
                 }
             }
+        }
+        show(&mut out, thinking.finish())?;
+        if stopped {
+            write!(out, " [stopped]")?;
         }
         writeln!(out)?;
         *lock(&self.current) = None;
@@ -165,7 +181,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let cfg = EngineConfig { template: args.template.clone(), default_system: args.system.clone(), ..args.model.engine_config() };
+    let mut cfg = EngineConfig { template: args.template.clone(), default_system: args.system.clone(), ..args.model.engine_config() };
+    if let Some(on) = args.enable_thinking {
+        cfg.template_kwargs.insert("enable_thinking".into(), on.into());
+    }
     let engine = args.model.start_engine(cfg)?;
     let path = args.model.model_path()?;
     if engine.is_reward_model() {

@@ -8,6 +8,7 @@ mod chat;
 mod infer_config;
 mod model_args;
 mod score;
+mod template;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Score texts with a reward model (a checkpoint directory with value_head.safetensors).
     Score(score::ScoreArgs),
+    /// Print the prompt a conversation renders to (or its token ids), exactly.
+    Template(template::TemplateArgs),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),
+        Command::Template(args) => template::run(args),
     };
     if let Err(e) = result {
         // One line, with the causes chained: errors are for people, not backtraces.
