@@ -14,7 +14,7 @@ use ingot_core::sampling::SamplingParams;
 use ingot_core::template::{ChatTemplate, Message};
 use ingot_engine::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest};
 
-use crate::infer_config::{fill, ConfigArgs};
+use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -39,15 +39,9 @@ impl ChatArgs {
         let cfg = self.config.resolve()?;
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
-        fill(&mut self.template, cfg.template.map(Some), matches, "template");
-        fill(&mut self.system, cfg.system.map(Some), matches, "system");
-        let g = &mut self.gen;
-        fill(&mut g.temperature, cfg.temperature, matches, "temperature");
-        fill(&mut g.top_p, cfg.top_p, matches, "top_p");
-        fill(&mut g.top_k, cfg.top_k, matches, "top_k");
-        fill(&mut g.repetition_penalty, cfg.repetition_penalty, matches, "repetition_penalty");
-        fill(&mut g.max_new_tokens, cfg.max_new_tokens, matches, "max_new_tokens");
-        fill(&mut g.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
+        fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
+        self.gen.apply_config(&cfg, matches);
         Ok(())
     }
 }
@@ -75,7 +69,17 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    fn params(&self) -> anyhow::Result<SamplingParams> {
+    /// Takes the sampling settings of a config where no flag was given for them.
+    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
+        fill(&mut self.temperature, cfg.temperature, matches, "temperature");
+        fill(&mut self.top_p, cfg.top_p, matches, "top_p");
+        fill(&mut self.top_k, cfg.top_k, matches, "top_k");
+        fill(&mut self.repetition_penalty, cfg.repetition_penalty, matches, "repetition_penalty");
+        fill(&mut self.max_new_tokens, cfg.max_new_tokens, matches, "max_new_tokens");
+        fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
+    }
+
+    pub fn params(&self) -> anyhow::Result<SamplingParams> {
         let p = SamplingParams {
             temperature: self.temperature,
             top_p: self.top_p,
