@@ -13,13 +13,15 @@
 //!   longest common subsequence of the whole word sequences. F = 2PR / (P + R + 1e-8), as there.
 //!   A prediction or label with no words scores 0 on all three.
 //!
-//! Jieba is jieba-rs, a port of Python's jieba with the same dictionary and HMM. For text that
-//! is not Chinese it does what Python's jieba does: runs of ASCII letters and digits (with
-//! `.`, `-`, `+`, `#`, `&`, `_`, `%` inside) form words, split by the HMM segmenter's rule that
-//! `[A-Za-z0-9]+(\.\d+)?%?` is a word and anything else is a character of its own; so English
-//! is scored on words with punctuation as separate tokens, case-sensitively and unstemmed.
-//! Known difference: jieba-rs counts the CJK extension blocks as Chinese, Python's jieba only
-//! U+4E00..U+9FD5, which changes words only for rare characters.
+//! Jieba is jieba-rs, a port of Python's jieba with the same dictionary and HMM. Text that is
+//! not Chinese is cut as Python's jieba cuts it: runs of ASCII letters, digits and `+#&._%-`
+//! form blocks, inside which `[A-Za-z0-9]+(\.\d+)?%?` is a word and the text between two such
+//! words is one; any other character is a word of its own, and whitespace is dropped. English
+//! is thus scored on case-sensitive, unstemmed words with punctuation apart (`Hello` `,`).
+//! jieba-rs keeps `xs.reverse` and `well-known` whole where Python's jieba cuts them; that is
+//! undone here (`python_jieba_split`). Known remaining difference: jieba-rs counts the CJK
+//! extension blocks as Chinese, Python's jieba only U+4E00..U+9FD5, which changes words only
+//! for rare characters.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -64,7 +66,7 @@ impl Similarity {
     /// The words rouge-chinese sees, or none when the text has no word at all. A blank
     /// "sentence" (between two line breaks) counts as one empty word, as it does there.
     fn words(&self, text: &str) -> Vec<String> {
-        let tokens: Vec<&str> = self.jieba.cut(text, true).into_iter().map(|t| t.word).collect();
+        let tokens: Vec<&str> = self.jieba.cut(text, true).into_iter().flat_map(|t| python_jieba_split(t.word)).collect();
         let joined = tokens.join(" ");
         if joined.split(is_py_space).all(str::is_empty) {
             return Vec::new();
@@ -78,6 +80,45 @@ impl Similarity {
             })
             .collect()
     }
+}
+
+/// Undoes jieba-rs's one departure from Python's jieba that matters here: jieba-rs keeps
+/// alphanumeric runs joined by `.`, `_` or `-` as one word (`xs.reverse`, `well-known`), where
+/// Python's jieba (its HMM segmenter's `[a-zA-Z0-9]+(\.\d+)?%?`) cuts them into runs and the
+/// text between them (`xs` `.` `reverse`). Other words pass through unchanged.
+fn python_jieba_split(word: &str) -> Vec<&str> {
+    let b = word.as_bytes();
+    let joined = b.windows(3).any(|w| {
+        w[0].is_ascii_alphanumeric() && matches!(w[1], b'.' | b'_' | b'-') && w[2].is_ascii_alphanumeric()
+    });
+    if !word.is_ascii() || !joined {
+        return vec![word];
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        if b[i].is_ascii_alphanumeric() {
+            while i < b.len() && b[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            if i < b.len() && b[i] == b'%' {
+                i += 1;
+            }
+        } else {
+            while i < b.len() && !b[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+        }
+        parts.push(&word[start..i]);
+    }
+    parts
 }
 
 /// The mean of each score over `samples`; zeros for none.
@@ -262,6 +303,16 @@ mod tests {
         let sc = s.score("我爱北京天安门", "我爱北京");
         assert_eq!(sc.rouge1, 85.7143);
         assert_eq!(s.words("3.14 and xs[::-1]"), ["3.14", "and", "xs", "[", ":", ":", "-", "1", "]"]);
+        // As Python's jieba cuts them (checked against jieba 0.42).
+        for (text, words) in [
+            ("xs.reverse()", &["xs", ".", "reverse", "(", ")"][..]),
+            ("well-known 1.2.3", &["well", "-", "known", "1.2", ".", "3"]),
+            ("OPENSSL_1_1_1 50%", &["OPENSSL", "_", "1", "_", "1", "_", "1", "50%"]),
+            ("a.-b C++ and c#", &["a", ".-", "b", "C++", "and", "c#"]),
+            ("我的xs.reverse方法", &["我", "的", "xs", ".", "reverse", "方法"]),
+        ] {
+            assert_eq!(s.words(text), words, "{text}");
+        }
     }
 
     #[test]
