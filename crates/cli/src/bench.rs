@@ -15,10 +15,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::Message;
-use ingot_engine::{EngineHandle, Event, GenerateRequest, Usage};
+use ingot_engine::{EngineConfig, EngineHandle, Event, GenerateRequest, Usage};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::choose_template;
 use crate::model_args::ModelArgs;
 
 const LLAMA_CPP_SCRIPT: &str = include_str!("../../../scripts/bench_llama_cpp.py");
@@ -132,16 +131,16 @@ struct Prompts {
     ttft: Vec<u32>,
 }
 
-fn prompts(engine: &EngineHandle, template_name: Option<&str>) -> anyhow::Result<Prompts> {
+fn prompts(engine: &EngineHandle) -> anyhow::Result<Prompts> {
     let mut prefill = engine.encode_prompt(&filler(600))?;
     anyhow::ensure!(prefill.len() >= PREFILL_TOKENS, "the benchmark text is too short for this tokenizer");
     prefill.truncate(PREFILL_TOKENS);
     let decode = engine.encode_prompt(&filler(12))?;
     // A chat prompt when the model has a template; plain text otherwise.
     let user = Message { role: "user".into(), content: format!("Summarise this story: {}", filler(160)) };
-    let ttft_text = match choose_template(engine, template_name) {
-        Ok(t) => t.render(&[user], None, true)?,
-        Err(_) => user.content,
+    let ttft_text = match engine.template() {
+        Some(t) => t.render(&[user], None, true)?,
+        None => user.content,
     };
     Ok(Prompts { prefill, decode, ttft: engine.encode_prompt(&ttft_text)? })
 }
@@ -232,8 +231,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.model.threads
     };
-    let engine = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() }.start_engine()?;
-    let p = prompts(&engine, None)?;
+    let model = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() };
+    // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
+    let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
+    let p = prompts(&engine)?;
     let ingot = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);

@@ -8,11 +8,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{ArgMatches, Args};
-use ingot_core::sampling::SamplingParams;
-use ingot_core::template::{ChatTemplate, Message};
-use ingot_engine::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest};
+use ingot_core::template::Message;
+use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams};
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
@@ -46,23 +45,24 @@ impl ChatArgs {
     }
 }
 
-/// Sampling flags; defaults are LLaMA Factory's generation defaults.
-#[derive(Args, Debug, Clone)]
+/// Sampling flags. Unset ones come from the model's generation_config.json, then from
+/// LLaMA Factory's defaults (temperature 0.95, top-p 0.7, top-k 50, 1024 new tokens).
+#[derive(Args, Debug, Clone, Default)]
 pub struct GenArgs {
     /// 0 means greedy decoding.
-    #[arg(long, default_value_t = 0.95)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0.7)]
-    pub top_p: f32,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// 0 disables top-k.
-    #[arg(long, default_value_t = 50)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    #[arg(long, default_value_t = 1024)]
-    pub max_new_tokens: usize,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Seed for sampling: the same seed gives the same reply.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -71,52 +71,32 @@ pub struct GenArgs {
 impl GenArgs {
     /// Takes the sampling settings of a config where no flag was given for them.
     pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
-        fill(&mut self.temperature, cfg.temperature, matches, "temperature");
-        fill(&mut self.top_p, cfg.top_p, matches, "top_p");
-        fill(&mut self.top_k, cfg.top_k, matches, "top_k");
-        fill(&mut self.repetition_penalty, cfg.repetition_penalty, matches, "repetition_penalty");
-        fill(&mut self.max_new_tokens, cfg.max_new_tokens, matches, "max_new_tokens");
+        fill(&mut self.temperature, cfg.temperature.map(Some), matches, "temperature");
+        fill(&mut self.top_p, cfg.top_p.map(Some), matches, "top_p");
+        fill(&mut self.top_k, cfg.top_k.map(Some), matches, "top_k");
+        fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
+        fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
         fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
     }
 
-    pub fn params(&self) -> anyhow::Result<SamplingParams> {
-        let p = SamplingParams {
+    pub fn params(&self) -> GenParams {
+        GenParams {
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
+            max_new_tokens: self.max_new_tokens,
             seed: self.seed,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-}
-
-/// Picks the template: `--template`, else the model's own, else an error saying what to do.
-pub fn choose_template(engine: &EngineHandle, name: Option<&str>) -> anyhow::Result<ChatTemplate> {
-    let tok = engine.tokenizer();
-    match (name, engine.chat_template()) {
-        (Some(name), _) => Ok(ChatTemplate::named(name, tok.bos_token(), tok.eos_token())?),
-        (None, Some(src)) => {
-            ChatTemplate::from_jinja(src, tok.bos_token(), tok.eos_token()).context("the model's chat template")
+            ..GenParams::default()
         }
-        (None, None) => bail!(
-            "this model has no chat template; choose one with --template (one of: {})",
-            ChatTemplate::names().join(", ")
-        ),
     }
 }
 
 struct Session {
     engine: EngineHandle,
-    template: ChatTemplate,
-    system: Option<String>,
     history: Vec<Message>,
-    gen: GenArgs,
-    params: SamplingParams,
+    params: GenParams,
     /// The running reply's cancel flag, for the Ctrl-C handler.
     current: Arc<Mutex<Option<Arc<AtomicBool>>>>,
 }
@@ -124,23 +104,9 @@ struct Session {
 impl Session {
     /// Sends one user turn and streams the reply to stdout.
     fn turn(&mut self, user: &str) -> anyhow::Result<()> {
-        let mut messages: Vec<Message> = Vec::new();
-        if let Some(s) = &self.system {
-            messages.push(Message { role: "system".into(), content: s.clone() });
-        }
-        messages.extend(self.history.iter().cloned());
-        messages.push(Message { role: "user".into(), content: user.to_string() });
-        let prompt = self.template.render(&messages, None, true)?;
-        let prompt_ids = self.engine.encode_prompt(&prompt)?;
-        let stream = self.engine.submit(GenerateRequest {
-            prompt_ids,
-            params: self.params.clone(),
-            max_new_tokens: self.gen.max_new_tokens,
-            stop: self.template.stop_strings().to_vec(),
-            stop_ids: Vec::new(),
-            skip_special_tokens: true,
-            ignore_eos: false,
-        })?;
+        let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user)]);
+        // The system prompt is the engine's default one (`--system`).
+        let stream = self.engine.stream_chat(ChatRequest::from_turns(turns, self.params.clone()))?;
         *lock(&self.current) = Some(stream.cancel_flag());
         let mut out = std::io::stdout().lock();
         write!(out, "Assistant: ")?;
@@ -200,14 +166,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let params = args.gen.params()?;
-    let engine = args.model.start_engine()?;
+    // Checked before loading: a failed turn only prints its error and keeps the session going.
+    let params = args.gen.params();
+    params.sampling().map_err(anyhow::Error::msg)?;
+    let cfg = EngineConfig { template: args.template.clone(), default_system: args.system.clone(), ..args.model.engine_config() };
+    let engine = args.model.start_engine(cfg)?;
+    let path = args.model.model_path()?;
     if engine.is_reward_model() {
-        // Checked up front: a failed turn only prints its error and keeps the session going.
-        let path = args.model.model_path()?;
         return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
     }
-    let template = choose_template(&engine, args.template.as_deref())?;
+    if engine.template().is_none() {
+        return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
+    }
     let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
     {
@@ -219,8 +189,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let mut session =
-        Session { engine, template, system: args.system, history: Vec::new(), gen: args.gen, params, current };
+    let mut session = Session { engine, history: Vec::new(), params, current };
     eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits.");
     if interactive {
         let mut editor = rustyline::DefaultEditor::new()?;

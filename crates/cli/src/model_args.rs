@@ -29,6 +29,10 @@ pub struct ModelArgs {
     /// Kernel threads (default: one per core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
+    /// Memory for KV caches in MiB: running sequences and the prefix cache together stay
+    /// within it; requests that do not fit yet wait in the queue.
+    #[arg(long, default_value_t = EngineConfig::default().kv_cache_mb)]
+    pub kv_cache_mb: usize,
 }
 
 impl ModelArgs {
@@ -52,17 +56,16 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Loads the model and starts the engine with the default batch size.
-    pub fn start_engine(&self) -> anyhow::Result<EngineHandle> {
-        self.start_engine_with(EngineConfig::default().max_seqs)
+    /// The engine settings these flags give; commands adjust the rest.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig { threads: self.threads, kv_cache_mb: self.kv_cache_mb, ..EngineConfig::default() }
     }
 
-    /// Loads the model and starts the engine, batching at most `max_seqs` sequences.
-    pub fn start_engine_with(&self, max_seqs: usize) -> anyhow::Result<EngineHandle> {
+    /// Loads the model and starts the engine with `cfg` (see [`ModelArgs::engine_config`]).
+    pub fn start_engine(&self, cfg: EngineConfig) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
         let loaded = ingot_core::load::load_with(&path, &opts)?;
-        ingot_engine::start(loaded, EngineConfig { threads: self.threads, max_seqs })
-            .with_context(|| format!("starting the engine for {}", path.display()))
+        ingot_engine::start(loaded, cfg).with_context(|| format!("starting the engine for {}", path.display()))
     }
 }

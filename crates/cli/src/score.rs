@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use clap::{ArgMatches, Args};
+use ingot_engine::EngineConfig;
 use serde_json::Value;
 
 use crate::infer_config::ConfigArgs;
@@ -46,7 +47,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let texts = read_texts(&args.input)?;
     let path = args.model.model_path()?;
-    let engine = args.model.start_engine_with(args.batch_size)?;
+    let engine = args.model.start_engine(EngineConfig { max_seqs: args.batch_size, ..args.model.engine_config() })?;
     let mut out = std::io::stdout().lock();
     for chunk in texts.chunks(args.batch_size) {
         let scores = engine.get_scores(chunk.to_vec()).with_context(|| path.display().to_string())?;

@@ -52,6 +52,27 @@ impl SeqCache {
         self.keys.iter().chain(self.values.iter()).map(|b| b.capacity() * 4).sum()
     }
 
+    /// Bytes one cached position takes over all layers (keys and values, f32).
+    pub fn bytes_per_position(cfg: &ModelConfig) -> usize {
+        cfg.num_layers() * cfg.kv_dim() * 2 * std::mem::size_of::<f32>()
+    }
+
+    /// Makes room for `positions` positions in all, so appending up to there never
+    /// reallocates (a scheduler reserves a sequence's whole budget at admission).
+    pub fn reserve_positions(&mut self, positions: usize) {
+        let want = positions * self.kv_dim;
+        for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            buf.reserve_exact(want.saturating_sub(buf.len()));
+        }
+    }
+
+    /// Returns memory beyond the cached positions (for caches kept only for their prefix).
+    pub fn shrink_to_fit(&mut self) {
+        for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            buf.shrink_to_fit();
+        }
+    }
+
     /// Appends `k`/`v` rows (each `n * kv_dim`) to `layer`. The model calls this for every
     /// layer in order, then [`SeqCache::commit`].
     pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {

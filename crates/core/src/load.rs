@@ -12,6 +12,7 @@ use crate::kernels::GgmlDType;
 use crate::model::Model;
 use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
+use crate::hf_files::GenerationDefaults;
 use crate::weights::gguf::GgufFile;
 use crate::weights::hf_config;
 use crate::weights::lora::LoraMerged;
@@ -26,6 +27,8 @@ pub struct LoadedModel {
     pub chat_template: Option<String>,
     /// Present for reward models (a checkpoint directory with `value_head.safetensors`).
     pub value_head: Option<ValueHead>,
+    /// The checkpoint's `generation_config.json` (empty for GGUF files, which have none).
+    pub generation: GenerationDefaults,
 }
 
 /// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
@@ -121,7 +124,16 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         let templates = crate::hf_files::ChatTemplates::from_dir(path)
             .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source: source.into() })?;
         let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
-        return Ok(LoadedModel { model, tokenizer, chat_template: templates.get(None).map(str::to_string), value_head });
+        // The error names generation_config.json and the key at fault.
+        let generation = GenerationDefaults::from_dir(path)
+            .map_err(|e| LoadError::Invalid { path: path.display().to_string(), problem: e.to_string() })?;
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            chat_template: templates.get(None).map(str::to_string),
+            value_head,
+            generation,
+        });
     }
     if !opts.adapters.is_empty() {
         return Err(LoadError::Invalid {
@@ -141,7 +153,13 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
     let model = Model::load(&file, cfg)?;
     // LLaMA Factory stores value heads only beside checkpoints; a GGUF file is a causal LM.
-    Ok(LoadedModel { model, tokenizer, chat_template: file.chat_template().map(str::to_string), value_head: None })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template: file.chat_template().map(str::to_string),
+        value_head: None,
+        generation: GenerationDefaults::default(),
+    })
 }
 
 /// The model alone of a checkpoint directory: `config.json` and the safetensors weights, with

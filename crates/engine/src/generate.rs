@@ -4,8 +4,19 @@
 //! decoding sequence plus prompt chunks of newly admitted ones (at most
 //! [`PREFILL_BUDGET`] prompt tokens per step, so a long prompt never stalls running streams
 //! for more than one chunk), runs the model once, then samples, detokenizes and checks stop
-//! conditions per sequence. A finished, cancelled or abandoned sequence leaves at once and
-//! its KV cache goes back to a free list for the next request.
+//! conditions per sequence. A finished, cancelled or abandoned sequence leaves at once.
+//!
+//! Memory: KV caches live within a byte budget. A request is admitted only when its whole
+//! reservation (prompt plus `max_new_tokens` positions) fits, so a running sequence never
+//! runs out of room and nothing needs preempting; until then it waits in a FIFO queue (the
+//! handle refuses new work once that queue holds `max_queue` requests). Finished sequences'
+//! caches stay in a prefix pool, inside the same budget, and are evicted least recently used
+//! first when an admission needs the room.
+//!
+//! Prefix reuse: a new request takes the pooled cache sharing its longest token prefix and
+//! prefills only the rest (at least its last prompt token, whose logits it needs). Reuse is
+//! exact: the kernels compute each row alone, so a prefix computed in another batch or chunk
+//! has the very same keys and values.
 //!
 //! Score jobs (reward models, which never generate) run at once when they arrive: their
 //! texts, in batches of at most `max_seqs`, each go through one forward pass from an empty
@@ -13,9 +24,12 @@
 //!
 //! Invariants: every job gets exactly one terminal event (`Done` or `Error`); a sequence's
 //! tokens do not depend on what else is in the batch (the kernels quantize and accumulate
-//! each row independently, and attention is per sequence).
+//! each row independently, and attention is per sequence); reserved plus pooled bytes never
+//! exceed the budget.
 
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -60,6 +74,10 @@ struct Seq<'t> {
     cache: SeqCache,
     /// Prompt tokens already in the cache.
     prefilled: usize,
+    /// Prompt tokens found in the prefix pool rather than computed.
+    cached_tokens: usize,
+    /// Bytes of the budget held for this sequence.
+    reserved: usize,
     sampler: Sampler,
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
@@ -75,19 +93,57 @@ impl Seq<'_> {
     }
 }
 
+/// A finished sequence's cache, kept for requests that share its prefix.
+struct Pooled {
+    /// The tokens whose keys and values the cache holds.
+    tokens: Vec<u32>,
+    cache: SeqCache,
+    bytes: usize,
+    last_used: u64,
+}
+
+/// How the scheduler may use memory and how many sequences it runs.
+pub(crate) struct Capacity {
+    pub max_seqs: usize,
+    pub kv_budget_bytes: usize,
+    /// Whether finished caches go to the prefix pool.
+    pub prefix_cache: bool,
+    /// Requests submitted but not yet admitted, shared with the handles (which refuse new
+    /// work when it reaches their limit).
+    pub queued: Arc<AtomicUsize>,
+    /// Prompt tokens served from the prefix pool since the start (shared with the handles).
+    pub reused_tokens: Arc<AtomicUsize>,
+}
+
 pub(crate) struct Scheduler<'m> {
     model: &'m Model,
     tokenizer: &'m Tokenizer,
     value_head: Option<&'m ValueHead>,
     eog: Vec<u32>,
-    max_seqs: usize,
-    /// Caches of finished sequences, kept for reuse.
-    free: Vec<SeqCache>,
+    cap: Capacity,
+    bytes_per_position: usize,
+    waiting: VecDeque<GenerateJob>,
+    pool: Vec<Pooled>,
+    /// Bytes reserved by running sequences plus bytes held by the pool.
+    used_bytes: usize,
+    /// Ticks once per admission; orders the pool by recency.
+    clock: u64,
 }
 
 impl<'m> Scheduler<'m> {
-    pub(crate) fn new(model: &'m Model, tokenizer: &'m Tokenizer, value_head: Option<&'m ValueHead>, max_seqs: usize) -> Self {
-        Self { model, tokenizer, value_head, eog: tokenizer.eog_ids(), max_seqs: max_seqs.max(1), free: Vec::new() }
+    pub(crate) fn new(model: &'m Model, tokenizer: &'m Tokenizer, value_head: Option<&'m ValueHead>, cap: Capacity) -> Self {
+        Self {
+            model,
+            tokenizer,
+            value_head,
+            eog: tokenizer.eog_ids(),
+            bytes_per_position: SeqCache::bytes_per_position(model.config()),
+            cap: Capacity { max_seqs: cap.max_seqs.max(1), ..cap },
+            waiting: VecDeque::new(),
+            pool: Vec::new(),
+            used_bytes: 0,
+            clock: 0,
+        }
     }
 
     /// Serves jobs until the channel closes and every sequence has finished.
@@ -95,17 +151,26 @@ impl<'m> Scheduler<'m> {
         let mut active: Vec<Seq<'m>> = Vec::new();
         let mut open = true;
         loop {
-            // Admit: block only when idle, otherwise take what has arrived.
-            while open && active.len() < self.max_seqs {
-                let next = if active.is_empty() { jobs.recv().map_err(|_| TryRecvError::Disconnected) } else { jobs.try_recv() };
+            // Take what has arrived; block only when there is nothing else to do.
+            while open {
+                let idle = active.is_empty() && self.waiting.is_empty();
+                let next = if idle { jobs.recv().map_err(|_| TryRecvError::Disconnected) } else { jobs.try_recv() };
                 match next {
-                    Ok(Job::Generate(job)) => active.push(self.admit(job)),
+                    Ok(Job::Generate(job)) => self.waiting.push_back(job),
                     Ok(Job::Score(job)) => self.score(job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
             }
+            self.admit_waiting(&mut active);
             if active.is_empty() {
+                if let Some(job) = self.waiting.pop_front() {
+                    // Cannot happen (the handle rejects requests larger than the whole
+                    // budget, and an empty batch frees every byte), but never spin.
+                    self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+                    let _ = job.events.send(Event::Error("the request does not fit in the KV cache budget".into()));
+                    continue;
+                }
                 if open {
                     continue;
                 }
@@ -115,11 +180,60 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// A cleared cache, recycled when one is free.
-    fn take_cache(&mut self) -> SeqCache {
-        let mut cache = self.free.pop().unwrap_or_else(|| SeqCache::new(self.model.config()));
-        cache.clear();
-        cache
+    /// Moves queued requests into the batch, in arrival order, while they fit.
+    fn admit_waiting(&mut self, active: &mut Vec<Seq<'m>>) {
+        // Requests cancelled while queued leave without running.
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].cancel.load(Ordering::Relaxed) {
+                let job = self.waiting.remove(i).expect("index in range");
+                self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+                let _ = job.events.send(Event::Done(Usage::unstarted(&job)));
+            } else {
+                i += 1;
+            }
+        }
+        while active.len() < self.cap.max_seqs {
+            let Some(job) = self.waiting.front() else { break };
+            let prompt = &job.request.prompt_ids;
+            let need = (prompt.len() + job.request.max_new_tokens) * self.bytes_per_position;
+            // The pooled cache with the longest shared prefix; the last prompt token is
+            // always recomputed, since its logits are needed.
+            let best = self
+                .pool
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i, common_prefix(&p.tokens, prompt).min(prompt.len() - 1)))
+                .filter(|&(_, k)| k > 0)
+                .max_by_key(|&(i, k)| (k, self.pool[i].last_used));
+            let reuse = best.map(|(i, k)| (self.pool.swap_remove(i), k));
+            if let Some((p, _)) = &reuse {
+                self.used_bytes -= p.bytes;
+            }
+            while self.used_bytes + need > self.cap.kv_budget_bytes && !self.pool.is_empty() {
+                let lru = (0..self.pool.len()).min_by_key(|&i| self.pool[i].last_used).expect("pool not empty");
+                self.used_bytes -= self.pool.swap_remove(lru).bytes;
+            }
+            if self.used_bytes + need > self.cap.kv_budget_bytes {
+                if let Some((p, _)) = reuse {
+                    self.used_bytes += p.bytes;
+                    self.pool.push(p);
+                }
+                break;
+            }
+            let job = self.waiting.pop_front().expect("front exists");
+            self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+            self.used_bytes += need;
+            self.clock += 1;
+            let (mut cache, cached) = match reuse {
+                Some((p, k)) => (p.cache, k),
+                None => (SeqCache::new(self.model.config()), 0),
+            };
+            cache.truncate(cached);
+            cache.reserve_positions(job.request.prompt_ids.len() + job.request.max_new_tokens);
+            self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
+            active.push(self.start(job, cache, cached, need));
+        }
     }
 
     /// Scores every sequence of the job and replies; the caches go back to the free list.
@@ -131,17 +245,14 @@ impl<'m> Scheduler<'m> {
         };
         let mut scores = Vec::with_capacity(job.sequences.len());
         let mut result = Ok(());
-        for chunk in job.sequences.chunks(self.max_seqs) {
-            let mut caches: Vec<SeqCache> = chunk.iter().map(|_| self.take_cache()).collect();
+        for chunk in job.sequences.chunks(self.cap.max_seqs) {
+            let mut caches: Vec<SeqCache> = chunk.iter().map(|_| SeqCache::new(self.model.config())).collect();
             let mut inputs: Vec<SeqInput<'_>> = chunk
                 .iter()
                 .zip(&mut caches)
                 .map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden })
                 .collect();
-            let outcome = self.model.forward(&mut inputs);
-            // `take_cache` clears a cache when it is taken again.
-            self.free.extend(caches);
-            match outcome {
+            match self.model.forward(&mut inputs) {
                 Ok(hidden) => scores.extend(hidden.iter().map(|h| head.score(h))),
                 Err(e) => {
                     result = Err(e.to_string());
@@ -153,15 +264,16 @@ impl<'m> Scheduler<'m> {
         let _ = job.reply.send(result.map(|()| scores));
     }
 
-    fn admit(&mut self, job: GenerateJob) -> Seq<'m> {
-        let cache = self.take_cache();
+    fn start(&self, job: GenerateJob, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
         let req = &job.request;
         Seq {
             sampler: Sampler::new(req.params.clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
             cache,
-            prefilled: 0,
+            prefilled: cached,
+            cached_tokens: cached,
+            reserved,
             generated: Vec::new(),
             started: Instant::now(),
             prefill_done: None,
@@ -280,30 +392,61 @@ impl<'m> Scheduler<'m> {
         None
     }
 
-    /// Sends the terminal event and recycles the cache.
-    fn finish(&mut self, mut seq: Seq<'m>, outcome: Result<FinishReason, String>) {
+    /// Sends the terminal event and moves the cache into the prefix pool.
+    fn finish(&mut self, seq: Seq<'m>, outcome: Result<FinishReason, String>) {
+        let Seq { job, mut cache, generated, mut stop, reserved, cached_tokens, started, prefill_done, first_token_at, .. } =
+            seq;
         let event = match outcome {
             Ok(reason) => {
-                let rest = seq.stop.finish();
+                let rest = stop.finish();
                 if reason != FinishReason::Stop && !rest.is_empty() {
-                    let _ = seq.job.events.send(Event::Text(rest));
+                    let _ = job.events.send(Event::Text(rest));
                 }
                 let now = Instant::now();
-                let first = seq.first_token_at.unwrap_or(now);
+                let first = first_token_at.unwrap_or(now);
                 Event::Done(Usage {
                     finish_reason: reason,
-                    prompt_tokens: seq.job.request.prompt_ids.len(),
-                    completion_tokens: seq.generated.len(),
-                    time_to_first_token: first.duration_since(seq.job.submitted).as_secs_f64(),
-                    prefill_seconds: seq.prefill_done.unwrap_or(now).duration_since(seq.started).as_secs_f64(),
+                    prompt_tokens: job.request.prompt_ids.len(),
+                    completion_tokens: generated.len(),
+                    cached_tokens,
+                    time_to_first_token: first.duration_since(job.submitted).as_secs_f64(),
+                    prefill_seconds: prefill_done.unwrap_or(now).duration_since(started).as_secs_f64(),
                     decode_seconds: now.duration_since(first).as_secs_f64(),
                 })
             }
             Err(message) => Event::Error(message),
         };
         // The caller may have gone away; nothing is waiting for the result then.
-        let _ = seq.job.events.send(event);
-        seq.cache.clear();
-        self.free.push(seq.cache);
+        let _ = job.events.send(event);
+        self.used_bytes -= reserved;
+        let tokens: Vec<u32> = job.request.prompt_ids.iter().chain(&generated).take(cache.len()).copied().collect();
+        if tokens.is_empty() || !self.cap.prefix_cache {
+            return;
+        }
+        cache.truncate(tokens.len());
+        cache.shrink_to_fit();
+        let bytes = cache.size_in_bytes();
+        // A pooled prefix of these tokens is redundant now; if these tokens are a prefix of
+        // a pooled entry, that entry serves every request these would.
+        if self.pool.iter().any(|p| p.tokens.starts_with(&tokens)) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.pool.len() {
+            if tokens.starts_with(&self.pool[i].tokens) {
+                self.used_bytes -= self.pool.swap_remove(i).bytes;
+            } else {
+                i += 1;
+            }
+        }
+        if self.used_bytes + bytes <= self.cap.kv_budget_bytes {
+            self.used_bytes += bytes;
+            self.pool.push(Pooled { tokens, cache, bytes, last_used: self.clock });
+        }
     }
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

@@ -1,29 +1,37 @@
 //! The engine: one thread owns the model weights and every KV cache; front ends hold a
 //! cloneable [`EngineHandle`] and talk to it through channels.
 //!
-//! Requests arrive as token ids (template rendering and tokenisation happen in the caller's
-//! thread, see [`EngineHandle::tokenizer`]); the engine streams [`Event`]s back: text deltas
-//! that never split a UTF-8 character, then exactly one `Done` (or `Error`).
+//! The handle speaks LLaMA Factory's `ChatModel` API ([`EngineHandle::chat`],
+//! [`EngineHandle::stream_chat`], [`EngineHandle::get_scores`]); template rendering,
+//! tokenisation and validation happen in the caller's thread (see `chat`), so the engine thread
+//! only ever sees token ids. It streams [`Event`]s back: text deltas that never split a UTF-8
+//! character, then exactly one `Done` (or `Error`).
 //!
 //! The engine thread batches every running request into one forward pass per step
-//! (continuous batching, see `generate`): a new request joins at the next step.
+//! (continuous batching, KV budget, admission queue and prefix reuse: see `generate`): a new
+//! request joins at the next step.
 //!
 //! A reward model (one loaded with a value head) does not generate: it scores texts
 //! ([`EngineHandle::get_scores`]), and a causal LM does not score; each refuses the other's
 //! requests with an [`EngineError`], as LLaMA Factory does.
 
+mod chat;
 mod generate;
+mod params;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use ingot_core::config::ModelConfig;
 use ingot_core::load::LoadedModel;
 use ingot_core::sampling::SamplingParams;
+use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 
+pub use chat::{ChatRequest, Response, Submission};
 pub use generate::FinishReason;
+pub use params::GenParams;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -32,11 +40,38 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Sequences decoded together; further requests wait in the queue.
     pub max_seqs: usize,
+    /// Requests waiting for a place in the batch beyond which new ones are refused
+    /// ([`EngineError::Overloaded`]).
+    pub max_queue: usize,
+    /// Memory for KV caches, in MiB: running sequences' reservations (prompt plus
+    /// `max_new_tokens` positions each) and the prefix pool together never exceed it.
+    pub kv_cache_mb: usize,
+    /// Keep finished sequences' caches so requests sharing a prefix skip recomputing it
+    /// (off for benchmarks, which repeat the same prompt).
+    pub prefix_cache: bool,
+    /// A named chat template overriding the model's own (`--template`).
+    pub template: Option<String>,
+    /// System prompt used when a chat request has none.
+    pub default_system: Option<String>,
+    /// Generation defaults below the model's `generation_config.json`.
+    pub defaults: GenParams,
+    /// Largest `num_return_sequences` a request may ask for.
+    pub max_n: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { threads: 0, max_seqs: 16 }
+        Self {
+            threads: 0,
+            max_seqs: 16,
+            max_queue: 256,
+            kv_cache_mb: 1024,
+            prefix_cache: true,
+            template: None,
+            default_system: None,
+            defaults: GenParams::llama_factory(),
+            max_n: 16,
+        }
     }
 }
 
@@ -72,12 +107,29 @@ pub struct Usage {
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache rather than a forward pass.
+    pub cached_tokens: usize,
     /// Seconds from submission to the first generated token.
     pub time_to_first_token: f64,
     /// Seconds spent in the prompt's forward pass.
     pub prefill_seconds: f64,
     /// Seconds spent generating after the first token.
     pub decode_seconds: f64,
+}
+
+impl Usage {
+    /// A request cancelled before it ran.
+    fn unstarted(job: &GenerateJob) -> Self {
+        Self {
+            finish_reason: FinishReason::Cancelled,
+            prompt_tokens: job.request.prompt_ids.len(),
+            completion_tokens: 0,
+            cached_tokens: 0,
+            time_to_first_token: 0.0,
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+        }
+    }
 }
 
 /// Errors visible to callers of the handle.
@@ -91,9 +143,14 @@ pub enum EngineError {
     RewardModel,
     #[error("this model has no value head (value_head.safetensors), so it cannot score texts")]
     NoValueHead,
+    #[error("the server is overloaded: {queued} requests are already waiting (limit {limit}); retry later")]
+    Overloaded { queued: usize, limit: usize },
+    #[error("this model has no chat template; choose a named one (one of: {})", ChatTemplate::names().join(", "))]
+    NoTemplate,
 }
 
-/// A request being served: its event stream and a way to cancel it.
+/// A request being served: its event stream and a way to cancel it. Dropping the stream
+/// cancels the request (the engine notices within one step).
 pub struct Stream {
     pub events: Receiver<Event>,
     cancel: Arc<AtomicBool>,
@@ -108,6 +165,12 @@ impl Stream {
     /// A flag that cancels the request when set (e.g. from a Ctrl-C handler).
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.cancel.clone()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
@@ -132,9 +195,21 @@ struct ScoreJob {
 
 struct Shared {
     tokenizer: Tokenizer,
+    /// The model file's own template source.
     chat_template: Option<String>,
+    /// The template chat requests are rendered with: the configured named one, else the model's.
+    template: Option<ChatTemplate>,
     config: ModelConfig,
     reward_model: bool,
+    /// Request defaults: the model's generation config over the engine's defaults.
+    defaults: GenParams,
+    default_system: Option<String>,
+    max_n: usize,
+    max_queue: usize,
+    /// Largest prompt plus `max_new_tokens` the KV budget can hold.
+    budget_positions: usize,
+    queued: Arc<AtomicUsize>,
+    reused_tokens: Arc<AtomicUsize>,
 }
 
 /// Cheap, cloneable access to a running engine.
@@ -147,25 +222,47 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let LoadedModel { model, tokenizer, chat_template, value_head } = loaded;
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation } = loaded;
+    let template = match (&cfg.template, &chat_template) {
+        (Some(name), _) => Some(ChatTemplate::named(name, tokenizer.bos_token(), tokenizer.eos_token())),
+        (None, Some(src)) => Some(ChatTemplate::from_jinja(src, tokenizer.bos_token(), tokenizer.eos_token())),
+        (None, None) => None,
+    }
+    .transpose()
+    .map_err(|e| EngineError::Invalid(format!("chat template: {e}")))?;
+    let kv_budget_bytes = cfg.kv_cache_mb.saturating_mul(1 << 20);
+    let budget_positions = kv_budget_bytes / ingot_core::kv_cache::SeqCache::bytes_per_position(model.config()).max(1);
+    if budget_positions == 0 {
+        return Err(EngineError::Invalid(format!("kv_cache_mb ({}) holds no token of this model", cfg.kv_cache_mb)));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .thread_name(|i| format!("ingot-kernel-{i}"))
         .build()
         .map_err(|e| EngineError::Invalid(format!("cannot start {} kernel threads: {e}", cfg.threads)))?;
+    let queued = Arc::new(AtomicUsize::new(0));
+    let reused_tokens = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         config: model.config().clone(),
         tokenizer,
         chat_template,
+        template,
         reward_model: value_head.is_some(),
+        defaults: GenParams::from_generation_config(&generation).or(&cfg.defaults),
+        default_system: cfg.default_system.clone(),
+        max_n: cfg.max_n.max(1),
+        max_queue: cfg.max_queue,
+        budget_positions,
+        queued: queued.clone(),
+        reused_tokens: reused_tokens.clone(),
     });
+    let capacity = generate::Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
     std::thread::Builder::new()
         .name("ingot-engine".into())
         .spawn(move || {
-            let mut scheduler =
-                generate::Scheduler::new(&model, &worker_shared.tokenizer, value_head.as_ref(), cfg.max_seqs);
+            let mut scheduler = generate::Scheduler::new(&model, &worker_shared.tokenizer, value_head.as_ref(), capacity);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
@@ -178,9 +275,25 @@ impl EngineHandle {
         &self.shared.tokenizer
     }
 
-    /// The model file's own chat template, if any.
+    /// The model file's own chat template source, if any.
     pub fn chat_template(&self) -> Option<&str> {
         self.shared.chat_template.as_deref()
+    }
+
+    /// The template chat requests are rendered with (the configured named one, else the
+    /// model's own), if there is one.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.shared.template.as_ref()
+    }
+
+    /// Requests waiting for a place in the batch.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens served from the prefix cache since the engine started.
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.shared.reused_tokens.load(Ordering::Relaxed)
     }
 
     pub fn model_config(&self) -> &ModelConfig {
@@ -194,15 +307,37 @@ impl EngineHandle {
 
     /// Validates and queues a request; events arrive on the returned stream.
     pub fn submit(&self, request: GenerateRequest) -> Result<Stream, EngineError> {
+        Ok(self.submit_all(vec![request])?.pop().expect("one stream per request"))
+    }
+
+    /// Validates and queues requests together: all are queued, or none (when one is
+    /// invalid or the queue has no room for all of them).
+    pub(crate) fn submit_all(&self, requests: Vec<GenerateRequest>) -> Result<Vec<Stream>, EngineError> {
         if self.shared.reward_model {
             return Err(EngineError::RewardModel);
         }
-        self.validate(&request)?;
-        let (events, rx) = crossbeam_channel::unbounded();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job::Generate(GenerateJob { request, events, cancel: cancel.clone(), submitted: std::time::Instant::now() });
-        self.jobs.send(job).map_err(|_| EngineError::Stopped)?;
-        Ok(Stream { events: rx, cancel })
+        for r in &requests {
+            self.validate(r)?;
+        }
+        let n = requests.len();
+        let limit = self.shared.max_queue;
+        let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > limit {
+            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(EngineError::Overloaded { queued: before, limit });
+        }
+        let mut streams = Vec::with_capacity(n);
+        for request in requests {
+            let (events, rx) = crossbeam_channel::unbounded();
+            let cancel = Arc::new(AtomicBool::new(false));
+            let job = GenerateJob { request, events, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+            if self.jobs.send(Job::Generate(job)).is_err() {
+                self.shared.queued.fetch_sub(n - streams.len(), Ordering::Relaxed);
+                return Err(EngineError::Stopped);
+            }
+            streams.push(Stream { events: rx, cancel });
+        }
+        Ok(streams)
     }
 
     fn validate(&self, r: &GenerateRequest) -> Result<(), EngineError> {
@@ -218,6 +353,14 @@ impl EngineHandle {
         if r.prompt_ids.len() + r.max_new_tokens > ctx {
             return invalid(format!(
                 "prompt ({} tokens) plus max_new_tokens ({}) exceeds the context of {ctx} tokens",
+                r.prompt_ids.len(),
+                r.max_new_tokens
+            ));
+        }
+        let budget = self.shared.budget_positions;
+        if r.prompt_ids.len() + r.max_new_tokens > budget {
+            return invalid(format!(
+                "prompt ({} tokens) plus max_new_tokens ({}) exceeds the KV cache budget of {budget} tokens (raise --kv-cache-mb)",
                 r.prompt_ids.len(),
                 r.max_new_tokens
             ));

@@ -1,19 +1,31 @@
-//! The engine on the real default model: validation, stop strings, stop reasons, streaming
-//! text that is always whole UTF-8, cancellation, and a handle shared across threads.
+//! The engine on the real default model: the chat API, validation, stop strings, stop
+//! reasons, streaming text that is always whole UTF-8, cancellation, admission control,
+//! prefix reuse, batch invariance, and a handle shared across threads.
 
 use std::sync::OnceLock;
 
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::{ChatTemplate, Message};
-use ingot_engine::{EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerateRequest, Usage};
+use ingot_engine::{
+    ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, GenerateRequest, Usage,
+};
 
+fn start(cfg: EngineConfig) -> EngineHandle {
+    let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    let loaded = ingot_core::load::load(&path).expect("load model");
+    ingot_engine::start(loaded, EngineConfig { threads: 2, ..cfg }).expect("start engine")
+}
+
+/// The engine most tests share: default settings (prefix cache on).
 fn engine() -> &'static EngineHandle {
     static E: OnceLock<EngineHandle> = OnceLock::new();
-    E.get_or_init(|| {
-        let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
-        let loaded = ingot_core::load::load(&path).expect("load model");
-        ingot_engine::start(loaded, EngineConfig { threads: 2, ..EngineConfig::default() }).expect("start engine")
-    })
+    E.get_or_init(|| start(EngineConfig::default()))
+}
+
+/// Computes every prompt in full: the reference for prefix reuse and batch invariance.
+fn uncached_engine() -> &'static EngineHandle {
+    static E: OnceLock<EngineHandle> = OnceLock::new();
+    E.get_or_init(|| start(EngineConfig { prefix_cache: false, ..EngineConfig::default() }))
 }
 
 fn prompt(user: &str) -> Vec<u32> {
@@ -38,7 +50,10 @@ fn request(user: &str, max_new_tokens: usize) -> GenerateRequest {
 
 /// Collects the text deltas and the final usage.
 fn collect(req: GenerateRequest) -> (Vec<String>, Usage) {
-    let stream = engine().submit(req).expect("submit");
+    collect_stream(engine().submit(req).expect("submit"))
+}
+
+fn collect_stream(stream: ingot_engine::Stream) -> (Vec<String>, Usage) {
     let mut deltas = Vec::new();
     for event in stream.events.iter() {
         match event {
@@ -127,14 +142,13 @@ fn concurrent_greedy_requests_get_the_tokens_they_get_alone() {
         "What colour is the sky on a clear day?",
         "List the first five letters of the alphabet.",
     ];
-    let alone: Vec<String> = questions.iter().map(|q| collect(request(q, 24)).0.concat()).collect();
+    // Without the prefix cache, so that every prompt is computed in full in both runs.
+    let e = uncached_engine();
+    let run = |q: &str| collect_stream(e.submit(request(q, 24)).expect("submit")).0.concat();
+    let alone: Vec<String> = questions.iter().map(|q| run(q)).collect();
     // All at once, twice over (16 streams): the scheduler batches them into shared steps.
     let together: Vec<String> = std::thread::scope(|s| {
-        let jobs: Vec<_> = questions
-            .iter()
-            .chain(questions.iter())
-            .map(|q| s.spawn(move || collect(request(q, 24)).0.concat()))
-            .collect();
+        let jobs: Vec<_> = questions.iter().chain(questions.iter()).map(|q| s.spawn(move || run(q))).collect();
         jobs.into_iter().map(|j| j.join().expect("thread")).collect()
     });
     for (i, text) in together.iter().enumerate() {
@@ -150,4 +164,127 @@ fn a_dropped_stream_stops_its_sequence() {
     let (text, usage) = collect(request("What is the capital of France?", 64));
     assert!(text.concat().contains("Paris"));
     assert_eq!(usage.finish_reason, FinishReason::Stop);
+}
+
+fn user(text: &str, params: GenParams) -> ChatRequest {
+    ChatRequest::from_turns([("user", text)], params)
+}
+
+#[test]
+fn chat_returns_llama_factory_responses() {
+    let r = engine().chat(user("What is the capital of France?", GenParams::greedy())).expect("chat");
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].text, "The capital of France is Paris.");
+    assert_eq!((r[0].response_length, r[0].finish_reason), (8, FinishReason::Stop));
+    assert_eq!(r[0].prompt_length, prompt("What is the capital of France?").len());
+    let short = GenParams { max_new_tokens: Some(3), ..GenParams::greedy() };
+    let r = engine().chat(user("What is the capital of France?", short)).expect("chat");
+    assert_eq!((r[0].text.as_str(), r[0].finish_reason), ("The capital of", FinishReason::Length));
+    let stop = GenParams { stop: vec![" is".into()], ..GenParams::greedy() };
+    let r = engine().chat(user("What is the capital of France?", stop)).expect("chat");
+    assert_eq!((r[0].text.as_str(), r[0].finish_reason), ("The capital of France", FinishReason::Stop));
+    // max_length counts the prompt: 2 new tokens here.
+    let total = GenParams { max_length: Some(r[0].prompt_length + 2), ..GenParams::greedy() };
+    let r = engine().chat(user("What is the capital of France?", total)).expect("chat");
+    assert_eq!((r[0].response_length, r[0].finish_reason), (2, FinishReason::Length));
+}
+
+#[test]
+fn stream_chat_streams_the_same_text_as_chat() {
+    let q = "Name three prime numbers.";
+    let whole = engine().chat(user(q, GenParams::greedy())).expect("chat").remove(0);
+    let (deltas, usage) = collect_stream(engine().stream_chat(user(q, GenParams::greedy())).expect("stream"));
+    assert!(deltas.len() > 1, "{deltas:?}");
+    assert_eq!(deltas.concat(), whole.text);
+    assert_eq!(usage.completion_tokens, whole.response_length);
+}
+
+#[test]
+fn n_samples_with_a_seed_are_reproducible() {
+    let params = GenParams {
+        temperature: Some(1.0),
+        top_p: Some(1.0),
+        top_k: Some(0),
+        num_return_sequences: Some(3),
+        seed: Some(1234),
+        max_new_tokens: Some(12),
+        ..GenParams::default()
+    };
+    let q = "Write a short poem about the sea.";
+    let texts = |r: Vec<ingot_engine::Response>| r.into_iter().map(|r| r.text).collect::<Vec<_>>();
+    let first = texts(engine().chat(user(q, params.clone())).expect("chat"));
+    let second = texts(engine().chat(user(q, params.clone())).expect("chat"));
+    assert_eq!(first.len(), 3);
+    assert_eq!(first, second, "the same seed must give the same samples");
+    assert!(first[0] != first[1] || first[1] != first[2], "samples use different seeds: {first:?}");
+}
+
+#[test]
+fn chat_requests_are_validated_before_they_run() {
+    let e = engine();
+    let cases = [
+        (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p must be in (0, 1]"),
+        (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature"),
+        (GenParams { num_return_sequences: Some(0), ..Default::default() }, "between 1 and 16"),
+        (GenParams { num_return_sequences: Some(17), ..Default::default() }, "between 1 and 16"),
+        (GenParams { max_new_tokens: Some(40_000), ..Default::default() }, "context of 32768"),
+    ];
+    for (params, want) in cases {
+        match e.chat(user("hi", params.clone())) {
+            Err(EngineError::Invalid(m)) => assert!(m.contains(want), "{params:?}: {m}"),
+            other => panic!("{params:?}: {other:?}"),
+        }
+    }
+    let empty = ChatRequest { messages: Vec::new(), ..Default::default() };
+    assert!(matches!(e.chat(empty), Err(EngineError::Invalid(m)) if m.contains("messages")));
+}
+
+#[test]
+fn a_full_queue_is_overloaded_and_a_dropped_stream_frees_its_place() {
+    let e = start(EngineConfig { max_seqs: 1, max_queue: 1, ..EngineConfig::default() });
+    let long = GenParams { max_new_tokens: Some(500), ..GenParams::greedy() };
+    let running = e.submit_chat(user("Count from 1 to 500, one number per line.", long)).expect("submit").streams;
+    // Wait until it runs, so the next request is the one waiting in the queue.
+    assert!(matches!(running[0].events.recv(), Ok(Event::Text(_))));
+    let waiting = e.submit_chat(user("What is the capital of France?", GenParams::greedy())).expect("queued").streams;
+    assert_eq!(e.queue_depth(), 1);
+    match e.submit_chat(user("Say hello.", GenParams::greedy())) {
+        Err(EngineError::Overloaded { queued: 1, limit: 1 }) => {}
+        Err(other) => panic!("expected Overloaded, got {other:?}"),
+        Ok(_) => panic!("expected Overloaded, got a queued request"),
+    }
+    drop(running);
+    let (text, usage) = collect_stream(waiting.into_iter().next().expect("one stream"));
+    assert_eq!(text.concat(), "The capital of France is Paris.");
+    assert_eq!(usage.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn the_second_turn_of_a_chat_prefills_only_its_new_tokens() {
+    let e = engine();
+    let q1 = "Which planet is known as the red planet?";
+    let first = e.chat(user(q1, GenParams::greedy())).expect("turn 1").remove(0);
+    let turn2 = || {
+        ChatRequest::from_turns(
+            [("user", q1), ("assistant", first.text.as_str()), ("user", "How far is it from the Sun?")],
+            GenParams { max_new_tokens: Some(16), ..GenParams::greedy() },
+        )
+    };
+    let before = e.reused_prompt_tokens();
+    let second = e.chat(turn2()).expect("turn 2").remove(0);
+    // Everything up to the end of the first reply comes from the cache.
+    assert!(
+        second.usage.cached_tokens >= first.prompt_length + first.response_length - 1,
+        "cached {} of {} prompt tokens; turn 1 was {} + {} tokens",
+        second.usage.cached_tokens,
+        second.prompt_length,
+        first.prompt_length,
+        first.response_length
+    );
+    assert!(second.usage.cached_tokens < second.prompt_length);
+    assert!(e.reused_prompt_tokens() >= before + second.usage.cached_tokens);
+    // And the answer is exactly the one computed from scratch.
+    let reference = uncached_engine().chat(turn2()).expect("reference").remove(0);
+    assert_eq!(reference.usage.cached_tokens, 0);
+    assert_eq!(second.text, reference.text);
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 fn start(fixture: &str) -> EngineHandle {
     let loaded = ingot_core::load::load(&fixtures_dir().join(fixture)).expect("load");
     // max_seqs 2: the five texts take three forward passes, so chunking and ordering are exercised.
-    ingot_engine::start(loaded, EngineConfig { threads: 2, max_seqs: 2 }).expect("start engine")
+    ingot_engine::start(loaded, EngineConfig { threads: 2, max_seqs: 2, ..EngineConfig::default() }).expect("start engine")
 }
 
 #[test]

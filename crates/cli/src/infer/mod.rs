@@ -20,11 +20,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
 use crossbeam_channel::Select;
-use ingot_core::template::ChatTemplate;
-use ingot_engine::{EngineError, EngineHandle, Event, GenerateRequest, Stream};
-use serde_json::{json, Value};
+use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Stream};
+use serde_json::json;
 
-use crate::chat::{choose_template, GenArgs};
+use crate::chat::GenArgs;
 use crate::dataset::{self, Format, Place, Row};
 use crate::infer_config::{fill, ConfigArgs};
 use crate::metrics::{self, Similarity};
@@ -122,55 +121,33 @@ enum StartError {
     Fatal(anyhow::Error),
 }
 
-/// Turns rows into engine requests.
-struct Requests<'a> {
-    engine: &'a EngineHandle,
-    template: ChatTemplate,
-    system: Option<String>,
-    gen: &'a GenArgs,
-    params: ingot_core::sampling::SamplingParams,
-}
-
-impl Requests<'_> {
-    /// Renders, tokenizes and submits a row; returns the prompt text (special tokens left out,
-    /// as LLaMA Factory writes it) and the stream.
-    fn start(&self, row: &Row) -> Result<(String, Stream), StartError> {
-        let mut messages = Vec::with_capacity(row.messages.len() + 1);
-        // The row's own system prompt wins over --system, as LLaMA Factory's default_system.
-        if let Some(system) = row.system.as_deref().filter(|s| !s.is_empty()).or(self.system.as_deref()) {
-            messages.push(json!({ "role": "system", "content": system }));
-        }
-        messages.extend(row.messages.iter().cloned());
-        let tools = row.tools.clone().map(Value::Array);
-        let text = self
-            .template
-            .render_json(&Value::Array(messages), tools.as_ref(), true, &serde_json::Map::new())
-            .map_err(|e| StartError::Row(e.to_string()))?;
-        let prompt_ids = self.engine.encode_prompt(&text).map_err(|e| StartError::Row(e.to_string()))?;
-        let prompt = self.engine.tokenizer().decode(&prompt_ids, true).map_err(|e| StartError::Row(e.to_string()))?;
-        let stream = self
-            .engine
-            .submit(GenerateRequest {
-                prompt_ids,
-                params: self.params.clone(),
-                max_new_tokens: self.gen.max_new_tokens,
-                stop: self.template.stop_strings().to_vec(),
-                stop_ids: Vec::new(),
-                skip_special_tokens: true,
-                ignore_eos: false,
-            })
-            .map_err(|e| match e {
-                EngineError::Invalid(m) => StartError::Row(m),
-                e => StartError::Fatal(e.into()),
-            })?;
-        Ok((prompt, stream))
-    }
+/// Submits a row: its messages, system prompt and tools go to the chat template (the label
+/// stays out). Returns the prompt text (special tokens left out, as LLaMA Factory writes it)
+/// and the stream.
+fn start(engine: &EngineHandle, row: &Row, params: &GenParams) -> Result<(String, Stream), StartError> {
+    let request = ChatRequest {
+        messages: row.messages.clone(),
+        // The row's own system prompt wins; without one the engine's default (--system) applies.
+        system: row.system.clone().filter(|s| !s.is_empty()),
+        tools: row.tools.clone(),
+        params: params.clone(),
+        ..ChatRequest::default()
+    };
+    let sub = engine.submit_chat(request).map_err(|e| match e {
+        EngineError::Invalid(m) => StartError::Row(m),
+        e => StartError::Fatal(e.into()),
+    })?;
+    let prompt = engine.tokenizer().decode(&sub.prompt_ids, true).map_err(|e| StartError::Row(e.to_string()))?;
+    let stream = sub.streams.into_iter().next().ok_or_else(|| StartError::Fatal(anyhow::anyhow!("the engine returned no stream")))?;
+    Ok((prompt, stream))
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
-    let params = args.gen.params()?;
+    let params = GenParams { num_return_sequences: Some(1), ..args.gen.params() };
+    // Checked before anything loads; the engine checks the rest per row.
+    params.sampling().map_err(anyhow::Error::msg)?;
     let mut data = dataset::open(&args.dataset, &args.dataset_dir, args.format)?;
     if let Some(n) = args.max_samples {
         data.rows.truncate(n);
@@ -196,20 +173,23 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let mut sink = Sink::open(&args.output, &errors_path, fresh)?;
 
     if !todo.is_empty() {
-        let engine = args.model.start_engine_with(args.concurrency)?;
+        let cfg = EngineConfig {
+            max_seqs: args.concurrency,
+            template: args.template.clone(),
+            default_system: args.system.clone(),
+            ..args.model.engine_config()
+        };
+        let engine = args.model.start_engine(cfg)?;
+        let path = args.model.model_path()?;
         if engine.is_reward_model() {
-            let path = args.model.model_path()?;
             return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
         }
-        let requests = Requests {
-            engine: &engine,
-            template: choose_template(&engine, args.template.as_deref())?,
-            system: args.system.clone(),
-            gen: &args.gen,
-            params,
-        };
+        if engine.template().is_none() {
+            return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
+        }
         let mut progress = Progress::new(todo.len());
-        let failed = generate(&requests, &data.rows, &todo, args.concurrency, args.on_error, &source, &mut sink, &mut progress)?;
+        let run = Run { engine: &engine, params: &params, rows: &data.rows, concurrency: args.concurrency, on_error: args.on_error, source: &source };
+        let failed = run.generate(&todo, &mut sink, &mut progress)?;
         let (written, errors) = sink.counts();
         progress.finish(written, errors);
         if let Some(e) = failed {
@@ -222,104 +202,108 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the rows `todo` through the engine, writing results in order. Returns the row error
-/// that ended the run under `--on-error fail`.
-#[allow(clippy::too_many_arguments)]
-fn generate(
-    requests: &Requests,
-    rows: &[(Place, Result<Row, String>)],
-    todo: &[usize],
+/// What a run needs to generate rows.
+struct Run<'a> {
+    engine: &'a EngineHandle,
+    params: &'a GenParams,
+    rows: &'a [(Place, Result<Row, String>)],
     concurrency: usize,
     on_error: OnError,
-    source: &str,
-    sink: &mut Sink,
-    progress: &mut Progress,
-) -> anyhow::Result<Option<RowError>> {
-    let mut in_flight: Vec<InFlight> = Vec::with_capacity(concurrency);
-    let mut next = 0;
-    // Under --on-error fail: the first failing row; nothing after it is started or written.
-    let mut stop_at: Option<usize> = None;
-    let mut fail: Option<RowError> = None;
+    /// The dataset file, for messages.
+    source: &'a str,
+}
 
-    // Records a finished row, writing whatever is now in order; reports errors under skip.
-    let finish = |sink: &mut Sink, progress: &mut Progress, seq: usize, item: Finished, tokens: usize| -> anyhow::Result<()> {
-        progress.row_done(tokens);
-        for e in sink.finish(seq, item)? {
-            eprintln!("warning: {source} {}: {} (row skipped)", e.place, e.error);
-        }
-        Ok(())
-    };
+impl Run<'_> {
+    /// Runs the rows `todo` through the engine, writing results in order. Returns the row error
+    /// that ended the run under `--on-error fail`.
+    fn generate(&self, todo: &[usize], sink: &mut Sink, progress: &mut Progress) -> anyhow::Result<Option<RowError>> {
+        let (concurrency, on_error, source) = (self.concurrency, self.on_error, self.source);
+        let mut in_flight: Vec<InFlight> = Vec::with_capacity(concurrency);
+        let mut next = 0;
+        // Under --on-error fail: the first failing row; nothing after it is started or written.
+        let mut stop_at: Option<usize> = None;
+        let mut fail: Option<RowError> = None;
 
-    loop {
-        while stop_at.is_none() && in_flight.len() < concurrency && next < todo.len() {
-            let (seq, index) = (next, todo[next]);
-            next += 1;
-            let (place, row) = &rows[index];
-            let started = match row {
-                Ok(row) => requests.start(row).map(|s| (s, row.label.clone())),
-                Err(e) => Err(StartError::Row(e.clone())),
-            };
-            match started {
-                Ok(((prompt, stream), label)) => {
-                    in_flight.push(InFlight { seq, index, place: *place, prompt, label, stream, text: String::new() })
-                }
-                Err(StartError::Fatal(e)) => return Err(e),
-                Err(StartError::Row(error)) => {
-                    let e = RowError { index, place: place.to_string(), error };
-                    if on_error == OnError::Fail {
-                        stop_at = Some(seq);
-                        fail = Some(e);
-                    } else {
-                        finish(sink, progress, seq, Finished::Failed(e), 0)?;
-                    }
-                }
+        // Records a finished row, writing whatever is now in order; reports errors under skip.
+        let finish = |sink: &mut Sink, progress: &mut Progress, seq: usize, item: Finished, tokens: usize| -> anyhow::Result<()> {
+            progress.row_done(tokens);
+            for e in sink.finish(seq, item)? {
+                eprintln!("warning: {source} {}: {} (row skipped)", e.place, e.error);
             }
-        }
-        if let Some(stop) = stop_at {
-            // Rows after the failing one are dropped, which cancels them in the engine.
-            in_flight.retain(|f| f.seq < stop);
-        }
-        if in_flight.is_empty() {
-            break;
-        }
-        let mut select = Select::new();
-        for f in &in_flight {
-            select.recv(&f.stream.events);
-        }
-        let op = select.select();
-        let i = op.index();
-        let event = op.recv(&in_flight[i].stream.events).map_err(|_| anyhow::anyhow!("the engine stopped"))?;
-        match event {
-            Event::Text(t) => in_flight[i].text.push_str(&t),
-            Event::Done(usage) => {
-                let f = in_flight.swap_remove(i);
-                let p = Prediction {
-                    prompt: f.prompt,
-                    predict: f.text,
-                    label: f.label,
-                    index: f.index,
-                    finish_reason: usage.finish_reason.as_str(),
-                    prompt_tokens: usage.prompt_tokens,
-                    completion_tokens: usage.completion_tokens,
+            Ok(())
+        };
+
+        loop {
+            while stop_at.is_none() && in_flight.len() < concurrency && next < todo.len() {
+                let (seq, index) = (next, todo[next]);
+                next += 1;
+                let (place, row) = &self.rows[index];
+                let started = match row {
+                    Ok(row) => start(self.engine, row, self.params).map(|s| (s, row.label.clone())),
+                    Err(e) => Err(StartError::Row(e.clone())),
                 };
-                finish(sink, progress, f.seq, Finished::Prediction(p), usage.completion_tokens)?;
-            }
-            Event::Error(error) => {
-                let f = in_flight.swap_remove(i);
-                let e = RowError { index: f.index, place: f.place.to_string(), error };
-                if on_error == OnError::Fail {
-                    if stop_at.is_none_or(|s| f.seq < s) {
-                        stop_at = Some(f.seq);
-                        fail = Some(e);
+                match started {
+                    Ok(((prompt, stream), label)) => {
+                        in_flight.push(InFlight { seq, index, place: *place, prompt, label, stream, text: String::new() })
                     }
-                } else {
-                    finish(sink, progress, f.seq, Finished::Failed(e), 0)?;
+                    Err(StartError::Fatal(e)) => return Err(e),
+                    Err(StartError::Row(error)) => {
+                        let e = RowError { index, place: place.to_string(), error };
+                        if on_error == OnError::Fail {
+                            stop_at = Some(seq);
+                            fail = Some(e);
+                        } else {
+                            finish(sink, progress, seq, Finished::Failed(e), 0)?;
+                        }
+                    }
+                }
+            }
+            if let Some(stop) = stop_at {
+                // Rows after the failing one are dropped, which cancels them in the engine.
+                in_flight.retain(|f| f.seq < stop);
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            let mut select = Select::new();
+            for f in &in_flight {
+                select.recv(&f.stream.events);
+            }
+            let op = select.select();
+            let i = op.index();
+            let event = op.recv(&in_flight[i].stream.events).map_err(|_| anyhow::anyhow!("the engine stopped"))?;
+            match event {
+                Event::Text(t) => in_flight[i].text.push_str(&t),
+                Event::Done(usage) => {
+                    let f = in_flight.swap_remove(i);
+                    let p = Prediction {
+                        prompt: f.prompt,
+                        predict: f.text,
+                        label: f.label,
+                        index: f.index,
+                        finish_reason: usage.finish_reason.as_str(),
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: usage.completion_tokens,
+                    };
+                    finish(sink, progress, f.seq, Finished::Prediction(p), usage.completion_tokens)?;
+                }
+                Event::Error(error) => {
+                    let f = in_flight.swap_remove(i);
+                    let e = RowError { index: f.index, place: f.place.to_string(), error };
+                    if on_error == OnError::Fail {
+                        if stop_at.is_none_or(|s| f.seq < s) {
+                            stop_at = Some(f.seq);
+                            fail = Some(e);
+                        }
+                    } else {
+                        finish(sink, progress, f.seq, Finished::Failed(e), 0)?;
+                    }
                 }
             }
         }
+        debug_assert!(fail.is_some() || sink.waiting() == 0, "every row handed out was written");
+        Ok(fail)
     }
-    debug_assert!(fail.is_some() || sink.waiting() == 0, "every row handed out was written");
-    Ok(fail)
 }
 
 /// Scores every prediction in `output` (earlier runs' too) and writes LLaMA Factory's

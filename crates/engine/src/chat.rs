@@ -1,0 +1,164 @@
+//! The chat API of LLaMA Factory's `ChatModel` on the handle: `chat`, `stream_chat` (and
+//! `get_scores` in the crate root), plus `submit_chat` / `submit_prompt` for front ends that
+//! stream several samples.
+//!
+//! Everything here runs in the caller's thread: rendering the template, tokenizing, resolving
+//! and validating the parameters. Only validated token ids reach the engine thread, so a bad
+//! request fails before anything is queued.
+
+use serde_json::{Map, Value};
+
+use crate::params::{self, GenParams, Limits};
+use crate::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest, Stream, Usage};
+
+/// One chat turn to answer.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    /// Hugging Face style message objects, given to the chat template as they are
+    /// (`{"role", "content"}`, assistant `tool_calls`, `tool` results, ...).
+    pub messages: Vec<Value>,
+    /// System prompt; prepended as a system message (the engine's default system prompt is
+    /// used when neither this nor the messages give one).
+    pub system: Option<String>,
+    /// JSON-schema tool definitions for the template.
+    pub tools: Option<Vec<Value>>,
+    /// Extra template variables, e.g. `enable_thinking`.
+    pub template_kwargs: Map<String, Value>,
+    pub params: GenParams,
+}
+
+impl ChatRequest {
+    /// A request for plain text messages given as (role, content) pairs.
+    pub fn from_turns<'a>(turns: impl IntoIterator<Item = (&'a str, &'a str)>, params: GenParams) -> Self {
+        let messages = turns.into_iter().map(|(role, content)| serde_json::json!({"role": role, "content": content})).collect();
+        Self { messages, params, ..Self::default() }
+    }
+}
+
+/// A queued chat request.
+pub struct Submission {
+    /// The prompt as the model sees it.
+    pub prompt_ids: Vec<u32>,
+    /// One stream per sample, in sample order.
+    pub streams: Vec<Stream>,
+}
+
+/// One finished sample, as LLaMA Factory's `Response`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub text: String,
+    pub response_length: usize,
+    pub prompt_length: usize,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+impl EngineHandle {
+    /// The prompt text a chat request renders to.
+    pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
+        let template = self.shared.template.as_ref().ok_or(EngineError::NoTemplate)?;
+        if req.messages.is_empty() {
+            return Err(EngineError::Invalid("messages must not be empty".into()));
+        }
+        for (i, m) in req.messages.iter().enumerate() {
+            if !m.get("role").is_some_and(Value::is_string) {
+                return Err(EngineError::Invalid(format!("messages[{i}] needs a string `role`")));
+            }
+        }
+        let has_system = req.messages[0]["role"] == "system";
+        let system = req.system.as_ref().or(self.shared.default_system.as_ref().filter(|_| !has_system));
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        match system {
+            Some(_) if has_system && req.system.is_some() => {
+                return Err(EngineError::Invalid("the system prompt is given twice (`system` and a system message)".into()))
+            }
+            Some(s) => messages.push(serde_json::json!({"role": "system", "content": s})),
+            None => {}
+        }
+        messages.extend(req.messages.iter().cloned());
+        let tools = req.tools.clone().map(Value::Array);
+        template
+            .render_json(&Value::Array(messages), tools.as_ref(), true, &req.template_kwargs)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Renders, tokenizes, validates and queues a chat request: one stream per sample.
+    pub fn submit_chat(&self, req: ChatRequest) -> Result<Submission, EngineError> {
+        if self.shared.reward_model {
+            return Err(EngineError::RewardModel);
+        }
+        let prompt = self.render_chat(&req)?;
+        let prompt_ids = self.encode_prompt(&prompt)?;
+        let template_stops = self.shared.template.as_ref().map_or(&[][..], |t| t.stop_strings());
+        self.queue(prompt_ids, &req.params, template_stops)
+    }
+
+    /// Validates and queues an already tokenized prompt (no template, no template stop words).
+    pub fn submit_prompt(&self, prompt_ids: Vec<u32>, params: &GenParams) -> Result<Submission, EngineError> {
+        self.queue(prompt_ids, params, &[])
+    }
+
+    /// Answers a chat request: one [`Response`] per sample. Blocks until all are done.
+    pub fn chat(&self, req: ChatRequest) -> Result<Vec<Response>, EngineError> {
+        let sub = self.submit_chat(req)?;
+        let prompt_length = sub.prompt_ids.len();
+        sub.streams
+            .into_iter()
+            .map(|stream| {
+                let mut text = String::new();
+                for event in stream.events.iter() {
+                    match event {
+                        Event::Text(t) => text.push_str(&t),
+                        Event::Done(usage) => {
+                            return Ok(Response {
+                                text,
+                                response_length: usage.completion_tokens,
+                                prompt_length,
+                                finish_reason: usage.finish_reason,
+                                usage,
+                            })
+                        }
+                        Event::Error(e) => return Err(EngineError::Invalid(e)),
+                    }
+                }
+                Err(EngineError::Stopped)
+            })
+            .collect()
+    }
+
+    /// Streams the answer to a chat request (one sample: `num_return_sequences` must be 1).
+    pub fn stream_chat(&self, req: ChatRequest) -> Result<Stream, EngineError> {
+        if req.params.num_return_sequences.is_some_and(|n| n != 1) {
+            return Err(EngineError::Invalid("stream_chat streams one sample: num_return_sequences must be 1 (use submit_chat)".into()));
+        }
+        let mut params = req.params.clone();
+        params.num_return_sequences = Some(1);
+        Ok(self.submit_chat(ChatRequest { params, ..req })?.streams.pop().expect("one sample"))
+    }
+
+    fn queue(&self, prompt_ids: Vec<u32>, params: &GenParams, extra_stop: &[String]) -> Result<Submission, EngineError> {
+        let merged = params.clone().or(&self.shared.defaults);
+        let limits = Limits {
+            context: self.shared.config.max_position_embeddings.min(self.shared.budget_positions),
+            max_n: self.shared.max_n,
+        };
+        let resolved = params::resolve(params, &merged, prompt_ids.len(), limits).map_err(EngineError::Invalid)?;
+        let mut stop = resolved.stop;
+        stop.extend(extra_stop.iter().filter(|s| !s.is_empty()).cloned());
+        let requests = resolved
+            .samples
+            .into_iter()
+            .map(|sampling| GenerateRequest {
+                prompt_ids: prompt_ids.clone(),
+                params: sampling,
+                max_new_tokens: resolved.max_new_tokens,
+                stop: stop.clone(),
+                stop_ids: Vec::new(),
+                skip_special_tokens: resolved.skip_special_tokens,
+                ignore_eos: false,
+            })
+            .collect();
+        let streams = self.submit_all(requests)?;
+        Ok(Submission { prompt_ids, streams })
+    }
+}

@@ -1,0 +1,278 @@
+//! Generation parameters as callers give them (LLaMA Factory's names, every field optional)
+//! and their resolution into what the scheduler runs.
+//!
+//! Precedence, field by field: the request, then the model's `generation_config.json`, then
+//! the engine's configured defaults ([`GenParams::llama_factory`] unless the front end says
+//! otherwise). Resolution validates everything before anything is queued; every error names
+//! the field and its limit.
+
+use ingot_core::hf_files::GenerationDefaults;
+use ingot_core::sampling::SamplingParams;
+
+/// Generation parameters with LLaMA Factory's names and meaning; `None` means "not given".
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenParams {
+    /// `false` means greedy decoding, whatever the temperature.
+    pub do_sample: Option<bool>,
+    /// 0 means greedy decoding.
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// 0 disables top-k.
+    pub top_k: Option<usize>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    /// Samples per request (`n`); sample `i` is seeded with `seed + i`.
+    #[serde(alias = "n")]
+    pub num_return_sequences: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    /// Prompt plus generated tokens; `max_new_tokens` wins when both are given.
+    pub max_length: Option<usize>,
+    /// Stop strings, honoured (the text ends just before the first one).
+    pub stop: Vec<String>,
+    pub skip_special_tokens: Option<bool>,
+    pub seed: Option<u64>,
+}
+
+impl GenParams {
+    /// LLaMA Factory's generating defaults (`GeneratingArguments`).
+    pub fn llama_factory() -> Self {
+        Self {
+            do_sample: Some(true),
+            temperature: Some(0.95),
+            top_p: Some(0.7),
+            top_k: Some(50),
+            min_p: Some(0.0),
+            repetition_penalty: Some(1.0),
+            presence_penalty: Some(0.0),
+            frequency_penalty: Some(0.0),
+            num_return_sequences: Some(1),
+            max_new_tokens: Some(1024),
+            max_length: None,
+            stop: Vec::new(),
+            skip_special_tokens: Some(true),
+            seed: None,
+        }
+    }
+
+    /// Greedy decoding of one sequence (tests, benchmarks, batch runs that must be exact).
+    pub fn greedy() -> Self {
+        Self { do_sample: Some(false), ..Self::default() }
+    }
+
+    /// Fills every field not given here from `fallback`.
+    pub fn or(mut self, fallback: &GenParams) -> Self {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = fallback.$f.clone(); } )* };
+        }
+        fill!(
+            do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
+            frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed
+        );
+        if self.stop.is_empty() {
+            self.stop = fallback.stop.clone();
+        }
+        self
+    }
+
+    /// The sampling parameters these give (unset fields neutral), validated: every error
+    /// names the field and its limit.
+    pub fn sampling(&self) -> Result<SamplingParams, String> {
+        let greedy = self.do_sample == Some(false);
+        let params = SamplingParams {
+            temperature: if greedy { 0.0 } else { self.temperature.unwrap_or(1.0) },
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0),
+            min_p: self.min_p.unwrap_or(0.0),
+            repetition_penalty: self.repetition_penalty.unwrap_or(1.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            seed: self.seed,
+        };
+        params.validate().map_err(|e| e.to_string())?;
+        Ok(params)
+    }
+
+    /// The fields a checkpoint's `generation_config.json` sets.
+    pub fn from_generation_config(g: &GenerationDefaults) -> Self {
+        Self {
+            do_sample: g.do_sample,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: g.top_k,
+            repetition_penalty: g.repetition_penalty,
+            max_new_tokens: g.max_new_tokens,
+            max_length: g.max_length,
+            ..Self::default()
+        }
+    }
+}
+
+/// Parameters resolved for one prompt: what every sample of the request runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    /// One entry per sample, seeds already offset.
+    pub samples: Vec<SamplingParams>,
+    pub max_new_tokens: usize,
+    pub stop: Vec<String>,
+    pub skip_special_tokens: bool,
+}
+
+/// Limits the engine enforces on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub context: usize,
+    pub max_n: usize,
+}
+
+/// Resolves `request` (with `defaults` already merged in) for a prompt of `prompt_len`
+/// tokens. `explicit` is the request as the caller gave it: a token limit the caller asked
+/// for is checked strictly, while a default one is shortened to fit the context.
+pub(crate) fn resolve(
+    explicit: &GenParams,
+    merged: &GenParams,
+    prompt_len: usize,
+    limits: Limits,
+) -> Result<Resolved, String> {
+    let n = merged.num_return_sequences.unwrap_or(1);
+    if n == 0 || n > limits.max_n {
+        return Err(format!("num_return_sequences (n) must be between 1 and {}, got {n}", limits.max_n));
+    }
+    let room = limits.context.saturating_sub(prompt_len);
+    if room == 0 {
+        return Err(format!(
+            "the prompt has {prompt_len} tokens, which leaves no room in the context of {} tokens",
+            limits.context
+        ));
+    }
+    let max_new_tokens = match (explicit.max_new_tokens, explicit.max_length) {
+        (Some(m), _) => strict_new_tokens("max_new_tokens", m, prompt_len, limits.context)?,
+        (None, Some(total)) => {
+            if total <= prompt_len {
+                return Err(format!("max_length ({total}) must exceed the prompt's {prompt_len} tokens"));
+            }
+            strict_new_tokens("max_length", total - prompt_len, prompt_len, limits.context)?
+        }
+        (None, None) => match (merged.max_new_tokens, merged.max_length) {
+            (Some(m), _) => m.min(room),
+            (None, Some(total)) => total.saturating_sub(prompt_len).clamp(1, room),
+            (None, None) => room,
+        },
+    };
+    if max_new_tokens == 0 {
+        return Err("max_new_tokens must be at least 1".into());
+    }
+
+    let base = merged.sampling()?;
+    let samples = (0..n as u64)
+        .map(|i| SamplingParams { seed: base.seed.map(|s| s.wrapping_add(i)), ..base.clone() })
+        .collect();
+    if let Some(i) = merged.stop.iter().position(String::is_empty) {
+        return Err(format!("stop[{i}] is an empty string"));
+    }
+    Ok(Resolved {
+        samples,
+        max_new_tokens,
+        stop: merged.stop.clone(),
+        skip_special_tokens: merged.skip_special_tokens.unwrap_or(true),
+    })
+}
+
+fn strict_new_tokens(field: &str, new: usize, prompt_len: usize, context: usize) -> Result<usize, String> {
+    if new == 0 {
+        return Err(format!("{field} must leave at least 1 new token"));
+    }
+    if prompt_len + new > context {
+        return Err(format!(
+            "the prompt ({prompt_len} tokens) plus {new} new tokens ({field}) exceeds the context of {context} tokens"
+        ));
+    }
+    Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { context: 100, max_n: 4 };
+
+    fn run(p: GenParams, prompt_len: usize) -> Result<Resolved, String> {
+        let merged = p.clone().or(&GenParams::llama_factory());
+        resolve(&p, &merged, prompt_len, LIMITS)
+    }
+
+    #[test]
+    fn defaults_are_llama_factorys_and_fit_the_context() {
+        let r = run(GenParams::default(), 10).expect("valid");
+        assert_eq!(r.samples.len(), 1);
+        assert_eq!(r.samples[0].temperature, 0.95);
+        assert_eq!(r.samples[0].top_p, 0.7);
+        assert_eq!(r.samples[0].top_k, 50);
+        // The default 1024 is shortened to what the context leaves.
+        assert_eq!(r.max_new_tokens, 90);
+        assert!(r.skip_special_tokens);
+    }
+
+    #[test]
+    fn do_sample_false_or_temperature_zero_is_greedy() {
+        assert!(run(GenParams { do_sample: Some(false), temperature: Some(0.7), ..Default::default() }, 5).expect("valid").samples[0]
+            .is_greedy());
+        assert!(run(GenParams { temperature: Some(0.0), ..Default::default() }, 5).expect("valid").samples[0].is_greedy());
+    }
+
+    #[test]
+    fn samples_get_consecutive_seeds() {
+        let r = run(GenParams { num_return_sequences: Some(3), seed: Some(7), ..Default::default() }, 5).expect("valid");
+        let seeds: Vec<_> = r.samples.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds, [Some(7), Some(8), Some(9)]);
+    }
+
+    #[test]
+    fn token_limits() {
+        let p = |max_new_tokens, max_length| GenParams { max_new_tokens, max_length, ..Default::default() };
+        assert_eq!(run(p(None, Some(30)), 10).expect("valid").max_new_tokens, 20);
+        assert_eq!(run(p(Some(5), Some(30)), 10).expect("valid").max_new_tokens, 5, "max_new_tokens wins");
+        let e = run(p(Some(95), None), 10).expect_err("invalid");
+        assert!(e.contains("max_new_tokens") && e.contains("100"), "{e}");
+        let e = run(p(None, Some(10)), 10).expect_err("invalid");
+        assert!(e.contains("max_length (10)"), "{e}");
+        let e = run(p(Some(0), None), 10).expect_err("invalid");
+        assert!(e.contains("max_new_tokens"), "{e}");
+        let e = run(GenParams::default(), 100).expect_err("invalid");
+        assert!(e.contains("no room"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field_and_limit() {
+        let cases = [
+            (GenParams { num_return_sequences: Some(0), ..Default::default() }, "between 1 and 4"),
+            (GenParams { num_return_sequences: Some(5), ..Default::default() }, "between 1 and 4"),
+            (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p must be in (0, 1]"),
+            (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature must be finite and >= 0"),
+            (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]"),
+        ];
+        for (p, want) in cases {
+            let e = run(p.clone(), 5).expect_err("invalid");
+            assert!(e.contains(want), "{p:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn request_beats_generation_config_beats_engine_defaults() {
+        let gen = GenParams { temperature: Some(0.3), top_k: Some(20), ..Default::default() };
+        let req = GenParams { top_k: Some(5), ..Default::default() };
+        let merged = req.clone().or(&gen.or(&GenParams::llama_factory()));
+        let r = resolve(&req, &merged, 5, LIMITS).expect("valid");
+        assert_eq!((r.samples[0].temperature, r.samples[0].top_k, r.samples[0].top_p), (0.3, 5, 0.7));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_when_deserializing() {
+        let e = serde_json::from_str::<GenParams>(r#"{"temprature": 1}"#).expect_err("invalid").to_string();
+        assert!(e.contains("temprature"), "{e}");
+        let p: GenParams = serde_json::from_str(r#"{"n": 2, "stop": ["x"]}"#).expect("valid");
+        assert_eq!((p.num_return_sequences, p.stop), (Some(2), vec!["x".to_string()]));
+    }
+}
