@@ -35,7 +35,8 @@ pub struct ChatArgs {
 impl ChatArgs {
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
-        let cfg = self.config.resolve()?;
+        let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
         fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");

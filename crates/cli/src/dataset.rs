@@ -209,7 +209,7 @@ impl Schema {
 
 /// Which schema reads the rows: one for the whole file, or told from each row's keys.
 enum Reader {
-    Fixed(Schema),
+    Fixed(Box<Schema>),
     Detect,
 }
 
@@ -244,7 +244,7 @@ impl Reader {
 pub fn open(spec: &str, dataset_dir: &Path, format: Option<Format>) -> anyhow::Result<Dataset> {
     let as_file = Path::new(spec);
     if as_file.is_file() {
-        let reader = format.map_or(Reader::Detect, |f| Reader::Fixed(Schema::default_for(f)));
+        let reader = format.map_or(Reader::Detect, |f| Reader::Fixed(Box::new(Schema::default_for(f))));
         return read_file(as_file, &reader);
     }
     let info_path = dataset_dir.join("dataset_info.json");
@@ -279,7 +279,7 @@ pub fn open(spec: &str, dataset_dir: &Path, format: Option<Format>) -> anyhow::R
         }
     };
     let schema = Schema::from_info(spec, entry).with_context(|| info_path.display().to_string())?;
-    read_file(&file, &Reader::Fixed(schema)).with_context(at)
+    read_file(&file, &Reader::Fixed(Box::new(schema))).with_context(at)
 }
 
 /// Reads a JSON array or JSONL file, converting each row.
@@ -637,7 +637,7 @@ mod tests {
     }
 
     fn one(format: Format, row: Value) -> Result<Row, String> {
-        Reader::Fixed(Schema::default_for(format)).convert(row)
+        Reader::Fixed(Box::new(Schema::default_for(format))).convert(row)
     }
 
     #[test]
@@ -689,7 +689,7 @@ mod tests {
         // Listed tags replace the defaults, and unlisted ones are unset, as in LLaMA Factory.
         assert_eq!((c.messages.as_deref(), c.system.as_deref(), c.observation.as_deref()), (Some("msgs"), None, None));
         let row = json!({"msgs": [{"r": "u", "c": "q"}, {"r": "a", "c": "ans"}], "system": "ignored: no system column"});
-        let r = Reader::Fixed(schema).convert(row).expect("valid");
+        let r = Reader::Fixed(Box::new(schema)).convert(row).expect("valid");
         assert_eq!((r.messages, r.label, r.system), (vec![user("q")], "ans".to_owned(), None));
         let bad = json!({"formatting": "csv"});
         assert!(Schema::from_info("x", bad.as_object().expect("object")).is_err());

@@ -178,17 +178,25 @@ fn infer_takes_a_llama_factory_config() {
     let dir = scratch_dir("infer-yaml");
     let cfg = dir.join("infer.yaml");
     let tiny = fixtures_dir().join("tiny-qwen2");
-    std::fs::write(&cfg, format!("model_name_or_path: {}\ntemplate: qwen\ndo_sample: false\nmax_new_tokens: 4\n", tiny.display()))
-        .expect("write config");
+    let yaml = format!(
+        "model_name_or_path: {}\ntemplate: qwen\ndo_sample: false\nmax_new_tokens: 4\n\
+         eval_dataset: openai_demo\ndataset_dir: {}\nmax_samples: 3\ncutoff_len: 2048\n",
+        tiny.display(),
+        datasets().display()
+    );
+    std::fs::write(&cfg, yaml).expect("write config");
     let (from_yaml, from_flags) = (dir.join("yaml.jsonl"), dir.join("flags.jsonl"));
-    let common = ["--dataset", "openai_demo", "--max-samples", "3"];
-    let run = |extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
-        cmd.arg("infer").arg("--dataset-dir").arg(datasets()).args(common).args(extra).stdin(Stdio::null());
-        cmd.output().expect("run ingot infer")
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ingot")).arg("infer").args(args).stdin(Stdio::null()).output().expect("run ingot infer")
     };
-    ok(&run(&[s(&cfg), "max_new_tokens=2", "-o", s(&from_yaml)]));
-    ok(&run(&["--model", s(&tiny), "--template", "qwen", "--temperature", "0", "--max-new-tokens", "2", "-o", s(&from_flags)]));
+    let out = run(&[s(&cfg), "max_new_tokens=2", "-o", s(&from_yaml)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: ignoring") && stderr.contains("cutoff_len"), "{stderr}");
+    let flags = ["--model", s(&tiny), "--template", "qwen", "--temperature", "0", "--max-new-tokens", "2"];
+    let data_dir = datasets();
+    let data = ["--dataset", "openai_demo", "--dataset-dir", s(&data_dir), "--max-samples", "3", "-o", s(&from_flags)];
+    ok(&run(&[&flags[..], &data[..]].concat()));
     let rows = lines(&from_yaml);
     assert_eq!(indices(&rows), [0, 1, 2]);
     assert!(rows.iter().all(|r| r["completion_tokens"].as_u64() <= Some(2)), "{rows:?}");

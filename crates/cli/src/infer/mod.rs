@@ -35,9 +35,10 @@ use progress::Progress;
 pub struct InferArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Dataset: a JSON or JSONL file, or a dataset name in DATASET_DIR/dataset_info.json.
+    /// Dataset: a JSON or JSONL file, or a dataset name in DATASET_DIR/dataset_info.json
+    /// (required, here or as `dataset` in the config).
     #[arg(long)]
-    pub dataset: String,
+    pub dataset: Option<String>,
     /// Where dataset names are looked up (LLaMA Factory's `dataset_dir`).
     #[arg(long, default_value = "data")]
     pub dataset_dir: PathBuf,
@@ -95,6 +96,9 @@ impl InferArgs {
         fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
         fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
         self.gen.apply_config(&cfg, matches);
+        fill(&mut self.dataset, cfg.dataset.clone().map(Some), matches, "dataset");
+        fill(&mut self.dataset_dir, cfg.dataset_dir.clone(), matches, "dataset_dir");
+        fill(&mut self.max_samples, cfg.max_samples.map(Some), matches, "max_samples");
         Ok(())
     }
 
@@ -148,7 +152,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let params = GenParams { num_return_sequences: Some(1), ..args.gen.params() };
     // Checked before anything loads; the engine checks the rest per row.
     params.sampling().map_err(anyhow::Error::msg)?;
-    let mut data = dataset::open(&args.dataset, &args.dataset_dir, args.format)?;
+    let name = args.dataset.as_deref().context("no dataset: pass --dataset PATH|NAME (or `dataset` in the config)")?;
+    let mut data = dataset::open(name, &args.dataset_dir, args.format)?;
     if let Some(n) = args.max_samples {
         data.rows.truncate(n);
     }
