@@ -38,8 +38,8 @@ impl Progress {
         self.tokens += tokens;
         match &self.bar {
             Some(bar) => {
-                bar.set_message(self.rates());
                 bar.set_position(self.rows as u64);
+                bar.set_message(self.rates());
             }
             None if self.last_line.elapsed() >= PLAIN_EVERY => {
                 self.last_line = Instant::now();
