@@ -273,38 +273,69 @@ impl Model {
             s.cache.commit(n);
         }
 
-        // Final norm and LM head, only for the rows someone asked for; `Hidden` stops after the norm.
-        let mut out = Vec::with_capacity(batch.len());
-        let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        for (s, &(row0, n, _)) in batch.iter().zip(&spans) {
-            let rows = match s.logits {
+        // Final norm and LM head, only for the rows someone asked for; `Hidden` stops after the
+        // norm. Every sequence's logit rows go through the LM head in one matmul: on a large
+        // vocabulary it is the biggest matrix, and batched decode must read it once per step,
+        // not once per sequence.
+        let wanted: Vec<std::ops::Range<usize>> = batch
+            .iter()
+            .zip(&spans)
+            .map(|(s, &(row0, n, _))| match s.logits {
                 Logits::None => 0..0,
                 Logits::Last | Logits::Hidden => row0 + n - 1..row0 + n,
                 Logits::All => row0..row0 + n,
-            };
-            if rows.is_empty() {
-                out.push(Vec::new());
-                continue;
+            })
+            .collect();
+        let mut hidden = Vec::with_capacity(wanted.iter().map(|r| r.len()).sum::<usize>() * h);
+        for rows in &wanted {
+            hidden.extend_from_slice(&x[rows.start * h..rows.end * h]);
+        }
+        ops::rms_norm(&mut hidden, &self.norm, cfg.rms_norm_eps);
+        // The normed rows that need logits, in batch order (`hidden` minus the `Hidden` ones).
+        let mut head_rows = Vec::with_capacity(hidden.len());
+        let mut at = 0;
+        for (s, rows) in batch.iter().zip(&wanted) {
+            let part = &hidden[at * h..(at + rows.len()) * h];
+            if matches!(s.logits, Logits::Last | Logits::All) {
+                head_rows.extend_from_slice(part);
             }
-            let m = rows.len();
-            let mut hs = x[rows.start * h..rows.end * h].to_vec();
-            ops::rms_norm(&mut hs, &self.norm, cfg.rms_norm_eps);
-            if s.logits == Logits::Hidden {
-                out.push(hs);
-                continue;
-            }
-            let mut logits = vec![0f32; m * cfg.vocab_size];
-            lm_head.matmul(&hs, m, &mut logits);
+            at += rows.len();
+        }
+        let m = head_rows.len() / h;
+        let mut logits = vec![0f32; m * cfg.vocab_size];
+        if m > 0 {
+            self.lm_head.as_ref().unwrap_or(&self.embed).matmul(&head_rows, m, &mut logits);
             if let Some(cap) = cfg.final_logit_softcap {
                 logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
             }
-            out.push(logits);
+        }
+        let (mut hidden_at, mut logits_at) = (0, 0);
+        let mut out = Vec::with_capacity(batch.len());
+        for (s, rows) in batch.iter().zip(&wanted) {
+            let n = rows.len();
+            let part = match s.logits {
+                Logits::None => Vec::new(),
+                Logits::Hidden => hidden[hidden_at * h..(hidden_at + n) * h].to_vec(),
+                Logits::Last | Logits::All => {
+                    let part = logits[logits_at * cfg.vocab_size..(logits_at + n) * cfg.vocab_size].to_vec();
+                    logits_at += n;
+                    part
+                }
+            };
+            hidden_at += n;
+            out.push(part);
         }
         Ok(out)
     }
 
     /// Causal (optionally sliding-window) attention of every sequence's new queries against
-    /// its cache, heads in parallel. Writes `[t][num_heads * head_dim]` into `out`.
+    /// its cache. Writes `[t][num_heads * head_dim]` into `out`.
+    ///
+    /// One task per (sequence, KV head, chunk of query rows): the query heads sharing a KV head
+    /// (GQA) go through its keys and values together, so each key/value row is loaded once for
+    /// the whole group, and a decoding batch makes a few dozen tasks rather than one per head.
+    /// Each (row, head) is computed exactly as on its own (same dot, softmax and accumulation
+    /// order), so results do not depend on the batch or the chunking.
     fn attention(
         &self,
         batch: &[SeqInput<'_>],
@@ -314,38 +345,59 @@ impl Model {
         window: Option<usize>,
         out: &mut [f32],
     ) {
+        /// Query rows per task: enough work to amortise a task, small enough to spread a
+        /// prefill chunk over the threads.
+        const ROWS: usize = 16;
         let cfg = &self.cfg;
-        let (hd, nh) = (cfg.head_dim, cfg.num_heads);
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
         let (q_dim, kv_dim) = (nh * hd, cfg.kv_dim());
-        let group = nh / cfg.num_kv_heads;
-        let tasks: Vec<(usize, usize)> = (0..batch.len()).flat_map(|s| (0..nh).map(move |hh| (s, hh))).collect();
+        let group = nh / nkv;
+        let mut tasks = Vec::new();
+        for (si, &(_, n, _)) in spans.iter().enumerate() {
+            for kvh in 0..nkv {
+                tasks.extend((0..n).step_by(ROWS).map(|r| (si, kvh, r..(r + ROWS).min(n))));
+            }
+        }
+        // Per task: its rows × the group's heads × head_dim, row-major.
         let results: Vec<Vec<f32>> = tasks
             .par_iter()
-            .map(|&(si, head)| {
-                let (row0, n, start) = spans[si];
-                let (keys, values) = batch[si].cache.layer(layer);
-                let kv_off = (head / group) * hd;
-                let mut res = vec![0f32; n * hd];
-                let mut scores = Vec::with_capacity(start + n);
-                for i in 0..n {
+            .map(|(si, kvh, rows)| {
+                let (row0, _, start) = spans[*si];
+                let (keys, values) = batch[*si].cache.layer(layer);
+                let kv_off = kvh * hd;
+                let mut res = vec![0f32; rows.len() * group * hd];
+                let last = start + rows.end - 1;
+                let mut scores = vec![0f32; group * (last + 1)];
+                for (ri, i) in rows.clone().enumerate() {
                     let pos = start + i;
                     let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                    let qi = &q[(row0 + i) * q_dim + head * hd..][..hd];
-                    scores.clear();
-                    scores.extend((first..=pos).map(|j| ops::dot(qi, &keys[j * kv_dim + kv_off..][..hd]) * cfg.attn_scale));
-                    ops::softmax(&mut scores);
-                    let o = &mut res[i * hd..(i + 1) * hd];
-                    for (j, &w) in (first..=pos).zip(&scores) {
-                        ops::axpy(o, w, &values[j * kv_dim + kv_off..][..hd]);
+                    let len = pos + 1 - first;
+                    let qrow = &q[(row0 + i) * q_dim + kvh * group * hd..][..group * hd];
+                    for (j, p) in (first..=pos).enumerate() {
+                        let key = &keys[p * kv_dim + kv_off..][..hd];
+                        for g in 0..group {
+                            scores[g * len + j] = ops::dot(&qrow[g * hd..][..hd], key) * cfg.attn_scale;
+                        }
+                    }
+                    for g in 0..group {
+                        ops::softmax(&mut scores[g * len..(g + 1) * len]);
+                    }
+                    let o = &mut res[ri * group * hd..(ri + 1) * group * hd];
+                    for (j, p) in (first..=pos).enumerate() {
+                        let value = &values[p * kv_dim + kv_off..][..hd];
+                        for g in 0..group {
+                            ops::axpy(&mut o[g * hd..(g + 1) * hd], scores[g * len + j], value);
+                        }
                     }
                 }
                 res
             })
             .collect();
-        for (&(si, head), res) in tasks.iter().zip(results) {
-            let (row0, n, _) = spans[si];
-            for i in 0..n {
-                out[(row0 + i) * q_dim + head * hd..][..hd].copy_from_slice(&res[i * hd..(i + 1) * hd]);
+        for ((si, kvh, rows), res) in tasks.iter().zip(results) {
+            let row0 = spans[*si].0;
+            for (ri, i) in rows.clone().enumerate() {
+                out[(row0 + i) * q_dim + kvh * group * hd..][..group * hd]
+                    .copy_from_slice(&res[ri * group * hd..(ri + 1) * group * hd]);
             }
         }
     }
