@@ -10,6 +10,11 @@
 //! A row that cannot be processed (malformed, or a prompt over the context) is written to the
 //! errors file in its place and the run goes on (`--on-error skip`), or ends the run after every
 //! row before it is written (`--on-error fail`; then it is not recorded, so a rerun retries it).
+//! A row recorded in the errors file counts as done: after fixing the dataset, `--no-resume`.
+//!
+//! Differences from LLaMA Factory's output: `label` is the dataset's answer text as it is (LLaMA
+//! Factory decodes the templated answer, e.g. with the template's trailing newline), and a
+//! prompt over the context is an error for its row rather than cut to `cutoff_len`.
 
 mod output;
 mod progress;
@@ -147,7 +152,6 @@ fn start(engine: &EngineHandle, row: &Row, params: &GenParams) -> Result<(String
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     let params = GenParams { num_return_sequences: Some(1), ..args.gen.params() };
     // Checked before anything loads; the engine checks the rest per row.
@@ -176,6 +180,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         );
     }
     let mut sink = Sink::open(&args.output, &errors_path, fresh)?;
+    // Generation time, model loading left out (as LLaMA Factory's predict_runtime).
+    let mut runtime = 0.0;
 
     if !todo.is_empty() {
         let cfg = EngineConfig {
@@ -192,9 +198,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         if engine.template().is_none() {
             return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
         }
+        let started = Instant::now();
         let mut progress = Progress::new(todo.len());
         let run = Run { engine: &engine, params: &params, rows: &data.rows, concurrency: args.concurrency, on_error: args.on_error, source: &source };
         let failed = run.generate(&todo, &mut sink, &mut progress)?;
+        runtime = started.elapsed().as_secs_f64();
         let (written, errors) = sink.counts();
         progress.finish(written, errors);
         if let Some(e) = failed {
@@ -202,7 +210,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.metrics {
-        write_metrics(path, &args.output, sink.counts().0, started.elapsed().as_secs_f64())?;
+        write_metrics(path, &args.output, sink.counts().0, runtime)?;
     }
     Ok(())
 }
@@ -312,7 +320,7 @@ impl Run<'_> {
 }
 
 /// Scores every prediction in `output` (earlier runs' too) and writes LLaMA Factory's
-/// `predict_results.json` keys; runtime and samples/s are this run's.
+/// `predict_results.json` keys; runtime (seconds generating) and samples/s are this run's.
 fn write_metrics(path: &Path, output: &Path, generated: usize, runtime: f64) -> anyhow::Result<()> {
     let pairs = output::read_pairs(output)?;
     let similarity = Similarity::new();
@@ -325,7 +333,7 @@ fn write_metrics(path: &Path, output: &Path, generated: usize, runtime: f64) -> 
         "predict_rouge-l": avg.rouge_l,
         "predict_samples": pairs.len(),
         "predict_runtime": (runtime * 1e4).round() / 1e4,
-        "predict_samples_per_second": ((generated as f64 / runtime.max(1e-9)) * 1e3).round() / 1e3,
+        "predict_samples_per_second": if runtime > 0.0 { (generated as f64 / runtime * 1e3).round() / 1e3 } else { 0.0 },
     });
     let text = serde_json::to_string_pretty(&report).context("serialising metrics")?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
