@@ -145,7 +145,7 @@ fn indices(path: &Path, rows: usize, set: &mut BTreeSet<usize>) -> anyhow::Resul
         let index = value.get("index").and_then(Value::as_u64).map(|i| i as usize);
         let Some(index) = index else { bail!("{}: no `index`: not a line written by ingot infer {hint}", at()) };
         if index >= rows {
-            bail!("{}: row index {index}, but the dataset has {rows} rows: a different dataset? {hint}", at());
+            bail!("{}: row index {index}, but this run has {rows} rows: a different dataset, or a smaller --max-samples? {hint}", at());
         }
         if !set.insert(index) {
             bail!("{}: row {index} written twice {hint}", at());
