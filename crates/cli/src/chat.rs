@@ -13,7 +13,7 @@ use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
 use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams};
 
-use crate::infer_config::{fill, ConfigArgs};
+use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -39,18 +39,13 @@ pub struct ChatArgs {
 impl ChatArgs {
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
-        let cfg = self.config.resolve()?;
+        let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
-        fill(&mut self.template, cfg.template.map(Some), matches, "template");
-        fill(&mut self.system, cfg.system.map(Some), matches, "system");
-        let g = &mut self.gen;
-        fill(&mut g.temperature, cfg.temperature.map(Some), matches, "temperature");
-        fill(&mut g.top_p, cfg.top_p.map(Some), matches, "top_p");
-        fill(&mut g.top_k, cfg.top_k.map(Some), matches, "top_k");
-        fill(&mut g.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
-        fill(&mut g.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
-        fill(&mut g.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
+        fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
+        self.gen.apply_config(&cfg, matches);
         Ok(())
     }
 }
@@ -79,6 +74,16 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
+    /// Takes the sampling settings of a config where no flag was given for them.
+    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
+        fill(&mut self.temperature, cfg.temperature.map(Some), matches, "temperature");
+        fill(&mut self.top_p, cfg.top_p.map(Some), matches, "top_p");
+        fill(&mut self.top_k, cfg.top_k.map(Some), matches, "top_k");
+        fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
+        fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
+        fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
+    }
+
     pub fn params(&self) -> GenParams {
         GenParams {
             temperature: self.temperature,

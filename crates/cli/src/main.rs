@@ -5,7 +5,10 @@
 
 mod bench;
 mod chat;
+mod dataset;
+mod infer;
 mod infer_config;
+mod metrics;
 mod model_args;
 mod score;
 mod template;
@@ -25,6 +28,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
+    /// Run a model over a dataset: one prediction per row, in order, resumable.
+    Infer(infer::InferArgs),
     /// Score texts with a reward model (a checkpoint directory with value_head.safetensors).
     Score(score::ScoreArgs),
     /// Print the prompt a conversation renders to (or its token ids), exactly.
@@ -39,6 +44,7 @@ fn main() {
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
+        Command::Infer(mut args) => args.apply_config(sub).and_then(|()| infer::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),
         Command::Template(args) => template::run(args),
