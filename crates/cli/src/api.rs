@@ -17,8 +17,8 @@ use crate::chat::ChatArgs;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
-    /// Model, template, system prompt, generation defaults and config file: as for `chat`.
-    /// Sampling flags set the defaults that requests override.
+    /// Model, template, system prompt, enable_thinking, generation defaults and config file:
+    /// as for `chat`. Sampling flags set the defaults that requests override.
     #[command(flatten)]
     pub chat: ChatArgs,
     /// Address to listen on.
@@ -51,13 +51,9 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         Some(n) => n.clone(),
         None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "ingot".into()),
     };
-    let engine_cfg = EngineConfig {
-        template: chat.template.clone(),
-        default_system: chat.system.clone(),
-        max_seqs: args.max_seqs,
-        max_queue: args.max_queue,
-        ..chat.model.engine_config()
-    };
+    // Checked before loading, as `chat` does.
+    chat.gen.params().sampling().map_err(anyhow::Error::msg)?;
+    let engine_cfg = EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, ..chat.engine_config() };
     let engine = chat.model.start_engine(engine_cfg)?;
     // The flags' generation settings go to the server, not the engine: they must beat the
     // model's generation_config.json (which beats the engine's defaults) and lose to requests.

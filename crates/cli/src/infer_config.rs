@@ -48,11 +48,17 @@ pub struct InferConfig {
     pub max_new_tokens: Option<usize>,
     pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
+    /// `dataset` (or `eval_dataset`), `dataset_dir`, `max_samples`: for `ingot infer`.
+    pub dataset: Option<String>,
+    pub dataset_dir: Option<PathBuf>,
+    pub max_samples: Option<usize>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
     /// generate report them as ignored.
     pub generation_keys: Vec<String>,
+    /// The dataset keys given: commands that read no dataset report them as ignored.
+    pub data_keys: Vec<String>,
 }
 
 /// The keys that only matter to commands that generate text.
@@ -67,6 +73,9 @@ const GENERATION_KEYS: &[&str] = &[
     "seed",
     "do_sample",
 ];
+
+/// The keys that only matter to commands that read a dataset.
+const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
 
 /// Valid LLaMA Factory inference keys (model, data and generation arguments) that change
 /// nothing in ingot: GPU backends, tokenizer loading switches, multimodal and export options.
@@ -108,6 +117,8 @@ const IGNORED_KEYS: &[&str] = &[
     "length_penalty",
     "max_length",
     "skip_special_tokens",
+    // ingot never truncates a prompt: one over the context is an error for its row.
+    "cutoff_len",
 ];
 
 /// Key prefixes of whole families of backend options ingot has no counterpart for.
@@ -187,11 +198,23 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "max_new_tokens" => cfg.max_new_tokens = Some(v.count()?),
             "seed" => cfg.seed = Some(v.count()?),
             "do_sample" => greedy = !v.bool()?,
+            "dataset" | "eval_dataset" => {
+                let name = v.string()?;
+                if name.contains(',') {
+                    bail!("{}: `{key}` lists several datasets; ingot infer reads one at a time", v.origin());
+                }
+                cfg.dataset = Some(name.trim().to_owned());
+            }
+            "dataset_dir" => cfg.dataset_dir = Some(PathBuf::from(v.string()?)),
+            "max_samples" => cfg.max_samples = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k => bail!("{}: unknown key `{k}`", v.origin()),
         }
         if GENERATION_KEYS.contains(&key.as_str()) {
             cfg.generation_keys.push(key.clone());
+        }
+        if DATA_KEYS.contains(&key.as_str()) {
+            cfg.data_keys.push(key.clone());
         }
     }
     // LLaMA Factory decodes greedily when do_sample is false, whatever the temperature.
@@ -358,6 +381,17 @@ mod tests {
         assert!(e.contains("KEY=VALUE"), "{e}");
         let f = yaml("list.yaml", "- a\n");
         assert!(resolve(&[&f]).is_err());
+    }
+
+    #[test]
+    fn dataset_keys_are_for_infer() {
+        let f = yaml("data.yaml", "eval_dataset: alpaca_demo\ndataset_dir: data\nmax_samples: 5\ncutoff_len: 1024\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.dataset.as_deref(), Some("alpaca_demo"));
+        assert_eq!((cfg.dataset_dir, cfg.max_samples), (Some(PathBuf::from("data")), Some(5)));
+        assert_eq!((cfg.data_keys.len(), cfg.ignored.as_slice()), (3, &["cutoff_len".to_owned()][..]));
+        let e = format!("{:#}", resolve(&["dataset=a,b"]).expect_err("two datasets"));
+        assert!(e.contains("several"), "{e}");
     }
 
     #[test]
