@@ -26,10 +26,6 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
-    /// without thinking. Reasoning is shown dimmed and kept out of the history.
-    #[arg(long, value_name = "BOOL")]
-    pub enable_thinking: Option<bool>,
     #[command(flatten)]
     pub gen: GenArgs,
     #[command(flatten)]
@@ -71,6 +67,10 @@ pub struct GenArgs {
     /// Seed for sampling: the same seed gives the same reply.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
+    /// without thinking (LLaMA Factory's `enable_thinking`).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_thinking: Option<bool>,
 }
 
 impl GenArgs {
@@ -82,6 +82,12 @@ impl GenArgs {
         fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
         fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
         fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
+    }
+
+    /// Template variables these flags set, for the engine's defaults.
+    pub fn template_kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.enable_thinking.map(|on| ("enable_thinking".to_owned(), on.into())).into_iter().collect()
     }
 
     pub fn params(&self) -> GenParams {
@@ -186,10 +192,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let mut cfg = EngineConfig { template: args.template.clone(), default_system: args.system.clone(), ..args.model.engine_config() };
-    if let Some(on) = args.enable_thinking {
-        cfg.template_kwargs.insert("enable_thinking".into(), on.into());
-    }
+    let cfg = EngineConfig {
+        template: args.template.clone(),
+        default_system: args.system.clone(),
+        template_kwargs: args.gen.template_kwargs(),
+        ..args.model.engine_config()
+    };
     let engine = args.model.start_engine(cfg)?;
     let path = args.model.model_path()?;
     if engine.is_reward_model() {
