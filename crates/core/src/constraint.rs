@@ -185,19 +185,20 @@ impl ConstraintCompiler {
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Invalid { field, message: e });
         }
-        Ok(Some(Constraint { matcher, vocab_size: self.vocab_size }))
+        Ok(Some(Constraint { matcher: Box::new(matcher), vocab_size: self.vocab_size }))
     }
 }
 
 /// One sequence's grammar state. Cloning gives an independent copy in the same state.
 pub struct Constraint {
-    matcher: Matcher,
+    /// Boxed: the parser state is large, and requests carrying a constraint are moved around.
+    matcher: Box<Matcher>,
     vocab_size: usize,
 }
 
 impl Clone for Constraint {
     fn clone(&self) -> Self {
-        Self { matcher: self.matcher.deep_clone(), vocab_size: self.vocab_size }
+        Self { matcher: Box::new(self.matcher.deep_clone()), vocab_size: self.vocab_size }
     }
 }
 
@@ -212,7 +213,7 @@ impl Constraint {
     /// or past the vocabulary, and every id but end-of-generation once the grammar is complete.
     /// At least one token stays allowed.
     pub fn mask_logits(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
-        let mask = self.matcher.compute_mask_or_eos().map_err(|e| ConstraintError::Step(e.to_string()))?;
+        let mask = self.matcher.compute_mask_or_eos().map_err(step_error)?;
         let known = logits.len().min(self.vocab_size);
         let (inside, outside) = logits.split_at_mut(known);
         outside.fill(f32::NEG_INFINITY);
@@ -242,13 +243,19 @@ impl Constraint {
     /// Moves past a sampled token (one [`Constraint::mask_logits`] allowed; not an
     /// end-of-generation token).
     pub fn advance(&mut self, id: u32) -> Result<(), ConstraintError> {
-        self.matcher.consume_token(id).map_err(|e| ConstraintError::Step(e.to_string()))
+        self.matcher.consume_token(id).map_err(step_error)
     }
 
     /// Whether the grammar is complete: nothing but end of generation can follow.
     pub fn is_complete(&self) -> bool {
         self.matcher.is_stopped()
     }
+}
+
+/// llguidance's message, without the marker it appends in place of the parser state.
+fn step_error(e: impl std::fmt::Display) -> ConstraintError {
+    let message = e.to_string();
+    ConstraintError::Step(message.trim_end_matches("<non-verbose/>").trim_end().to_owned())
 }
 
 #[cfg(test)]
