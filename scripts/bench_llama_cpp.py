@@ -5,9 +5,10 @@ Usage: <bench-venv python> scripts/bench_llama_cpp.py REQUEST.json
 
 REQUEST.json (written by ingot):
     {"model": PATH, "threads": N, "n_ctx": 2048, "prefill_ids": [...], "decode_prompt_ids": [...],
-     "decode_tokens": 128, "ttft_ids": [...], "repeats": R}
+     "decode_tokens": 128, "ttft_ids": [...], "repeats": R, "concurrency": N (optional)}
 Prints ONE JSON object on stdout:
-    {"prefill_tok_s": f, "decode_tok_s": f, "ttft_s": f, "peak_rss_mb": f, "llama_cpp_version": str}
+    {"prefill_tok_s": f, "decode_tok_s": f, "ttft_s": f, "peak_rss_mb": f, "llama_cpp_version": str,
+     "concurrent": {"streams": N, "aggregate_decode_tok_s": f} (only with "concurrency")}
 On any error: one line on stderr and exit code 1 (stdout stays empty).
 
 The measurement runs in a child process. If llama.cpp's default build crashes there (seen with
@@ -23,6 +24,10 @@ Methodology (ingot measures itself the same way, so the numbers are comparable):
   last logits + eval([token]), no EOS stop; tok/s = decode_tokens / time of the steps;
 - ttft: time of eval(ttft_ids) + argmax of the first token;
 - each is the best of `repeats` runs; peak RSS is the process's ru_maxrss.
+- concurrency N (llama.cpp's batched decoding, as llama-batched-bench runs it): a context with N
+  sequences; one llama_decode of all N prompts (decode_prompt_ids each), then decode_tokens steps
+  that each decode one greedy token of every sequence in one batch; aggregate tok/s =
+  N * decode_tokens / wall time of the whole (prompts included), as ingot's concurrent figure.
 """
 
 import json
@@ -72,7 +77,10 @@ def load_request(path):
         "decode_tokens": field("decode_tokens", int),
         "ttft_ids": ids("ttft_ids"),
         "repeats": field("repeats", int),
+        "concurrency": req.get("concurrency", 0),
     }
+    if not isinstance(r["concurrency"], int) or isinstance(r["concurrency"], bool) or r["concurrency"] < 0:
+        raise BenchError("request field 'concurrency' must be a non-negative integer")
     for name in ("threads", "n_ctx", "decode_tokens", "repeats"):
         if r[name] < 1:
             raise BenchError(f"request field {name!r} must be >= 1, got {r[name]}")
@@ -166,7 +174,12 @@ def run(req, extra_bufts):
     prefill_s = best_of(prefill)
     decode_s = best_of(decode)
     ttft_s = best_of(ttft)
-    return {
+    concurrent = None
+    if req["concurrency"]:
+        n = req["concurrency"]
+        seconds = best_of(lambda: batched(llm, req, n_vocab, np))
+        concurrent = {"streams": n, "aggregate_decode_tok_s": n * req["decode_tokens"] / seconds}
+    result = {
         "prefill_tok_s": len(req["prefill_ids"]) / prefill_s,
         "decode_tok_s": req["decode_tokens"] / decode_s,
         "ttft_s": ttft_s,
@@ -174,6 +187,53 @@ def run(req, extra_bufts):
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "llama_cpp_version": llama_cpp.__version__,
     }
+    if concurrent:
+        result["concurrent"] = concurrent
+    return result
+
+
+def batched(llm, req, n_vocab, np):
+    """Seconds for N sequences: all prompts in one batch, then decode_tokens batched steps."""
+    import llama_cpp
+
+    n = req["concurrency"]
+    prompt = req["decode_prompt_ids"]
+    per_seq = len(prompt) + req["decode_tokens"]
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n * per_seq + 64
+    params.n_batch = max(512, n * len(prompt))
+    params.n_ubatch = 512
+    params.n_seq_max = n
+    params.n_threads = params.n_threads_batch = req["threads"]
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise BenchError(f"llama.cpp cannot create a context for {n} sequences")
+    batch = llama_cpp.llama_batch_init(max(n * len(prompt), n), 0, n)
+    try:
+
+        def submit(entries):
+            # entries: (token, position, sequence, wants logits)
+            batch.n_tokens = len(entries)
+            for i, (tok, pos, seq, out) in enumerate(entries):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos, 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = out
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise BenchError("llama_decode failed in the batched run")
+
+        def argmax(i):
+            return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,))))
+
+        t0 = time.perf_counter()
+        submit([(t, p, s, p == len(prompt) - 1) for s in range(n) for p, t in enumerate(prompt)])
+        last = [argmax((s + 1) * len(prompt) - 1) for s in range(n)]
+        for step in range(req["decode_tokens"] - 1):
+            submit([(last[s], len(prompt) + step, s, True) for s in range(n)])
+            last = [argmax(s) for s in range(n)]
+        return time.perf_counter() - t0
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
 
 
 def error(message):

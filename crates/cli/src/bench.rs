@@ -68,6 +68,9 @@ struct Concurrent {
 struct Ratio {
     prefill: f64,
     decode: f64,
+    /// Aggregate decode of N concurrent streams against llama.cpp's N-sequence batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrent_decode: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -79,7 +82,7 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrent: Option<Concurrent>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    llama_cpp: Option<Figures>,
+    llama_cpp: Option<LlamaCpp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<Ratio>,
 }
@@ -197,7 +200,23 @@ fn llama_cpp_python(args: &BenchArgs) -> PathBuf {
     PathBuf::from("python3")
 }
 
-fn run_llama_cpp(args: &BenchArgs, model: &std::path::Path, threads: usize, p: &Prompts) -> anyhow::Result<Figures> {
+/// What the llama.cpp script reports: the single-stream figures, and the batched figure when
+/// asked for one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LlamaCpp {
+    #[serde(flatten)]
+    figures: Figures,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    concurrent: Option<LlamaCppConcurrent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LlamaCppConcurrent {
+    streams: usize,
+    aggregate_decode_tok_s: f64,
+}
+
+fn run_llama_cpp(args: &BenchArgs, model: &std::path::Path, threads: usize, p: &Prompts) -> anyhow::Result<LlamaCpp> {
     let dir = std::env::temp_dir().join(format!("ingot-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("bench_llama_cpp.py");
@@ -206,7 +225,7 @@ fn run_llama_cpp(args: &BenchArgs, model: &std::path::Path, threads: usize, p: &
     let body = serde_json::json!({
         "model": model, "threads": threads, "n_ctx": 2048,
         "prefill_ids": p.prefill, "decode_prompt_ids": p.decode, "decode_tokens": DECODE_TOKENS,
-        "ttft_ids": p.ttft, "repeats": args.repeats.max(1),
+        "ttft_ids": p.ttft, "repeats": args.repeats.max(1), "concurrency": args.concurrency.unwrap_or(0),
     });
     std::fs::write(&request, serde_json::to_vec(&body)?)?;
     let python = llama_cpp_python(args);
@@ -241,8 +260,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(engine);
     let llama_cpp = if args.compare_llama_cpp { Some(run_llama_cpp(&args, &path, threads, &p)?) } else { None };
     let ratio = llama_cpp.as_ref().map(|l| Ratio {
-        prefill: ingot.prefill_tok_s / l.prefill_tok_s,
-        decode: ingot.decode_tok_s / l.decode_tok_s,
+        prefill: ingot.prefill_tok_s / l.figures.prefill_tok_s,
+        decode: ingot.decode_tok_s / l.figures.decode_tok_s,
+        concurrent_decode: concurrent
+            .as_ref()
+            .zip(l.concurrent.as_ref())
+            .map(|(ours, theirs)| ours.aggregate_decode_tok_s / theirs.aggregate_decode_tok_s),
     });
     let report = Report { model: path.display().to_string(), threads, ingot, concurrent, llama_cpp, ratio };
     if args.json {
@@ -262,8 +285,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratio) {
-        row("llama.cpp", l);
+        row("llama.cpp", &l.figures);
+        if let Some(c) = &l.concurrent {
+            println!("llama.cpp x{:<3} aggregate decode {:.1} tok/s (one batch of {} sequences)", c.streams, c.aggregate_decode_tok_s, c.streams);
+        }
         println!("ratio ingot/llama.cpp: prefill {:.2}x, decode {:.2}x", r.prefill, r.decode);
+        if let Some(c) = r.concurrent_decode {
+            println!("ratio ingot/llama.cpp, concurrent decode: {c:.2}x");
+        }
     }
     Ok(())
 }

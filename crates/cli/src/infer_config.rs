@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use ingot_core::load::WeightDType;
+use ingot_core::template::ChatTemplate;
 use serde_yaml_ng::Value;
 
 #[derive(Args, Debug, Clone)]
@@ -53,17 +54,6 @@ pub struct InferConfig {
     /// generate report them as ignored.
     pub generation_keys: Vec<String>,
 }
-
-/// LLaMA Factory template names and the named templates of ours that format the same way.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("qwen", "qwen"),
-    ("llama3", "llama3"),
-    ("gemma", "gemma"),
-    ("gemma3", "gemma"),
-    ("mistral", "mistral"),
-    ("chatml", "chatml"),
-    ("empty", "empty"),
-];
 
 /// The keys that only matter to commands that generate text.
 const GENERATION_KEYS: &[&str] = &[
@@ -279,13 +269,13 @@ impl Typed<'_> {
     }
 
     fn template(&self) -> anyhow::Result<String> {
+        // Our named templates carry LLaMA Factory's names.
         let name = self.string()?;
-        match TEMPLATES.iter().find(|(lf, _)| *lf == name) {
-            Some((_, ours)) => Ok((*ours).to_owned()),
-            None => {
-                let names: Vec<&str> = TEMPLATES.iter().map(|(lf, _)| *lf).collect();
-                Err(self.wrong(&format!("a template ingot has: one of {}, not `{name}`", names.join(", "))))
-            }
+        let names = ChatTemplate::names();
+        if names.contains(&name.as_str()) {
+            Ok(name)
+        } else {
+            Err(self.wrong(&format!("a template ingot has: one of {}, not `{name}`", names.join(", "))))
         }
     }
 }
@@ -334,7 +324,7 @@ mod tests {
         let cfg = resolve(&[&f]).expect("valid");
         assert_eq!(cfg.model, Some(PathBuf::from("/m")));
         assert_eq!(cfg.adapters, Some(vec![PathBuf::from("a"), PathBuf::from("b")]));
-        assert_eq!(cfg.template.as_deref(), Some("gemma"));
+        assert_eq!(cfg.template.as_deref(), Some("gemma3"));
         assert_eq!(cfg.system.as_deref(), Some("be brief"));
         assert_eq!(cfg.dtype, Some(WeightDType::Bf16));
         assert_eq!((cfg.temperature, cfg.top_p, cfg.top_k), (Some(0.5), Some(0.9), Some(20)));

@@ -6,6 +6,9 @@
 //! - a LLaMA-Factory-style named template ([`ChatTemplate::named`], see [`named`]) for models
 //!   without one, itself generated as Jinja.
 //!
+//! Replies go the other way: [`ToolFormat`] (the template's, [`ChatTemplate::tool_format`]) finds
+//! tool calls in them, [`split_reasoning`] separates `<think>` blocks; both also while streaming.
+//!
 //! Invariants (what "exactly as transformers" means here):
 //! - jinja2 settings `trim_blocks`, `lstrip_blocks`, loop controls, no autoescape, and a single
 //!   trailing newline of the template source dropped (jinja2's `keep_trailing_newline=False`).
@@ -23,9 +26,14 @@
 
 mod named;
 mod pyjson;
+mod reasoning;
 mod strftime;
 #[cfg(test)]
 mod tests;
+mod tools;
+
+pub use reasoning::{prompt_opens_thinking, split_reasoning, ReasoningDelta, ReasoningStream};
+pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolError, ToolFormat};
 
 use std::sync::OnceLock;
 
@@ -89,6 +97,7 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     stop_strings: Vec<String>,
+    tool_format: ToolFormat,
 }
 
 impl ChatTemplate {
@@ -106,11 +115,12 @@ impl ChatTemplate {
             bos_token,
             eos_token,
             Vec::new(),
+            ToolFormat::detect(source),
         )
     }
 
     /// A named template (see [`ChatTemplate::names`] and the [`named`] module for the formats).
-    /// Named templates never put BOS in the text: the tokenizer adds it.
+    /// Named templates never start the text with BOS: the tokenizer adds it.
     pub fn named(name: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let spec = named::NAMED_TEMPLATES
             .iter()
@@ -120,16 +130,19 @@ impl ChatTemplate {
             })?;
         let mut stop_strings: Vec<String> =
             spec.stop_words.iter().map(|s| (*s).to_owned()).collect();
-        if spec.stops_at_eos && !eos_token.is_empty() {
+        if spec.stops_at_eos() && !eos_token.is_empty() {
             stop_strings.push(eos_token.to_owned());
         }
-        Self::compile(
+        let mut template = Self::compile(
             spec.name,
             spec.jinja_source(),
             bos_token,
             eos_token,
             stop_strings,
-        )
+            spec.tool_format,
+        )?;
+        add_named_functions(&mut template.env, spec.tool_format);
+        Ok(template)
     }
 
     /// Names accepted by [`ChatTemplate::named`].
@@ -216,12 +229,19 @@ impl ChatTemplate {
         &self.stop_strings
     }
 
+    /// The format tool calls are written in: a named template's own, or for a model's template
+    /// the one its source mentions ([`ToolFormat::detect`]). Replies are parsed with it.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
     fn compile(
         name: &str,
         source: String,
         bos_token: &str,
         eos_token: &str,
         stop_strings: Vec<String>,
+        tool_format: ToolFormat,
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder()
@@ -247,6 +267,7 @@ impl ChatTemplate {
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             stop_strings,
+            tool_format,
         })
     }
 
@@ -266,6 +287,39 @@ impl ChatTemplate {
             message: describe(&err),
         }
     }
+}
+
+/// The functions named templates call (see [`named`]): the tool format's renderers and LLaMA
+/// Factory's `remove_thought`. Model templates do not get them, so that they render exactly as
+/// in transformers.
+fn add_named_functions(env: &mut Environment<'static>, format: ToolFormat) {
+    fn json_list(value: &Value, what: &str) -> Result<Vec<serde_json::Value>, minijinja::Error> {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::Array(items)) => Ok(items),
+            _ => Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{what} must be a list"),
+            )),
+        }
+    }
+    let tool_error =
+        |e: ToolError| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string());
+    env.add_function(
+        "format_tools",
+        move |tools: Value, date_string: Option<String>| {
+            format
+                .render_tools(&json_list(&tools, "tools")?, date_string.as_deref())
+                .map_err(tool_error)
+        },
+    );
+    env.add_function("format_tool_calls", move |calls: Value| {
+        format
+            .render_calls(&json_list(&calls, "tool_calls")?)
+            .map_err(tool_error)
+    });
+    env.add_function("remove_thought", |content: &str| {
+        reasoning::remove_thought(content)
+    });
 }
 
 /// The error `raise_exception` raises, kept as the minijinja error's source so that it can be

@@ -47,6 +47,22 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     Ok(dumper.out)
 }
 
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)` for a JSON value, as LLaMA
+/// Factory's tool formatters write tool schemas and calls. Fails only on what Python would
+/// reject too (nothing a parsed JSON value can hold).
+pub(super) fn dumps(value: &serde_json::Value, indent: Option<usize>) -> Result<String, Error> {
+    let mut dumper = Dumper {
+        ensure_ascii: false,
+        indent: indent.map(|n| " ".repeat(n)),
+        item_sep: if indent.is_some() { "," } else { ", " }.to_owned(),
+        key_sep: ": ".to_owned(),
+        sort_keys: false,
+        out: String::new(),
+    };
+    dumper.value(&Value::from(minijinja::value::Serde(value)), 0)?;
+    Ok(dumper.out)
+}
+
 /// Python accepts an int (that many spaces; negative means none) or a string for `indent`;
 /// `None` means single-line output.
 fn indent_unit(indent: Value) -> Result<Option<String>, Error> {

@@ -173,7 +173,6 @@ fn named_templates_render_known_conversations() {
             &["</s>"],
         ),
     ];
-    assert_eq!(ChatTemplate::names(), expected.map(|(name, ..)| name));
     for (name, text, stops) in expected {
         let template = ChatTemplate::named(name, "<s>", "</s>").expect("known name");
         assert_eq!(
@@ -202,11 +201,11 @@ fn named_template_details() {
         gemma.render(&hello, None, true).expect("renders"),
         "<start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n"
     );
-    // Tool definitions and unknown roles are errors, not silently dropped.
-    let tools = [json!({"type": "function", "function": {"name": "f"}})];
+    // Bad tool definitions and unknown roles are errors, not silently dropped.
+    let tools = [json!({"type": "function", "function": {"description": "no name"}})];
     assert!(matches!(
         gemma.render(&hello, Some(&tools), true),
-        Err(TemplateError::Raised { .. })
+        Err(TemplateError::Render { message, .. }) if message.contains("tools[0]")
     ));
     let odd = [msg("narrator", "once upon a time")];
     assert!(
@@ -383,4 +382,112 @@ fn tzif_offsets() {
     assert_eq!(strftime::tzif_offset(&data, 250), Some(3600));
     assert_eq!(strftime::tzif_offset(b"not a zone file", 0), None);
     assert_eq!(strftime::tzif_offset(&data[..60], 0), None);
+}
+
+#[test]
+fn templates_know_their_tool_format() {
+    let own = |file: &str| {
+        ChatTemplate::from_jinja(&read_fixture(&format!("templates/{file}")), "<s>", "</s>")
+            .expect("compiles")
+            .tool_format()
+    };
+    assert_eq!(own("qwen2.5.jinja"), ToolFormat::Qwen);
+    assert_eq!(own("llama3.1.jinja"), ToolFormat::Llama3);
+    assert_eq!(own("mistral-nemo.jinja"), ToolFormat::Mistral);
+    assert_eq!(own("phi4.jinja"), ToolFormat::Default);
+    let named = |name: &str| ChatTemplate::named(name, "<s>", "</s>").expect("known").tool_format();
+    assert_eq!(named("qwen"), ToolFormat::Qwen);
+    assert_eq!(named("llama3"), ToolFormat::Llama3);
+    assert_eq!(named("mistral"), ToolFormat::Mistral);
+    assert_eq!(named("chatml"), ToolFormat::Default);
+}
+
+/// A conversation of `named_expected.json`: its key there, messages, tools, template variables.
+type LfCase = (&'static str, Json, Option<Json>, Map<String, Json>);
+
+/// The conversations `named_expected.json` holds LLaMA Factory's prompts for, in Hugging Face
+/// message form (LLaMA Factory's own: `function` and `observation` turns).
+fn lf_conversations() -> Vec<LfCase> {
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Get the weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                       "required": ["city"]}}}]);
+    let call = json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]});
+    let thinking = json!([{"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}, {"role": "user", "content": "3+3?"}]);
+    let kwargs = |thinking: Option<bool>| {
+        let mut map = Map::new();
+        map.insert("date_string".to_owned(), json!("26 Jul 2024"));
+        if let Some(on) = thinking {
+            map.insert("enable_thinking".to_owned(), json!(on));
+        }
+        map
+    };
+    vec![
+        ("chat", json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]), None, kwargs(None)),
+        ("default_system", json!([{"role": "user", "content": "hello"}]), None, kwargs(None)),
+        ("tools", json!([{"role": "user", "content": "Weather in Paris?"}, call,
+            {"role": "tool", "content": "{\"temp\": 21}"}]), Some(tools.clone()), kwargs(None)),
+        ("tools_system", json!([{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"}]), Some(tools), kwargs(None)),
+        ("thinking_true", thinking.clone(), None, kwargs(None)),
+        ("thinking_true", thinking.clone(), None, kwargs(Some(true))),
+        ("thinking_false", thinking, None, kwargs(Some(false))),
+    ]
+}
+
+/// Every named template renders what LLaMA Factory's template of the same name encodes
+/// (`named_expected.json`: its `encode_oneturn` prompt as text, BOS `<s>`, EOS `</s>`, the BOS
+/// LLaMA Factory puts first left to the tokenizer), with its stop words and tool format.
+#[test]
+fn named_templates_match_llama_factory() {
+    let expected: Json = serde_json::from_str(include_str!("named_expected.json")).expect("JSON");
+    let expected = expected.as_object().expect("object");
+    assert_eq!(
+        ChatTemplate::names(),
+        expected.keys().map(String::as_str).collect::<Vec<_>>()
+    );
+    for (name, cases) in expected {
+        let template = ChatTemplate::named(name, "<s>", "</s>").expect("known");
+        for (case, messages, tools, kwargs) in lf_conversations() {
+            let rendered = template.render_json(&messages, tools.as_ref(), true, &kwargs);
+            assert_eq!(
+                rendered.map_err(|e| e.to_string()),
+                Ok(cases[case].as_str().expect("case").to_owned()),
+                "template {name}, {case} ({kwargs:?})"
+            );
+        }
+        let mut stops: Vec<String> = serde_json::from_value(cases["stop_words"].clone()).expect("list");
+        // Formats closing assistant turns with EOS stop at its text too.
+        if ["default", "llama2", "mistral", "deepseek3", "deepseekr1"].contains(&name.as_str()) {
+            stops.push("</s>".to_owned());
+        }
+        assert_eq!(template.stop_strings(), stops, "stop strings of {name}");
+        assert_eq!(Some(template.tool_format().name()), cases["tool_format"].as_str(), "{name}");
+    }
+}
+
+#[test]
+fn named_templates_write_tools_through_their_format() {
+    let tools = [json!({"type": "function", "function": {"name": "now", "parameters": {}}})];
+    let hello = [msg("user", "hello")];
+    for name in ChatTemplate::names() {
+        let template = ChatTemplate::named(name, "<s>", "</s>").expect("known");
+        let rendered = template.render(&hello, Some(&tools), true).expect("renders");
+        let tool_text = template
+            .tool_format()
+            .render_tools(&tools, None)
+            .expect("renders");
+        assert!(rendered.contains(&tool_text), "{name}: {rendered}");
+    }
+    // Calls the format cannot write are errors naming the call.
+    let qwen = ChatTemplate::named("qwen", "", "<|im_end|>").expect("known");
+    let messages = json!([{"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "now", "arguments": "[1]"}}]}]);
+    let err = qwen
+        .render_json(&messages, None, true, &Map::new())
+        .expect_err("bad arguments");
+    assert!(err.to_string().contains("tool_calls[0]"), "{err}");
 }
