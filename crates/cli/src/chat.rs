@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
-use ingot_core::template::Message;
+use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
 use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams};
 
-use crate::infer_config::{fill, ConfigArgs};
+use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -35,18 +35,13 @@ pub struct ChatArgs {
 impl ChatArgs {
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
-        let cfg = self.config.resolve()?;
+        let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
-        fill(&mut self.template, cfg.template.map(Some), matches, "template");
-        fill(&mut self.system, cfg.system.map(Some), matches, "system");
-        let g = &mut self.gen;
-        fill(&mut g.temperature, cfg.temperature.map(Some), matches, "temperature");
-        fill(&mut g.top_p, cfg.top_p.map(Some), matches, "top_p");
-        fill(&mut g.top_k, cfg.top_k.map(Some), matches, "top_k");
-        fill(&mut g.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
-        fill(&mut g.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
-        fill(&mut g.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
+        fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
+        self.gen.apply_config(&cfg, matches);
         Ok(())
     }
 }
@@ -72,9 +67,29 @@ pub struct GenArgs {
     /// Seed for sampling: the same seed gives the same reply.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
+    /// without thinking (LLaMA Factory's `enable_thinking`).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_thinking: Option<bool>,
 }
 
 impl GenArgs {
+    /// Takes the sampling settings of a config where no flag was given for them.
+    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
+        fill(&mut self.temperature, cfg.temperature.map(Some), matches, "temperature");
+        fill(&mut self.top_p, cfg.top_p.map(Some), matches, "top_p");
+        fill(&mut self.top_k, cfg.top_k.map(Some), matches, "top_k");
+        fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
+        fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
+        fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
+    }
+
+    /// Template variables these flags set, for the engine's defaults.
+    pub fn template_kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.enable_thinking.map(|on| ("enable_thinking".to_owned(), on.into())).into_iter().collect()
+    }
+
     pub fn params(&self) -> GenParams {
         GenParams {
             temperature: self.temperature,
@@ -102,24 +117,32 @@ impl Session {
     fn turn(&mut self, user: &str) -> anyhow::Result<()> {
         let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user)]);
         // The system prompt is the engine's default one (`--system`).
-        let stream = self.engine.stream_chat(ChatRequest::from_turns(turns, self.params.clone()))?;
+        let request = ChatRequest::from_turns(turns, self.params.clone());
+        let mut thinking = ReasoningStream::new(prompt_opens_thinking(&self.engine.render_chat(&request)?));
+        let stream = self.engine.stream_chat(request)?;
         *lock(&self.current) = Some(stream.cancel_flag());
         let mut out = std::io::stdout().lock();
         write!(out, "Assistant: ")?;
         out.flush()?;
         let mut reply = String::new();
         let mut result = Ok(());
+        let dim = std::io::stdout().is_terminal();
+        let mut show = |out: &mut std::io::StdoutLock<'_>, d: ReasoningDelta| -> std::io::Result<()> {
+            match (d.reasoning.is_empty(), dim) {
+                (true, _) => {}
+                (false, true) => write!(out, "\x1b[2m{}\x1b[0m", d.reasoning)?,
+                (false, false) => write!(out, "{}", d.reasoning)?,
+            }
+            write!(out, "{}", d.content)?;
+            reply.push_str(&d.content);
+            out.flush()
+        };
+        let mut stopped = false;
         for event in stream.events.iter() {
             match event {
-                Event::Text(t) => {
-                    write!(out, "{t}")?;
-                    out.flush()?;
-                    reply.push_str(&t);
-                }
+                Event::Text(t) => show(&mut out, thinking.push(&t))?,
                 Event::Done(usage) => {
-                    if usage.finish_reason == FinishReason::Cancelled {
-                        write!(out, " [stopped]")?;
-                    }
+                    stopped = usage.finish_reason == FinishReason::Cancelled;
                     break;
                 }
                 Event::Error(e) => {
@@ -127,6 +150,10 @@ impl Session {
                     break;
                 }
             }
+        }
+        show(&mut out, thinking.finish())?;
+        if stopped {
+            write!(out, " [stopped]")?;
         }
         writeln!(out)?;
         *lock(&self.current) = None;
@@ -165,7 +192,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let cfg = EngineConfig { template: args.template.clone(), default_system: args.system.clone(), ..args.model.engine_config() };
+    let cfg = EngineConfig {
+        template: args.template.clone(),
+        default_system: args.system.clone(),
+        template_kwargs: args.gen.template_kwargs(),
+        ..args.model.engine_config()
+    };
     let engine = args.model.start_engine(cfg)?;
     let path = args.model.model_path()?;
     if engine.is_reward_model() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
-use ingot_core::load::WeightDType;
+use ingot_core::load::{Quantization, WeightDType};
 use ingot_core::template::ChatTemplate;
 use serde_yaml_ng::Value;
 
@@ -42,22 +42,33 @@ pub struct InferConfig {
     pub template: Option<String>,
     pub system: Option<String>,
     pub dtype: Option<WeightDType>,
+    /// `quantization_bit` 8 or 4: quantize a checkpoint at load (q8_0, q4_k).
+    pub quantize: Option<Quantization>,
+    /// LLaMA Factory's `enable_thinking`, passed to the chat template.
+    pub enable_thinking: Option<bool>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<usize>,
     pub max_new_tokens: Option<usize>,
     pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
+    /// `dataset` (or `eval_dataset`), `dataset_dir`, `max_samples`: for `ingot infer`.
+    pub dataset: Option<String>,
+    pub dataset_dir: Option<PathBuf>,
+    pub max_samples: Option<usize>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
     /// generate report them as ignored.
     pub generation_keys: Vec<String>,
+    /// The dataset keys given: commands that read no dataset report them as ignored.
+    pub data_keys: Vec<String>,
 }
 
 /// The keys that only matter to commands that generate text.
 const GENERATION_KEYS: &[&str] = &[
     "template",
+    "enable_thinking",
     "default_system",
     "temperature",
     "top_p",
@@ -68,6 +79,9 @@ const GENERATION_KEYS: &[&str] = &[
     "do_sample",
 ];
 
+/// The keys that only matter to commands that read a dataset.
+const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
+
 /// Valid LLaMA Factory inference keys (model, data and generation arguments) that change
 /// nothing in ingot: GPU backends, tokenizer loading switches, multimodal and export options.
 const IGNORED_KEYS: &[&str] = &[
@@ -75,8 +89,6 @@ const IGNORED_KEYS: &[&str] = &[
     "trust_remote_code",
     "flash_attn",
     "use_fast_tokenizer",
-    "enable_thinking",
-    "quantization_bit",
     "quantization_method",
     "quantization_type",
     "double_quantization",
@@ -108,6 +120,8 @@ const IGNORED_KEYS: &[&str] = &[
     "length_penalty",
     "max_length",
     "skip_special_tokens",
+    // ingot never truncates a prompt: one over the context is an error for its row.
+    "cutoff_len",
 ];
 
 /// Key prefixes of whole families of backend options ingot has no counterpart for.
@@ -172,11 +186,9 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
         let v = Typed { key, setting, file };
         match key.as_str() {
             "model_name_or_path" => cfg.model = Some(PathBuf::from(v.string()?)),
-            "adapter_name_or_path" => {
-                let list = v.string()?;
-                cfg.adapters =
-                    Some(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect());
-            }
+            "adapter_name_or_path" => cfg.adapters = Some(v.paths()?),
+            "quantization_bit" => cfg.quantize = Some(v.quantization()?),
+            "enable_thinking" => cfg.enable_thinking = Some(v.bool()?),
             "infer_dtype" => cfg.dtype = Some(v.dtype()?),
             "template" => cfg.template = Some(v.template()?),
             "default_system" => cfg.system = Some(v.string()?),
@@ -187,11 +199,23 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "max_new_tokens" => cfg.max_new_tokens = Some(v.count()?),
             "seed" => cfg.seed = Some(v.count()?),
             "do_sample" => greedy = !v.bool()?,
+            "dataset" | "eval_dataset" => {
+                let name = v.string()?;
+                if name.contains(',') {
+                    bail!("{}: `{key}` lists several datasets; ingot infer reads one at a time", v.origin());
+                }
+                cfg.dataset = Some(name.trim().to_owned());
+            }
+            "dataset_dir" => cfg.dataset_dir = Some(PathBuf::from(v.string()?)),
+            "max_samples" => cfg.max_samples = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k => bail!("{}: unknown key `{k}`", v.origin()),
         }
         if GENERATION_KEYS.contains(&key.as_str()) {
             cfg.generation_keys.push(key.clone());
+        }
+        if DATA_KEYS.contains(&key.as_str()) {
+            cfg.data_keys.push(key.clone());
         }
     }
     // LLaMA Factory decodes greedily when do_sample is false, whatever the temperature.
@@ -258,6 +282,28 @@ impl Typed<'_> {
         }
     }
 
+    /// A comma-separated string or a YAML list of paths.
+    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let items: Vec<String> = match self.setting {
+            Setting::File(Value::Sequence(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| self.wrong("a string or a list of strings")))
+                .collect::<anyhow::Result<_>>()?,
+            _ => self.string()?.split(',').map(str::to_owned).collect(),
+        };
+        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+    }
+
+    /// LLaMA Factory quantizes on the fly with bitsandbytes; ingot quantizes at load to the
+    /// GGUF type of the same width.
+    fn quantization(&self) -> anyhow::Result<Quantization> {
+        match self.count::<u64>()? {
+            8 => Ok(Quantization::Q8_0),
+            4 => Ok(Quantization::Q4K),
+            _ => Err(self.wrong("8 or 4")),
+        }
+    }
+
     fn dtype(&self) -> anyhow::Result<WeightDType> {
         match self.string()?.as_str() {
             "auto" => Ok(WeightDType::Auto),
@@ -314,6 +360,23 @@ mod tests {
     }
 
     #[test]
+    fn maps_quantization_thinking_and_adapter_lists() {
+        let f = yaml(
+            "lists.yaml",
+            "adapter_name_or_path:\n  - saves/a\n  - saves/b\nquantization_bit: 4\nenable_thinking: false\n",
+        );
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.adapters, Some(vec![PathBuf::from("saves/a"), PathBuf::from("saves/b")]));
+        assert_eq!((cfg.quantize, cfg.enable_thinking), (Some(Quantization::Q4K), Some(false)));
+        assert_eq!(resolve(&[&f, "quantization_bit=8"]).expect("valid").quantize, Some(Quantization::Q8_0));
+        let e = resolve(&[&f, "quantization_bit=3"]).expect_err("3 bits").to_string();
+        assert!(e.contains("`quantization_bit` must be 8 or 4"), "{e}");
+        let bad = yaml("badlist.yaml", "adapter_name_or_path:\n  - 1\n");
+        let e = resolve(&[&bad]).expect_err("not a path").to_string();
+        assert!(e.contains("a string or a list of strings"), "{e}");
+    }
+
+    #[test]
     fn maps_llama_factory_keys() {
         let f = yaml(
             "full.yaml",
@@ -358,6 +421,17 @@ mod tests {
         assert!(e.contains("KEY=VALUE"), "{e}");
         let f = yaml("list.yaml", "- a\n");
         assert!(resolve(&[&f]).is_err());
+    }
+
+    #[test]
+    fn dataset_keys_are_for_infer() {
+        let f = yaml("data.yaml", "eval_dataset: alpaca_demo\ndataset_dir: data\nmax_samples: 5\ncutoff_len: 1024\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.dataset.as_deref(), Some("alpaca_demo"));
+        assert_eq!((cfg.dataset_dir, cfg.max_samples), (Some(PathBuf::from("data")), Some(5)));
+        assert_eq!((cfg.data_keys.len(), cfg.ignored.as_slice()), (3, &["cutoff_len".to_owned()][..]));
+        let e = format!("{:#}", resolve(&["dataset=a,b"]).expect_err("two datasets"));
+        assert!(e.contains("several"), "{e}");
     }
 
     #[test]

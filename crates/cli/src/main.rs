@@ -5,9 +5,13 @@
 
 mod bench;
 mod chat;
+mod dataset;
+mod infer;
 mod infer_config;
+mod metrics;
 mod model_args;
 mod score;
+mod template;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -24,8 +28,12 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
+    /// Run a model over a dataset: one prediction per row, in order, resumable.
+    Infer(infer::InferArgs),
     /// Score texts with a reward model (a checkpoint directory with value_head.safetensors).
     Score(score::ScoreArgs),
+    /// Print the prompt a conversation renders to (or its token ids), exactly.
+    Template(template::TemplateArgs),
 }
 
 fn main() {
@@ -36,8 +44,10 @@ fn main() {
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
+        Command::Infer(mut args) => args.apply_config(sub).and_then(|()| infer::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),
+        Command::Template(args) => template::run(args),
     };
     if let Err(e) = result {
         // One line, with the causes chained: errors are for people, not backtraces.

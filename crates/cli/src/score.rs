@@ -33,10 +33,11 @@ pub struct ScoreArgs {
 
 impl ScoreArgs {
     /// Takes the model settings of the config file and overrides where no flag was given;
-    /// its generation keys mean nothing to scoring and are reported as ignored.
+    /// its generation and dataset keys mean nothing to scoring and are reported as ignored.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
         let mut cfg = self.config.resolve()?;
         cfg.ignored.append(&mut cfg.generation_keys);
+        cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
         Ok(())

@@ -119,10 +119,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     if path.is_dir() {
         let model = load_checkpoint_model(path, opts)?;
-        let tokenizer = Tokenizer::from_hf_dir(path)
-            .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
-        let templates = crate::hf_files::ChatTemplates::from_dir(path)
-            .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source: source.into() })?;
+        let Prompting { tokenizer, chat_template } = dir_prompting(path)?;
         let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
         // The error names generation_config.json and the key at fault.
         let generation = GenerationDefaults::from_dir(path)
@@ -130,7 +127,7 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         return Ok(LoadedModel {
             model,
             tokenizer,
-            chat_template: templates.get(None).map(str::to_string),
+            chat_template,
             value_head,
             generation,
         });
@@ -149,17 +146,40 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
     }
     let file = GgufFile::open(path)?;
     let cfg = file.config()?;
-    let tokenizer = Tokenizer::from_gguf(file.content())
-        .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
+    let Prompting { tokenizer, chat_template } = gguf_prompting(&file, path)?;
     let model = Model::load(&file, cfg)?;
     // LLaMA Factory stores value heads only beside checkpoints; a GGUF file is a causal LM.
-    Ok(LoadedModel {
-        model,
-        tokenizer,
-        chat_template: file.chat_template().map(str::to_string),
-        value_head: None,
-        generation: GenerationDefaults::default(),
-    })
+    Ok(LoadedModel { model, tokenizer, chat_template, value_head: None, generation: GenerationDefaults::default() })
+}
+
+/// What turns messages into a prompt: the tokenizer and the model's own chat template.
+pub struct Prompting {
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<String>,
+}
+
+/// Loads only the tokenizer and chat template of a GGUF file or checkpoint directory (no
+/// weights), for rendering and tokenizing prompts.
+pub fn load_prompting(path: &Path) -> Result<Prompting, LoadError> {
+    if path.is_dir() {
+        dir_prompting(path)
+    } else {
+        gguf_prompting(&GgufFile::open(path)?, path)
+    }
+}
+
+fn dir_prompting(path: &Path) -> Result<Prompting, LoadError> {
+    let tokenizer =
+        Tokenizer::from_hf_dir(path).map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
+    let templates = crate::hf_files::ChatTemplates::from_dir(path)
+        .map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source: source.into() })?;
+    Ok(Prompting { tokenizer, chat_template: templates.get(None).map(str::to_string) })
+}
+
+fn gguf_prompting(file: &GgufFile, path: &Path) -> Result<Prompting, LoadError> {
+    let tokenizer =
+        Tokenizer::from_gguf(file.content()).map_err(|source| LoadError::Tokenizer { path: path.to_path_buf(), source })?;
+    Ok(Prompting { tokenizer, chat_template: file.chat_template().map(str::to_string) })
 }
 
 /// The model alone of a checkpoint directory: `config.json` and the safetensors weights, with

@@ -22,7 +22,7 @@ pub struct ChatRequest {
     pub system: Option<String>,
     /// JSON-schema tool definitions for the template.
     pub tools: Option<Vec<Value>>,
-    /// Extra template variables, e.g. `enable_thinking`.
+    /// Extra template variables, e.g. `enable_thinking` (over the engine's defaults).
     pub template_kwargs: Map<String, Value>,
     pub params: GenParams,
 }
@@ -77,8 +77,10 @@ impl EngineHandle {
         }
         messages.extend(req.messages.iter().cloned());
         let tools = req.tools.clone().map(Value::Array);
+        let mut kwargs = self.shared.template_kwargs.clone();
+        kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
         template
-            .render_json(&Value::Array(messages), tools.as_ref(), true, &req.template_kwargs)
+            .render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)
             .map_err(|e| EngineError::Invalid(e.to_string()))
     }
 

@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub template: Option<String>,
     /// System prompt used when a chat request has none.
     pub default_system: Option<String>,
+    /// Template variables every chat request gets unless it sets them itself (e.g.
+    /// `enable_thinking`, LLaMA Factory's model argument of that name).
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
     /// Generation defaults below the model's `generation_config.json`.
     pub defaults: GenParams,
     /// Largest `num_return_sequences` a request may ask for.
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             prefix_cache: true,
             template: None,
             default_system: None,
+            template_kwargs: serde_json::Map::new(),
             defaults: GenParams::llama_factory(),
             max_n: 16,
         }
@@ -217,6 +221,7 @@ struct Shared {
     /// Request defaults: the model's generation config over the engine's defaults.
     defaults: GenParams,
     default_system: Option<String>,
+    template_kwargs: serde_json::Map<String, serde_json::Value>,
     max_n: usize,
     max_queue: usize,
     /// Largest prompt plus `max_new_tokens` the KV budget can hold.
@@ -266,6 +271,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         reward_model: value_head.is_some(),
         defaults: GenParams::from_generation_config(&generation).or(&cfg.defaults),
         default_system: cfg.default_system.clone(),
+        template_kwargs: cfg.template_kwargs.clone(),
         max_n: cfg.max_n.max(1),
         max_queue: cfg.max_queue,
         budget_positions,
@@ -425,17 +431,9 @@ impl EngineHandle {
         rx.recv().map_err(|_| EngineError::Stopped)?.map_err(EngineError::Invalid)
     }
 
-    /// Tokenizes a rendered prompt: special-token text maps to single ids, and BOS is
-    /// prepended when the model wants it and the template did not already write it.
+    /// Tokenizes a rendered prompt (see [`Tokenizer::encode_prompt`]).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let tok = &self.shared.tokenizer;
-        let mut ids = tok.encode(text, false).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        if let Some(bos) = tok.bos_id().filter(|_| tok.add_bos()) {
-            if ids.first() != Some(&bos) {
-                ids.insert(0, bos);
-            }
-        }
-        Ok(ids)
+        self.shared.tokenizer.encode_prompt(text).map_err(|e| EngineError::Invalid(e.to_string()))
     }
 
     /// Compiles a `response_format` into the constraint a [`GenerateRequest`] carries (`None`

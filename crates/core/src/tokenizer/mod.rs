@@ -295,6 +295,18 @@ impl Tokenizer {
         self.add_bos && self.bos.is_some()
     }
 
+    /// Tokenizes a rendered prompt: special-token text maps to single ids, and BOS is
+    /// prepended when the model wants it and the template did not already write it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = self.encode(text, false)?;
+        if let Some(bos) = self.bos_id().filter(|_| self.add_bos()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
     /// End-of-generation ids: EOS, EOT/EOM when the GGUF file names them (every
     /// `generation_config.json` `eos_token_id` for a checkpoint), and the end-of-turn tokens
     /// llama.cpp recognises by text (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, ...). Sorted.
