@@ -105,6 +105,7 @@ fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize)
         stop_ids: Vec::new(),
         skip_special_tokens: true,
         ignore_eos: true,
+        constraint: None,
     })?;
     for event in stream.events.iter() {
         match event {

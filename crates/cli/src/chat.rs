@@ -26,10 +26,6 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
-    /// without thinking. Reasoning is shown dimmed and kept out of the history.
-    #[arg(long, value_name = "BOOL")]
-    pub enable_thinking: Option<bool>,
     #[command(flatten)]
     pub gen: GenArgs,
     #[command(flatten)]
@@ -40,11 +36,12 @@ impl ChatArgs {
     /// The engine settings these flags give: the model's, the template, the system prompt and
     /// `enable_thinking`.
     pub fn engine_config(&self) -> EngineConfig {
-        let mut cfg = EngineConfig { template: self.template.clone(), default_system: self.system.clone(), ..self.model.engine_config() };
-        if let Some(on) = self.enable_thinking {
-            cfg.template_kwargs.insert("enable_thinking".into(), on.into());
+        EngineConfig {
+            template: self.template.clone(),
+            default_system: self.system.clone(),
+            template_kwargs: self.gen.template_kwargs(),
+            ..self.model.engine_config()
         }
-        cfg
     }
 
     /// Takes the settings of the config file and overrides where no flag was given for them.
@@ -81,6 +78,10 @@ pub struct GenArgs {
     /// Seed for sampling: the same seed gives the same reply.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// For reasoning models (Qwen3 and the like): `false` asks the template for an answer
+    /// without thinking (LLaMA Factory's `enable_thinking`).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_thinking: Option<bool>,
 }
 
 impl GenArgs {
@@ -92,6 +93,12 @@ impl GenArgs {
         fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
         fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
         fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
+        fill(&mut self.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
+    }
+
+    /// Template variables these flags set, for the engine's defaults.
+    pub fn template_kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.enable_thinking.map(|on| ("enable_thinking".to_owned(), on.into())).into_iter().collect()
     }
 
     pub fn params(&self) -> GenParams {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
-use ingot_core::load::WeightDType;
+use ingot_core::load::{Quantization, WeightDType};
 use ingot_core::template::ChatTemplate;
 use serde_yaml_ng::Value;
 
@@ -42,6 +42,10 @@ pub struct InferConfig {
     pub template: Option<String>,
     pub system: Option<String>,
     pub dtype: Option<WeightDType>,
+    /// `quantization_bit` 8 or 4: quantize a checkpoint at load (q8_0, q4_k).
+    pub quantize: Option<Quantization>,
+    /// LLaMA Factory's `enable_thinking`, passed to the chat template.
+    pub enable_thinking: Option<bool>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<usize>,
@@ -64,6 +68,7 @@ pub struct InferConfig {
 /// The keys that only matter to commands that generate text.
 const GENERATION_KEYS: &[&str] = &[
     "template",
+    "enable_thinking",
     "default_system",
     "temperature",
     "top_p",
@@ -84,8 +89,6 @@ const IGNORED_KEYS: &[&str] = &[
     "trust_remote_code",
     "flash_attn",
     "use_fast_tokenizer",
-    "enable_thinking",
-    "quantization_bit",
     "quantization_method",
     "quantization_type",
     "double_quantization",
@@ -183,11 +186,9 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
         let v = Typed { key, setting, file };
         match key.as_str() {
             "model_name_or_path" => cfg.model = Some(PathBuf::from(v.string()?)),
-            "adapter_name_or_path" => {
-                let list = v.string()?;
-                cfg.adapters =
-                    Some(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect());
-            }
+            "adapter_name_or_path" => cfg.adapters = Some(v.paths()?),
+            "quantization_bit" => cfg.quantize = Some(v.quantization()?),
+            "enable_thinking" => cfg.enable_thinking = Some(v.bool()?),
             "infer_dtype" => cfg.dtype = Some(v.dtype()?),
             "template" => cfg.template = Some(v.template()?),
             "default_system" => cfg.system = Some(v.string()?),
@@ -281,6 +282,28 @@ impl Typed<'_> {
         }
     }
 
+    /// A comma-separated string or a YAML list of paths.
+    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let items: Vec<String> = match self.setting {
+            Setting::File(Value::Sequence(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| self.wrong("a string or a list of strings")))
+                .collect::<anyhow::Result<_>>()?,
+            _ => self.string()?.split(',').map(str::to_owned).collect(),
+        };
+        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+    }
+
+    /// LLaMA Factory quantizes on the fly with bitsandbytes; ingot quantizes at load to the
+    /// GGUF type of the same width.
+    fn quantization(&self) -> anyhow::Result<Quantization> {
+        match self.count::<u64>()? {
+            8 => Ok(Quantization::Q8_0),
+            4 => Ok(Quantization::Q4K),
+            _ => Err(self.wrong("8 or 4")),
+        }
+    }
+
     fn dtype(&self) -> anyhow::Result<WeightDType> {
         match self.string()?.as_str() {
             "auto" => Ok(WeightDType::Auto),
@@ -334,6 +357,23 @@ mod tests {
         let path = ingot_core::testing::scratch_dir(&format!("infer-config-{name}")).join(name);
         std::fs::write(&path, text).expect("write config");
         path.display().to_string()
+    }
+
+    #[test]
+    fn maps_quantization_thinking_and_adapter_lists() {
+        let f = yaml(
+            "lists.yaml",
+            "adapter_name_or_path:\n  - saves/a\n  - saves/b\nquantization_bit: 4\nenable_thinking: false\n",
+        );
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.adapters, Some(vec![PathBuf::from("saves/a"), PathBuf::from("saves/b")]));
+        assert_eq!((cfg.quantize, cfg.enable_thinking), (Some(Quantization::Q4K), Some(false)));
+        assert_eq!(resolve(&[&f, "quantization_bit=8"]).expect("valid").quantize, Some(Quantization::Q8_0));
+        let e = resolve(&[&f, "quantization_bit=3"]).expect_err("3 bits").to_string();
+        assert!(e.contains("`quantization_bit` must be 8 or 4"), "{e}");
+        let bad = yaml("badlist.yaml", "adapter_name_or_path:\n  - 1\n");
+        let e = resolve(&[&bad]).expect_err("not a path").to_string();
+        assert!(e.contains("a string or a list of strings"), "{e}");
     }
 
     #[test]

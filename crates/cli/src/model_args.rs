@@ -41,6 +41,7 @@ impl ModelArgs {
         fill(&mut self.model, cfg.model.clone().map(Some), matches, "model");
         fill(&mut self.adapters, cfg.adapters.clone(), matches, "adapters");
         fill(&mut self.dtype, cfg.dtype, matches, "dtype");
+        fill(&mut self.quantize, cfg.quantize.map(Some), matches, "quantize");
     }
 
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {

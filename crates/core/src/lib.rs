@@ -10,6 +10,7 @@
 //! through [`hf_files`]. A checkpoint with a value head is a reward model ([`reward`]).
 
 pub mod config;
+pub mod constraint;
 pub mod hf_files;
 pub mod kernels;
 pub mod kv_cache;

@@ -147,6 +147,10 @@ impl EngineHandle {
         let resolved = params::resolve(params, &merged, prompt_ids.len(), limits).map_err(EngineError::Invalid)?;
         let mut stop = resolved.stop;
         stop.extend(extra_stop.iter().filter(|s| !s.is_empty()).cloned());
+        let constraint = match &merged.response_format {
+            Some(format) => self.compile_response_format(format)?,
+            None => None,
+        };
         let requests = resolved
             .samples
             .into_iter()
@@ -158,6 +162,7 @@ impl EngineHandle {
                 stop_ids: Vec::new(),
                 skip_special_tokens: resolved.skip_special_tokens,
                 ignore_eos: false,
+                constraint: constraint.clone(),
             })
             .collect();
         let streams = self.submit_all(requests)?;

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use ingot_core::constraint::Constraint;
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
@@ -81,6 +82,9 @@ struct Seq<'t> {
     sampler: Sampler,
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
+    /// The request's grammar state (taken out of the request), if it asked for structured
+    /// output.
+    constraint: Option<Constraint>,
     generated: Vec<u32>,
     started: Instant,
     prefill_done: Option<Instant>,
@@ -264,9 +268,11 @@ impl<'m> Scheduler<'m> {
         let _ = job.reply.send(result.map(|()| scores));
     }
 
-    fn start(&self, job: GenerateJob, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
+    fn start(&self, mut job: GenerateJob, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
+        let constraint = job.request.constraint.take();
         let req = &job.request;
         Seq {
+            constraint,
             sampler: Sampler::new(req.params.clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
@@ -367,12 +373,20 @@ impl<'m> Scheduler<'m> {
     /// Samples the next token of a decoding sequence and streams its text; returns why the
     /// sequence ends, if it does.
     fn advance(&self, seq: &mut Seq<'m>, logits: &mut [f32]) -> Option<Result<FinishReason, String>> {
+        // Structured output: only what the grammar allows (this sequence's row alone).
+        if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.mask_logits(logits)) {
+            return Some(Err(e.to_string()));
+        }
         let req = &seq.job.request;
         let id = seq.sampler.sample(logits, &req.prompt_ids, &seq.generated);
         seq.first_token_at.get_or_insert_with(Instant::now);
         seq.generated.push(id);
-        if (!req.ignore_eos && self.eog.contains(&id)) || req.stop_ids.contains(&id) {
+        let eos_ends = !req.ignore_eos || seq.constraint.is_some();
+        if (eos_ends && self.eog.contains(&id)) || req.stop_ids.contains(&id) {
             return Some(Ok(FinishReason::Stop));
+        }
+        if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.advance(id)) {
+            return Some(Err(e.to_string()));
         }
         let text = match seq.decoder.push(id) {
             Ok(t) => t,

@@ -11,6 +11,12 @@
 //! (continuous batching, KV budget, admission queue and prefix reuse: see `generate`): a new
 //! request joins at the next step.
 //!
+//! Structured output: [`GenParams::response_format`] (OpenAI's `json_object` / `json_schema`
+//! shapes, [`ResponseFormat`]) is compiled in the caller's thread, once per request, into a
+//! grammar ([`ingot_core::constraint`]); each sample's sequence owns a copy and, every step,
+//! masks its own logits row to the tokens the grammar allows before sampling, so the reply
+//! parses (and validates) whenever it finishes with "stop". Requests without one pay nothing.
+//!
 //! A reward model (one loaded with a value head) does not generate: it scores texts
 //! ([`EngineHandle::get_scores`]), and a causal LM does not score; each refuses the other's
 //! requests with an [`EngineError`], as LLaMA Factory does.
@@ -20,10 +26,12 @@ mod generate;
 mod params;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 use ingot_core::config::ModelConfig;
+use ingot_core::constraint::{Constraint, ConstraintCompiler};
+pub use ingot_core::constraint::{JsonSchemaFormat, ResponseFormat};
 use ingot_core::load::LoadedModel;
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::ChatTemplate;
@@ -90,8 +98,13 @@ pub struct GenerateRequest {
     /// Token ids that end generation (in addition to the tokenizer's end-of-generation ids).
     pub stop_ids: Vec<u32>,
     pub skip_special_tokens: bool,
-    /// Keep generating past end-of-generation tokens (benchmarks).
+    /// Keep generating past end-of-generation tokens (benchmarks); a constrained sequence
+    /// still ends at one, which its grammar allows only once complete.
     pub ignore_eos: bool,
+    /// Structured output: the grammar every sampled token must follow, in its start state
+    /// (from [`EngineHandle::compile_response_format`]; chat requests get it from
+    /// [`GenParams::response_format`]). `None` costs nothing per step.
+    pub constraint: Option<Constraint>,
 }
 
 /// What the engine sends back for a request.
@@ -215,6 +228,9 @@ struct Shared {
     budget_positions: usize,
     queued: Arc<AtomicUsize>,
     reused_tokens: Arc<AtomicUsize>,
+    /// The vocabulary indexed for constrained decoding, built by the first request that
+    /// asks for a `response_format` (it takes about a second on a 150k vocabulary).
+    constraints: OnceLock<Result<ConstraintCompiler, String>>,
 }
 
 /// Cheap, cloneable access to a running engine.
@@ -261,6 +277,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         budget_positions,
         queued: queued.clone(),
         reused_tokens: reused_tokens.clone(),
+        constraints: OnceLock::new(),
     });
     let capacity = generate::Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -417,5 +434,24 @@ impl EngineHandle {
     /// Tokenizes a rendered prompt (see [`Tokenizer::encode_prompt`]).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         self.shared.tokenizer.encode_prompt(text).map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Compiles a `response_format` into the constraint a [`GenerateRequest`] carries (`None`
+    /// for `text`); clone it for each sequence. The first call for a JSON format indexes the
+    /// vocabulary (about a second for 150k tokens; once per engine). An
+    /// invalid or unsupported schema is [`EngineError::Invalid`] naming the field
+    /// (`response_format.json_schema.schema: ...`).
+    pub fn compile_response_format(&self, format: &ResponseFormat) -> Result<Option<Constraint>, EngineError> {
+        if *format == ResponseFormat::Text {
+            // Plain text needs no grammar, so it never pays for indexing the vocabulary.
+            return Ok(None);
+        }
+        let compiler = self
+            .shared
+            .constraints
+            .get_or_init(|| ConstraintCompiler::for_tokenizer(&self.shared.tokenizer).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| EngineError::Invalid(e.clone()))?;
+        compiler.compile(format).map_err(|e| EngineError::Invalid(e.to_string()))
     }
 }

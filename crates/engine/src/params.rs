@@ -6,6 +6,7 @@
 //! otherwise). Resolution validates everything before anything is queued; every error names
 //! the field and its limit.
 
+use ingot_core::constraint::ResponseFormat;
 use ingot_core::hf_files::GenerationDefaults;
 use ingot_core::sampling::SamplingParams;
 
@@ -34,6 +35,12 @@ pub struct GenParams {
     pub stop: Vec<String>,
     pub skip_special_tokens: Option<bool>,
     pub seed: Option<u64>,
+    /// OpenAI's structured output (`{"type": "json_object"}`, `{"type": "json_schema",
+    /// "json_schema": {"name", "schema", "strict"}}`, `{"type": "text"}`): enforced by
+    /// constrained decoding, see [`ingot_core::constraint`]. The schema is compiled once per
+    /// request (an invalid one is [`crate::EngineError::Invalid`] naming
+    /// `response_format...`), and every sample gets its own copy of the grammar state.
+    pub response_format: Option<ResponseFormat>,
 }
 
 impl GenParams {
@@ -54,6 +61,7 @@ impl GenParams {
             stop: Vec::new(),
             skip_special_tokens: Some(true),
             seed: None,
+            response_format: None,
         }
     }
 
@@ -69,7 +77,8 @@ impl GenParams {
         }
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
-            frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed
+            frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
+            response_format
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();

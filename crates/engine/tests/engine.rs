@@ -45,6 +45,7 @@ fn request(user: &str, max_new_tokens: usize) -> GenerateRequest {
         stop_ids: Vec::new(),
         skip_special_tokens: true,
         ignore_eos: false,
+        constraint: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn a_reward_model_does_not_chat_and_a_causal_lm_does_not_score() {
         stop_ids: Vec::new(),
         skip_special_tokens: true,
         ignore_eos: false,
+        constraint: None,
     };
     assert_eq!(rm.submit(request).err(), Some(EngineError::RewardModel));
     assert!(rm.is_reward_model());

@@ -188,6 +188,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             max_seqs: args.concurrency,
             template: args.template.clone(),
             default_system: args.system.clone(),
+            template_kwargs: args.gen.template_kwargs(),
             ..args.model.engine_config()
         };
         let engine = args.model.start_engine(cfg)?;

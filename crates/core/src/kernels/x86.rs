@@ -73,7 +73,7 @@ macro_rules! backend {
             use super::super::OutPtr;
             use super::$ops as ops;
 
-            /// Prefetch distance in bytes for the single-row (decode) kernel.
+            /// Prefetch distance in bytes for the weight stream.
             const PREFETCH: usize = 4096;
 
             /// Activation rows per micro-kernel call (the largest of `rows`): as many as the
@@ -173,14 +173,13 @@ macro_rules! backend {
                 unsafe {
                     for b in 0..nblk {
                         let rec = grp.add(b * l.record_bytes());
-                        // Decode streams the weights from DRAM once; the hardware prefetcher
-                        // alone leaves the integer units idle part of the time, so ask for the
-                        // data a few KiB ahead (prefetches never fault; `wrapping_add` since the
-                        // address may lie past the buffer).
-                        if R == 1 {
-                            for line in (0..l.record_bytes()).step_by(64) {
-                                _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(PREFETCH + line).cast());
-                            }
+                        // Decode streams the weights from DRAM once per step; the hardware
+                        // prefetcher alone leaves the integer units idle part of the time, so
+                        // ask for the data a few KiB ahead (prefetches never fault;
+                        // `wrapping_add` since the address may lie past the buffer). Batched
+                        // decode (several rows) gains as much: measured 70 → 60 ms per 8-row step.
+                        for line in (0..l.record_bytes()).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(PREFETCH + line).cast());
                         }
                         let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()));
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(l.dmin_off()).cast()));

@@ -40,7 +40,7 @@ mod hf;
 #[cfg(test)]
 mod hf_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -317,6 +317,23 @@ impl Tokenizer {
     /// Whether generating `id` ends the turn.
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.binary_search(&id).is_ok()
+    }
+
+    /// The bytes token `id` adds to generated text, for grammar engines that match text
+    /// token by token ([`crate::constraint`]): a normal token's bytes (byte-level alphabet or
+    /// `▁` undone, `<0xXX>` as its byte), a user-defined token's text (it always prints raw).
+    /// `None` for control, unknown and unused tokens, which are not text (`<|im_end|>`), and
+    /// for ids outside the vocabulary. Empty for tokens that print nothing. The decoder's
+    /// first-token space strip is not applied.
+    pub fn text_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        match self.kinds.get(id as usize)? {
+            TokenKind::Control | TokenKind::Unknown | TokenKind::Unused => None,
+            _ => {
+                let mut bytes = Vec::new();
+                self.append_piece(id, false, &mut bytes).ok()?;
+                Some(bytes)
+            }
+        }
     }
 
     /// llama.cpp's `tokenizer_st_partition`: for each special token, longest first, split every

@@ -22,7 +22,7 @@ fn load(file: &str) -> (Tokenizer, u128) {
     (tokenizer, start.elapsed().as_millis())
 }
 
-fn qwen() -> &'static Tokenizer {
+pub(crate) fn qwen() -> &'static Tokenizer {
     static T: OnceLock<(Tokenizer, u128)> = OnceLock::new();
     &T.get_or_init(|| load(QWEN)).0
 }
