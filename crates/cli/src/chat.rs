@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
-use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams};
+use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams};
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
@@ -203,14 +203,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let engine = args.model.start_engine(args.engine_config())?;
-    let path = args.model.model_path()?;
-    if engine.is_reward_model() {
-        return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
-    }
-    if engine.template().is_none() {
-        return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
-    }
+    let engine = args.model.start_chat_engine(args.engine_config())?;
     let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
     {

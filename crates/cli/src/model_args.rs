@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::load::{models_dir, LoadOptions, Quantization, WeightDType, DEFAULT_MODEL_FILE};
-use ingot_engine::{EngineConfig, EngineHandle};
+use ingot_engine::{EngineConfig, EngineError, EngineHandle};
 
 use crate::infer_config::{fill, InferConfig};
 
@@ -60,6 +60,20 @@ impl ModelArgs {
     /// The engine settings these flags give; commands adjust the rest.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig { threads: self.threads, kv_cache_mb: self.kv_cache_mb, ..EngineConfig::default() }
+    }
+
+    /// [`ModelArgs::start_engine`] for commands that generate chat replies: a reward model,
+    /// or a model without a chat template when none was named, is an error up front.
+    pub fn start_chat_engine(&self, cfg: EngineConfig) -> anyhow::Result<EngineHandle> {
+        let engine = self.start_engine(cfg)?;
+        let path = self.model_path()?;
+        if engine.is_reward_model() {
+            return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
+        }
+        if engine.template().is_none() {
+            return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
+        }
+        Ok(engine)
     }
 
     /// Loads the model and starts the engine with `cfg` (see [`ModelArgs::engine_config`]).

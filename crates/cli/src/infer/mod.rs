@@ -191,14 +191,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             template_kwargs: args.gen.template_kwargs(),
             ..args.model.engine_config()
         };
-        let engine = args.model.start_engine(cfg)?;
-        let path = args.model.model_path()?;
-        if engine.is_reward_model() {
-            return Err(EngineError::RewardModel).with_context(|| path.display().to_string());
-        }
-        if engine.template().is_none() {
-            return Err(EngineError::NoTemplate).with_context(|| format!("{} (hint: pass --template NAME)", path.display()));
-        }
+        let engine = args.model.start_chat_engine(cfg)?;
         let started = Instant::now();
         let mut progress = Progress::new(todo.len());
         let run = Run { engine: &engine, params: &params, rows: &data.rows, concurrency: args.concurrency, on_error: args.on_error, source: &source };
