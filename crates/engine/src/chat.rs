@@ -21,7 +21,8 @@ pub struct ChatRequest {
     /// System prompt; prepended as a system message (the engine's default system prompt is
     /// used when neither this nor the messages give one).
     pub system: Option<String>,
-    /// JSON-schema tool definitions for the template.
+    /// JSON-schema tool definitions for the template (and for a forcing
+    /// [`GenParams::tool_choice`]).
     pub tools: Option<Vec<Value>>,
     /// Extra template variables, e.g. `enable_thinking` (over the engine's defaults).
     pub template_kwargs: Map<String, Value>,
