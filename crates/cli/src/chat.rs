@@ -33,6 +33,17 @@ pub struct ChatArgs {
 }
 
 impl ChatArgs {
+    /// The engine settings these flags give: the model's, the template, the system prompt and
+    /// `enable_thinking`.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            template: self.template.clone(),
+            default_system: self.system.clone(),
+            template_kwargs: self.gen.template_kwargs(),
+            ..self.model.engine_config()
+        }
+    }
+
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
         let mut cfg = self.config.resolve()?;
@@ -192,13 +203,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let cfg = EngineConfig {
-        template: args.template.clone(),
-        default_system: args.system.clone(),
-        template_kwargs: args.gen.template_kwargs(),
-        ..args.model.engine_config()
-    };
-    let engine = args.model.start_engine(cfg)?;
+    let engine = args.model.start_engine(args.engine_config())?;
     let path = args.model.model_path()?;
     if engine.is_reward_model() {
         return Err(EngineError::RewardModel).with_context(|| path.display().to_string());

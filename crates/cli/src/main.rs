@@ -3,6 +3,7 @@
 //! Flags are parsed by clap into raw values, turned into validated engine requests, and
 //! every front end talks to the engine through its handle only.
 
+mod api;
 mod bench;
 mod chat;
 mod dataset;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Chat in the terminal (reads one user turn per line when stdin is not a terminal).
     Chat(chat::ChatArgs),
+    /// Serve the OpenAI-compatible API and the web chat page.
+    Api(api::ApiArgs),
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
     /// Run a model over a dataset: one prediction per row, in order, resumable.
@@ -44,6 +47,7 @@ fn main() {
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
+        Command::Api(mut args) => args.chat.apply_config(sub).and_then(|()| api::run(args)),
         Command::Infer(mut args) => args.apply_config(sub).and_then(|()| infer::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),

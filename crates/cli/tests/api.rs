@@ -1,0 +1,427 @@
+//! End-to-end tests of `ingot api`: the real binary on a free port with the real Qwen GGUF,
+//! driven by the official `openai` Python client, by plain HTTP, and by headless Chromium.
+//!
+//! The Python venv and playwright-core come from `scripts/install-test-tools.sh` (which the
+//! README's test command and `.ci/run` call); every generation is greedy and short.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ingot_core::testing::{fixtures_dir, model_path, scratch_dir};
+use serde_json::{json, Value};
+
+/// A running `ingot api`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    /// Everything the server printed on stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server on a free port (`--port 0`) with `args` and `env`, and waits until it
+    /// listens.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_model(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, env)
+    }
+
+    fn start_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
+        cmd.arg("api").arg("--model").arg(model).args(["--port", "0"]).args(args);
+        for var in ["API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start ingot api");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        // Loading takes seconds; the bound is only there so a hung start fails the test.
+        let base = rx.recv_timeout(Duration::from_secs(600)).unwrap_or_else(|_| {
+            panic!("ingot api did not start listening: {}", log.lock().expect("log"))
+        });
+        Server { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tool installed by scripts/install-test-tools.sh; panics with the fix when it is missing.
+fn test_tool(rel: &str) -> PathBuf {
+    let p = repo_root().join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/install-test-tools.sh", p.display());
+    p
+}
+
+fn greedy_fixture() -> PathBuf {
+    fixtures_dir().join("real/qwen2.5-coder-0.5b-greedy.json")
+}
+
+/// The reference conversation "capital" and its greedy reply.
+fn capital() -> (Value, String) {
+    let text = std::fs::read_to_string(greedy_fixture()).expect("greedy fixture");
+    let v: Value = serde_json::from_str(&text).expect("fixture json");
+    let item = v["items"].as_array().expect("items").iter().find(|i| i["name"] == "capital").expect("capital").clone();
+    (item["messages"].clone(), item["text"].as_str().expect("text").to_owned())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// POSTs `body` (raw text) and returns the status and the parsed JSON answer.
+fn post(agent: &ureq::Agent, url: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = agent.post(url).header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.send(body).expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} answer is not JSON ({e}): {text}")))
+}
+
+fn get(agent: &ureq::Agent, url: &str, key: Option<&str>) -> (u16, String) {
+    let mut req = agent.get(url);
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.call().expect("request");
+    (resp.status().as_u16(), resp.body_mut().read_to_string().expect("body"))
+}
+
+/// Asserts OpenAI's error shape and returns the error object.
+fn openai_error(v: &Value) -> &Value {
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(e["type"].is_string(), "{v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    e
+}
+
+/// The `data:` payloads of a streamed response, up to and including `[DONE]`.
+fn sse_events(reader: impl Read) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in BufReader::new(reader).lines().map_while(Result::ok) {
+        if let Some(d) = line.strip_prefix("data: ") {
+            out.push(d.to_owned());
+            if d == "[DONE]" {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// One streamed chat request: the concatenated content and the finish reason.
+fn stream_chat(agent: &ureq::Agent, base: &str, body: &Value) -> (String, Option<String>) {
+    let mut resp = agent
+        .post(&format!("{base}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = sse_events(resp.body_mut().as_reader());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let (mut text, mut finish) = (String::new(), None);
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).expect("chunk json");
+        assert!(v.get("error").is_none(), "{v}");
+        if let Some(c) = v["choices"].get(0) {
+            text.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = Some(f.to_owned());
+            }
+        }
+    }
+    (text, finish)
+}
+
+#[test]
+fn openai_python_client() {
+    let python = test_tool(".test-venv/bin/python");
+    let server = Server::start(&["--api-key", "other-key", "--api-key", "test-key", "--model-name", "qwen-test"], &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_client.py");
+    let out = Command::new(python).arg(script).arg(&server.base).arg("qwen-test").arg(greedy_fixture()).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\nstderr: {}\nserver: {}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn bad_requests_get_openai_errors() {
+    // Key and model name from LLaMA Factory's environment variables.
+    let server = Server::start(&[], &[("API_KEY", "secret"), ("API_MODEL_NAME", "env-model")]);
+    let a = agent();
+    let chat_url = server.url("/v1/chat/completions");
+    let key = Some("secret");
+    let user = json!([{"role": "user", "content": "hi"}]);
+
+    let (status, body) = get(&a, &server.url("/v1/models"), key);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"env-model\""), "{body}");
+
+    let ok = json!({"model": "env-model", "messages": user, "max_tokens": 1}).to_string();
+    for (given, what) in [(None, "missing key"), (Some("wrong"), "wrong key")] {
+        let (status, v) = post(&a, &chat_url, given, &ok);
+        assert_eq!(status, 401, "{what}: {v}");
+        assert_eq!(openai_error(&v)["type"], "authentication_error", "{what}");
+    }
+
+    // (body, status, param the error must name)
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        ("{\"model\": \"env-model\", \"messages\": [".into(), 400, None),
+        (json!({"model": "env-model", "messages": user, "temperature": "hot"}).to_string(), 422, Some("temperature")),
+        (json!({"model": "env-model", "messages": "hi"}).to_string(), 422, Some("messages")),
+        (json!({"model": "env-model", "messages": [{"role": "wizard", "content": "hi"}]}).to_string(), 422, Some("messages[0].role")),
+        (json!({"model": "env-model", "messages": []}).to_string(), 400, Some("messages")),
+        (json!({"model": "env-model", "messages": user, "temperature": -1}).to_string(), 400, None),
+        (json!({"model": "env-model", "messages": user, "n": 0}).to_string(), 400, Some("n")),
+        (json!({"model": "env-model", "messages": user, "n": 0, "stream": true}).to_string(), 400, Some("n")),
+        (json!({"model": "gpt-4", "messages": user}).to_string(), 404, None),
+    ];
+    for (body, want, param) in &cases {
+        let (status, v) = post(&a, &chat_url, key, body);
+        assert_eq!(status, *want, "{body} -> {v}");
+        let e = openai_error(&v);
+        if let Some(p) = param {
+            assert_eq!(e["param"], *p, "{body} -> {v}");
+        }
+    }
+    // Temperature's range is checked by the engine, whose message names the field and limit.
+    let (_, v) = post(&a, &chat_url, key, &json!({"model": "env-model", "messages": user, "temperature": -1}).to_string());
+    assert!(openai_error(&v)["message"].as_str().is_some_and(|m| m.contains("temperature")), "{v}");
+
+    // Over the default 1 MiB body limit.
+    let big = json!({"model": "env-model", "messages": [{"role": "user", "content": "a".repeat(2 << 20)}]}).to_string();
+    let (status, v) = post(&a, &chat_url, key, &big);
+    assert_eq!(status, 413, "{v}");
+    openai_error(&v);
+
+    // Under the body limit, over the model's context (32768 tokens).
+    let long = json!({"model": "env-model", "messages": [{"role": "user", "content": "hello ".repeat(40_000)}], "stream": true});
+    let (status, v) = post(&a, &chat_url, key, &long.to_string());
+    assert_eq!(status, 400, "{v}");
+    assert!(openai_error(&v)["message"].as_str().is_some_and(|m| m.contains("tokens")), "{v}");
+
+    let (status, body) = get(&a, &server.url("/v1/nothing-here"), key);
+    assert_eq!(status, 404, "{body}");
+    openai_error(&serde_json::from_str(&body).expect("json"));
+
+    let (status, body) = get(&a, &server.url("/health"), None);
+    assert_eq!(status, 200, "the server still answers: {body}");
+    let (status, metrics) = get(&a, &server.url("/metrics"), None);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ingot_requests_total{route=\"/v1/chat/completions\",status=\"422\"} 3"), "{metrics}");
+    assert!(metrics.contains("# TYPE ingot_time_to_first_token_seconds histogram"), "{metrics}");
+}
+
+#[test]
+fn config_overrides_set_the_request_defaults() {
+    // LLaMA Factory style `KEY=VALUE` overrides (as after a config file): they beat the model's
+    // generation_config.json, and a request's own fields beat them.
+    let server = Server::start(&["max_new_tokens=3", "do_sample=false"], &[]);
+    let (messages, expected) = capital();
+    let a = agent();
+    let url = server.url("/v1/chat/completions");
+    let (status, r) = post(&a, &url, None, &json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages}).to_string());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 3, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+    assert!(expected.starts_with(r["choices"][0]["message"]["content"].as_str().expect("content")), "greedy: {r}");
+    let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages, "max_tokens": 16});
+    let (_, r) = post(&a, &url, None, &body.to_string());
+    assert_eq!(r["choices"][0]["message"]["content"], expected, "{r}");
+}
+
+#[test]
+fn a_full_queue_answers_429() {
+    // With no room in the queue every generation request is refused, before any stream starts.
+    let server = Server::start(&["--max-queue", "0"], &[]);
+    let a = agent();
+    for stream in [false, true] {
+        let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+        let (status, v) = post(&a, &server.url("/v1/chat/completions"), None, &body.to_string());
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(openai_error(&v)["type"], "rate_limit_error", "{v}");
+    }
+    assert_eq!(get(&a, &server.url("/health"), None).0, 200);
+}
+
+#[test]
+fn score_route_matches_transformers() {
+    let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
+    let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let items = v["items"].as_array().expect("items");
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().expect("text")).collect();
+    let a = agent();
+    let (status, r) =
+        post(&a, &server.url("/v1/score/evaluation"), None, &json!({"model": "rm", "messages": texts}).to_string());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "score.evaluation");
+    let scores = r["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), items.len());
+    for (item, got) in items.iter().zip(scores) {
+        let (want, got) = (item["score"].as_f64().expect("score"), got.as_f64().expect("number"));
+        assert!((got - want).abs() <= 1e-4, "{}: got {got}, transformers {want}", item["text"]);
+    }
+    // A reward model does not chat.
+    let chat = json!({"model": "rm", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, r) = post(&a, &server.url("/v1/chat/completions"), None, &chat.to_string());
+    assert_eq!(status, 400, "{r}");
+    assert!(openai_error(&r)["message"].as_str().is_some_and(|m| m.contains("reward model")), "{r}");
+}
+
+#[test]
+fn concurrent_streaming_clients_all_finish() {
+    let server = Server::start(&[], &[]);
+    let (messages, expected) = capital();
+    let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages, "temperature": 0, "max_tokens": 16, "stream": true});
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (base, body) = (server.base.clone(), body.clone());
+            std::thread::spawn(move || stream_chat(&agent(), &base, &body))
+        })
+        .collect();
+    for h in handles {
+        let (text, finish) = h.join().expect("client thread");
+        // Batched with 31 others, each greedy reply is still the reference one.
+        assert_eq!(text, expected);
+        assert_eq!(finish.as_deref(), Some("stop"));
+    }
+    let (_, metrics) = get(&agent(), &server.url("/metrics"), None);
+    assert!(metrics.contains("ingot_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 32"), "{metrics}");
+}
+
+/// The `ingot_completion_tokens_total` value and whether no sequence is in flight.
+fn completion_tokens_when_idle(a: &ureq::Agent, server: &Server) -> Option<f64> {
+    let (_, m) = get(a, &server.url("/metrics"), None);
+    let value = |name: &str| {
+        m.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(-1.0)
+    };
+    (value("ingot_running_sequences ") == 0.0 && value("ingot_queue_depth ") == 0.0)
+        .then(|| value("ingot_completion_tokens_total "))
+}
+
+#[test]
+fn disconnect_cancels_and_sigterm_lets_streams_finish() {
+    let mut server = Server::start(&[], &[]);
+    let a = agent();
+    let (messages, expected) = capital();
+    // A client that reads two chunks of a long reply, then goes away.
+    let long = json!({"model": "qwen2.5-coder-0.5b-instruct", "stream": true, "max_tokens": 4000, "temperature": 0,
+        "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}]});
+    {
+        let mut resp = a
+            .post(&server.url("/v1/chat/completions"))
+            .header("Content-Type", "application/json")
+            .send(long.to_string())
+            .expect("request");
+        let mut lines = BufReader::new(resp.body_mut().as_reader()).lines();
+        let data = lines.by_ref().map_while(Result::ok).filter(|l| l.starts_with("data: ")).take(3).count();
+        assert_eq!(data, 3);
+    }
+    // Cancelled, the sequence stops far short of its 4000 tokens (no timing assumed: we wait
+    // for the engine to be idle, however long that takes, then count the tokens generated).
+    let tokens = loop {
+        if let Some(t) = completion_tokens_when_idle(&a, &server) {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!((1.0..4000.0).contains(&tokens), "generated {tokens} tokens after the client left");
+
+    // SIGTERM while a stream is in flight: it still completes, then the server exits cleanly.
+    let body = json!({"model": "qwen2.5-coder-0.5b-instruct", "messages": messages, "temperature": 0, "max_tokens": 16, "stream": true});
+    let mut resp = a
+        .post(&server.url("/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("request");
+    let mut reader = BufReader::new(resp.body_mut().as_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("first chunk");
+    assert!(first.starts_with("data: "), "{first}");
+    let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let events = sse_events(reader);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"].get(0).and_then(|c| c["delta"]["content"].as_str()).map(str::to_owned))
+        .collect();
+    assert_eq!(text, expected);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the server did not exit after SIGTERM: {}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", server.log());
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}
+
+#[test]
+fn web_page_streams_a_reply_in_chromium() {
+    let node_modules = test_tool(".test-node/node_modules");
+    test_tool("/usr/bin/chromium");
+    let server = Server::start(&[], &[]);
+    let shot = scratch_dir("api-browser").join("chat.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/browser.js");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(&server.base)
+        .arg(&shot)
+        .env("NODE_PATH", node_modules)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
+    let v: Value = serde_json::from_str(stdout.trim()).expect("browser result json");
+    assert!(v["reply"].as_str().is_some_and(|r| r.contains("Paris")), "{v}");
+    assert!(v["steps"].as_u64().is_some_and(|n| n >= 2), "the reply arrived in one piece, not streamed: {v}");
+    assert!(v["status"].as_str().is_some_and(|s| s.contains("tokens/s")), "{v}");
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0), "no screenshot at {}", shot.display());
+    // Kept for people to look at: the test's scratch directory is not removed.
+    eprintln!("screenshot: {}", shot.display());
+}

@@ -1,0 +1,142 @@
+//! The one mapping from every failure to HTTP: a status and OpenAI's error body
+//! `{"error": {"message", "type", "param", "code"}}`.
+//!
+//! The same [`ApiError`] is a plain response before a stream starts and an SSE `data:` event
+//! once it has (see [`ApiError::sse_event`]), so a client sees one error shape either way.
+//! Statuses: 400 invalid values (naming the field), 401 missing or wrong key, 404 unknown
+//! route or model, 413 body over the limit, 422 schema errors (wrong types, unknown fields'
+//! values), 429 queue full, 503 engine stopped.
+
+use axum::http::StatusCode;
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ingot_engine::EngineError;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// The offending request field, in the request's own terms (`messages[1].role`).
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), param: None, code: None }
+    }
+
+    /// 400: a value out of range or inconsistent with the rest of the request.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { param: Some(param.into()), ..Self::new(StatusCode::BAD_REQUEST, message) }
+    }
+
+    /// 422: the body is JSON but not of the request's shape.
+    pub fn schema(param: Option<String>, message: impl Into<String>) -> Self {
+        Self { param, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, message) }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// OpenAI's error `type` for the status.
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The error body as JSON text.
+    pub fn body(&self) -> String {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind(),
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| String::from(r#"{"error":{"message":"error"}}"#))
+    }
+
+    /// The error as the last event of a stream that has already started.
+    pub fn sse_event(&self) -> SseEvent {
+        SseEvent::default().data(self.body())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body: serde_json::Value =
+            serde_json::from_str(&self.body()).unwrap_or(serde_json::Value::Null);
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::Invalid(_)
+            | EngineError::RewardModel
+            | EngineError::NoValueHead
+            | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
+            EngineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = match &e {
+            // The engine prefixes "invalid request: "; the error type already says so.
+            EngineError::Invalid(m) => m.clone(),
+            other => other.to_string(),
+        };
+        Self::new(status, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let e = ApiError::invalid("temperature", "temperature must be >= 0, got -1");
+        let v: serde_json::Value = serde_json::from_str(&e.body()).expect("json");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "temperature");
+        assert_eq!(v["error"]["code"], serde_json::Value::Null);
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("-1")));
+    }
+
+    #[test]
+    fn engine_errors_map_to_statuses() {
+        assert_eq!(ApiError::from(EngineError::Invalid("x".into())).status, StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(EngineError::Stopped).status, StatusCode::SERVICE_UNAVAILABLE);
+        let e = ApiError::new(StatusCode::UNAUTHORIZED, "no key");
+        assert!(e.body().contains("authentication_error"));
+    }
+}

@@ -1,0 +1,318 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: submit to the engine, then answer
+//! with one JSON body or a stream of SSE chunks.
+//!
+//! A request's n choices are n engine streams merged by [`bridge::forward`]; streamed chunks
+//! of different choices interleave, each carrying its `index`. The streaming side is a task
+//! that writes SSE events into a channel the response body reads: when the client goes
+//! away the send fails, the task returns and drops the bridge's receiver, and the engine
+//! cancels every sequence of the request.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ingot_core::template::{prompt_opens_thinking, ToolFormat};
+use ingot_engine::{Event, FinishReason, Submission};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::openai::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
+    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta, Usage,
+};
+use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
+use crate::{bridge, new_id, unix_now, ApiError, AppState, JsonBody};
+
+pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
+    s.check_model(&req.model)?;
+    let model = req.model.clone();
+    let valid = req.validate()?;
+    let engine = s.engine.clone();
+    let mut chat = valid.chat;
+    chat.params = chat.params.or(&s.cfg.defaults);
+    let submission = blocking(move || engine.submit_chat(chat)).await?;
+    let format = reply_format(&s, &submission, valid.tool_names);
+    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model };
+    Ok(if valid.delivery.stream {
+        sse(ctx.stream_chat(submission, valid.delivery, format))
+    } else {
+        ctx.complete_chat(submission, &format).await?.into_response()
+    })
+}
+
+/// How this request's replies are read: the template's tool format, and whether the prompt
+/// ends inside a thinking block (told by the prompt's last tokens, which hold the marker).
+fn reply_format(s: &AppState, submission: &Submission, tool_names: Vec<String>) -> ReplyFormat {
+    let tools = s.engine.template().map_or(ToolFormat::Default, |t| t.tool_format());
+    let ids = &submission.prompt_ids;
+    let tail = s.engine.tokenizer().decode(&ids[ids.len().saturating_sub(8)..], false).unwrap_or_default();
+    ReplyFormat { tools, tool_names, prompt_opens_thinking: prompt_opens_thinking(&tail) }
+}
+
+pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
+    s.check_model(&req.model)?;
+    let model = req.model.clone();
+    let valid = req.validate()?;
+    let engine = s.engine.clone();
+    let (prompt, params) = (valid.prompt, valid.params.or(&s.cfg.defaults));
+    let submission = blocking(move || {
+        let ids = engine.encode_prompt(&prompt)?;
+        engine.submit_prompt(ids, &params)
+    })
+    .await?;
+    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model };
+    Ok(if valid.delivery.stream {
+        sse(ctx.stream_completion(submission, valid.delivery))
+    } else {
+        ctx.complete_text(submission).await?.into_response()
+    })
+}
+
+/// Runs the engine's blocking submission (template rendering, tokenising) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ingot_engine::EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.map_err(ApiError::from)
+}
+
+fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
+    let events = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The next engine event, or `None` when every choice is done or the client has gone away
+/// (so a request still waiting in the engine's queue is cancelled too).
+async fn next_event(events: &mut mpsc::Receiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
+    tokio::select! {
+        e = events.recv() => e,
+        () = client.closed() => None,
+    }
+}
+
+fn data(value: &impl Serialize) -> SseEvent {
+    SseEvent::default().json_data(value).unwrap_or_else(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).sse_event())
+}
+
+fn finish_reason(r: FinishReason, calls: usize) -> &'static str {
+    if calls > 0 {
+        return "tool_calls";
+    }
+    match r {
+        FinishReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+/// One request's response: its id, creation time and model name, and the shared state.
+struct Ctx {
+    s: AppState,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// Every choice's text and usage, once all are done.
+struct Finished {
+    texts: Vec<String>,
+    usages: Vec<ingot_engine::Usage>,
+}
+
+impl Ctx {
+    /// Waits for every choice; the first engine error fails the request.
+    async fn collect(&self, submission: Submission) -> Result<Finished, ApiError> {
+        let n = submission.streams.len();
+        let mut rx = bridge::forward(submission.streams, &self.s.metrics);
+        let mut texts = vec![String::new(); n];
+        let mut usages = vec![None; n];
+        while let Some((i, event)) = rx.recv().await {
+            match event {
+                Event::Text(t) => texts[i].push_str(&t),
+                Event::Done(u) => usages[i] = Some(u),
+                Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            }
+        }
+        let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a choice ended without a result"))?;
+        Ok(Finished { texts, usages })
+    }
+
+    fn usage(prompt_tokens: usize, usages: &[ingot_engine::Usage]) -> Usage {
+        let completion = usages.iter().map(|u| u.completion_tokens).sum();
+        let cached = usages.first().map_or(0, |u| u.cached_tokens);
+        Usage::new(prompt_tokens, completion, cached)
+    }
+
+    async fn complete_chat(&self, submission: Submission, format: &ReplyFormat) -> Result<Json<ChatCompletion>, ApiError> {
+        let prompt_tokens = submission.prompt_ids.len();
+        let f = self.collect(submission).await?;
+        let choices = f
+            .texts
+            .iter()
+            .zip(&f.usages)
+            .enumerate()
+            .map(|(index, (text, u))| {
+                let r = reply::split(text, format);
+                let finish_reason = finish_reason(u.finish_reason, r.calls.len());
+                let content = (r.calls.is_empty() || !r.content.trim().is_empty()).then_some(r.content);
+                let message = AssistantMessage { role: "assistant", content, reasoning_content: r.reasoning, tool_calls: r.calls };
+                ChatChoice { index, message, finish_reason, logprobs: None }
+            })
+            .collect();
+        Ok(Json(ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: Self::usage(prompt_tokens, &f.usages),
+        }))
+    }
+
+    async fn complete_text(&self, submission: Submission) -> Result<Json<Completion>, ApiError> {
+        let prompt_tokens = submission.prompt_ids.len();
+        let f = self.collect(submission).await?;
+        let choices = f
+            .texts
+            .into_iter()
+            .zip(&f.usages)
+            .enumerate()
+            .map(|(index, (text, u))| CompletionChoice { index, text, finish_reason: Some(finish_reason(u.finish_reason, 0)), logprobs: None })
+            .collect();
+        Ok(Json(Completion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: Some(Some(Self::usage(prompt_tokens, &f.usages))),
+        }))
+    }
+
+    fn chunk(&self, index: usize, delta: Delta, finish_reason: Option<&'static str>, include_usage: bool) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice { index, delta, finish_reason, logprobs: None }],
+            usage: include_usage.then_some(None),
+        }
+    }
+
+    /// The chat stream: a role chunk per choice, then deltas as they come (content,
+    /// reasoning, tool calls), a finishing chunk per choice, the usage chunk if asked, `[DONE]`.
+    fn stream_chat(self, submission: Submission, delivery: Delivery, format: ReplyFormat) -> mpsc::Receiver<SseEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let prompt_tokens = submission.prompt_ids.len();
+            let n = submission.streams.len();
+            let mut events = bridge::forward(submission.streams, &self.s.metrics);
+            let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&format)).collect();
+            let mut calls = vec![0usize; n];
+            let mut usages = Vec::with_capacity(n);
+            let inc = delivery.include_usage;
+            for i in 0..n {
+                let delta = Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() };
+                if tx.send(data(&self.chunk(i, delta, None, inc))).await.is_err() {
+                    return;
+                }
+            }
+            while let Some((i, event)) = next_event(&mut events, &tx).await {
+                let (pieces, usage) = match event {
+                    Event::Text(t) => (splitters[i].push(&t), None),
+                    Event::Done(u) => (splitters[i].finish(), Some(u)),
+                    Event::Error(e) => {
+                        let _ = tx.send(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).sse_event()).await;
+                        return;
+                    }
+                };
+                for piece in pieces {
+                    let delta = match piece {
+                        Piece::Content(t) => Delta { content: Some(t), ..Delta::default() },
+                        Piece::Reasoning(t) => Delta { reasoning_content: Some(t), ..Delta::default() },
+                        Piece::Call(c) => {
+                            calls[i] += 1;
+                            let ToolCall { id, function: FunctionCall { name, arguments }, .. } = c;
+                            let call = ToolCallDelta {
+                                index: calls[i] - 1,
+                                id: Some(id),
+                                kind: Some("function"),
+                                function: FunctionCallDelta { name: Some(name), arguments },
+                            };
+                            Delta { tool_calls: vec![call], ..Delta::default() }
+                        }
+                    };
+                    if tx.send(data(&self.chunk(i, delta, None, inc))).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(u) = usage {
+                    let reason = finish_reason(u.finish_reason, calls[i]);
+                    usages.push(u);
+                    if tx.send(data(&self.chunk(i, Delta::default(), Some(reason), inc))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if inc {
+                let mut last = self.chunk(0, Delta::default(), None, true);
+                last.choices.clear();
+                last.usage = Some(Some(Self::usage(prompt_tokens, &usages)));
+                if tx.send(data(&last)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+        });
+        rx
+    }
+
+    fn stream_completion(self, submission: Submission, delivery: Delivery) -> mpsc::Receiver<SseEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let prompt_tokens = submission.prompt_ids.len();
+            let mut events = bridge::forward(submission.streams, &self.s.metrics);
+            let mut usages = Vec::new();
+            let inc = delivery.include_usage;
+            let chunk = |index, text, finish_reason| Completion {
+                id: self.id.clone(),
+                object: "text_completion",
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![CompletionChoice { index, text, finish_reason, logprobs: None }],
+                usage: inc.then_some(None),
+            };
+            while let Some((i, event)) = next_event(&mut events, &tx).await {
+                let c = match event {
+                    Event::Text(t) => chunk(i, t, None),
+                    Event::Done(u) => {
+                        let reason = finish_reason(u.finish_reason, 0);
+                        usages.push(u);
+                        chunk(i, String::new(), Some(reason))
+                    }
+                    Event::Error(e) => {
+                        let _ = tx.send(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).sse_event()).await;
+                        return;
+                    }
+                };
+                if tx.send(data(&c)).await.is_err() {
+                    return;
+                }
+            }
+            if inc {
+                let mut last = chunk(0, String::new(), None);
+                last.choices.clear();
+                last.usage = Some(Some(Self::usage(prompt_tokens, &usages)));
+                if tx.send(data(&last)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+        });
+        rx
+    }
+}
+

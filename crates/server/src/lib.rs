@@ -1,0 +1,229 @@
+//! ingot's HTTP front end: an OpenAI-compatible API (what `llamafactory-cli api` serves) and a
+//! web chat page at `/`, on axum.
+//!
+//! [`app`] builds the router around an [`EngineHandle`]; the binary binds and serves it. The
+//! data path of a request: body → [`openai`] request type (shape errors are 422s) →
+//! `validate` (value errors are 400s naming the field) → the engine's `submit_*` on a
+//! blocking thread (rendering and tokenising stay off the async runtime; its errors are 400
+//! or 429 too) → [`bridge`] (engine events into async) → a JSON body or SSE chunks.
+//! Everything is checked before a stream starts, so a bad streaming request gets a clean
+//! 4xx. Every failure goes through [`error::ApiError`], as a response or as an SSE event.
+//!
+//! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
+//! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `GET /health`,
+//! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, `/v1/*`
+//! needs `Authorization: Bearer KEY`; the page, health and metrics do not.
+
+mod bridge;
+mod error;
+mod generate;
+mod metrics;
+pub mod openai;
+mod reply;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ingot_engine::{EngineHandle, GenParams};
+use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
+
+pub use error::ApiError;
+use metrics::Metrics;
+use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
+
+/// The page served at `/`: one self-contained file.
+const PAGE: &str = include_str!("page.html");
+
+/// Every route, as the request metrics label them.
+const ROUTES: [&str; 7] =
+    ["/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/score/evaluation", "/health", "/metrics", "/"];
+
+/// Settings of the HTTP layer (the engine has its own).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The model's name in `/v1/models`; requests naming another model get a 404.
+    pub model_name: String,
+    /// Accepted API keys; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Largest accepted request body, in bytes (larger ones get a 413).
+    pub max_body_bytes: usize,
+    /// Generation settings for fields a request leaves unset (the server's flags); fields
+    /// unset here too come from the model's generation_config.json, then the engine.
+    pub defaults: GenParams,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { model_name: "ingot".into(), api_keys: Vec::new(), max_body_bytes: 1 << 20, defaults: GenParams::default() }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    engine: EngineHandle,
+    cfg: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+    /// Unix time the server started (the model card's `created`).
+    started: u64,
+}
+
+/// The whole API and page around a running engine.
+pub fn app(engine: EngineHandle, cfg: ServerConfig) -> Router {
+    let state = AppState { engine, cfg: Arc::new(cfg), metrics: Arc::new(Metrics::default()), started: unix_now() };
+    let v1 = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(generate::chat))
+        .route("/v1/completions", post(generate::completions))
+        .route("/v1/score/evaluation", post(score))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(v1)
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A unique id with OpenAI's prefix (`chatcmpl-…`, `call_…`).
+fn new_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}{:08x}{n:06x}", nanos)
+}
+
+async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.cfg.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(k) if s.cfg.api_keys.iter().any(|key| key == k.trim()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").with_code("invalid_api_key").into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send the header `Authorization: Bearer KEY`")
+            .with_code("invalid_api_key")
+            .into_response(),
+    }
+}
+
+async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // Only known routes become label values: unmatched paths are unbounded.
+    let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let route = ROUTES.iter().copied().find(|r| Some(*r) == matched).unwrap_or("other");
+    let response = next.run(req).await;
+    s.metrics.request(route, response.status().as_u16());
+    response
+}
+
+/// A JSON body whose every failure has OpenAI's error shape: over the size limit 413,
+/// not JSON 400, JSON of the wrong shape 422 naming the field's path.
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state.cfg.max_body_bytes).await?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
+        serde_path_to_error::deserialize(&value).map(JsonBody).map_err(|e| {
+            let mut path = e.path().to_string();
+            let mut message = e.inner().to_string();
+            // serde's `flatten` hides the path of the flattened sampling fields; reading them
+            // alone finds it.
+            if path == "." {
+                if let Err(e) = serde_path_to_error::deserialize::<_, openai::Sampling>(&value) {
+                    (path, message) = (e.path().to_string(), e.inner().to_string());
+                }
+            }
+            let param = (path != ".").then(|| path.clone());
+            ApiError::schema(param, format!("{path}: {message}"))
+        })
+    }
+}
+
+/// Bytes past the limit that are still read (and dropped) before answering 413: a client
+/// that is still sending when the server closes the connection gets a reset instead of the
+/// answer, so moderately oversized bodies are drained first (as web servers' "lingering
+/// close" does); anything larger is cut off.
+const DRAIN_BYTES: usize = 16 << 20;
+/// How long draining may take.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// The whole body, or a 413 once it exceeds `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the server's limit of {limit} bytes (ingot api --max-body-bytes)"),
+        )
+    };
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            let mut drained = 0;
+            let drain = async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+impl AppState {
+    /// A request naming a model this server does not serve is a 404, as OpenAI answers.
+    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if model == self.cfg.model_name {
+            return Ok(());
+        }
+        Err(ApiError::not_found(format!("model `{model}` does not exist; this server serves `{}`", self.cfg.model_name))
+            .with_code("model_not_found"))
+    }
+}
+
+async fn models(State(s): State<AppState>) -> Json<ModelList> {
+    let card = ModelCard { id: s.cfg.model_name.clone(), object: "model", created: s.started, owned_by: "ingot" };
+    Json(ModelList { object: "list", data: vec![card] })
+}
+
+async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>) -> Result<Json<ScoreResponse>, ApiError> {
+    s.check_model(&req.model)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must hold at least one text"));
+    }
+    let engine = s.engine.clone();
+    let scores = tokio::task::spawn_blocking(move || engine.get_scores(req.messages))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model: req.model, scores }))
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(s.engine.queue_depth()))
+}

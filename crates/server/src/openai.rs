@@ -1,0 +1,564 @@
+//! OpenAI's request and response bodies, and the edge where an untrusted request becomes a
+//! validated, typed one ([`ChatCompletionRequest::validate`] → [`ValidChat`]).
+//!
+//! Deserialization checks the shape (a wrong type or an unknown role is a 422 naming the
+//! field's path); `validate` checks meaning (empty messages, `n` = 0, unsupported content) and
+//! turns OpenAI messages into the Hugging Face message objects chat templates expect: content
+//! parts joined into one string, and assistant tool-call `arguments` (a JSON *string* in
+//! OpenAI's format) decoded into JSON objects, so they are rendered once, not twice.
+//! Ranges of sampling values are the engine's to check (it names the field and the limit);
+//! nothing here duplicates them.
+
+use ingot_engine::{ChatRequest, GenParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+
+/// `"stop"`: one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    /// OpenAI's newer name for system instructions.
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// Message content: a string, or a list of parts of which only text parts are supported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: Option<Content>,
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallIn {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The sampling fields `/v1/chat/completions` and `/v1/completions` share.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub min_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    /// LLaMA Factory's switch: false = greedy.
+    pub do_sample: Option<bool>,
+    pub n: Option<usize>,
+    pub stop: Option<Stop>,
+    pub max_tokens: Option<usize>,
+    /// OpenAI's newer name for `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    pub chat_template_kwargs: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// `/v1/completions`: a raw prompt, no chat template.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Prompt,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    /// A list holding one string (what clients send for a single prompt); more are refused.
+    Texts(Vec<String>),
+}
+
+/// LLaMA Factory's reward route: already templated texts to score.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScoreRequest {
+    pub model: String,
+    pub messages: Vec<String>,
+    /// Accepted for LLaMA Factory compatibility; texts over the context are refused by the engine.
+    pub max_length: Option<usize>,
+}
+
+/// What a validated request asks of the response, besides the generation itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Delivery {
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// A chat request past the edge: every field checked, messages in the template's format.
+pub struct ValidChat {
+    pub chat: ChatRequest,
+    pub delivery: Delivery,
+    /// The names of the tools given (none when switched off by `tool_choice: "none"`):
+    /// replies are parsed for calls to them.
+    pub tool_names: Vec<String>,
+}
+
+pub struct ValidCompletion {
+    pub prompt: String,
+    pub params: GenParams,
+    pub delivery: Delivery,
+}
+
+impl Sampling {
+    fn validate(&self) -> Result<(GenParams, Delivery), ApiError> {
+        let n = self.n.unwrap_or(1);
+        if n == 0 {
+            return Err(ApiError::invalid("n", "n must be at least 1, got 0"));
+        }
+        let max_new_tokens = self.max_completion_tokens.or(self.max_tokens);
+        if max_new_tokens == Some(0) {
+            let field = if self.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
+            return Err(ApiError::invalid(field, format!("{field} must be at least 1, got 0")));
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        if let Some(i) = stop.iter().position(String::is_empty) {
+            return Err(ApiError::invalid(format!("stop[{i}]"), "stop strings must not be empty"));
+        }
+        if self.stream_options.is_some() && !self.stream {
+            return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
+        }
+        let params = GenParams {
+            do_sample: self.do_sample,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            num_return_sequences: Some(n),
+            max_new_tokens,
+            stop,
+            seed: self.seed,
+            ..GenParams::default()
+        };
+        let include_usage = self.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        Ok((params, Delivery { stream: self.stream, include_usage }))
+    }
+}
+
+impl ChatCompletionRequest {
+    pub fn validate(self) -> Result<ValidChat, ApiError> {
+        let (params, delivery) = self.sampling.validate()?;
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages", "messages must hold at least one message"));
+        }
+        let messages = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| hf_message(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tools_off = match &self.tool_choice {
+            None => false,
+            Some(Value::String(s)) if s == "auto" => false,
+            Some(Value::String(s)) if s == "none" => true,
+            Some(other) => {
+                // Forcing a call needs constrained decoding, which ingot does not do: refusing is
+                // honest where accepting would silently not force anything.
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("tool_choice must be \"auto\" or \"none\" (forcing a tool call is not supported), got {other}"),
+                ));
+            }
+        };
+        let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
+        let tool_names = match &tools {
+            None => Vec::new(),
+            Some(t) => t
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+                    Some(name) => Ok(name.to_owned()),
+                    None => Err(ApiError::invalid(format!("tools[{i}].function.name"), "each tool needs a function name")),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let chat = ChatRequest {
+            messages,
+            system: None,
+            tools,
+            template_kwargs: self.chat_template_kwargs.unwrap_or_default(),
+            params,
+        };
+        Ok(ValidChat { chat, delivery, tool_names })
+    }
+}
+
+impl CompletionRequest {
+    pub fn validate(self) -> Result<ValidCompletion, ApiError> {
+        let (params, delivery) = self.sampling.validate()?;
+        let prompt = match self.prompt {
+            Prompt::Text(t) => t,
+            Prompt::Texts(mut v) if v.len() == 1 => v.remove(0),
+            Prompt::Texts(v) => {
+                return Err(ApiError::invalid("prompt", format!("one prompt per request is supported, got {}", v.len())))
+            }
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt is empty"));
+        }
+        Ok(ValidCompletion { prompt, params, delivery })
+    }
+}
+
+/// One OpenAI message as the Hugging Face message object chat templates read.
+fn hf_message(i: usize, m: &ChatMessage) -> Result<Value, ApiError> {
+    let field = |f: &str| format!("messages[{i}].{f}");
+    let content = match &m.content {
+        None => None,
+        Some(Content::Text(t)) => Some(t.clone()),
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                match (p.kind.as_str(), &p.text) {
+                    ("text", Some(t)) => text.push_str(t),
+                    ("text", None) => return Err(ApiError::invalid(field(&format!("content[{j}].text")), "a text part needs text")),
+                    (kind, _) => {
+                        return Err(ApiError::invalid(
+                            field(&format!("content[{j}].type")),
+                            format!("content parts of type `{kind}` are not supported (this model reads text only)"),
+                        ))
+                    }
+                }
+            }
+            Some(text)
+        }
+    };
+    let role = match m.role {
+        Role::System | Role::Developer => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let has_calls = m.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
+    if content.is_none() && !(m.role == Role::Assistant && has_calls) {
+        return Err(ApiError::invalid(field("content"), format!("a {role} message needs content")));
+    }
+    let mut out = Map::new();
+    out.insert("role".into(), role.into());
+    out.insert("content".into(), content.unwrap_or_default().into());
+    if let Some(calls) = &m.tool_calls {
+        if m.role != Role::Assistant {
+            return Err(ApiError::invalid(field("tool_calls"), "only assistant messages carry tool_calls"));
+        }
+        let calls = calls
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let arguments: Value = serde_json::from_str(&c.function.arguments).map_err(|e| {
+                    ApiError::invalid(field(&format!("tool_calls[{j}].function.arguments")), format!("not valid JSON: {e}"))
+                })?;
+                let mut call = json!({"type": c.kind.as_deref().unwrap_or("function"),
+                    "function": {"name": c.function.name, "arguments": arguments}});
+                if let Some(id) = &c.id {
+                    call["id"] = id.clone().into();
+                }
+                Ok(call)
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        out.insert("tool_calls".into(), calls.into());
+    }
+    if m.role == Role::Tool {
+        if let Some(id) = &m.tool_call_id {
+            out.insert("tool_call_id".into(), id.clone().into());
+        }
+    }
+    if let Some(name) = &m.name {
+        out.insert("name".into(), name.clone().into());
+    }
+    Ok(Value::Object(out))
+}
+
+// ---- responses ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens },
+        }
+    }
+}
+
+/// A tool call in a response: `arguments` is JSON text, as OpenAI sends it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub finish_reason: &'static str,
+    pub logprobs: Option<()>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// A streamed tool call fragment: the first one of a call carries id, type and name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    pub index: usize,
+    pub delta: Delta,
+    pub finish_reason: Option<&'static str>,
+    pub logprobs: Option<()>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    /// Present (as null until the last chunk) only when the client asked for usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub finish_reason: Option<&'static str>,
+    pub logprobs: Option<()>,
+}
+
+/// A `/v1/completions` response, and (with `usage` absent or null) one of its stream chunks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub model: String,
+    pub scores: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Result<ValidChat, ApiError> {
+        serde_json::from_value::<ChatCompletionRequest>(body).expect("shape").validate()
+    }
+
+    #[test]
+    fn messages_become_template_messages() {
+        let v = chat(json!({"model": "m", "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "2"},
+            {"role": "tool", "tool_call_id": "c2", "content": "3"}]}))
+        .map_err(|e| e.message)
+        .expect("valid");
+        let m = &v.chat.messages;
+        assert_eq!(m[0], json!({"role": "system", "content": "be brief"}));
+        assert_eq!(m[1]["content"], "ab");
+        // Arguments become an object: the template encodes them once.
+        assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));
+        assert_eq!(m[4]["role"], "tool");
+        assert!(v.tool_names.is_empty() && !v.delivery.stream);
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            (json!({"model": "m", "messages": []}), "messages"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}), "n"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}), "max_tokens"),
+            (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].type"),
+            (json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
+             "messages[0].tool_calls[0].function.arguments"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), "tool_choice"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}), "stop[1]"),
+        ];
+        for (body, param) in cases {
+            let e = chat(body.clone()).err().unwrap_or_else(|| panic!("{body} should be refused"));
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn sampling_fields_reach_the_engine_params() {
+        let v = chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2, "stop": "END",
+            "max_tokens": 5, "max_completion_tokens": 7, "temperature": 0, "seed": 3, "stream": true,
+            "stream_options": {"include_usage": true}, "tools": [{"type": "function", "function": {"name": "f"}}],
+            "chat_template_kwargs": {"enable_thinking": false}}))
+        .map_err(|e| e.message)
+        .expect("valid");
+        let p = &v.chat.params;
+        assert_eq!((p.num_return_sequences, p.max_new_tokens, p.seed), (Some(2), Some(7), Some(3)));
+        assert_eq!(p.stop, ["END"]);
+        assert_eq!(p.temperature, Some(0.0));
+        assert_eq!(v.delivery, Delivery { stream: true, include_usage: true });
+        assert_eq!(v.tool_names, ["f"]);
+        assert_eq!(v.chat.template_kwargs["enable_thinking"], false);
+    }
+}
