@@ -23,6 +23,12 @@
 //!    complete only the end-of-generation tokens remain. After sampling a token that is not
 //!    end-of-generation: [`Constraint::advance`].
 //!
+//! Tool calls: [`ConstraintCompiler::compile_tool_choice`] compiles OpenAI's `tool_choice`
+//! (`"required"` or a named function) into a constraint that admits only well-formed calls to
+//! the offered tools in a template's [`ToolFormat`], with arguments valid against each tool's
+//! `parameters` schema: a Lark grammar embedding the schemas (the shapes are listed at
+//! [`ToolChoice`]).
+//!
 //! JSON layout: the generated JSON uses fixed separators (`", "` and `": "`) and no other
 //! whitespace, so a small model cannot spin in whitespace until it runs out of tokens. A schema
 //! may override this with llguidance's own `"x-guidance"` key (e.g.
@@ -44,6 +50,7 @@ use llguidance::earley::SlicedBiasComputer;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 
+use crate::template::{ToolChoice, ToolError, ToolFormat};
 use crate::tokenizer::Tokenizer;
 
 /// OpenAI's `response_format` request field.
@@ -84,6 +91,9 @@ pub enum ConstraintError {
     /// The vocabulary cannot carry a grammar.
     #[error("constrained decoding: {0}")]
     Vocabulary(String),
+    /// Tools, or a `tool_choice` they cannot honour.
+    #[error(transparent)]
+    Tools(#[from] ToolError),
     /// The grammar engine failed mid-generation (a limit of its lexer, or a token it did not
     /// allow).
     #[error("constrained decoding failed: {0}")]
@@ -177,15 +187,37 @@ impl ConstraintCompiler {
                 json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
             });
         }
+        self.build(field, TopLevelGrammar::from_json_schema(schema)).map(Some)
+    }
+
+    /// The constraint that forces the tool calls `choice` asks for, written in `format`
+    /// (`None` when it forces nothing: `none`, `auto`); see [`ToolFormat::call_grammar`].
+    /// `tools` are the request's definitions. Errors name `tool_choice` (a choice the tools
+    /// cannot honour) or `tools` (a definition, or a `parameters` schema the grammar engine
+    /// does not support).
+    pub fn compile_tool_choice(
+        &self,
+        format: ToolFormat,
+        tools: &[Value],
+        choice: &ToolChoice,
+    ) -> Result<Option<Constraint>, ConstraintError> {
+        let Some(grammar) = format.call_grammar(tools, choice)? else {
+            return Ok(None);
+        };
+        self.build("tools", TopLevelGrammar::from_lark(grammar)).map(Some)
+    }
+
+    /// Compiles a grammar; its errors are `field`'s.
+    fn build(&self, field: &'static str, grammar: TopLevelGrammar) -> Result<Constraint, ConstraintError> {
         let parser = self
             .factory
-            .create_parser(TopLevelGrammar::from_json_schema(schema))
+            .create_parser(grammar)
             .map_err(|e| ConstraintError::Invalid { field, message: e.to_string() })?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Invalid { field, message: e });
         }
-        Ok(Some(Constraint { matcher: Box::new(matcher), vocab_size: self.vocab_size }))
+        Ok(Constraint { matcher: Box::new(matcher), vocab_size: self.vocab_size })
     }
 }
 

@@ -6,10 +6,11 @@
 //! and validating the parameters. Only validated token ids reach the engine thread, so a bad
 //! request fails before anything is queued.
 
+use ingot_core::constraint::Constraint;
 use serde_json::{Map, Value};
 
 use crate::params::{self, GenParams, Limits};
-use crate::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest, Stream, Usage};
+use crate::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest, ResponseFormat, Stream, Usage};
 
 /// One chat turn to answer.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +21,8 @@ pub struct ChatRequest {
     /// System prompt; prepended as a system message (the engine's default system prompt is
     /// used when neither this nor the messages give one).
     pub system: Option<String>,
-    /// JSON-schema tool definitions for the template.
+    /// JSON-schema tool definitions for the template (and for a forcing
+    /// [`GenParams::tool_choice`]).
     pub tools: Option<Vec<Value>>,
     /// Extra template variables, e.g. `enable_thinking` (over the engine's defaults).
     pub template_kwargs: Map<String, Value>,
@@ -92,12 +94,13 @@ impl EngineHandle {
         let prompt = self.render_chat(&req)?;
         let prompt_ids = self.encode_prompt(&prompt)?;
         let template_stops = self.shared.template.as_ref().map_or(&[][..], |t| t.stop_strings());
-        self.queue(prompt_ids, &req.params, template_stops)
+        self.queue(prompt_ids, &req.params, template_stops, Some(req.tools.as_deref().unwrap_or_default()))
     }
 
-    /// Validates and queues an already tokenized prompt (no template, no template stop words).
+    /// Validates and queues an already tokenized prompt (no template, no template stop words,
+    /// no tools: a forcing `tool_choice` is refused).
     pub fn submit_prompt(&self, prompt_ids: Vec<u32>, params: &GenParams) -> Result<Submission, EngineError> {
-        self.queue(prompt_ids, params, &[])
+        self.queue(prompt_ids, params, &[], None)
     }
 
     /// Answers a chat request: one [`Response`] per sample. Blocks until all are done.
@@ -138,7 +141,14 @@ impl EngineHandle {
         Ok(self.submit_chat(ChatRequest { params, ..req })?.streams.pop().expect("one sample"))
     }
 
-    fn queue(&self, prompt_ids: Vec<u32>, params: &GenParams, extra_stop: &[String]) -> Result<Submission, EngineError> {
+    /// `tools`: a chat request's tool definitions (`None` for a prompt request, which has none).
+    fn queue(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: &GenParams,
+        extra_stop: &[String],
+        tools: Option<&[Value]>,
+    ) -> Result<Submission, EngineError> {
         let merged = params.clone().or(&self.shared.defaults);
         let limits = Limits {
             context: self.shared.config.max_position_embeddings.min(self.shared.budget_positions),
@@ -147,10 +157,7 @@ impl EngineHandle {
         let resolved = params::resolve(params, &merged, prompt_ids.len(), limits).map_err(EngineError::Invalid)?;
         let mut stop = resolved.stop;
         stop.extend(extra_stop.iter().filter(|s| !s.is_empty()).cloned());
-        let constraint = match &merged.response_format {
-            Some(format) => self.compile_response_format(format)?,
-            None => None,
-        };
+        let constraint = self.constraint_for(&merged, tools)?;
         let requests = resolved
             .samples
             .into_iter()
@@ -167,5 +174,27 @@ impl EngineHandle {
             .collect();
         let streams = self.submit_all(requests)?;
         Ok(Submission { prompt_ids, streams })
+    }
+
+    /// The grammar a request's replies follow: a forcing `tool_choice` (which needs the chat
+    /// request's tools and the template's tool format) or a `response_format`, not both.
+    fn constraint_for(&self, params: &GenParams, tools: Option<&[Value]>) -> Result<Option<Constraint>, EngineError> {
+        let format = params.response_format.as_ref().filter(|f| **f != ResponseFormat::Text);
+        let Some(choice) = params.tool_choice.as_ref().filter(|c| c.forces_call()) else {
+            return format.map_or(Ok(None), |f| self.compile_response_format(f));
+        };
+        if format.is_some() {
+            return Err(EngineError::Invalid(
+                "tool_choice: a forced tool call cannot also follow a response_format (give one of them)".into(),
+            ));
+        }
+        let (Some(tools), Some(template)) = (tools, self.shared.template.as_ref()) else {
+            return Err(EngineError::Invalid(
+                "tool_choice: forcing a tool call needs a chat request (its tools and chat template)".into(),
+            ));
+        };
+        self.constraint_compiler()?
+            .compile_tool_choice(template.tool_format(), tools, choice)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
     }
 }

@@ -16,6 +16,12 @@
 //! grammar ([`ingot_core::constraint`]); each sample's sequence owns a copy and, every step,
 //! masks its own logits row to the tokens the grammar allows before sampling, so the reply
 //! parses (and validates) whenever it finishes with "stop". Requests without one pay nothing.
+//! [`GenParams::tool_choice`] (OpenAI's, [`ToolChoice`]) is the same machinery for tool calls:
+//! `"required"` or a named function compiles, in `submit_chat`, the chat request's `tools` and
+//! the template's tool format into a grammar that admits only well-formed calls to those tools
+//! (arguments valid against their schemas), which the template's `ToolFormat::parse` extracts.
+//! A front end maps the OpenAI request's `tool_choice` onto that field as it is
+//! (`serde_json::from_value::<ToolChoice>`), and parses calls unless it is `"none"`.
 //!
 //! A reward model (one loaded with a value head) does not generate: it scores texts
 //! ([`EngineHandle::get_scores`]), and a causal LM does not score; each refuses the other's
@@ -32,6 +38,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ingot_core::config::ModelConfig;
 use ingot_core::constraint::{Constraint, ConstraintCompiler};
 pub use ingot_core::constraint::{JsonSchemaFormat, ResponseFormat};
+pub use ingot_core::template::ToolChoice;
 use ingot_core::load::LoadedModel;
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::ChatTemplate;
@@ -103,7 +110,7 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// Structured output: the grammar every sampled token must follow, in its start state
     /// (from [`EngineHandle::compile_response_format`]; chat requests get it from
-    /// [`GenParams::response_format`]). `None` costs nothing per step.
+    /// [`GenParams::response_format`] or [`GenParams::tool_choice`]). `None` costs nothing per step.
     pub constraint: Option<Constraint>,
 }
 
@@ -229,7 +236,7 @@ struct Shared {
     queued: Arc<AtomicUsize>,
     reused_tokens: Arc<AtomicUsize>,
     /// The vocabulary indexed for constrained decoding, built by the first request that
-    /// asks for a `response_format` (it takes about a second on a 150k vocabulary).
+    /// asks for a `response_format` or forces a tool call (about a second on a 150k vocabulary).
     constraints: OnceLock<Result<ConstraintCompiler, String>>,
 }
 
@@ -446,12 +453,15 @@ impl EngineHandle {
             // Plain text needs no grammar, so it never pays for indexing the vocabulary.
             return Ok(None);
         }
-        let compiler = self
-            .shared
+        self.constraint_compiler()?.compile(format).map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// The vocabulary's grammar compiler, built on first use.
+    fn constraint_compiler(&self) -> Result<&ConstraintCompiler, EngineError> {
+        self.shared
             .constraints
             .get_or_init(|| ConstraintCompiler::for_tokenizer(&self.shared.tokenizer).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| EngineError::Invalid(e.clone()))?;
-        compiler.compile(format).map_err(|e| EngineError::Invalid(e.to_string()))
+            .map_err(|e| EngineError::Invalid(e.clone()))
     }
 }

@@ -9,6 +9,7 @@
 use ingot_core::constraint::ResponseFormat;
 use ingot_core::hf_files::GenerationDefaults;
 use ingot_core::sampling::SamplingParams;
+use ingot_core::template::ToolChoice;
 
 /// Generation parameters with LLaMA Factory's names and meaning; `None` means "not given".
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -41,6 +42,18 @@ pub struct GenParams {
     /// request (an invalid one is [`crate::EngineError::Invalid`] naming
     /// `response_format...`), and every sample gets its own copy of the grammar state.
     pub response_format: Option<ResponseFormat>,
+    /// OpenAI's `tool_choice` (`"none"`, `"auto"`, `"required"`, `{"type": "function",
+    /// "function": {"name": …}}`; a front end deserializes the request's field straight into
+    /// [`ToolChoice`]). `"required"` and a named function force a well-formed call to the
+    /// chat request's [`tools`](crate::ChatRequest::tools), written in the template's tool
+    /// format, by constrained decoding (see [`ingot_core::template::ToolChoice`]); the reply
+    /// then parses with the template's [`ToolFormat::parse`](ingot_core::template::ToolFormat::parse)
+    /// into calls whose arguments validate against their tools' schemas. `"none"` and `"auto"`
+    /// change nothing here: whether calls are extracted from the reply (never for `"none"`)
+    /// is the front end's decision. A forcing choice that cannot be honoured (no tools, a
+    /// function not among them, a prompt request, together with a `response_format`) is
+    /// [`crate::EngineError::Invalid`] naming `tool_choice`.
+    pub tool_choice: Option<ToolChoice>,
 }
 
 impl GenParams {
@@ -62,6 +75,7 @@ impl GenParams {
             skip_special_tokens: Some(true),
             seed: None,
             response_format: None,
+            tool_choice: None,
         }
     }
 
@@ -78,7 +92,7 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format
+            response_format, tool_choice
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();

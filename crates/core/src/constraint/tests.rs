@@ -1,5 +1,6 @@
 //! The constraint on a small byte vocabulary (random walks through the mask always end in
-//! valid JSON), and on the real Qwen vocabulary (token bytes, mask cost).
+//! valid JSON; under a forcing `tool_choice`, in calls every tool format parses, with valid
+//! arguments), and on the real Qwen vocabulary (token bytes, mask cost).
 
 use std::time::Instant;
 
@@ -203,4 +204,165 @@ fn qwen_vocabulary_bytes_and_mask_cost() {
         masking / ids.len() as u32,
         ids.len()
     );
+}
+
+/// Two tools with small, checkable argument schemas (strings of at most 5 characters, so
+/// random walks stay short).
+fn tools() -> Vec<Value> {
+    vec![
+        json!({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 5}, "unit": {"enum": ["c", "f"]}},
+                "required": ["city", "unit"], "additionalProperties": false}}}),
+        // A bare function object, no `type` in its schema.
+        json!({"name": "get_time", "parameters": {"properties": {"timezone": {"type": "string", "maxLength": 5}},
+            "required": ["timezone"], "additionalProperties": false}}),
+    ]
+}
+
+/// Whether a parsed call's arguments validate against its tool in [`tools`].
+fn valid_call(call: &crate::template::ToolCall) -> bool {
+    let args: Value = serde_json::from_str(&call.arguments).expect("arguments are JSON");
+    let Some(o) = args.as_object() else { return false };
+    let short = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| s.chars().count() <= 5);
+    match call.name.as_str() {
+        "get_weather" => o.len() == 2 && short(o.get("city")) && (o["unit"] == "c" || o["unit"] == "f"),
+        "get_time" => o.len() == 1 && short(o.get("timezone")),
+        _ => false,
+    }
+}
+
+/// Feeds `text` byte by byte (ids 0..=255 are the bytes), checking each is allowed first;
+/// `Err(offset)` at the first byte the grammar refuses.
+fn feed(c: &mut Constraint, text: &str) -> Result<(), usize> {
+    for (offset, byte) in text.bytes().enumerate() {
+        if !allowed(c).contains(&u32::from(byte)) {
+            return Err(offset);
+        }
+        c.advance(u32::from(byte)).expect("allowed");
+    }
+    Ok(())
+}
+
+fn forced(format: ToolFormat, choice: &ToolChoice) -> Constraint {
+    compiler().compile_tool_choice(format, &tools(), choice).expect("compiles").expect("forces a call")
+}
+
+#[test]
+fn random_walks_under_tool_choice_parse_into_valid_calls() {
+    let names = ["get_weather", "get_time"];
+    let mut rng = StdRng::seed_from_u64(11);
+    for format in ToolFormat::ALL {
+        let marker = match format {
+            ToolFormat::Qwen => "<tool_call>\n{\"name\": \"",
+            ToolFormat::Mistral => "[TOOL_CALLS] [{\"name\": \"",
+            ToolFormat::Default => "Action: ",
+            ToolFormat::Llama3 => "",
+        };
+        let required = forced(format, &ToolChoice::Required);
+        let named = forced(format, &ToolChoice::Function("get_time".into()));
+        let mut counts = Vec::new();
+        for _ in 0..12 {
+            let text = walk(&mut required.clone(), &mut rng);
+            let parsed = format.parse(&text, &names);
+            assert!(!parsed.tool_calls.is_empty() && parsed.content.is_empty(), "{format:?}: {text:?} -> {parsed:?}");
+            assert!(parsed.tool_calls.iter().all(valid_call), "{format:?}: {text:?} -> {parsed:?}");
+            assert!(text.starts_with(marker), "{format:?}: {text:?}");
+            counts.push(parsed.tool_calls.len());
+
+            let text = walk(&mut named.clone(), &mut rng);
+            let parsed = format.parse(&text, &names);
+            assert_eq!(parsed.tool_calls.len(), 1, "{format:?}: {text:?}");
+            assert_eq!(parsed.tool_calls[0].name, "get_time", "{format:?}: {text:?}");
+            assert!(valid_call(&parsed.tool_calls[0]) && parsed.content.is_empty(), "{format:?}: {text:?}");
+        }
+        // "required" admits several calls, and the walks found both one and several.
+        assert!(counts.contains(&1) && counts.iter().any(|&n| n > 1), "{format:?}: {counts:?}");
+    }
+}
+
+#[test]
+fn tool_choice_accepts_exactly_the_rendered_calls() {
+    let weather = json!({"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}});
+    let time = json!({"name": "get_time", "arguments": {"timezone": "UTC"}});
+    for format in ToolFormat::ALL {
+        let marker = if format == ToolFormat::Mistral { "[TOOL_CALLS] " } else { "" };
+        let render = |calls: &[Value]| format!("{marker}{}", format.render_calls(calls).expect("renders"));
+        // What the format writes for one call and for two is accepted whole, and then only EOS.
+        for calls in [vec![weather.clone()], vec![weather.clone(), time.clone()]] {
+            let mut c = forced(format, &ToolChoice::Required);
+            let text = render(&calls);
+            feed(&mut c, &text).unwrap_or_else(|at| panic!("{format:?} refused {text:?} at {at}"));
+            assert!(allowed(&mut c).contains(&EOS), "{format:?}: {text:?} is not complete");
+        }
+        // A named function: that one call, nothing after it, no other function.
+        let mut c = forced(format, &ToolChoice::Function("get_time".into()));
+        let text = render(std::slice::from_ref(&time));
+        feed(&mut c, &text).unwrap_or_else(|at| panic!("{format:?} refused {text:?} at {at}"));
+        assert!(c.is_complete(), "{format:?}: one call and nothing more");
+        let mut c = forced(format, &ToolChoice::Function("get_time".into()));
+        let text = render(std::slice::from_ref(&weather));
+        let at = feed(&mut c, &text).expect_err("another function");
+        assert_eq!(&text[at..at + 3], "wea", "{format:?}: refused at the name");
+        // Arguments outside the schema: a unit not in the enum, a property not declared.
+        for bad in [
+            json!({"name": "get_weather", "arguments": {"city": "Paris", "unit": "k"}}),
+            json!({"name": "get_time", "arguments": {"tz": "UTC"}}),
+        ] {
+            let mut c = forced(format, &ToolChoice::Required);
+            let text = render(&[bad]);
+            assert!(feed(&mut c, &text).is_err(), "{format:?} accepted {text:?}");
+        }
+    }
+    // Free text before the call is not allowed.
+    assert_eq!(feed(&mut forced(ToolFormat::Qwen, &ToolChoice::Required), "Sure! <tool_call>"), Err(0));
+}
+
+#[test]
+fn tool_choice_errors_name_the_field() {
+    let compiler = compiler();
+    let message = |format, tools: &[Value], choice| compiler.compile_tool_choice(format, tools, &choice).expect_err("invalid").to_string();
+    for choice in [ToolChoice::None, ToolChoice::Auto] {
+        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &tools(), &choice).expect("valid").is_none());
+        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &[], &choice).expect("valid").is_none());
+    }
+    let e = message(ToolFormat::Qwen, &[], ToolChoice::Required);
+    assert!(e.starts_with("tool_choice: ") && e.contains("at least one tool"), "{e}");
+    let e = message(ToolFormat::Qwen, &tools(), ToolChoice::Function("get_news".into()));
+    assert!(e.starts_with("tool_choice: ") && e.contains("\"get_news\"") && e.contains("get_weather, get_time"), "{e}");
+    let e = message(ToolFormat::Qwen, &[], ToolChoice::Function("get_news".into()));
+    assert!(e.starts_with("tool_choice: ") && e.contains("none given"), "{e}");
+    let e = message(ToolFormat::Default, &[json!({"name": "get time"})], ToolChoice::Required);
+    assert!(e.starts_with("tool_choice: ") && e.contains("\"get time\""), "{e}");
+    let e = message(ToolFormat::Qwen, &[tools()[0].clone(), json!({"description": "x"})], ToolChoice::Required);
+    assert!(e.starts_with("tools[1]: ") && e.contains("name"), "{e}");
+    let e = message(ToolFormat::Qwen, &[json!({"name": "f", "parameters": {"type": "string"}})], ToolChoice::Required);
+    assert!(e.starts_with("tools[0]: ") && e.contains("object"), "{e}");
+    let e = message(ToolFormat::Qwen, &[json!({"name": "f", "parameters": {"properties": {"x": {"type": "objekt"}}}})], ToolChoice::Required);
+    assert!(e.starts_with("tools: ") && e.contains("objekt"), "{e}");
+    // A function without parameters takes exactly `{}`.
+    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required).expect("valid").expect("forces");
+    assert_eq!(feed(&mut c, "<tool_call>\n{\"name\": \"now\", \"arguments\": {\"x\""), Err(42), "refused at the first key");
+    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required).expect("valid").expect("forces");
+    assert_eq!(feed(&mut c, "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>"), Ok(()));
+}
+
+#[test]
+fn tool_choice_openai_shapes() {
+    let cases = [
+        (json!("none"), ToolChoice::None),
+        (json!("auto"), ToolChoice::Auto),
+        (json!("required"), ToolChoice::Required),
+        (json!({"type": "function", "function": {"name": "get_time"}}), ToolChoice::Function("get_time".into())),
+    ];
+    for (wire, choice) in cases {
+        assert_eq!(serde_json::from_value::<ToolChoice>(wire.clone()).expect("valid"), choice);
+        assert_eq!(serde_json::to_value(&choice).expect("serializes"), wire);
+    }
+    assert!(ToolChoice::Required.forces_call() && ToolChoice::Function("f".into()).forces_call());
+    assert!(!ToolChoice::Auto.forces_call() && !ToolChoice::None.forces_call());
+    for bad in [json!("always"), json!({"type": "function"}), json!({"function": {"name": "f"}}), json!(1)] {
+        let e = serde_json::from_value::<ToolChoice>(bad.clone()).expect_err("invalid").to_string();
+        assert!(e.contains("tool_choice must be") && e.contains(&bad.to_string()), "{e}");
+    }
 }

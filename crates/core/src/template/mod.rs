@@ -33,7 +33,7 @@ mod tests;
 mod tools;
 
 pub use reasoning::{prompt_opens_thinking, split_reasoning, ReasoningDelta, ReasoningStream};
-pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolError, ToolFormat};
+pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolChoice, ToolError, ToolFormat};
 
 use std::sync::OnceLock;
 

@@ -30,6 +30,10 @@ use serde_json::{json, Value as Json};
 
 use super::pyjson;
 
+#[path = "tool_choice.rs"]
+mod choice;
+pub use choice::ToolChoice;
+
 /// How tool definitions and calls are written as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ToolFormat {
@@ -67,6 +71,9 @@ pub enum ToolError {
     Definition { index: usize, message: String },
     #[error("tool_calls[{index}]: {message}")]
     Call { index: usize, message: String },
+    /// A `tool_choice` that cannot be honoured with the tools given.
+    #[error("tool_choice: {0}")]
+    Choice(String),
 }
 
 // The prompt texts below are LLaMA Factory's, byte for byte: a model fine-tuned with LLaMA
