@@ -9,7 +9,7 @@
 //! Ranges of sampling values are the engine's to check (it names the field and the limit);
 //! nothing here duplicates them.
 
-use ingot_engine::{ChatRequest, GenParams};
+use ingot_engine::{ChatRequest, GenParams, ResponseFormat, ToolChoice};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -100,6 +100,8 @@ pub struct Sampling {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// `json_object` / `json_schema`: enforced by constrained decoding.
+    pub response_format: Option<ResponseFormat>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,7 +109,9 @@ pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub tools: Option<Vec<Value>>,
-    pub tool_choice: Option<Value>,
+    /// `"none"` switches tool-call parsing off; `"required"` or a named function forces a
+    /// call in the template's tool format by constrained decoding.
+    pub tool_choice: Option<ToolChoice>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     pub sampling: Sampling,
@@ -196,6 +200,7 @@ impl Sampling {
             max_new_tokens,
             stop,
             seed: self.seed,
+            response_format: self.response_format.clone(),
             ..GenParams::default()
         };
         let include_usage = self.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -215,19 +220,7 @@ impl ChatCompletionRequest {
             .enumerate()
             .map(|(i, m)| hf_message(i, m))
             .collect::<Result<Vec<_>, _>>()?;
-        let tools_off = match &self.tool_choice {
-            None => false,
-            Some(Value::String(s)) if s == "auto" => false,
-            Some(Value::String(s)) if s == "none" => true,
-            Some(other) => {
-                // Forcing a call needs constrained decoding, which ingot does not do: refusing is
-                // honest where accepting would silently not force anything.
-                return Err(ApiError::invalid(
-                    "tool_choice",
-                    format!("tool_choice must be \"auto\" or \"none\" (forcing a tool call is not supported), got {other}"),
-                ));
-            }
-        };
+        let tools_off = self.tool_choice == Some(ToolChoice::None);
         let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
         let tool_names = match &tools {
             None => Vec::new(),
@@ -240,6 +233,8 @@ impl ChatCompletionRequest {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        // The engine checks a forced choice against the tools (and refuses one without them).
+        let params = GenParams { tool_choice: self.tool_choice, ..params };
         let chat = ChatRequest {
             messages,
             system: None,
@@ -535,7 +530,6 @@ mod tests {
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].type"),
             (json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
              "messages[0].tool_calls[0].function.arguments"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), "tool_choice"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}), "stop[1]"),
         ];
         for (body, param) in cases {

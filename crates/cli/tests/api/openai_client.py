@@ -186,6 +186,47 @@ def tool_round_trip():
     assert "22" in final.message.content, final.message.content
 
 
+SKY_Q = [{"role": "user", "content": "Write one sentence about why the sky is blue."}]
+
+
+@check
+def tool_choice_required_forces_a_call():
+    free = chat(SKY_Q, tools=[WEATHER], max_tokens=32).choices[0]
+    assert not free.message.tool_calls, free  # the model would not call on its own
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        c = chat(SKY_Q, tools=[WEATHER], tool_choice=choice, max_tokens=48).choices[0]
+        assert c.finish_reason == "tool_calls", (choice, c)
+        assert c.message.tool_calls[0].function.name == "get_weather", c
+        assert isinstance(json.loads(c.message.tool_calls[0].function.arguments)["city"], str), c
+    try:
+        chat(SKY_Q, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}, max_tokens=8)
+        raise AssertionError("an unknown function must be refused")
+    except openai.BadRequestError as e:
+        assert "tool_choice" in str(e), e
+
+
+@check
+def response_format_json_schema_validates():
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    q = [{"role": "user", "content": "Tell me about Paris."}]
+    for stream in (False, True):
+        if stream:
+            choices, _ = collect_stream(chat(q, response_format=fmt, max_tokens=48, stream=True))
+            text, finish = choices[0]["text"], choices[0]["finish"]
+        else:
+            c = chat(q, response_format=fmt, max_tokens=48).choices[0]
+            text, finish = c.message.content, c.finish_reason
+        assert finish == "stop", (finish, text)
+        value = json.loads(text)
+        assert set(value) == {"city", "population"} and isinstance(value["population"], int), value
+
+
 failed = [(name, e) for name, e in results if e is not None]
 for name, e in results:
     print(("FAIL " if e else "ok   ") + name + (f": {type(e).__name__}: {e}" if e else ""))
