@@ -26,6 +26,9 @@ pub struct ModelArgs {
     /// load, in order (comma-separated or repeated).
     #[arg(long = "adapter", value_delimiter = ',')]
     pub adapters: Vec<PathBuf>,
+    /// A Jinja chat template file overriding the model's own (a named `--template` still wins).
+    #[arg(long, value_name = "FILE.jinja")]
+    pub chat_template: Option<PathBuf>,
     /// Kernel threads (default: one per core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
@@ -80,7 +83,11 @@ impl ModelArgs {
     pub fn start_engine(&self, cfg: EngineConfig) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
-        let loaded = ingot_core::load::load_with(&path, &opts)?;
+        let mut loaded = ingot_core::load::load_with(&path, &opts)?;
+        if let Some(file) = &self.chat_template {
+            let source = std::fs::read_to_string(file).with_context(|| format!("reading --chat-template {}", file.display()))?;
+            loaded.chat_template = Some(source);
+        }
         ingot_engine::start(loaded, cfg).with_context(|| format!("starting the engine for {}", path.display()))
     }
 }

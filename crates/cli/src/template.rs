@@ -32,7 +32,8 @@ pub struct TemplateArgs {
     /// JSON file holding the array of tool definitions.
     #[arg(long)]
     pub tools: Option<PathBuf>,
-    /// Extra template variables as a JSON object, e.g. '{"enable_thinking": false}'.
+    /// Extra template variables as a JSON object, e.g. '{"enable_thinking": false}'; they
+    /// override the model's (`bos_token`, `eos_token`, `add_generation_prompt`, ...).
     #[arg(long)]
     pub kwargs: Option<String>,
     /// Render without the assistant turn's opening.
@@ -55,12 +56,18 @@ fn read_json(path: &Path, what: &str) -> anyhow::Result<Value> {
 pub fn run(args: TemplateArgs) -> anyhow::Result<()> {
     let messages = read_json(&args.messages, "the messages")?;
     let tools = args.tools.as_deref().map(|p| read_json(p, "the tools")).transpose()?;
-    let kwargs = match &args.kwargs {
+    let mut kwargs = match &args.kwargs {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str(text).context("--kwargs: not valid JSON")? {
             Value::Object(map) => map,
             _ => bail!("--kwargs must be a JSON object"),
         },
+    };
+    // Like apply_chat_template's keyword argument, `add_generation_prompt` may come in --kwargs.
+    let generation_prompt = match kwargs.remove("add_generation_prompt") {
+        None => !args.no_generation_prompt,
+        Some(Value::Bool(b)) => b,
+        Some(other) => bail!("--kwargs: add_generation_prompt must be true or false, got {other}"),
     };
     let path = args.model.clone().unwrap_or_else(|| models_dir().join(DEFAULT_MODEL_FILE));
     let Prompting { tokenizer, chat_template } =
@@ -81,7 +88,7 @@ pub fn run(args: TemplateArgs) -> anyhow::Result<()> {
             ChatTemplate::names().join(", ")
         ),
     };
-    let prompt = template.render_json(&messages, tools.as_ref(), !args.no_generation_prompt, &kwargs)?;
+    let prompt = template.render_json(&messages, tools.as_ref(), generation_prompt, &kwargs)?;
     let mut out = std::io::stdout().lock();
     if args.ids {
         let ids = tokenizer.encode_prompt(&prompt)?;

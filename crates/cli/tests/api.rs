@@ -285,6 +285,33 @@ fn a_full_queue_answers_429() {
 }
 
 #[test]
+fn apply_template_shows_the_prompt_of_a_chat_template_file() {
+    // --chat-template replaces the model's template; the route renders without generating.
+    let fixtures = fixtures_dir().join("templates");
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("cases.json")).expect("cases.json")).expect("cases");
+    let case = cases
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["id"] == "qwen3/single_user_gen_thinking_false")
+        .expect("the qwen3 no-thinking case");
+    let template = fixtures.join("qwen3.jinja");
+    let server = Server::start(&["--chat-template", template.to_str().expect("path"), "--max-queue", "0"], &[]);
+    let body = json!({
+        "model": "qwen2.5-coder-0.5b-instruct",
+        "messages": case["messages"],
+        "chat_template_kwargs": {"enable_thinking": false},
+    });
+    let (status, v) = post(&agent(), &server.url("/apply-template"), None, &body.to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["prompt"], case["expected"], "{v}");
+    let ids = v["prompt_ids"].as_array().expect("ids");
+    assert_eq!(v["prompt_tokens"].as_u64(), Some(ids.len() as u64));
+    assert!(ids.len() > 5, "{v}");
+}
+
+#[test]
 fn score_route_matches_transformers() {
     let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
     let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");

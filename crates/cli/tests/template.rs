@@ -30,7 +30,14 @@ fn prints_the_prompt_transformers_renders() {
         let id = case["id"].as_str().expect("id");
         let Some(expected) = case["expected"].as_str() else { continue };
         let mut kwargs = case["kwargs"].as_object().cloned().unwrap_or_default();
-        let generation = kwargs.remove("add_generation_prompt").and_then(|v| v.as_bool()).unwrap_or(false);
+        // Every other case passes add_generation_prompt in --kwargs, as apply_chat_template
+        // takes it; the rest use the flag.
+        let via_flag = checked % 2 == 0;
+        let generation = if via_flag {
+            kwargs.remove("add_generation_prompt").and_then(|v| v.as_bool()).unwrap_or(false)
+        } else {
+            true
+        };
         let messages = write_json(&dir, "messages.json", &case["messages"]);
         let template = fixtures.join(case["template_file"].as_str().expect("file")).display().to_string();
         let kwargs = serde_json::to_string(&kwargs).expect("kwargs");
@@ -41,7 +48,7 @@ fn prints_the_prompt_transformers_renders() {
             tools = write_json(&dir, "tools.json", &case["tools"]);
             args.extend(["--tools", &tools]);
         }
-        if !generation {
+        if via_flag && !generation {
             args.push("--no-generation-prompt");
         }
         let out = ingot(&args);

@@ -10,9 +10,10 @@
 //! 4xx. Every failure goes through [`error::ApiError`], as a response or as an SSE event.
 //!
 //! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
-//! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `GET /health`,
+//! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
+//! prompt a chat request renders to, and its ids), `GET /health`,
 //! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, `/v1/*`
-//! needs `Authorization: Bearer KEY`; the page, health and metrics do not.
+//! and `/apply-template` need `Authorization: Bearer KEY`; the page, health and metrics do not.
 
 mod bridge;
 mod error;
@@ -43,8 +44,16 @@ use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 7] =
-    ["/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/score/evaluation", "/health", "/metrics", "/"];
+const ROUTES: [&str; 8] = [
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/score/evaluation",
+    "/apply-template",
+    "/health",
+    "/metrics",
+    "/",
+];
 
 /// Settings of the HTTP layer (the engine has its own).
 #[derive(Debug, Clone)]
@@ -84,6 +93,7 @@ pub fn app(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .route("/v1/chat/completions", post(generate::chat))
         .route("/v1/completions", post(generate::completions))
         .route("/v1/score/evaluation", post(score))
+        .route("/apply-template", post(apply_template))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
@@ -222,6 +232,25 @@ async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model: req.model, scores }))
+}
+
+/// `POST /apply-template`: a chat completion request's prompt exactly as the model would see
+/// it (`ingot template` over HTTP), and its token ids. Nothing is generated.
+async fn apply_template(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<openai::ChatCompletionRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.check_model(&req.model)?;
+    let chat = req.validate()?.chat;
+    let engine = s.engine.clone();
+    let (prompt, ids) = tokio::task::spawn_blocking(move || {
+        let prompt = engine.render_chat(&chat)?;
+        let ids = engine.encode_prompt(&prompt)?;
+        Ok::<_, ingot_engine::EngineError>((prompt, ids))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(serde_json::json!({"prompt": prompt, "prompt_ids": ids, "prompt_tokens": ids.len()})))
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
