@@ -2,25 +2,16 @@
 //! reasons, streaming text that is always whole UTF-8, cancellation, admission control,
 //! prefix reuse, batch invariance, and a handle shared across threads.
 
+mod common;
+
 use std::sync::OnceLock;
 
+use common::{engine, start};
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::{ChatTemplate, Message};
 use ingot_engine::{
     ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, GenerateRequest, Usage,
 };
-
-fn start(cfg: EngineConfig) -> EngineHandle {
-    let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
-    let loaded = ingot_core::load::load(&path).expect("load model");
-    ingot_engine::start(loaded, EngineConfig { threads: 2, ..cfg }).expect("start engine")
-}
-
-/// The engine most tests share: default settings (prefix cache on).
-fn engine() -> &'static EngineHandle {
-    static E: OnceLock<EngineHandle> = OnceLock::new();
-    E.get_or_init(|| start(EngineConfig::default()))
-}
 
 /// Computes every prompt in full: the reference for prefix reuse and batch invariance.
 fn uncached_engine() -> &'static EngineHandle {

@@ -3,22 +3,17 @@
 //! `response_format` mostly do not (so the masking is what makes them pass); a constrained
 //! sequence leaves the others in its batch unchanged; bad schemas fail before anything runs.
 
-use std::sync::OnceLock;
+mod common;
+
 
 use ingot_engine::{
-    ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, JsonSchemaFormat,
+    ChatRequest, EngineError, Event, FinishReason, GenParams, JsonSchemaFormat,
     ResponseFormat, Stream,
 };
 use serde_json::{json, Value};
 
-fn engine() -> &'static EngineHandle {
-    static E: OnceLock<EngineHandle> = OnceLock::new();
-    E.get_or_init(|| {
-        let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
-        let loaded = ingot_core::load::load(&path).expect("load model");
-        ingot_engine::start(loaded, EngineConfig { threads: 2, ..EngineConfig::default() }).expect("start engine")
-    })
-}
+use common::engine;
+
 
 const MAX_NEW_TOKENS: usize = 64;
 

@@ -4,22 +4,17 @@
 //! choice; the same request without forcing gets no call (so the grammar is what makes the
 //! calls); choices that cannot be honoured fail before anything runs.
 
-use std::sync::OnceLock;
+mod common;
+
 
 use ingot_core::template::{ParsedReply, ToolFormat};
 use ingot_engine::{
-    ChatRequest, EngineConfig, EngineError, EngineHandle, FinishReason, GenParams, ResponseFormat, ToolChoice,
+    ChatRequest, EngineError, FinishReason, GenParams, ResponseFormat, ToolChoice,
 };
 use serde_json::{json, Value};
 
-fn engine() -> &'static EngineHandle {
-    static E: OnceLock<EngineHandle> = OnceLock::new();
-    E.get_or_init(|| {
-        let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
-        let loaded = ingot_core::load::load(&path).expect("load model");
-        ingot_engine::start(loaded, EngineConfig { threads: 2, ..EngineConfig::default() }).expect("start engine")
-    })
-}
+use common::engine;
+
 
 const NAMES: [&str; 2] = ["get_weather", "get_time"];
 /// A question no tool answers: the model replies in prose.

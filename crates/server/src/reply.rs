@@ -44,6 +44,11 @@ pub fn split(text: &str, format: &ReplyFormat) -> Reply {
     let mut s = ReplySplitter::new(format);
     let mut pieces = s.push(text);
     pieces.extend(s.finish());
+    assemble(pieces)
+}
+
+/// The reply that a sequence of pieces adds up to.
+fn assemble(pieces: Vec<Piece>) -> Reply {
     let mut reply = Reply::default();
     for p in pieces {
         match p {
@@ -130,15 +135,7 @@ mod tests {
         }
         pieces.extend(s.finish());
         assert!(s.finish().is_empty(), "finish twice yields nothing");
-        let mut reply = Reply::default();
-        for p in pieces {
-            match p {
-                Piece::Content(t) => reply.content.push_str(&t),
-                Piece::Reasoning(t) => reply.reasoning.get_or_insert_with(String::new).push_str(&t),
-                Piece::Call(c) => reply.calls.push(c),
-            }
-        }
-        reply
+        assemble(pieces)
     }
 
     /// Streaming gives what the whole reply gives, whatever the delta sizes (ids aside).
