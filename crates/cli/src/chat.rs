@@ -20,40 +20,55 @@ use crate::model_args::ModelArgs;
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Named chat template, for models without one (or to override theirs).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// System prompt.
-    #[arg(long)]
-    pub system: Option<String>,
     #[command(flatten)]
-    pub gen: GenArgs,
+    pub prompt: PromptArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 impl ChatArgs {
-    /// The engine settings these flags give: the model's, the template, the system prompt and
-    /// `enable_thinking`.
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            template: self.template.clone(),
-            default_system: self.system.clone(),
-            template_kwargs: self.gen.template_kwargs(),
-            ..self.model.engine_config()
-        }
-    }
-
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
         let mut cfg = self.config.resolve()?;
         cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
+        self.prompt.apply_config(&cfg, matches);
+        Ok(())
+    }
+}
+
+/// How conversations become prompts and replies, for every command that chats (chat, api,
+/// infer): the template, the default system prompt and the generation flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PromptArgs {
+    /// Named chat template, for models without one (or to override theirs).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// System prompt, for conversations that bring none.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+impl PromptArgs {
+    /// The engine settings these flags give on top of the model's: the template, the system
+    /// prompt and `enable_thinking`.
+    pub fn engine_config(&self, model: &ModelArgs) -> EngineConfig {
+        EngineConfig {
+            template: self.template.clone(),
+            default_system: self.system.clone(),
+            template_kwargs: self.gen.template_kwargs(),
+            ..model.engine_config()
+        }
+    }
+
+    /// Takes the config's settings where no flag was given for them.
+    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
         fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
         fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
-        self.gen.apply_config(&cfg, matches);
-        Ok(())
+        self.gen.apply_config(cfg, matches);
     }
 }
 
@@ -201,9 +216,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
-    let params = args.gen.params();
+    let params = args.prompt.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
-    let engine = args.model.start_chat_engine(args.engine_config())?;
+    let engine = args.model.start_chat_engine(args.prompt.engine_config(&args.model))?;
     let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
     {

@@ -82,12 +82,22 @@ impl ModelArgs {
     /// Loads the model and starts the engine with `cfg` (see [`ModelArgs::engine_config`]).
     pub fn start_engine(&self, cfg: EngineConfig) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
+        // Read before the (slow) model load, so a wrong path fails at once.
+        let template = match &self.chat_template {
+            Some(file) => Some(
+                std::fs::read_to_string(file).with_context(|| format!("reading --chat-template {}", file.display()))?,
+            ),
+            None => None,
+        };
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
         let mut loaded = ingot_core::load::load_with(&path, &opts)?;
-        if let Some(file) = &self.chat_template {
-            let source = std::fs::read_to_string(file).with_context(|| format!("reading --chat-template {}", file.display()))?;
-            loaded.chat_template = Some(source);
+        if template.is_some() {
+            loaded.chat_template = template;
         }
-        ingot_engine::start(loaded, cfg).with_context(|| format!("starting the engine for {}", path.display()))
+        ingot_engine::start(loaded, cfg).with_context(|| match &self.chat_template {
+            // A template that does not compile is this file's fault, not the model's.
+            Some(file) => format!("starting the engine for {} with --chat-template {}", path.display(), file.display()),
+            None => format!("starting the engine for {}", path.display()),
+        })
     }
 }

@@ -79,3 +79,21 @@ fn ids_are_the_prompt_tokenized_and_bad_input_is_named() {
     let out = ingot(&["template", "--messages", &messages, "--kwargs", "[1]"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--kwargs must be a JSON object"));
 }
+
+#[test]
+fn a_chat_template_file_that_is_missing_or_broken_is_named() {
+    let dir = ingot_core::testing::scratch_dir("template-cli-bad-file");
+    let broken = dir.join("broken.jinja");
+    std::fs::write(&broken, "{% if %}").expect("write");
+    let missing = dir.join("missing.jinja");
+    for (file, want) in [(&broken, "syntax error"), (&missing, "reading --chat-template")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .args(["chat", "--chat-template", file.to_str().expect("path")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ingot");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(file.to_str().expect("path")) && err.contains(want), "{err}");
+    }
+}

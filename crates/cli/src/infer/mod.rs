@@ -28,7 +28,7 @@ use crossbeam_channel::Select;
 use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Stream};
 use serde_json::json;
 
-use crate::chat::GenArgs;
+use crate::chat::PromptArgs;
 use crate::dataset::{self, Format, Place, Row};
 use crate::infer_config::{fill, ConfigArgs};
 use crate::metrics::{self, Similarity};
@@ -56,12 +56,6 @@ pub struct InferArgs {
     /// Only the first N rows of the dataset.
     #[arg(long)]
     pub max_samples: Option<usize>,
-    /// Named chat template, for models without one (or to override theirs).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// System prompt for rows that have none.
-    #[arg(long)]
-    pub system: Option<String>,
     /// Rows in flight at once (the engine batches them).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -81,7 +75,7 @@ pub struct InferArgs {
     #[arg(long)]
     pub metrics: Option<PathBuf>,
     #[command(flatten)]
-    pub gen: GenArgs,
+    pub prompt: PromptArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -98,9 +92,7 @@ impl InferArgs {
         let cfg = self.config.resolve()?;
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
-        fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
-        fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
-        self.gen.apply_config(&cfg, matches);
+        self.prompt.apply_config(&cfg, matches);
         fill(&mut self.dataset, cfg.dataset.clone().map(Some), matches, "dataset");
         fill(&mut self.dataset_dir, cfg.dataset_dir.clone(), matches, "dataset_dir");
         fill(&mut self.max_samples, cfg.max_samples.map(Some), matches, "max_samples");
@@ -153,7 +145,7 @@ fn start(engine: &EngineHandle, row: &Row, params: &GenParams) -> Result<(String
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
-    let params = GenParams { num_return_sequences: Some(1), ..args.gen.params() };
+    let params = GenParams { num_return_sequences: Some(1), ..args.prompt.gen.params() };
     // Checked before anything loads; the engine checks the rest per row.
     params.sampling().map_err(anyhow::Error::msg)?;
     let name = args.dataset.as_deref().context("no dataset: pass --dataset PATH|NAME (or `dataset` in the config)")?;
@@ -184,13 +176,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let mut runtime = 0.0;
 
     if !todo.is_empty() {
-        let cfg = EngineConfig {
-            max_seqs: args.concurrency,
-            template: args.template.clone(),
-            default_system: args.system.clone(),
-            template_kwargs: args.gen.template_kwargs(),
-            ..args.model.engine_config()
-        };
+        let cfg = EngineConfig { max_seqs: args.concurrency, ..args.prompt.engine_config(&args.model) };
         let engine = args.model.start_chat_engine(cfg)?;
         let started = Instant::now();
         let mut progress = Progress::new(todo.len());
