@@ -5,7 +5,8 @@
 //! once it has (see [`ApiError::sse_event`]), so a client sees one error shape either way.
 //! Statuses: 400 invalid values (naming the field), 401 missing or wrong key, 404 unknown
 //! route or model, 413 body over the limit, 422 schema errors (wrong types, unknown fields'
-//! values), 429 queue full, 503 engine stopped.
+//! values), 429 queue full, 503 engine stopped; media sources ([`MediaSourceError`]) add 403
+//! refused by the server's media policy, 502 the remote server failed and 504 timeout.
 
 use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
@@ -13,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ingot_engine::EngineError;
 use serde::Serialize;
+
+use crate::media::MediaSourceError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -99,6 +102,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A media source's failure, for the request field that named it
+    /// (`messages[0].content[1].image_url.url`).
+    pub fn media(param: impl Into<String>, e: MediaSourceError) -> Self {
+        Self { param: Some(param.into()), ..Self::from(e) }
+    }
+}
+
+impl From<MediaSourceError> for ApiError {
+    fn from(e: MediaSourceError) -> Self {
+        let code = match &e {
+            MediaSourceError::Forbidden(_) => Some("media_source_forbidden"),
+            _ => None,
+        };
+        Self { code, ..Self::new(e.status(), e.message()) }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
@@ -138,5 +159,16 @@ mod tests {
         assert_eq!(ApiError::from(EngineError::Stopped).status, StatusCode::SERVICE_UNAVAILABLE);
         let e = ApiError::new(StatusCode::UNAUTHORIZED, "no key");
         assert!(e.body().contains("authentication_error"));
+    }
+
+    #[test]
+    fn media_errors_keep_their_status_and_name_the_part() {
+        let e = ApiError::media("messages[0].content[1].image_url.url", MediaSourceError::Forbidden("local media paths are disabled".into()));
+        assert_eq!((e.status, e.param.as_deref()), (StatusCode::FORBIDDEN, Some("messages[0].content[1].image_url.url")));
+        assert_eq!(e.message, "local media paths are disabled");
+        let e = ApiError::from(MediaSourceError::Timeout("slow".into()));
+        assert_eq!(e.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.body().contains("server_error"));
+        assert_eq!(ApiError::from(MediaSourceError::TooLarge("big".into())).status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -18,6 +18,7 @@
 mod bridge;
 mod error;
 mod generate;
+pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
@@ -37,6 +38,7 @@ use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt;
 
 pub use error::ApiError;
+pub use media::{fetch_media, MediaPolicy, MediaSourceError};
 use metrics::Metrics;
 use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
 
@@ -67,11 +69,19 @@ pub struct ServerConfig {
     /// Generation settings for fields a request leaves unset (the server's flags); fields
     /// unset here too come from the model's generation_config.json, then the engine.
     pub defaults: GenParams,
+    /// Where `image_url` parts may point (see [`media`]): by default data URLs only.
+    pub media: MediaPolicy,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { model_name: "ingot".into(), api_keys: Vec::new(), max_body_bytes: 1 << 20, defaults: GenParams::default() }
+        Self {
+            model_name: "ingot".into(),
+            api_keys: Vec::new(),
+            max_body_bytes: 1 << 20,
+            defaults: GenParams::default(),
+            media: MediaPolicy::default(),
+        }
     }
 }
 
