@@ -5,15 +5,21 @@
 //! API_MODEL_NAME (flags win over them). SIGINT or SIGTERM stops accepting connections and
 //! lets the requests in flight finish before the process exits. The address actually bound
 //! (`--port 0` picks a free port) is printed as `listening on http://HOST:PORT`.
+//!
+//! Where `image_url` content parts may point is the server's media policy: data URLs always,
+//! files inside `--media-dir DIR` (config key `media_dir`), public http(s) URLs with
+//! `--allow-remote-media` (`allow_remote_media`), each at most `--max-media-mb` MiB.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use clap::Args;
+use anyhow::{ensure, Context};
+use clap::{ArgMatches, Args};
 use ingot_engine::EngineConfig;
-use ingot_server::ServerConfig;
+use ingot_server::{MediaPolicy, ServerConfig};
 
 use crate::chat::ChatArgs;
+use crate::infer_config::fill;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -42,9 +48,48 @@ pub struct ApiArgs {
     /// Requests that may wait for a place in the batch; beyond it requests get a 429.
     #[arg(long, default_value_t = EngineConfig::default().max_queue)]
     pub max_queue: usize,
+    /// Directory whose files `image_url` parts may name (a plain path, relative to DIR, or
+    /// a file:// URL); symlinks and `..` may not leave it. Without it, local paths are refused.
+    #[arg(long, value_name = "DIR")]
+    pub media_dir: Option<PathBuf>,
+    /// Let `image_url` parts name http(s) URLs (hosts with public addresses only).
+    #[arg(long)]
+    pub allow_remote_media: bool,
+    /// Largest image an `image_url` part may bring, in MiB (decoded, for data URLs).
+    #[arg(long, value_name = "MB", default_value_t = MediaPolicy::default().max_bytes >> 20)]
+    pub max_media_mb: usize,
+}
+
+impl ApiArgs {
+    /// Takes the settings of the config file and overrides where no flag was given for them:
+    /// the model and prompt keys, as `chat` does, and the server's `media_dir` and
+    /// `allow_remote_media`.
+    pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
+        let cfg = self.chat.config.resolve()?;
+        fill(&mut self.media_dir, cfg.media_dir.clone().map(Some), matches, "media_dir");
+        fill(&mut self.allow_remote_media, cfg.allow_remote_media, matches, "allow_remote_media");
+        self.chat.apply_resolved(cfg, matches);
+        Ok(())
+    }
+
+    /// The media policy these flags give; the directory must exist (it is canonicalised).
+    pub fn media_policy(&self) -> anyhow::Result<MediaPolicy> {
+        ensure!(self.max_media_mb >= 1, "--max-media-mb must be at least 1");
+        let max_bytes = self.max_media_mb.checked_mul(1 << 20).context("--max-media-mb is too large")?;
+        let media_dir = self.media_dir.as_deref().map(media_dir).transpose()?;
+        Ok(MediaPolicy { media_dir, allow_remote: self.allow_remote_media, max_bytes, ..MediaPolicy::default() })
+    }
+}
+
+fn media_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let real = dir.canonicalize().with_context(|| format!("--media-dir {}", dir.display()))?;
+    ensure!(real.is_dir(), "--media-dir {}: not a directory", dir.display());
+    Ok(real)
 }
 
 pub fn run(args: ApiArgs) -> anyhow::Result<()> {
+    // Checked first: a mistyped --media-dir fails at once, not after the model loaded.
+    let media = args.media_policy()?;
     let chat = &args.chat;
     let path = chat.model.model_path()?;
     let model_name = match &args.model_name {
@@ -62,6 +107,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         api_keys: args.api_keys.clone(),
         max_body_bytes: args.max_body_bytes,
         defaults: chat.prompt.gen.params(),
+        media,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(serve(ingot_server::app(engine, cfg), &args.host, args.port))
@@ -101,4 +147,59 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     eprintln!("shutting down: finishing the requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        api: ApiArgs,
+    }
+
+    fn args(argv: &[&str]) -> anyhow::Result<ApiArgs> {
+        let matches = Cli::command().try_get_matches_from(std::iter::once("api").chain(argv.iter().copied()))?;
+        let mut args = Cli::from_arg_matches(&matches)?.api;
+        args.apply_config(&matches)?;
+        Ok(args)
+    }
+
+    #[test]
+    fn media_flags_make_the_policy() {
+        let policy = args(&[]).expect("no flags").media_policy().expect("default policy");
+        assert_eq!(policy, MediaPolicy::default());
+
+        let dir = ingot_core::testing::scratch_dir("api-media-flags");
+        let d = dir.display().to_string();
+        let policy = args(&["--media-dir", &d, "--allow-remote-media", "--max-media-mb", "3"]).expect("flags").media_policy().expect("policy");
+        assert_eq!(policy.media_dir, Some(dir.canonicalize().expect("canonical")));
+        assert!(policy.allow_remote);
+        assert_eq!(policy.max_bytes, 3 << 20);
+
+        let missing = dir.join("nope");
+        let e = format!("{:#}", args(&["--media-dir", &missing.display().to_string()]).expect("parses").media_policy().expect_err("missing"));
+        assert!(e.contains("--media-dir") && e.contains(&missing.display().to_string()), "{e}");
+        let file = dir.join("file.txt");
+        std::fs::write(&file, "x").expect("write");
+        let e = format!("{:#}", args(&["--media-dir", &file.display().to_string()]).expect("parses").media_policy().expect_err("a file"));
+        assert!(e.contains("not a directory"), "{e}");
+        let e = format!("{:#}", args(&["--max-media-mb", "0"]).expect("parses").media_policy().expect_err("zero"));
+        assert!(e.contains("--max-media-mb"), "{e}");
+    }
+
+    #[test]
+    fn media_keys_come_from_the_config_and_flags_win() {
+        let dir = ingot_core::testing::scratch_dir("api-media-config");
+        let yaml = dir.join("api.yaml");
+        std::fs::write(&yaml, format!("media_dir: {}\nallow_remote_media: true\n", dir.display())).expect("write");
+        let y = yaml.display().to_string();
+        let a = args(&[&y]).expect("config");
+        assert_eq!((a.media_dir.as_deref(), a.allow_remote_media), (Some(dir.as_path()), true));
+        let other = dir.join("other");
+        let a = args(&[&y, "allow_remote_media=false", "--media-dir", &other.display().to_string()]).expect("config");
+        assert_eq!((a.media_dir.as_deref(), a.allow_remote_media), (Some(other.as_path()), false));
+    }
 }

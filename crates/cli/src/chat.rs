@@ -30,11 +30,18 @@ impl ChatArgs {
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
         let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.server_keys);
+        self.apply_resolved(cfg, matches);
+        Ok(())
+    }
+
+    /// Takes the model and prompt settings of an already resolved config (`api` resolves it
+    /// itself, for its server keys); its dataset keys are reported as ignored.
+    pub fn apply_resolved(&mut self, mut cfg: InferConfig, matches: &ArgMatches) {
         cfg.ignored.append(&mut cfg.data_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
         self.prompt.apply_config(&cfg, matches);
-        Ok(())
     }
 }
 

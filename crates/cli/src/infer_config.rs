@@ -56,6 +56,9 @@ pub struct InferConfig {
     pub dataset: Option<String>,
     pub dataset_dir: Option<PathBuf>,
     pub max_samples: Option<usize>,
+    /// `media_dir`, `allow_remote_media`: where `ingot api` lets `image_url` parts point.
+    pub media_dir: Option<PathBuf>,
+    pub allow_remote_media: Option<bool>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
@@ -63,6 +66,8 @@ pub struct InferConfig {
     pub generation_keys: Vec<String>,
     /// The dataset keys given: commands that read no dataset report them as ignored.
     pub data_keys: Vec<String>,
+    /// The API server's keys given: commands other than `api` report them as ignored.
+    pub server_keys: Vec<String>,
 }
 
 /// The keys that only matter to commands that generate text.
@@ -81,6 +86,9 @@ const GENERATION_KEYS: &[&str] = &[
 
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
+
+/// The keys that only matter to the API server.
+const SERVER_KEYS: &[&str] = &["media_dir", "allow_remote_media"];
 
 /// Valid LLaMA Factory inference keys (model, data and generation arguments) that change
 /// nothing in ingot: GPU backends, tokenizer loading switches, multimodal and export options.
@@ -208,6 +216,8 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             }
             "dataset_dir" => cfg.dataset_dir = Some(PathBuf::from(v.string()?)),
             "max_samples" => cfg.max_samples = Some(v.count()?),
+            "media_dir" => cfg.media_dir = Some(PathBuf::from(v.string()?)),
+            "allow_remote_media" => cfg.allow_remote_media = Some(v.bool()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k => bail!("{}: unknown key `{k}`", v.origin()),
         }
@@ -216,6 +226,9 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
         }
         if DATA_KEYS.contains(&key.as_str()) {
             cfg.data_keys.push(key.clone());
+        }
+        if SERVER_KEYS.contains(&key.as_str()) {
+            cfg.server_keys.push(key.clone());
         }
     }
     // LLaMA Factory decodes greedily when do_sample is false, whatever the temperature.
@@ -432,6 +445,17 @@ mod tests {
         assert_eq!((cfg.data_keys.len(), cfg.ignored.as_slice()), (3, &["cutoff_len".to_owned()][..]));
         let e = format!("{:#}", resolve(&["dataset=a,b"]).expect_err("two datasets"));
         assert!(e.contains("several"), "{e}");
+    }
+
+    #[test]
+    fn media_keys_are_for_api() {
+        let f = yaml("media.yaml", "media_dir: /srv/images\nallow_remote_media: true\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!((cfg.media_dir, cfg.allow_remote_media), (Some(PathBuf::from("/srv/images")), Some(true)));
+        assert_eq!(cfg.server_keys, ["media_dir", "allow_remote_media"]);
+        assert_eq!(resolve(&[&f, "allow_remote_media=false"]).expect("valid").allow_remote_media, Some(false));
+        let e = format!("{:#}", resolve(&["allow_remote_media=yes"]).expect_err("not a bool"));
+        assert!(e.contains("allow_remote_media") && e.contains("true or false"), "{e}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn main() {
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
-        Command::Api(mut args) => args.chat.apply_config(sub).and_then(|()| api::run(args)),
+        Command::Api(mut args) => args.apply_config(sub).and_then(|()| api::run(args)),
         Command::Infer(mut args) => args.apply_config(sub).and_then(|()| infer::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Score(mut args) => args.apply_config(sub).and_then(|()| score::run(args)),

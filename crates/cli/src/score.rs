@@ -38,6 +38,7 @@ impl ScoreArgs {
         let mut cfg = self.config.resolve()?;
         cfg.ignored.append(&mut cfg.generation_keys);
         cfg.ignored.append(&mut cfg.data_keys);
+        cfg.ignored.append(&mut cfg.server_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
         Ok(())

@@ -900,6 +900,16 @@ mod tests {
         assert_err(fetch_at("http://h.invalid/x.png", addr, &remote_policy()), StatusCode::BAD_GATEWAY, &["404", "h.invalid"]);
         server.join().expect("server");
 
+        // https goes through TLS: a server that does not speak it is an upstream failure.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        });
+        assert_err(fetch_at("https://h.invalid/x.png", addr, &remote_policy()), StatusCode::BAD_GATEWAY, &["https://h.invalid/x.png"]);
+        server.join().expect("server");
+
         // Nothing listening: an upstream failure.
         let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         assert_err(fetch_at("http://h.invalid/x.png", closed, &remote_policy()), StatusCode::BAD_GATEWAY, &["h.invalid"]);

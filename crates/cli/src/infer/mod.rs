@@ -89,7 +89,8 @@ pub enum OnError {
 impl InferArgs {
     /// Takes the settings of the config file and overrides where no flag was given for them.
     pub fn apply_config(&mut self, matches: &ArgMatches) -> anyhow::Result<()> {
-        let cfg = self.config.resolve()?;
+        let mut cfg = self.config.resolve()?;
+        cfg.ignored.append(&mut cfg.server_keys);
         cfg.warn_ignored();
         self.model.apply_config(&cfg, matches);
         self.prompt.apply_config(&cfg, matches);
