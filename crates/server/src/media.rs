@@ -471,7 +471,9 @@ async fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
 }
 
 /// The fetch after vetting: `url`'s first hop goes to `addr` (already vetted), later hops are
-/// vetted here. Tests reach the fetch itself through this, with a loopback server as `addr`.
+/// vetted here. Tests reach the fetch itself through this, with a loopback server as `addr`
+/// ([`fetch_remote`] runs the same `fetch_blocking` after vetting).
+#[cfg(test)]
 async fn fetch_remote_at(url: &str, addr: SocketAddr, policy: &MediaPolicy) -> Result<Vec<u8>> {
     let (owned, max_bytes) = (url.to_owned(), policy.max_bytes);
     within(policy.timeout, url.to_owned(), move |deadline| fetch_blocking(owned, addr, max_bytes, deadline)).await
