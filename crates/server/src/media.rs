@@ -462,10 +462,10 @@ async fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
     if !policy.allow_remote {
         return Err(Forbidden("remote media URLs are disabled; start the server with --allow-remote-media".into()));
     }
-    let (owned, max_bytes) = (url.to_owned(), policy.max_bytes);
-    within(policy.timeout, url.to_owned(), move |deadline| {
+    let (owned, max_bytes, timeout) = (url.to_owned(), policy.max_bytes, policy.timeout);
+    within(timeout, url.to_owned(), move |deadline| {
         let addr = resolve_and_vet(&owned, &parse_remote(&owned)?)?;
-        fetch_blocking(owned, addr, max_bytes, deadline)
+        fetch_blocking(owned, addr, Limits { max_bytes, timeout, deadline })
     })
     .await
 }
@@ -475,8 +475,8 @@ async fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
 /// ([`fetch_remote`] runs the same `fetch_blocking` after vetting).
 #[cfg(test)]
 async fn fetch_remote_at(url: &str, addr: SocketAddr, policy: &MediaPolicy) -> Result<Vec<u8>> {
-    let (owned, max_bytes) = (url.to_owned(), policy.max_bytes);
-    within(policy.timeout, url.to_owned(), move |deadline| fetch_blocking(owned, addr, max_bytes, deadline)).await
+    let (owned, max_bytes, timeout) = (url.to_owned(), policy.max_bytes, policy.timeout);
+    within(timeout, url.to_owned(), move |deadline| fetch_blocking(owned, addr, Limits { max_bytes, timeout, deadline })).await
 }
 
 /// Runs `f` on a blocking thread, giving up (504) after `timeout`; `f` gets the deadline.
@@ -497,20 +497,24 @@ fn timed_out(url: &str, timeout: Duration) -> MediaSourceError {
     MediaSourceError::Timeout(format!("fetching {} took longer than the server's limit of {timeout:?}", shorten(url)))
 }
 
+/// A remote fetch's limits: bytes, and the policy's timeout with the deadline it set.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_bytes: usize,
+    timeout: Duration,
+    deadline: Instant,
+}
+
 /// One hop's outcome.
 enum Hop {
     Body(Vec<u8>),
     Redirect(String),
 }
 
-fn fetch_blocking(first_url: String, first_addr: SocketAddr, max_bytes: usize, deadline: Instant) -> Result<Vec<u8>> {
+fn fetch_blocking(first_url: String, first_addr: SocketAddr, limits: Limits) -> Result<Vec<u8>> {
     let (mut url, mut addr) = (first_url.clone(), first_addr);
     for _ in 0..=MAX_REDIRECTS {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out(&first_url, Duration::ZERO));
-        }
-        match get_once(&url, addr, max_bytes, left)? {
+        match get_once(&url, addr, limits)? {
             Hop::Body(bytes) => return Ok(bytes),
             Hop::Redirect(location) => {
                 let next = join_location(&url, &location);
@@ -545,8 +549,13 @@ impl ureq::unversioned::resolver::Resolver for Pinned {
     }
 }
 
-fn get_once(url: &str, addr: SocketAddr, max_bytes: usize, left: Duration) -> Result<Hop> {
+fn get_once(url: &str, addr: SocketAddr, limits: Limits) -> Result<Hop> {
     let shown = shorten(url);
+    let max_bytes = limits.max_bytes;
+    let left = limits.deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out(url, limits.timeout));
+    }
     let config = ureq::Agent::config_builder()
         .proxy(None)
         .max_redirects(0)
@@ -557,7 +566,7 @@ fn get_once(url: &str, addr: SocketAddr, max_bytes: usize, left: Duration) -> Re
     let agent = ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), Pinned(addr));
     let failed = |e: &dyn std::fmt::Display, timeout: bool| {
         if timeout {
-            timed_out(url, left)
+            timed_out(url, limits.timeout)
         } else {
             Upstream(format!("fetching {shown} from {addr}: {e}"))
         }
@@ -950,7 +959,7 @@ mod tests {
             std::thread::sleep(Duration::from_secs(2));
         });
         let started = Instant::now();
-        assert_err(fetch_at("http://h.invalid/slow.png", addr, &policy), StatusCode::GATEWAY_TIMEOUT, &["h.invalid", "longer than"]);
+        assert_err(fetch_at("http://h.invalid/slow.png", addr, &policy), StatusCode::GATEWAY_TIMEOUT, &["h.invalid", "longer than the server's limit of 300ms"]);
         assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
         server.join().expect("server");
     }
