@@ -60,6 +60,13 @@ fn loads_as_a_vision_language_model() {
     let template = m.chat_template.as_deref().expect("chat template");
     assert!(template.contains("<|vision_start|>"), "the Qwen2-VL template");
     assert_eq!(m.tokenizer.token_to_id("<|image_pad|>"), Some(2033));
+
+    // --quantize applies to the language model only: the encoder is the same.
+    let opts = LoadOptions { quantize: Some(ingot_core::load::Quantization::Q8_0), ..LoadOptions::default() };
+    let q = load_with(&dir(), &opts).expect("quantized load");
+    let pixels: Vec<f32> = (0..16 * vision.encoder.config().patch_len()).map(|i| (i as f32 * 0.07).cos()).collect();
+    let encode = |m: &LoadedModel| m.vision.as_ref().expect("vision").encoder.encode(&pixels, [1, 4, 4]).expect("encode");
+    assert_eq!(encode(&m), encode(&q));
 }
 
 #[test]
@@ -184,9 +191,69 @@ fn bad_inputs_are_errors() {
     let patch = vision.encoder.config().patch_len();
     let pixels = vec![0.1f32; 16 * patch];
     assert!(matches!(vision.encoder.encode(&pixels[1..], [1, 4, 4]), Err(ForwardError::PixelValuesLength { .. })));
-    assert!(matches!(vision.encoder.encode(&pixels, [1, 2, 8]), Ok(_)));
+    assert!(vision.encoder.encode(&pixels, [1, 2, 8]).is_ok(), "a 2×8 grid is whole merge groups");
     assert!(matches!(vision.encoder.encode(&pixels[..12 * patch], [1, 3, 4]), Err(ForwardError::BadGrid { .. })));
     assert!(matches!(vision.encoder.encode(&[], [0, 4, 4]), Err(ForwardError::BadGrid { .. })));
     assert!(matches!(rope_index(&ids, &[[1, 4, 4]], &vision.tokens), Err(ForwardError::ImageTokens { .. })));
     assert!(matches!(rope_index(&ids, &[[1, 2, 3]], &vision.tokens), Err(ForwardError::BadGrid { .. })));
+}
+
+/// The other layouts in circulation: config keys at the top level with the classic
+/// `rope_scaling: {type: mrope}`, and weights under `model.language_model.*` / `model.visual.*`.
+/// They must load to the same model as the fixture's own layout.
+#[test]
+fn classic_config_and_nested_weight_names_load_the_same_model() {
+    let dir = ingot_core::testing::scratch_dir("qwen2-vl-layouts");
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.json", "generation_config.json"] {
+        std::fs::copy(self::dir().join(f), dir.join(f)).expect("copy");
+    }
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(self::dir().join("config.json")).expect("config")).expect("json");
+    let mut classic = config["text_config"].clone();
+    for key in ["architectures", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_config"] {
+        classic[key] = config[key].clone();
+    }
+    classic["model_type"] = "qwen2_vl".into();
+    classic["rope_theta"] = 1e6.into();
+    classic["rope_scaling"] = serde_json::json!({"type": "mrope", "mrope_section": [2, 3, 3]});
+    classic.as_object_mut().expect("object").remove("rope_parameters");
+    // The classic vision key name for in_channels.
+    let vision = classic["vision_config"].as_object_mut().expect("vision_config");
+    let channels = vision.remove("in_channels").expect("in_channels");
+    vision.insert("in_chans".into(), channels);
+    std::fs::write(dir.join("config.json"), classic.to_string()).expect("write config");
+
+    let original = std::fs::read(self::dir().join("model.safetensors")).expect("weights");
+    let st = SafeTensors::deserialize(&original).expect("safetensors");
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let renamed = if let Some(rest) = name.strip_prefix("model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("visual.") {
+                format!("model.visual.{rest}")
+            } else {
+                name
+            };
+            (renamed, view)
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors")).expect("write weights");
+
+    let (a, b) = (load(), load_with(&dir, &LoadOptions::default()).expect("other layout"));
+    assert_eq!(a.model.config(), b.model.config());
+    let (va, vb) = (a.vision.as_ref().expect("vision"), b.vision.as_ref().expect("vision"));
+    assert_eq!((va.encoder.config(), va.tokens), (vb.encoder.config(), vb.tokens));
+    let pixels: Vec<f32> = (0..16 * va.encoder.config().patch_len()).map(|i| (i as f32 * 0.013).sin()).collect();
+    assert_eq!(va.encoder.encode(&pixels, [1, 4, 4]).expect("a"), vb.encoder.encode(&pixels, [1, 4, 4]).expect("b"));
+    let ids = [2025u32, 82, 1241, 198];
+    let logits = |m: &LoadedModel| {
+        let mut cache = SeqCache::new(m.model.config());
+        m.model
+            .forward(&mut [SeqInput { tokens: &ids, cache: &mut cache, logits: Logits::All, positions: None, embeds: &[] }])
+            .expect("forward")
+            .remove(0)
+    };
+    assert_eq!(logits(&a), logits(&b));
+    let _ = std::fs::remove_dir_all(&dir);
 }
