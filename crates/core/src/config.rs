@@ -101,6 +101,10 @@ pub struct ModelConfig {
     /// Attention logit scale (1/sqrt(head_dim), or Gemma's query_pre_attn_scalar^-0.5).
     pub attn_scale: f32,
     pub final_logit_softcap: Option<f32>,
+    /// M-RoPE (Qwen2-VL): how many of the head_dim/2 frequency pairs follow the temporal,
+    /// height and width position axes, in that order (they sum to head_dim/2). `None`: one
+    /// position axis, ordinary RoPE.
+    pub mrope_section: Option<[usize; 3]>,
 }
 
 impl ModelConfig {
@@ -146,6 +150,11 @@ impl ModelConfig {
         if let Some(RopeScaling::FreqFactors(f)) = &self.rope_scaling {
             if f.len() != self.head_dim / 2 {
                 return bad(format!("rope frequency factors have {} entries, expected {}", f.len(), self.head_dim / 2));
+            }
+        }
+        if let Some(section) = self.mrope_section {
+            if section.iter().sum::<usize>() != self.head_dim / 2 {
+                return bad(format!("mrope_section {section:?} must sum to head_dim/2 = {}", self.head_dim / 2));
             }
         }
         if !(self.rms_norm_eps.is_finite() && self.rope_theta.is_finite() && self.rope_theta > 0.0) {

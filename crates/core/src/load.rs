@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::kernels::GgmlDType;
+use crate::model::vision::{MultimodalTokens, VisionModel};
 use crate::model::Model;
 use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
@@ -29,6 +30,17 @@ pub struct LoadedModel {
     pub value_head: Option<ValueHead>,
     /// The checkpoint's `generation_config.json` (empty for GGUF files, which have none).
     pub generation: GenerationDefaults,
+    /// Present for vision-language checkpoints (Qwen2-VL directories); `None` for text models
+    /// and GGUF files.
+    pub vision: Option<Vision>,
+}
+
+/// A vision-language model's image side: the encoder whose rows replace the image pad tokens'
+/// embeddings, and the token ids that lay images out in a prompt.
+#[derive(Debug)]
+pub struct Vision {
+    pub encoder: VisionModel,
+    pub tokens: MultimodalTokens,
 }
 
 /// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
@@ -118,7 +130,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
 /// (and the key or tensor) at fault.
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     if path.is_dir() {
-        let model = load_checkpoint_model(path, opts)?;
+        let (model, vision) = load_checkpoint(path, opts)?;
         let Prompting { tokenizer, chat_template } = dir_prompting(path)?;
         let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
         // The error names generation_config.json and the key at fault.
@@ -130,6 +142,7 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
             chat_template,
             value_head,
             generation,
+            vision,
         });
     }
     if !opts.adapters.is_empty() {
@@ -149,7 +162,14 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
     let Prompting { tokenizer, chat_template } = gguf_prompting(&file, path)?;
     let model = Model::load(&file, cfg)?;
     // LLaMA Factory stores value heads only beside checkpoints; a GGUF file is a causal LM.
-    Ok(LoadedModel { model, tokenizer, chat_template, value_head: None, generation: GenerationDefaults::default() })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        value_head: None,
+        generation: GenerationDefaults::default(),
+        vision: None,
+    })
 }
 
 /// What turns messages into a prompt: the tokenizer and the model's own chat template.
@@ -187,6 +207,33 @@ fn gguf_prompting(file: &GgufFile, path: &Path) -> Result<Prompting, LoadError> 
 pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, LoadError> {
     let cfg = hf_config::read_config(dir)?;
     let weights = SafetensorsDir::open(dir, &cfg, opts)?;
+    language_model(weights, cfg, opts)
+}
+
+/// The model of a checkpoint directory and, for a vision-language checkpoint, its vision
+/// side (held unquantized whatever `opts.quantize` says; adapters apply to the language model).
+fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Vision>), LoadError> {
+    let cfg = hf_config::read_config(dir)?;
+    let weights = SafetensorsDir::open(dir, &cfg, opts)?;
+    let vision = match hf_config::read_vision_config(dir)? {
+        None => None,
+        Some((vcfg, tokens)) => {
+            if vcfg.hidden_size != cfg.hidden_size {
+                return Err(LoadError::Invalid {
+                    path: dir.join(hf_config::CONFIG_FILE).display().to_string(),
+                    problem: format!(
+                        "vision_config.hidden_size ({}) must equal the language model's hidden_size ({})",
+                        vcfg.hidden_size, cfg.hidden_size
+                    ),
+                });
+            }
+            Some(Vision { encoder: VisionModel::load(&weights, vcfg)?, tokens })
+        }
+    };
+    Ok((language_model(weights, cfg, opts)?, vision))
+}
+
+fn language_model(weights: SafetensorsDir, cfg: crate::config::ModelConfig, opts: &LoadOptions) -> Result<Model, LoadError> {
     if opts.adapters.is_empty() {
         return Model::load(&weights, cfg);
     }

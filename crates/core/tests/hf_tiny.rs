@@ -39,12 +39,12 @@ fn reference(name: &str) -> Value {
 fn prompt_logits_and_greedy(model: &Model, prompt: &[u32], n_new: usize) -> (Vec<f32>, Vec<u32>) {
     let vocab = model.config().vocab_size;
     let mut cache = SeqCache::new(model.config());
-    let all = model.forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::All }]).expect("prefill").remove(0);
+    let all = model.forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::All, positions: None, embeds: &[] }]).expect("prefill").remove(0);
     let mut next = argmax(&all[all.len() - vocab..]);
     let mut out = vec![next];
     while out.len() < n_new {
         let logits =
-            model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last }]).expect("decode").remove(0);
+            model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }]).expect("decode").remove(0);
         next = argmax(&logits);
         out.push(next);
     }
@@ -58,7 +58,7 @@ fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<
     let mut inputs: Vec<SeqInput> = prompts
         .iter()
         .zip(caches.iter_mut())
-        .map(|(p, cache)| SeqInput { tokens: p, cache, logits: Logits::Last })
+        .map(|(p, cache)| SeqInput { tokens: p, cache, logits: Logits::Last, positions: None, embeds: &[] })
         .collect();
     let mut next: Vec<u32> = model.forward(&mut inputs).expect("batched prefill").iter().map(|l| argmax(l)).collect();
     let mut out: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
@@ -67,7 +67,7 @@ fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<
         let mut inputs: Vec<SeqInput> = tokens
             .iter()
             .zip(caches.iter_mut())
-            .map(|(t, cache)| SeqInput { tokens: t, cache, logits: Logits::Last })
+            .map(|(t, cache)| SeqInput { tokens: t, cache, logits: Logits::Last, positions: None, embeds: &[] })
             .collect();
         next = model.forward(&mut inputs).expect("batched decode").iter().map(|l| argmax(l)).collect();
         out.iter_mut().zip(&next).for_each(|(o, &t)| o.push(t));
@@ -161,7 +161,7 @@ fn quantized_at_load_keeps_the_top_token() {
         let case = &reference(name)["cases"][0];
         let mut cache = SeqCache::new(model.config());
         let prompt = json_ids(&case["input_ids"]);
-        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
+        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }]).expect("forward");
         assert_eq!(argmax(&logits[0]), json_ids(&case["greedy_new_ids"])[0], "{name}: q8_0 changed the top token");
     }
 }
@@ -295,7 +295,7 @@ fn lora_adapter_merges_before_quantizing() {
     for case in reference("tiny-llama-lora")["cases"].as_array().expect("cases") {
         let mut cache = SeqCache::new(model.config());
         let prompt = json_ids(&case["input_ids"]);
-        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last }]).expect("forward");
+        let logits = model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }]).expect("forward");
         for pair in case["last_position_top10"].as_array().expect("top10") {
             let (id, expected) = (pair[0].as_u64().expect("id") as usize, pair[1].as_f64().expect("logit") as f32);
             let diff = (logits[0][id] - expected).abs();

@@ -21,7 +21,7 @@ fn load(file: &str) -> Model {
 fn greedy(model: &Model, prompt: &[u32], eos: u32, max_new: usize) -> (Vec<u32>, Vec<f32>) {
     let mut cache = SeqCache::new(model.config());
     let mut logits = model
-        .forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::Last }])
+        .forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }])
         .expect("prefill")
         .remove(0);
     let first = logits.clone();
@@ -33,7 +33,7 @@ fn greedy(model: &Model, prompt: &[u32], eos: u32, max_new: usize) -> (Vec<u32>,
             break;
         }
         logits = model
-            .forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last }])
+            .forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }])
             .expect("decode")
             .remove(0);
     }

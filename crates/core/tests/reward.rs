@@ -40,7 +40,7 @@ fn batched_scores_match_transformers() {
         .collect();
     let mut caches: Vec<SeqCache> = ids.iter().map(|_| SeqCache::new(rm.model.config())).collect();
     let mut batch: Vec<SeqInput<'_>> =
-        ids.iter().zip(&mut caches).map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden }).collect();
+        ids.iter().zip(&mut caches).map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden, positions: None, embeds: &[] }).collect();
     let hidden = rm.model.forward(&mut batch).expect("forward");
     for (item, h) in items.iter().zip(&hidden) {
         assert_eq!(h.len(), rm.model.config().hidden_size);

@@ -254,7 +254,7 @@ impl<'m> Scheduler<'m> {
             let mut inputs: Vec<SeqInput<'_>> = chunk
                 .iter()
                 .zip(&mut caches)
-                .map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden })
+                .map(|(tokens, cache)| SeqInput { tokens, cache, logits: Logits::Hidden, positions: None, embeds: &[] })
                 .collect();
             match self.model.forward(&mut inputs) {
                 Ok(hidden) => scores.extend(hidden.iter().map(|h| head.score(h))),
@@ -329,7 +329,7 @@ impl<'m> Scheduler<'m> {
                 // Feeds are in increasing index order: split off each sequence's cache.
                 let (_, tail) = std::mem::take(&mut rest).split_at_mut(idx - offset);
                 let (seq, tail) = tail.split_first_mut().expect("index within active");
-                inputs.push(SeqInput { tokens, cache: &mut seq.cache, logits: *logits });
+                inputs.push(SeqInput { tokens, cache: &mut seq.cache, logits: *logits, positions: None, embeds: &[] });
                 rest = tail;
                 offset = idx + 1;
             }

@@ -250,7 +250,7 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let LoadedModel { model, tokenizer, chat_template, value_head, generation } = loaded;
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision: _ } = loaded;
     let template = match (&cfg.template, &chat_template) {
         (Some(name), _) => Some(ChatTemplate::named(name, tokenizer.bos_token(), tokenizer.eos_token())),
         (None, Some(src)) => Some(ChatTemplate::from_jinja(src, tokenizer.bos_token(), tokenizer.eos_token())),

@@ -26,6 +26,8 @@ use crate::kernels::QMatrix;
 use crate::kv_cache::SeqCache;
 use crate::weights::{LoadError, WeightSource};
 
+pub mod vision;
+
 pub use ops::{softmax, Rope};
 
 /// Which logits a sequence wants back from a forward pass.
@@ -47,6 +49,22 @@ pub struct SeqInput<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut SeqCache,
     pub logits: Logits,
+    /// M-RoPE position ids (t, h, w) of each new token. None: every axis is the token's cache
+    /// position (plain text). A model without M-RoPE uses axis 0 (t) only.
+    ///
+    /// Only RoPE reads these: attention stays causal over cache order whatever they say.
+    pub positions: Option<&'a [[u32; 3]]>,
+    /// Rows replacing some new tokens' embeddings (vision features at image pad tokens).
+    pub embeds: &'a [Embeds<'a>],
+}
+
+/// Embedding rows given directly instead of looked up: `rows` (`n × hidden`, row-major)
+/// replace the embeddings of `tokens[at..at + n]` of the [`SeqInput`] they belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeds<'a> {
+    /// Index into the input's `tokens`.
+    pub at: usize,
+    pub rows: &'a [f32],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -55,6 +73,20 @@ pub enum ForwardError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("position {pos} is beyond the model's context of {max} tokens")]
     ContextOverflow { pos: usize, max: usize },
+    #[error("{positions} position ids for {tokens} new tokens")]
+    PositionsLength { positions: usize, tokens: usize },
+    #[error("embedding rows of length {len} are not a whole number of rows of width {hidden}")]
+    EmbedsWidth { len: usize, hidden: usize },
+    #[error("{rows} embedding rows at token {at} run past the {tokens} new tokens")]
+    EmbedsOutOfRange { at: usize, rows: usize, tokens: usize },
+    /// An image's patch grid the vision encoder cannot take.
+    #[error("image grid (t, h, w) = {grid:?}: {problem}")]
+    BadGrid { grid: [usize; 3], problem: String },
+    #[error("pixel values have {got} values, expected {expected} for the grid")]
+    PixelValuesLength { got: usize, expected: usize },
+    /// The image tokens of a prompt do not match the images given with it.
+    #[error("image tokens do not match the images: {problem}")]
+    ImageTokens { problem: String },
 }
 
 struct Layer {
@@ -190,6 +222,20 @@ impl Model {
             if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
                 return Err(ForwardError::TokenOutOfRange { id, vocab: cfg.vocab_size });
             }
+            if let Some(p) = s.positions {
+                if p.len() != s.tokens.len() {
+                    return Err(ForwardError::PositionsLength { positions: p.len(), tokens: s.tokens.len() });
+                }
+            }
+            for e in s.embeds {
+                if !e.rows.len().is_multiple_of(h) {
+                    return Err(ForwardError::EmbedsWidth { len: e.rows.len(), hidden: h });
+                }
+                let rows = e.rows.len() / h;
+                if e.at.checked_add(rows).is_none_or(|end| end > s.tokens.len()) {
+                    return Err(ForwardError::EmbedsOutOfRange { at: e.at, rows, tokens: s.tokens.len() });
+                }
+            }
             let start = s.cache.len();
             let end = start + s.tokens.len();
             if end > cfg.max_position_embeddings {
@@ -210,9 +256,33 @@ impl Model {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
         }
-        let (cos_g, sin_g) = self.rope_global.tables(&positions);
+        // Vision features (or any given rows) replace their tokens' embeddings, after the
+        // embedding scale: they are already in the model's input space.
+        for (s, &(row0, _, _)) in batch.iter().zip(&spans) {
+            for e in s.embeds {
+                x[(row0 + e.at) * h..][..e.rows.len()].copy_from_slice(e.rows);
+            }
+        }
+        // Explicit positions (M-RoPE) only when some sequence brings them: plain text keeps the
+        // one-axis tables, which equal M-RoPE's when all three axes are the cache position.
+        let explicit = batch.iter().any(|s| s.positions.is_some()).then(|| {
+            let mut pos3 = Vec::with_capacity(t);
+            for (s, &(_, n, start)) in batch.iter().zip(&spans) {
+                match s.positions {
+                    Some(p) => pos3.extend_from_slice(p),
+                    None => pos3.extend((start..start + n).map(|p| [p as u32; 3])),
+                }
+            }
+            pos3
+        });
+        let tables = |rope: &Rope| match (&explicit, cfg.mrope_section) {
+            (None, _) => rope.tables(&positions),
+            (Some(pos3), Some(section)) => rope.tables_mrope(pos3, section),
+            (Some(pos3), None) => rope.tables(&pos3.iter().map(|p| p[0] as usize).collect::<Vec<_>>()),
+        };
+        let (cos_g, sin_g) = tables(&self.rope_global);
         // Only models with a separate local base need a second table.
-        let local = self.rope_local.as_ref().map(|r| (r, r.tables(&positions)));
+        let local = self.rope_local.as_ref().map(|r| (r, tables(r)));
 
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * q_dim];

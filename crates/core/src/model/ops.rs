@@ -90,7 +90,8 @@ fn gelu_f16_table() -> &'static [u16] {
     })
 }
 
-fn gelu_tanh(x: f32) -> f32 {
+/// GELU with the tanh approximation.
+pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }
@@ -153,6 +154,36 @@ impl Rope {
         (cos, sin)
     }
 
+    /// cos/sin tables for M-RoPE positions (Qwen2-VL): frequency `i` turns with the temporal,
+    /// height or width position according to the section of `section` it falls in (the first
+    /// `section[0]` frequencies with t, the next `section[1]` with h, the rest with w).
+    ///
+    /// This is transformers' `apply_multimodal_rotary_pos_emb`: it splits a full-width cos
+    /// table (the frequencies twice, once per half) into the sections repeated twice, so the
+    /// dimensions `i` and `i + head_dim/2` that [`RopeStyle::Halves`] rotates together always
+    /// take the same axis, and one half-width table per row says everything. With all three
+    /// positions equal this is [`Rope::tables`] of that position.
+    pub fn tables_mrope(&self, positions: &[[u32; 3]], section: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for pos in positions {
+            for (i, &f) in self.inv_freq.iter().enumerate() {
+                let axis = if i < section[0] {
+                    0
+                } else if i < section[0] + section[1] {
+                    1
+                } else {
+                    2
+                };
+                let (s, c) = (pos[axis] as f32 * self.position_scale * f).sin_cos();
+                cos.push(c);
+                sin.push(s);
+            }
+        }
+        (cos, sin)
+    }
+
     /// Rotates every head of every row of `x` (`[rows][heads][head_dim]`); row `r` uses
     /// table row `r`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
@@ -182,6 +213,48 @@ impl Rope {
             }
         }
     }
+}
+
+/// LayerNorm with bias, row by row (`w.len()` is the row width): `(x - mean) / sqrt(var + eps)
+/// · w + b`, as torch computes it (biased variance). Statistics are accumulated in f64.
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let width = w.len();
+    for row in x.chunks_exact_mut(width) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / width as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for ((v, &g), &c) in row.iter_mut().zip(w).zip(b) {
+            *v = ((*v as f64 - mean) * inv) as f32 * g + c;
+        }
+    }
+}
+
+/// `x · sigmoid(1.702 x)` (CLIP's `quick_gelu`).
+pub fn quick_gelu(x: f32) -> f32 {
+    x / (1.0 + (-1.702 * x).exp())
+}
+
+/// Exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))` (torch's `GELU(approximate='none')`).
+pub fn gelu_erf(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (2.0 - erfc(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+}
+
+/// Complementary error function (Numerical Recipes' Chebyshev fit, relative error below
+/// 1.2e-7 everywhere): the standard library has no `erf` on stable Rust, and this is well
+/// inside f32 precision.
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
 }
 
 /// In-place softmax.
@@ -321,6 +394,35 @@ mod tests {
         let mut b = vec![1.0, 0.0, 0.0, 0.0];
         inter.apply(&mut b, 4, &c, &s);
         assert!(b[1] != 0.0 && b[2] == 0.0);
+    }
+
+    #[test]
+    fn mrope_with_equal_axes_is_plain_rope() {
+        let rope = Rope::new(16, 1e6, None, RopeStyle::Halves);
+        let plain = rope.tables(&[0, 5, 17]);
+        let multi = rope.tables_mrope(&[[0; 3], [5; 3], [17; 3]], [2, 3, 3]);
+        assert_eq!(plain, multi);
+        // Frequencies 0-1 follow t, 2-4 h, 5-7 w.
+        let (_, s) = rope.tables_mrope(&[[0, 0, 3]], [2, 3, 3]);
+        assert!(s[..5].iter().all(|&v| v == 0.0) && s[5..].iter().all(|&v| v != 0.0));
+    }
+
+    #[test]
+    fn gelu_erf_matches_known_values() {
+        // x·Φ(x) at a few points (Φ from tables).
+        for (x, want) in [(0.0f32, 0.0f32), (1.0, 0.841_344_7), (-1.0, -0.158_655_25), (2.5, 2.484_475_8), (-3.0, -0.004_049_7)] {
+            assert!((gelu_erf(x) - want).abs() < 1e-6, "{x}: {} vs {want}", gelu_erf(x));
+        }
+        assert!((quick_gelu(1.0) - 1.0 / (1.0 + (-1.702f32).exp())).abs() < 1e-7);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        layer_norm(&mut x, &[1.0; 4], &[0.5; 4], 0.0);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        assert!((mean - 0.5).abs() < 1e-6);
+        assert!((x[3] - 0.5 - 1.5 / 1.25f32.sqrt()).abs() < 1e-6);
     }
 
     #[test]

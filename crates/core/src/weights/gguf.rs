@@ -155,6 +155,7 @@ impl GgufFile {
             embed_scale: None,
             attn_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
             final_logit_softcap: self.opt_f32(&self.key("final_logit_softcapping"))?,
+            mrope_section: None,
         };
         match self.arch {
             Arch::Llama | Arch::Mistral => {

@@ -7,6 +7,10 @@
 //! `rope_scaling`, `rope_local_base_freq`, `sliding_window_pattern`) and transformers 5's
 //! `rope_parameters` (flat, or keyed by layer type as Gemma 3 writes it).
 //!
+//! Qwen2-VL checkpoints (`qwen2_vl`) load their language model from here too, from the top
+//! level or transformers 5's nested `text_config`, with M-RoPE sections from `rope_scaling`
+//! or `rope_parameters`; [`read_vision_config`] reads their vision encoder's keys.
+//!
 //! Anything the model cannot honour (an unknown RoPE type, MLP biases, attention soft-capping)
 //! is an error rather than silently different numbers.
 
@@ -18,6 +22,7 @@ use serde_json::{Map, Value};
 
 use super::LoadError;
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
+use crate::model::vision::{MultimodalTokens, VisionActivation, VisionConfig};
 
 /// The config.json file name inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -29,6 +34,9 @@ const MODEL_TYPES: &[(&str, Arch)] = &[
     ("qwen2", Arch::Qwen2),
     ("qwen3", Arch::Qwen3),
     ("gemma3_text", Arch::Gemma3),
+    // Qwen2-VL's language model is Qwen2 with M-RoPE (`qwen2_vl_text` is its nested text config).
+    ("qwen2_vl", Arch::Qwen2),
+    ("qwen2_vl_text", Arch::Qwen2),
 ];
 
 /// `architectures[0]` values, for configs without `model_type`.
@@ -38,7 +46,12 @@ const CLASSES: &[(&str, Arch)] = &[
     ("Qwen2ForCausalLM", Arch::Qwen2),
     ("Qwen3ForCausalLM", Arch::Qwen3),
     ("Gemma3ForCausalLM", Arch::Gemma3),
+    ("Qwen2VLForConditionalGeneration", Arch::Qwen2),
 ];
+
+/// `model_type` / `architectures[0]` of Qwen2-VL checkpoints.
+const QWEN2_VL_TYPE: &str = "qwen2_vl";
+const QWEN2_VL_CLASS: &str = "Qwen2VLForConditionalGeneration";
 
 /// One RoPE description: an entry of `rope_parameters` or the classic `rope_scaling`.
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +65,8 @@ struct RopeParams {
     low_freq_factor: Option<f32>,
     high_freq_factor: Option<f32>,
     original_max_position_embeddings: Option<usize>,
+    /// M-RoPE (Qwen2-VL) frequency pairs per t/h/w axis.
+    mrope_section: Option<Vec<usize>>,
 }
 
 /// transformers 5's `rope_parameters`: one description, or one per layer type (Gemma 3).
@@ -133,9 +148,90 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, LoadError> {
 fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, LoadError> {
     let map: Map<String, Value> =
         serde_json::from_str(text).map_err(|e| invalid(path, format!("not a JSON object: {e}")))?;
+    let vl = is_qwen2_vl(&map);
+    let map = if vl { language_model_keys(&map) } else { map };
     let cfg = HfConfig::from_json(&map, path)?.to_model_config(path)?;
+    if vl && cfg.mrope_section.is_none() {
+        return Err(invalid(path, "Qwen2-VL needs 'mrope_section' in its RoPE parameters".into()));
+    }
     cfg.validate(&path.display().to_string())?;
     Ok(cfg)
+}
+
+/// Whether a config.json is a Qwen2-VL checkpoint's (`model_type` or, without it, the class).
+fn is_qwen2_vl(map: &Map<String, Value>) -> bool {
+    match map.get("model_type").and_then(Value::as_str) {
+        Some(t) => t == QWEN2_VL_TYPE,
+        None => map
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .is_some_and(|c| c == QWEN2_VL_CLASS),
+    }
+}
+
+/// The language model's keys of a multimodal config: transformers 5 nests them under
+/// `text_config` (which then wins), the classic layout keeps them at the top level; the
+/// vision keys are dropped.
+fn language_model_keys(map: &Map<String, Value>) -> Map<String, Value> {
+    let mut out: Map<String, Value> =
+        map.iter().filter(|(k, _)| *k != "text_config" && *k != "vision_config").map(|(k, v)| (k.clone(), v.clone())).collect();
+    if let Some(Value::Object(text)) = map.get("text_config") {
+        out.extend(text.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    out
+}
+
+/// The vision side of a Qwen2-VL checkpoint directory (`vision_config` and the special token
+/// ids of `config.json`); `None` for any other model. Missing keys take transformers'
+/// `Qwen2VLConfig` defaults; the classic `in_chans` is read as `in_channels`.
+pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, MultimodalTokens)>, LoadError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+    let map: Map<String, Value> =
+        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    if !is_qwen2_vl(&map) {
+        return Ok(None);
+    }
+    let empty = Map::new();
+    let vision = match map.get("vision_config") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(v)) => v,
+        Some(_) => return Err(invalid(&path, "key 'vision_config': expected an object".into())),
+    };
+    let usize_key = |m: &Map<String, Value>, name: &str, default: usize| -> Result<usize, LoadError> {
+        key::<usize>(m, name, &path).map(|v| v.unwrap_or(default))
+    };
+    let in_channels = match key::<usize>(vision, "in_channels", &path)? {
+        Some(c) => c,
+        None => usize_key(vision, "in_chans", 3)?,
+    };
+    let act_name = key::<String>(vision, "hidden_act", &path)?.unwrap_or_else(|| "quick_gelu".into());
+    let hidden_act = VisionActivation::from_name(&act_name).ok_or_else(|| {
+        invalid(&path, format!("key 'vision_config.hidden_act': activation '{act_name}' is not supported (quick_gelu, gelu, gelu_pytorch_tanh)"))
+    })?;
+    let cfg = VisionConfig {
+        depth: usize_key(vision, "depth", 32)?,
+        embed_dim: usize_key(vision, "embed_dim", 1280)?,
+        num_heads: usize_key(vision, "num_heads", 16)?,
+        mlp_ratio: key::<f64>(vision, "mlp_ratio", &path)?.unwrap_or(4.0),
+        hidden_act,
+        patch_size: usize_key(vision, "patch_size", 14)?,
+        temporal_patch_size: usize_key(vision, "temporal_patch_size", 2)?,
+        spatial_merge_size: usize_key(vision, "spatial_merge_size", 2)?,
+        in_channels,
+        hidden_size: usize_key(vision, "hidden_size", 3584)?,
+    };
+    cfg.validate().map_err(|problem| invalid(&path, format!("key 'vision_config': {problem}")))?;
+    let id = |name: &str, default: u32| key::<u32>(&map, name, &path).map(|v| v.unwrap_or(default));
+    let tokens = MultimodalTokens {
+        image_token_id: id("image_token_id", 151_655)?,
+        video_token_id: Some(id("video_token_id", 151_656)?),
+        vision_start_token_id: id("vision_start_token_id", 151_652)?,
+        vision_end_token_id: id("vision_end_token_id", 151_653)?,
+        spatial_merge_size: cfg.spatial_merge_size,
+    };
+    Ok(Some((cfg, tokens)))
 }
 
 impl HfConfig {
@@ -197,6 +293,11 @@ impl HfConfig {
         let default_theta = if gemma { 1_000_000.0 } else { 10_000.0 };
         let rope_theta = global.rope_theta.or(self.rope_theta).unwrap_or(default_theta);
         let rope_scaling = rope_scaling(global, path)?;
+        let mrope_section = match global.mrope_section.as_deref() {
+            None => None,
+            Some(&[t, h, w]) => Some([t, h, w]),
+            Some(other) => return Err(invalid(path, format!("key 'mrope_section': {other:?} should have 3 entries (t, h, w)"))),
+        };
         // Gemma 3's sliding layers use their own base and never the scaling.
         let rope_local_theta = if gemma {
             Some(local.and_then(|p| p.rope_theta).or(self.rope_local_base_freq).unwrap_or(10_000.0))
@@ -237,6 +338,7 @@ impl HfConfig {
             embed_scale: gemma.then(|| (hidden_size as f32).sqrt()),
             attn_scale,
             final_logit_softcap: self.final_logit_softcapping,
+            mrope_section,
         })
     }
 
@@ -282,7 +384,9 @@ fn rope_scaling(p: &RopeParams, path: &Path) -> Result<Option<RopeScaling>, Load
     let missing = |field: &str| invalid(path, format!("RoPE parameters: '{field}' is required for this rope_type"));
     let kind = p.rope_type.as_deref().or(p.legacy_type.as_deref()).unwrap_or("default");
     Ok(match kind {
-        "default" => None,
+        // The classic Qwen2-VL layout's `{"type": "mrope", "mrope_section": …}`: default
+        // frequencies, with the sections read beside it.
+        "default" | "mrope" => None,
         "linear" => Some(RopeScaling::Linear { factor: p.factor.ok_or_else(|| missing("factor"))? }),
         "llama3" => Some(RopeScaling::Llama3 {
             factor: p.factor.ok_or_else(|| missing("factor"))?,
@@ -361,6 +465,29 @@ mod tests {
         assert!(explicit.layer_types.iter().all(|&k| k == LayerKind::Full));
         let err = config("qwen3", serde_json::json!({"layer_types": ["full_attention"]})).expect_err("wrong length");
         assert!(err.to_string().contains("1 entries for 6 layers"), "{err}");
+    }
+
+    #[test]
+    fn qwen2_vl_configs_in_both_layouts() {
+        let text = serde_json::json!({"vocab_size": 32, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512});
+        let mut v5 = serde_json::json!({"model_type": "qwen2_vl", "tie_word_embeddings": false,
+            "vision_config": {"depth": 2}, "text_config": text.clone()});
+        v5["text_config"]["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]});
+        let mut classic = text.clone();
+        classic["architectures"] = serde_json::json!(["Qwen2VLForConditionalGeneration"]);
+        classic["rope_theta"] = serde_json::json!(1e6);
+        classic["rope_scaling"] = serde_json::json!({"type": "mrope", "mrope_section": [2, 3, 3]});
+        let a = parse_config(&v5.to_string(), Path::new("config.json")).expect("transformers 5 layout");
+        let b = parse_config(&classic.to_string(), Path::new("config.json")).expect("classic layout");
+        assert_eq!(a, b);
+        assert_eq!((a.arch, a.mrope_section, a.rope_theta, a.rope_scaling.clone()), (Arch::Qwen2, Some([2, 3, 3]), 1e6, None));
+        classic["rope_scaling"]["mrope_section"] = serde_json::json!([2, 3, 4]);
+        let err = parse_config(&classic.to_string(), Path::new("config.json")).expect_err("bad sum");
+        assert!(err.to_string().contains("must sum to head_dim/2"), "{err}");
+        classic["rope_scaling"] = Value::Null;
+        let err = parse_config(&classic.to_string(), Path::new("config.json")).expect_err("no sections");
+        assert!(err.to_string().contains("mrope_section"), "{err}");
     }
 
     #[test]

@@ -262,4 +262,9 @@ impl<S: MergeSource> WeightSource for LoraMerged<S> {
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError> {
         self.base.vector(name)
     }
+
+    /// Adapters target the language model; the vision encoder's weights pass through.
+    fn matrix_unquantized(&self, name: &str) -> Result<QMatrix, LoadError> {
+        self.base.matrix_unquantized(name)
+    }
 }

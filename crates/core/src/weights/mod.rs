@@ -64,6 +64,13 @@ pub trait WeightSource {
     fn matrix(&self, name: &str) -> Result<QMatrix, LoadError>;
     /// A 1-D tensor (norm weight, bias) as f32.
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError>;
+    /// A weight of rank 2 or more as the matrix `[shape[0], product of the other dims]`
+    /// (a convolution kernel `[out, in, kt, kh, kw]` becomes `[out, in·kt·kh·kw]`), never
+    /// quantized: for the vision encoder, whose few weights are not worth quantization's
+    /// error. Sources without such tensors answer as [`WeightSource::matrix`].
+    fn matrix_unquantized(&self, name: &str) -> Result<QMatrix, LoadError> {
+        self.matrix(name)
+    }
 }
 
 /// A [`WeightSource`] whose matrices can be edited in f32 before it converts them to the

@@ -54,6 +54,10 @@ pub struct SafetensorsDir {
     shards: Vec<Shard>,
     /// Tensor name → index in `shards`, built from the shards' own headers.
     names: HashMap<String, usize>,
+    /// Name asked for → name stored, for checkpoints that nest the usual names under another
+    /// prefix (newer Qwen2-VL files: `model.language_model.*` for `model.*`, `model.visual.*`
+    /// for `visual.*`).
+    aliases: HashMap<String, String>,
     /// Gemma 3: norm weights are `w` in `x · (1 + w)`.
     norm_plus_one: bool,
     opts: LoadOptions,
@@ -79,10 +83,24 @@ impl SafetensorsDir {
             }
             shards.push(shard);
         }
+        let mut aliases = HashMap::new();
+        for name in names.keys() {
+            let usual = if let Some(rest) = name.strip_prefix("model.language_model.") {
+                format!("model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("model.visual.") {
+                format!("visual.{rest}")
+            } else {
+                continue;
+            };
+            if !names.contains_key(&usual) {
+                aliases.insert(usual, name.clone());
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             shards,
             names,
+            aliases,
             norm_plus_one: cfg.arch == Arch::Gemma3,
             opts: opts.clone(),
         })
@@ -91,7 +109,8 @@ impl SafetensorsDir {
     /// A tensor by name; a missing one is reported against the checkpoint directory.
     fn tensor(&self, name: &str) -> Result<Stored<'_>, LoadError> {
         let missing = || LoadError::MissingTensor { path: self.dir.clone(), name: name.to_string() };
-        self.shards[*self.names.get(name).ok_or_else(missing)?].tensor(name).ok_or_else(missing)
+        let stored = self.aliases.get(name).map_or(name, String::as_str);
+        self.shards[*self.names.get(stored).ok_or_else(missing)?].tensor(stored).ok_or_else(missing)
     }
 
     /// A 2-D tensor and its shape `[n, k]`.
@@ -238,7 +257,7 @@ impl WeightSource for SafetensorsDir {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.names.contains_key(name)
+        self.names.contains_key(name) || self.aliases.contains_key(name)
     }
 
     /// The matrix in the precision [`LoadOptions`] asks for: quantized when `quantize` is set
@@ -256,6 +275,25 @@ impl WeightSource for SafetensorsDir {
             return QMatrix::from_ggml(held, n, k, t.bytes).map_err(|e| LoadError::from_kernel(t.shard, name, e));
         }
         self.hold(name, n, k, &t.to_f32(name)?)
+    }
+
+    /// Flattened to `[shape[0], rest]` and held at the `dtype` option (f32 for `auto`), never
+    /// quantized.
+    fn matrix_unquantized(&self, name: &str) -> Result<QMatrix, LoadError> {
+        let t = self.tensor(name)?;
+        let (n, k) = match t.shape {
+            [n, rest @ ..] if !rest.is_empty() => (*n, rest.iter().product::<usize>()),
+            _ => return Err(LoadError::bad_tensor(t.shard, name, format!("expected a matrix, got shape {:?}", t.shape))),
+        };
+        let held = self.held_dtype();
+        let converted = match (t.dtype, held) {
+            (Dtype::F32, GgmlDType::F32) | (Dtype::BF16, GgmlDType::BF16) | (Dtype::F16, GgmlDType::F16) => {
+                QMatrix::from_ggml(held, n, k, t.bytes)
+            }
+            (_, GgmlDType::F32) => QMatrix::from_f32(n, k, &t.to_f32(name)?),
+            (_, half_type) => QMatrix::from_ggml(half_type, n, k, &encode_half(&t.to_f32(name)?, half_type)),
+        };
+        converted.map_err(|e| LoadError::from_kernel(t.shard, name, e))
     }
 
     fn vector(&self, name: &str) -> Result<Vec<f32>, LoadError> {
