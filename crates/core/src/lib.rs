@@ -8,6 +8,7 @@
 //! A Hugging Face checkpoint directory's tokenizer files load through
 //! [`tokenizer::Tokenizer::from_hf_dir`]; its chat template source and generation defaults
 //! through [`hf_files`]. A checkpoint with a value head is a reward model ([`reward`]).
+//! Images (and later video and audio) become encoder inputs through [`media`].
 
 pub mod config;
 pub mod constraint;
@@ -15,6 +16,7 @@ pub mod hf_files;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;
+pub mod media;
 pub mod model;
 pub mod reward;
 pub mod sampling;
