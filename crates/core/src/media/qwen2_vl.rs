@@ -329,8 +329,10 @@ mod tests {
         // 5000/beta/28 = 25.8 -> 700.
         assert_eq!(smart_resize(30, 5000, 28, 0, 28 * 28 * 4), Ok((28, 700)));
         // Below min_pixels: scale up by sqrt(min/(h*w)) and ceil.
-        // beta = sqrt(3136 / 100) = 5.6; 10*5.6/28 = 2.0000000000000004 in f64 -> ceil 3.
-        assert_eq!(smart_resize(10, 10, 28, 3136, 12544), Ok((84, 84)));
+        // beta = sqrt(3136 / 100) = 5.6; 10*5.6/28 = 2 -> 56 (the product lands exactly on min).
+        assert_eq!(smart_resize(10, 10, 28, 3136, 12544), Ok((56, 56)));
+        // beta = sqrt(3136 / 1200) = 1.617; 30*beta/28 = 1.73 -> 56, 40*beta/28 = 2.31 -> 84.
+        assert_eq!(smart_resize(30, 40, 28, 3136, 12544), Ok((56, 84)));
         // A side smaller than the factor scales up instead of failing.
         assert_eq!(smart_resize(5, 40, 28, 3136, 12544), Ok((28, 168)));
         // Aspect ratio: 200 is allowed, above is an error.
