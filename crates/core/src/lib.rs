@@ -10,6 +10,7 @@
 //! through [`hf_files`]. A checkpoint with a value head is a reward model ([`reward`]).
 //! A Qwen2-VL checkpoint also brings a vision encoder ([`model::vision`]) whose rows replace
 //! the image pad tokens' embeddings, with M-RoPE positions over (t, h, w).
+//! Images (and later video and audio) become encoder inputs through [`media`].
 
 pub mod config;
 pub mod constraint;
@@ -17,6 +18,7 @@ pub mod hf_files;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;
+pub mod media;
 pub mod model;
 pub mod reward;
 pub mod sampling;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::kernels::GgmlDType;
+use crate::media::{MediaProcessor, Qwen2VlImageProcessor};
 use crate::model::vision::{MultimodalTokens, VisionModel};
 use crate::model::Model;
 use crate::reward::ValueHead;
@@ -41,6 +42,9 @@ pub struct LoadedModel {
 pub struct Vision {
     pub encoder: VisionModel,
     pub tokens: MultimodalTokens,
+    /// The checkpoint's image preprocessing (`preprocessor_config.json`; transformers'
+    /// defaults for the family when the file is absent).
+    pub image_processor: Box<dyn MediaProcessor>,
 }
 
 /// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
@@ -227,7 +231,10 @@ fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Visi
                     ),
                 });
             }
-            Some(Vision { encoder: VisionModel::load(&weights, vcfg)?, tokens })
+            let processor = Qwen2VlImageProcessor::from_dir(dir)
+                .map_err(|e| LoadError::Invalid { path: dir.display().to_string(), problem: e.to_string() })?
+                .unwrap_or_default();
+            Some(Vision { encoder: VisionModel::load(&weights, vcfg)?, tokens, image_processor: Box::new(processor) })
         }
     };
     Ok((language_model(weights, cfg, opts)?, vision))
