@@ -106,6 +106,7 @@ fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize)
         skip_special_tokens: true,
         ignore_eos: true,
         constraint: None,
+        media: None,
     })?;
     for event in stream.events.iter() {
         match event {

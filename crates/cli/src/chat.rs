@@ -3,6 +3,10 @@
 //! On a terminal: line editing and history (rustyline), Ctrl-C stops the current reply and
 //! keeps the session, Ctrl-D or `exit` quits, `clear` empties the history. With stdin not a
 //! terminal, every line is one user turn, so the chat can be scripted.
+//!
+//! Images (models with a vision encoder): `--image PATH` and the `/image PATH` command attach
+//! images to the next user turn, where they go before its text unless the text places them
+//! with `<image>`. Earlier turns keep their images, so the conversation stays as the model saw it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
-use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams};
+use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, IMAGE_PLACEHOLDER};
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
@@ -22,6 +26,10 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub prompt: PromptArgs,
+    /// An image for the first turn (repeatable; models with a vision encoder). In the chat,
+    /// `/image PATH` attaches one to the next turn.
+    #[arg(long = "image", value_name = "PATH")]
+    pub images: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -140,6 +148,10 @@ impl GenArgs {
 struct Session {
     engine: EngineHandle,
     history: Vec<Message>,
+    /// The images of the turns in `history`, in placeholder order.
+    history_media: Vec<Media>,
+    /// Images attached to the next turn.
+    pending: Vec<Media>,
     params: GenParams,
     /// The running reply's cancel flag, for the Ctrl-C handler.
     current: Arc<Mutex<Option<Arc<AtomicBool>>>>,
@@ -148,9 +160,16 @@ struct Session {
 impl Session {
     /// Sends one user turn and streams the reply to stdout.
     fn turn(&mut self, user: &str) -> anyhow::Result<()> {
-        let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user)]);
+        // This turn's images go before its text unless the text places them itself.
+        let user = if self.pending.is_empty() || user.contains(IMAGE_PLACEHOLDER) {
+            user.to_string()
+        } else {
+            IMAGE_PLACEHOLDER.repeat(self.pending.len()) + user
+        };
+        let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user.as_str())]);
         // The system prompt is the engine's default one (`--system`).
-        let request = ChatRequest::from_turns(turns, self.params.clone());
+        let mut request = ChatRequest::from_turns(turns, self.params.clone());
+        request.media = self.history_media.iter().chain(&self.pending).cloned().collect();
         let mut thinking = ReasoningStream::new(prompt_opens_thinking(&self.engine.render_chat(&request)?));
         let stream = self.engine.stream_chat(request)?;
         *lock(&self.current) = Some(stream.cancel_flag());
@@ -191,9 +210,25 @@ impl Session {
         writeln!(out)?;
         *lock(&self.current) = None;
         result?;
-        self.history.push(Message { role: "user".into(), content: user.to_string() });
+        self.history.push(Message { role: "user".into(), content: user });
+        self.history_media.append(&mut self.pending);
         self.history.push(Message { role: "assistant".into(), content: reply });
         Ok(())
+    }
+
+    /// Reads an image for the next turn; a bad file is reported and the session goes on.
+    fn attach(&mut self, path: &std::path::Path) {
+        if !self.engine.takes_images() {
+            eprintln!("error: this model takes text only (it has no vision encoder)");
+            return;
+        }
+        match crate::media::read_image(path) {
+            Ok(media) => {
+                eprintln!("Attached {} to your next message.", path.display());
+                self.pending.push(media);
+            }
+            Err(e) => eprintln!("error: {e:#}"),
+        }
     }
 
     /// Handles one input line; returns false when the session should end.
@@ -202,7 +237,17 @@ impl Session {
             "exit" => return false,
             "clear" => {
                 self.history.clear();
+                self.history_media.clear();
+                self.pending.clear();
                 println!("History has been removed.");
+            }
+            cmd if cmd.starts_with("/image") => {
+                let path = cmd["/image".len()..].trim();
+                if path.is_empty() {
+                    eprintln!("usage: /image PATH (attaches an image to your next message)");
+                } else {
+                    self.attach(std::path::Path::new(path));
+                }
             }
             "" => {}
             text => {
@@ -225,7 +270,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     let params = args.prompt.gen.params();
     params.sampling().map_err(anyhow::Error::msg)?;
+    // Images given on the command line are read before the model loads, so a bad path fails fast.
+    let pending = args.images.iter().map(|p| crate::media::read_image(p)).collect::<anyhow::Result<Vec<_>>>()?;
     let engine = args.model.start_chat_engine(args.prompt.engine_config(&args.model))?;
+    if !pending.is_empty() && !engine.takes_images() {
+        anyhow::bail!("--image: this model takes text only (it has no vision encoder)");
+    }
     let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
     {
@@ -237,8 +287,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let mut session = Session { engine, history: Vec::new(), params, current };
-    eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits.");
+    let mut session = Session { engine, history: Vec::new(), history_media: Vec::new(), pending, params, current };
+    let images = if session.engine.takes_images() { ", `/image PATH` attaches an image" } else { "" };
+    eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits{images}.");
     if interactive {
         let mut editor = rustyline::DefaultEditor::new()?;
         loop {

@@ -63,6 +63,9 @@ pub struct Row {
     pub system: Option<String>,
     /// Tool schemas as `{"type": "function", "function": {...}}`.
     pub tools: Option<Vec<Value>>,
+    /// Image paths as the row gives them (LLaMA Factory's `images` column), relative to the
+    /// media directory unless absolute; in the order of the messages' `<image>` placeholders.
+    pub images: Vec<String>,
 }
 
 /// A dataset's rows in order, each converted or with the reason it could not be.
@@ -81,6 +84,7 @@ struct AlpacaColumns {
     history: Option<String>,
     system: Option<String>,
     tools: Option<String>,
+    images: Option<String>,
 }
 
 /// Column and role names of a conversation (sharegpt or openai) dataset.
@@ -89,6 +93,7 @@ struct ConversationColumns {
     messages: Option<String>,
     system: Option<String>,
     tools: Option<String>,
+    images: Option<String>,
     role: Option<String>,
     content: Option<String>,
     user: Option<String>,
@@ -120,11 +125,13 @@ impl Schema {
                 history: some("history"),
                 system: some("system"),
                 tools: some("tools"),
+                images: some("images"),
             }),
             Format::Sharegpt => Schema::Conversation(ConversationColumns {
                 messages: some("conversations"),
                 system: some("system"),
                 tools: some("tools"),
+                images: some("images"),
                 role: some("from"),
                 content: some("value"),
                 user: some("human"),
@@ -137,6 +144,7 @@ impl Schema {
                 messages: some("messages"),
                 system: some("system"),
                 tools: some("tools"),
+                images: some("images"),
                 role: some("role"),
                 content: some("content"),
                 user: some("user"),
@@ -190,11 +198,13 @@ impl Schema {
                 history: pick(&columns, "history", None)?,
                 system: pick(&columns, "system", None)?,
                 tools: pick(&columns, "tools", None)?,
+                images: pick(&columns, "images", None)?,
             }),
             _ => Schema::Conversation(ConversationColumns {
                 messages: pick(&columns, "messages", some("conversations"))?,
                 system: pick(&columns, "system", None)?,
                 tools: pick(&columns, "tools", None)?,
+                images: pick(&columns, "images", None)?,
                 role: pick(&tags, "role_tag", some("from"))?,
                 content: pick(&tags, "content_tag", some("value"))?,
                 user: pick(&tags, "user_tag", some("human"))?,
@@ -370,7 +380,25 @@ fn alpaca(c: &AlpacaColumns, row: &Map<String, Value>) -> Result<Row, String> {
         label: text_column(row, &c.response)?.unwrap_or_default(),
         system: text_column(row, &c.system)?,
         tools: tools(row, &c.tools)?,
+        images: images(row, &c.images)?,
     })
+}
+
+/// Image paths from a column holding a list of strings (or one string).
+fn images(row: &Map<String, Value>, name: &Option<String>) -> Result<Vec<String>, String> {
+    let Some((k, v)) = column(row, name) else { return Ok(Vec::new()) };
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!("`{k}` item {} must be a path string, got {}", i + 1, kind(other))),
+            })
+            .collect(),
+        other => Err(format!("`{k}` must be a list of image paths, got {}", kind(other))),
+    }
 }
 
 /// Tool schemas from a column holding a JSON string (LLaMA Factory's way) or the JSON itself;
@@ -500,7 +528,13 @@ fn conversation(c: &ConversationColumns, row: &Map<String, Value>) -> Result<Row
         Some((t, _, _)) if t.answers() => turns.pop().map(|(_, _, text)| text).unwrap_or_default(),
         _ => String::new(),
     };
-    Ok(Row { messages: turns.into_iter().map(|(_, m, _)| m).collect(), label, system, tools: tools(row, &c.tools)? })
+    Ok(Row {
+        messages: turns.into_iter().map(|(_, m, _)| m).collect(),
+        label,
+        system,
+        tools: tools(row, &c.tools)?,
+        images: images(row, &c.images)?,
+    })
 }
 
 fn content_of<'a>(i: usize, m: &'a Value, tag: &str) -> Result<&'a str, String> {

@@ -56,9 +56,14 @@ pub struct InferConfig {
     pub dataset: Option<String>,
     pub dataset_dir: Option<PathBuf>,
     pub max_samples: Option<usize>,
-    /// `media_dir`, `allow_remote_media`: where `ingot api` lets `image_url` parts point.
+    /// `media_dir`: where `ingot infer` finds a dataset's relative image paths (default:
+    /// `dataset_dir`), and where `ingot api` lets `image_url` parts point.
     pub media_dir: Option<PathBuf>,
+    /// `allow_remote_media`: `ingot api` may fetch http(s) image URLs.
     pub allow_remote_media: Option<bool>,
+    /// `image_min_pixels` / `image_max_pixels`: bounds on an image's size after resizing.
+    pub image_min_pixels: Option<usize>,
+    pub image_max_pixels: Option<usize>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
@@ -87,8 +92,9 @@ const GENERATION_KEYS: &[&str] = &[
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
 
-/// The keys that only matter to the API server.
-const SERVER_KEYS: &[&str] = &["media_dir", "allow_remote_media"];
+/// The keys that only matter to the API server. (`media_dir` serves `infer` too, so it is
+/// in neither list.)
+const SERVER_KEYS: &[&str] = &["allow_remote_media"];
 
 /// Valid LLaMA Factory inference keys (model, data and generation arguments) that change
 /// nothing in ingot: GPU backends, tokenizer loading switches, multimodal and export options.
@@ -102,8 +108,6 @@ const IGNORED_KEYS: &[&str] = &[
     "double_quantization",
     "quantization_device_map",
     "rope_scaling",
-    "image_max_pixels",
-    "image_min_pixels",
     "video_max_pixels",
     "video_min_pixels",
     "video_fps",
@@ -218,6 +222,8 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "max_samples" => cfg.max_samples = Some(v.count()?),
             "media_dir" => cfg.media_dir = Some(PathBuf::from(v.string()?)),
             "allow_remote_media" => cfg.allow_remote_media = Some(v.bool()?),
+            "image_min_pixels" => cfg.image_min_pixels = Some(v.count()?),
+            "image_max_pixels" => cfg.image_max_pixels = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k => bail!("{}: unknown key `{k}`", v.origin()),
         }
@@ -452,7 +458,7 @@ mod tests {
         let f = yaml("media.yaml", "media_dir: /srv/images\nallow_remote_media: true\n");
         let cfg = resolve(&[&f]).expect("valid");
         assert_eq!((cfg.media_dir, cfg.allow_remote_media), (Some(PathBuf::from("/srv/images")), Some(true)));
-        assert_eq!(cfg.server_keys, ["media_dir", "allow_remote_media"]);
+        assert_eq!(cfg.server_keys, ["allow_remote_media"]);
         assert_eq!(resolve(&[&f, "allow_remote_media=false"]).expect("valid").allow_remote_media, Some(false));
         let e = format!("{:#}", resolve(&["allow_remote_media=yes"]).expect_err("not a bool"));
         assert!(e.contains("allow_remote_media") && e.contains("true or false"), "{e}");

@@ -9,6 +9,7 @@ mod chat;
 mod dataset;
 mod infer;
 mod infer_config;
+mod media;
 mod metrics;
 mod model_args;
 mod score;

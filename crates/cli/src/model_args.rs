@@ -36,6 +36,14 @@ pub struct ModelArgs {
     /// within it; requests that do not fit yet wait in the queue.
     #[arg(long, default_value_t = EngineConfig::default().kv_cache_mb)]
     pub kv_cache_mb: usize,
+    /// Vision models: images with more pixels are scaled down to about this many before
+    /// encoding (LLaMA Factory's `image_max_pixels`; default: the model's preprocessor config).
+    #[arg(long)]
+    pub image_max_pixels: Option<usize>,
+    /// Vision models: images with fewer pixels are scaled up to about this many
+    /// (`image_min_pixels`).
+    #[arg(long)]
+    pub image_min_pixels: Option<usize>,
 }
 
 impl ModelArgs {
@@ -45,6 +53,8 @@ impl ModelArgs {
         fill(&mut self.adapters, cfg.adapters.clone(), matches, "adapters");
         fill(&mut self.dtype, cfg.dtype, matches, "dtype");
         fill(&mut self.quantize, cfg.quantize.map(Some), matches, "quantize");
+        fill(&mut self.image_max_pixels, cfg.image_max_pixels.map(Some), matches, "image_max_pixels");
+        fill(&mut self.image_min_pixels, cfg.image_min_pixels.map(Some), matches, "image_min_pixels");
     }
 
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
@@ -62,7 +72,13 @@ impl ModelArgs {
 
     /// The engine settings these flags give; commands adjust the rest.
     pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig { threads: self.threads, kv_cache_mb: self.kv_cache_mb, ..EngineConfig::default() }
+        EngineConfig {
+            threads: self.threads,
+            kv_cache_mb: self.kv_cache_mb,
+            image_max_pixels: self.image_max_pixels,
+            image_min_pixels: self.image_min_pixels,
+            ..EngineConfig::default()
+        }
     }
 
     /// [`ModelArgs::start_engine`] for commands that generate chat replies: a reward model,

@@ -6,9 +6,13 @@
 //! and validating the parameters. Only validated token ids reach the engine thread, so a bad
 //! request fails before anything is queued.
 
+use std::sync::Arc;
+
 use ingot_core::constraint::Constraint;
+use ingot_core::media::Media;
 use serde_json::{Map, Value};
 
+use crate::media::{place_media, MediaPrompt};
 use crate::params::{self, GenParams, Limits};
 use crate::{EngineError, EngineHandle, Event, FinishReason, GenerateRequest, ResponseFormat, Stream, Usage};
 
@@ -27,6 +31,9 @@ pub struct ChatRequest {
     /// Extra template variables, e.g. `enable_thinking` (over the engine's defaults).
     pub template_kwargs: Map<String, Value>,
     pub params: GenParams,
+    /// Images, in the order of the messages' `<image>` placeholders (or image content parts);
+    /// when the messages have none, they go before the first user message's text.
+    pub media: Vec<Media>,
 }
 
 impl ChatRequest {
@@ -56,7 +63,10 @@ pub struct Response {
 }
 
 impl EngineHandle {
-    /// The prompt text a chat request renders to.
+    /// The prompt text a chat request renders to. For a model that takes images, image
+    /// content parts become `<image>` placeholders (prepended to the first user message when
+    /// the messages have none and images are given); they are expanded into the model's vision
+    /// tokens only when the prompt is tokenized.
     pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
         let template = self.shared.template.as_ref().ok_or(EngineError::NoTemplate)?;
         if req.messages.is_empty() {
@@ -78,6 +88,16 @@ impl EngineHandle {
             None => {}
         }
         messages.extend(req.messages.iter().cloned());
+        match &self.shared.media {
+            Some(_) => place_media(&mut messages, req.media.len())?,
+            None if !req.media.is_empty() => {
+                return Err(EngineError::Invalid(format!(
+                    "{} image(s) given, but this model takes text only (it has no vision encoder)",
+                    req.media.len()
+                )))
+            }
+            None => {}
+        }
         let tools = req.tools.clone().map(Value::Array);
         let mut kwargs = self.shared.template_kwargs.clone();
         kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -92,15 +112,21 @@ impl EngineHandle {
             return Err(EngineError::RewardModel);
         }
         let prompt = self.render_chat(&req)?;
-        let prompt_ids = self.encode_prompt(&prompt)?;
+        let (prompt_ids, media) = match &self.shared.media {
+            Some(support) if !req.media.is_empty() => {
+                let (ids, media) = support.build_prompt(&self.shared.tokenizer, &prompt, &req.media)?;
+                (ids, Some(Arc::new(media)))
+            }
+            _ => (self.encode_prompt(&prompt)?, None),
+        };
         let template_stops = self.shared.template.as_ref().map_or(&[][..], |t| t.stop_strings());
-        self.queue(prompt_ids, &req.params, template_stops, Some(req.tools.as_deref().unwrap_or_default()))
+        self.queue(prompt_ids, media, &req.params, template_stops, Some(req.tools.as_deref().unwrap_or_default()))
     }
 
     /// Validates and queues an already tokenized prompt (no template, no template stop words,
     /// no tools: a forcing `tool_choice` is refused).
     pub fn submit_prompt(&self, prompt_ids: Vec<u32>, params: &GenParams) -> Result<Submission, EngineError> {
-        self.queue(prompt_ids, params, &[], None)
+        self.queue(prompt_ids, None, params, &[], None)
     }
 
     /// Answers a chat request: one [`Response`] per sample. Blocks until all are done.
@@ -145,6 +171,7 @@ impl EngineHandle {
     fn queue(
         &self,
         prompt_ids: Vec<u32>,
+        media: Option<Arc<MediaPrompt>>,
         params: &GenParams,
         extra_stop: &[String],
         tools: Option<&[Value]>,
@@ -170,6 +197,7 @@ impl EngineHandle {
                 skip_special_tokens: resolved.skip_special_tokens,
                 ignore_eos: false,
                 constraint: constraint.clone(),
+                media: media.clone(),
             })
             .collect();
         let streams = self.submit_all(requests)?;

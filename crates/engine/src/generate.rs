@@ -18,6 +18,13 @@
 //! exact: the kernels compute each row alone, so a prefix computed in another batch or chunk
 //! has the very same keys and values.
 //!
+//! Media: a multimodal request's items are encoded by the vision encoder once, when the
+//! request is admitted (an item wholly inside a reused prefix is not encoded at all), and
+//! their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
+//! through the model, with the request's M-RoPE positions. The prefix pool keys such tokens by
+//! the item's bytes (see `MediaPrompt::keys`), so a cached image is reused only for the very
+//! same image.
+//!
 //! Score jobs (reward models, which never generate) run at once when they arrive: their
 //! texts, in batches of at most `max_seqs`, each go through one forward pass from an empty
 //! cache, and the value head turns each last hidden state into a score.
@@ -35,7 +42,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use ingot_core::constraint::Constraint;
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::model::{Logits, Model, SeqInput};
+use ingot_core::model::vision::VisionModel;
+use ingot_core::model::{Embeds, Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
 use ingot_core::sampling::Sampler;
 use ingot_core::stop::StopMatcher;
@@ -82,6 +90,8 @@ struct Seq<'t> {
     sampler: Sampler,
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
+    /// Encoder output of each media item (`None` for items the reused prefix already holds).
+    features: Vec<Option<Vec<f32>>>,
     /// The request's grammar state (taken out of the request), if it asked for structured
     /// output.
     constraint: Option<Constraint>,
@@ -99,8 +109,9 @@ impl Seq<'_> {
 
 /// A finished sequence's cache, kept for requests that share its prefix.
 struct Pooled {
-    /// The tokens whose keys and values the cache holds.
-    tokens: Vec<u32>,
+    /// The prefix keys (see `GenerateRequest::prefix_keys`) of the tokens whose keys and
+    /// values the cache holds.
+    keys: Vec<u64>,
     cache: SeqCache,
     bytes: usize,
     last_used: u64,
@@ -121,6 +132,7 @@ pub(crate) struct Capacity {
 
 pub(crate) struct Scheduler<'m> {
     model: &'m Model,
+    vision: Option<&'m VisionModel>,
     tokenizer: &'m Tokenizer,
     value_head: Option<&'m ValueHead>,
     eog: Vec<u32>,
@@ -135,9 +147,16 @@ pub(crate) struct Scheduler<'m> {
 }
 
 impl<'m> Scheduler<'m> {
-    pub(crate) fn new(model: &'m Model, tokenizer: &'m Tokenizer, value_head: Option<&'m ValueHead>, cap: Capacity) -> Self {
+    pub(crate) fn new(
+        model: &'m Model,
+        vision: Option<&'m VisionModel>,
+        tokenizer: &'m Tokenizer,
+        value_head: Option<&'m ValueHead>,
+        cap: Capacity,
+    ) -> Self {
         Self {
             model,
+            vision,
             tokenizer,
             value_head,
             eog: tokenizer.eog_ids(),
@@ -199,15 +218,16 @@ impl<'m> Scheduler<'m> {
         }
         while active.len() < self.cap.max_seqs {
             let Some(job) = self.waiting.front() else { break };
-            let prompt = &job.request.prompt_ids;
-            let need = (prompt.len() + job.request.max_new_tokens) * self.bytes_per_position;
+            let prompt_len = job.request.prompt_ids.len();
+            let need = (prompt_len + job.request.max_new_tokens) * self.bytes_per_position;
+            let keys = job.request.prefix_keys();
             // The pooled cache with the longest shared prefix; the last prompt token is
             // always recomputed, since its logits are needed.
             let best = self
                 .pool
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (i, common_prefix(&p.tokens, prompt).min(prompt.len() - 1)))
+                .map(|(i, p)| (i, common_prefix(&p.keys, &keys).min(prompt_len - 1)))
                 .filter(|&(_, k)| k > 0)
                 .max_by_key(|&(i, k)| (k, self.pool[i].last_used));
             let reuse = best.map(|(i, k)| (self.pool.swap_remove(i), k));
@@ -236,8 +256,36 @@ impl<'m> Scheduler<'m> {
             cache.truncate(cached);
             cache.reserve_positions(job.request.prompt_ids.len() + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
-            active.push(self.start(job, cache, cached, need));
+            let mut seq = self.start(job, cache, cached, need);
+            match self.encode_media(&seq) {
+                Ok(features) => {
+                    seq.features = features;
+                    active.push(seq);
+                }
+                Err(e) => self.finish(seq, Err(e)),
+            }
         }
+    }
+
+    /// Runs the vision encoder over the request's media items that the reused prefix does
+    /// not already hold.
+    fn encode_media(&self, seq: &Seq<'m>) -> Result<Vec<Option<Vec<f32>>>, String> {
+        let Some(media) = &seq.job.request.media else { return Ok(Vec::new()) };
+        let vision = self.vision.ok_or("this model has no vision encoder")?;
+        media
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if item.start + item.len <= seq.prefilled {
+                    return Ok(None);
+                }
+                let rows = vision
+                    .encode(&item.processed.pixel_values, item.processed.grid_thw)
+                    .map_err(|e| format!("image {}: {e}", i + 1))?;
+                Ok(Some(rows))
+            })
+            .collect()
     }
 
     /// Scores every sequence of the job and replies; the caches go back to the free list.
@@ -273,6 +321,7 @@ impl<'m> Scheduler<'m> {
         let req = &job.request;
         Seq {
             constraint,
+            features: Vec::new(),
             sampler: Sampler::new(req.params.clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
@@ -306,33 +355,69 @@ impl<'m> Scheduler<'m> {
 
         // What each sequence feeds this step.
         let mut budget = PREFILL_BUDGET;
-        let mut feeds: Vec<(usize, Vec<u32>, Logits)> = Vec::new();
+        let mut feeds: Vec<Feed> = Vec::new();
         for (idx, seq) in active.iter().enumerate() {
+            let media = seq.job.request.media.as_deref();
             if seq.decoding() {
                 let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
-                feeds.push((idx, vec![last], Logits::Last));
+                let at = seq.cache.len();
+                let positions = media.map(|m| m.positions_after_prompt(at..at + 1));
+                feeds.push(Feed { idx, tokens: vec![last], logits: Logits::Last, positions, embeds: Vec::new() });
             } else if budget > 0 {
                 let prompt = &seq.job.request.prompt_ids;
                 let n = (prompt.len() - seq.prefilled).min(budget);
                 budget -= n;
-                let end = seq.prefilled + n;
+                let (start, end) = (seq.prefilled, seq.prefilled + n);
                 let logits = if end == prompt.len() { Logits::Last } else { Logits::None };
-                feeds.push((idx, prompt[seq.prefilled..end].to_vec(), logits));
+                let mut embeds = Vec::new();
+                if let Some(m) = media {
+                    for (item, media_item) in m.items.iter().enumerate() {
+                        let (s, e) = (media_item.start.max(start), (media_item.start + media_item.len).min(end));
+                        if s < e {
+                            embeds.push((item, s - media_item.start..e - media_item.start, s - start));
+                        }
+                    }
+                }
+                let positions = media.map(|m| m.positions[start..end].to_vec());
+                feeds.push(Feed { idx, tokens: prompt[start..end].to_vec(), logits, positions, embeds });
             }
         }
 
         let result = {
-            let mut inputs: Vec<SeqInput<'_>> = Vec::with_capacity(feeds.len());
+            let hidden = self.model.config().hidden_size;
+            // Each feed's cache and feature rows, borrowed from its sequence.
+            let mut parts: Vec<(&mut SeqCache, Vec<Embeds<'_>>)> = Vec::with_capacity(feeds.len());
             let mut rest: &mut [Seq<'m>] = active.as_mut_slice();
             let mut offset = 0;
-            for (idx, tokens, logits) in &feeds {
-                // Feeds are in increasing index order: split off each sequence's cache.
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(idx - offset);
+            for feed in &feeds {
+                // Feeds are in increasing index order: split off each sequence.
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(feed.idx - offset);
                 let (seq, tail) = tail.split_first_mut().expect("index within active");
-                inputs.push(SeqInput { tokens, cache: &mut seq.cache, logits: *logits, positions: None, embeds: &[] });
+                let Seq { cache, features, .. } = seq;
+                let embeds = feed
+                    .embeds
+                    .iter()
+                    .map(|(item, rows, at)| Embeds {
+                        at: *at,
+                        rows: &features[*item].as_deref().expect("an item still to prefill was encoded")
+                            [rows.start * hidden..rows.end * hidden],
+                    })
+                    .collect();
+                parts.push((cache, embeds));
                 rest = tail;
-                offset = idx + 1;
+                offset = feed.idx + 1;
             }
+            let mut inputs: Vec<SeqInput<'_>> = parts
+                .iter_mut()
+                .zip(&feeds)
+                .map(|((cache, embeds), feed)| SeqInput {
+                    tokens: &feed.tokens,
+                    cache,
+                    logits: feed.logits,
+                    positions: feed.positions.as_deref(),
+                    embeds,
+                })
+                .collect();
             self.model.forward(&mut inputs)
         };
         let outputs = match result {
@@ -340,8 +425,8 @@ impl<'m> Scheduler<'m> {
             Err(e) => {
                 // A model error is specific to the batch's inputs, which were validated; fail
                 // every sequence in it rather than loop on the same error.
-                for (idx, _, _) in feeds.iter().rev() {
-                    let seq = active.swap_remove(*idx);
+                for feed in feeds.iter().rev() {
+                    let seq = active.swap_remove(feed.idx);
                     self.finish(seq, Err(e.to_string()));
                 }
                 return;
@@ -349,17 +434,17 @@ impl<'m> Scheduler<'m> {
         };
 
         let mut done: Vec<(usize, Result<FinishReason, String>)> = Vec::new();
-        for ((idx, tokens, _), mut logits) in feeds.iter().zip(outputs) {
-            let seq = &mut active[*idx];
+        for (feed, mut logits) in feeds.iter().zip(outputs) {
+            let seq = &mut active[feed.idx];
             if !seq.decoding() {
-                seq.prefilled += tokens.len();
+                seq.prefilled += feed.tokens.len();
                 if !seq.decoding() {
                     continue;
                 }
                 seq.prefill_done = Some(Instant::now());
             }
             if let Some(reason) = self.advance(seq, &mut logits) {
-                done.push((*idx, reason));
+                done.push((feed.idx, reason));
             }
         }
         // Remove from the back so earlier indices stay valid.
@@ -433,21 +518,23 @@ impl<'m> Scheduler<'m> {
         // The caller may have gone away; nothing is waiting for the result then.
         let _ = job.events.send(event);
         self.used_bytes -= reserved;
-        let tokens: Vec<u32> = job.request.prompt_ids.iter().chain(&generated).take(cache.len()).copied().collect();
-        if tokens.is_empty() || !self.cap.prefix_cache {
+        if cache.is_empty() || !self.cap.prefix_cache {
             return;
         }
-        cache.truncate(tokens.len());
+        let mut keys = job.request.prefix_keys();
+        keys.extend(generated.iter().map(|&id| u64::from(id)));
+        keys.truncate(cache.len());
+        cache.truncate(keys.len());
         cache.shrink_to_fit();
         let bytes = cache.size_in_bytes();
         // A pooled prefix of these tokens is redundant now; if these tokens are a prefix of
         // a pooled entry, that entry serves every request these would.
-        if self.pool.iter().any(|p| p.tokens.starts_with(&tokens)) {
+        if self.pool.iter().any(|p| p.keys.starts_with(&keys)) {
             return;
         }
         let mut i = 0;
         while i < self.pool.len() {
-            if tokens.starts_with(&self.pool[i].tokens) {
+            if keys.starts_with(&self.pool[i].keys) {
                 self.used_bytes -= self.pool.swap_remove(i).bytes;
             } else {
                 i += 1;
@@ -455,12 +542,24 @@ impl<'m> Scheduler<'m> {
         }
         if self.used_bytes + bytes <= self.cap.kv_budget_bytes {
             self.used_bytes += bytes;
-            self.pool.push(Pooled { tokens, cache, bytes, last_used: self.clock });
+            self.pool.push(Pooled { keys, cache, bytes, last_used: self.clock });
         }
     }
 }
 
+/// What one sequence feeds a step.
+struct Feed {
+    /// Index in the active list.
+    idx: usize,
+    tokens: Vec<u32>,
+    logits: Logits,
+    /// M-RoPE positions of `tokens` (multimodal requests only).
+    positions: Option<Vec<[u32; 3]>>,
+    /// Feature rows replacing token embeddings: (media item, its rows, index in `tokens`).
+    embeds: Vec<(usize, std::ops::Range<usize>, usize)>,
+}
+
 /// Length of the common prefix of `a` and `b`.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+fn common_prefix(a: &[u64], b: &[u64]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

@@ -29,6 +29,7 @@
 
 mod chat;
 mod generate;
+mod media;
 mod params;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,6 +46,8 @@ use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 
 pub use chat::{ChatRequest, Response, Submission};
+pub use ingot_core::media::{Image, Media, MediaError, MediaLimits};
+pub use media::{MediaPrompt, IMAGE_PLACEHOLDER};
 pub use generate::FinishReason;
 pub use params::GenParams;
 
@@ -75,6 +78,10 @@ pub struct EngineConfig {
     pub defaults: GenParams,
     /// Largest `num_return_sequences` a request may ask for.
     pub max_n: usize,
+    /// Bounds on an image's pixel count after resizing (LLaMA Factory's `image_min_pixels` /
+    /// `image_max_pixels`), over the model's preprocessor config.
+    pub image_min_pixels: Option<usize>,
+    pub image_max_pixels: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +97,8 @@ impl Default for EngineConfig {
             template_kwargs: serde_json::Map::new(),
             defaults: GenParams::llama_factory(),
             max_n: 16,
+            image_min_pixels: None,
+            image_max_pixels: None,
         }
     }
 }
@@ -112,6 +121,19 @@ pub struct GenerateRequest {
     /// (from [`EngineHandle::compile_response_format`]; chat requests get it from
     /// [`GenParams::response_format`] or [`GenParams::tool_choice`]). `None` costs nothing per step.
     pub constraint: Option<Constraint>,
+    /// The prompt's media items and M-RoPE positions (built by `submit_chat`); `None` for text.
+    pub media: Option<Arc<MediaPrompt>>,
+}
+
+impl GenerateRequest {
+    /// The prefix-cache key of each prompt token (its id, or for media tokens a key tied to
+    /// the media item's bytes).
+    fn prefix_keys(&self) -> Vec<u64> {
+        match &self.media {
+            Some(m) => m.keys(&self.prompt_ids),
+            None => self.prompt_ids.iter().map(|&id| u64::from(id)).collect(),
+        }
+    }
 }
 
 /// What the engine sends back for a request.
@@ -221,6 +243,8 @@ struct Shared {
     tokenizer: Tokenizer,
     /// The model file's own template source.
     chat_template: Option<String>,
+    /// Placeholder tokens and preprocessors of a model that takes media.
+    media: Option<media::MediaSupport>,
     /// The template chat requests are rendered with: the configured named one, else the model's.
     template: Option<ChatTemplate>,
     config: ModelConfig,
@@ -250,7 +274,17 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision: _ } = loaded;
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision } = loaded;
+    let (vision, media) = match vision {
+        Some(v) => {
+            let mut image = v.image_processor;
+            if cfg.image_min_pixels.is_some() || cfg.image_max_pixels.is_some() {
+                image.set_pixel_limits(cfg.image_min_pixels, cfg.image_max_pixels).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            }
+            (Some(v.encoder), Some(media::MediaSupport { tokens: v.tokens, image }))
+        }
+        None => (None, None),
+    };
     let template = match (&cfg.template, &chat_template) {
         (Some(name), _) => Some(ChatTemplate::named(name, tokenizer.bos_token(), tokenizer.eos_token())),
         (None, Some(src)) => Some(ChatTemplate::from_jinja(src, tokenizer.bos_token(), tokenizer.eos_token())),
@@ -274,6 +308,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         config: model.config().clone(),
         tokenizer,
         chat_template,
+        media,
         template,
         reward_model: value_head.is_some(),
         defaults: GenParams::from_generation_config(&generation).or(&cfg.defaults),
@@ -292,7 +327,8 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     std::thread::Builder::new()
         .name("ingot-engine".into())
         .spawn(move || {
-            let mut scheduler = generate::Scheduler::new(&model, &worker_shared.tokenizer, value_head.as_ref(), capacity);
+            let mut scheduler =
+                generate::Scheduler::new(&model, vision.as_ref(), &worker_shared.tokenizer, value_head.as_ref(), capacity);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
@@ -328,6 +364,11 @@ impl EngineHandle {
 
     pub fn model_config(&self) -> &ModelConfig {
         &self.shared.config
+    }
+
+    /// Whether the model takes images (it has a vision encoder).
+    pub fn takes_images(&self) -> bool {
+        self.shared.media.is_some()
     }
 
     /// Whether the model has a value head: it scores texts and does not generate.
@@ -394,6 +435,15 @@ impl EngineHandle {
                 r.prompt_ids.len(),
                 r.max_new_tokens
             ));
+        }
+        if let Some(m) = &r.media {
+            if m.positions.len() != r.prompt_ids.len() {
+                return invalid(format!(
+                    "the media prompt has {} positions for {} tokens",
+                    m.positions.len(),
+                    r.prompt_ids.len()
+                ));
+            }
         }
         let vocab = self.shared.config.vocab_size;
         if let Some(id) = r.prompt_ids.iter().chain(&r.stop_ids).find(|&&id| id as usize >= vocab) {

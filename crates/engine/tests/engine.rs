@@ -37,6 +37,7 @@ fn request(user: &str, max_new_tokens: usize) -> GenerateRequest {
         skip_special_tokens: true,
         ignore_eos: false,
         constraint: None,
+        media: None,
     }
 }
 

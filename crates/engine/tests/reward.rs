@@ -38,6 +38,7 @@ fn a_reward_model_does_not_chat_and_a_causal_lm_does_not_score() {
         skip_special_tokens: true,
         ignore_eos: false,
         constraint: None,
+        media: None,
     };
     assert_eq!(rm.submit(request).err(), Some(EngineError::RewardModel));
     assert!(rm.is_reward_model());

@@ -15,15 +15,17 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ingot_core::template::{prompt_opens_thinking, ToolFormat};
-use ingot_engine::{Event, FinishReason, Submission};
+use ingot_engine::{Event, FinishReason, Image, Media, MediaLimits, Submission};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
-    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta, Usage,
+    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ImageRef, ToolCall, ToolCallDelta,
+    Usage,
 };
+use crate::media::fetch_media;
 use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
 use crate::{bridge, new_id, unix_now, ApiError, AppState, JsonBody};
 
@@ -33,6 +35,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     let valid = req.validate()?;
     let engine = s.engine.clone();
     let mut chat = valid.chat;
+    chat.media = fetch_images(&s, &valid.images).await?;
     chat.params = chat.params.or(&s.cfg.defaults);
     let submission = blocking(move || engine.submit_chat(chat)).await?;
     let format = reply_format(&s, &submission, valid.tool_names);
@@ -42,6 +45,28 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     } else {
         ctx.complete_chat(submission, &format).await?.into_response()
     })
+}
+
+/// Fetches and decodes a request's images, in order, under the server's media policy. A
+/// model without a vision encoder refuses them up front, before anything is fetched.
+pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Vec<Media>, ApiError> {
+    let Some(first) = images.first() else { return Ok(Vec::new()) };
+    if !s.engine.takes_images() {
+        return Err(ApiError::invalid(first.field.clone(), "this model takes text only (it has no vision encoder)"));
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for image in images {
+        let param = format!("{}.url", image.field);
+        let bytes = fetch_media(&image.url, &s.cfg.media).await.map_err(|e| ApiError::media(param.clone(), e))?;
+        let limits = MediaLimits { max_bytes: s.cfg.media.max_bytes, ..MediaLimits::default() };
+        let field = image.field.clone();
+        // Decoding a large image takes a while: off the runtime.
+        let decoded = tokio::task::spawn_blocking(move || Image::decode(&bytes, &field, &limits))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        out.push(Media::Image(decoded.map_err(|e| ApiError::invalid(param, e.to_string()))?));
+    }
+    Ok(out)
 }
 
 /// How this request's replies are read: the template's tool format, and whether the prompt

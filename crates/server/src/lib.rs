@@ -251,7 +251,9 @@ async fn apply_template(
     JsonBody(req): JsonBody<openai::ChatCompletionRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.check_model(&req.model)?;
-    let chat = req.validate()?.chat;
+    let valid = req.validate()?;
+    let mut chat = valid.chat;
+    chat.media = generate::fetch_images(&s, &valid.images).await?;
     let engine = s.engine.clone();
     let (prompt, ids) = tokio::task::spawn_blocking(move || {
         let prompt = engine.render_chat(&chat)?;

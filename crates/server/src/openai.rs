@@ -4,7 +4,8 @@
 //! Deserialization checks the shape (a wrong type or an unknown role is a 422 naming the
 //! field's path); `validate` checks meaning (empty messages, `n` = 0, unsupported content) and
 //! turns OpenAI messages into the Hugging Face message objects chat templates expect: content
-//! parts joined into one string, and assistant tool-call `arguments` (a JSON *string* in
+//! parts joined into one string (an `image_url` part becomes LLaMA Factory's `<image>`
+//! placeholder, its URL kept in [`ValidChat::images`] for the route to fetch), and assistant tool-call `arguments` (a JSON *string* in
 //! OpenAI's format) decoded into JSON objects, so they are rendered once, not twice.
 //! Ranges of sampling values are the engine's to check (it names the field and the limit);
 //! nothing here duplicates them.
@@ -34,7 +35,7 @@ pub enum Role {
     Tool,
 }
 
-/// Message content: a string, or a list of parts of which only text parts are supported.
+/// Message content: a string, or a list of text and `image_url` parts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -47,6 +48,25 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
+    pub image_url: Option<ImageUrl>,
+}
+
+/// An `image_url` part's value: OpenAI's `{"url", "detail"}`, or the bare URL some clients send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    /// (OpenAI's `detail` resolution hint is accepted and ignored: the model's preprocessor
+    /// decides the resolution.)
+    Object { url: String },
+    Bare(String),
+}
+
+/// An image a request names: where in the request, and its URL (data, file or http(s)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRef {
+    /// `messages[i].content[j].image_url`.
+    pub field: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +177,8 @@ pub struct ValidChat {
     /// The names of the tools given (none when switched off by `tool_choice: "none"`):
     /// replies are parsed for calls to them.
     pub tool_names: Vec<String>,
+    /// The request's images in message order; the route fetches them into `chat.media`.
+    pub images: Vec<ImageRef>,
 }
 
 pub struct ValidCompletion {
@@ -214,11 +236,12 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must hold at least one message"));
         }
+        let mut images = Vec::new();
         let messages = self
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| hf_message(i, m))
+            .map(|(i, m)| hf_message(i, m, &mut images))
             .collect::<Result<Vec<_>, _>>()?;
         let tools_off = self.tool_choice == Some(ToolChoice::None);
         let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
@@ -241,8 +264,9 @@ impl ChatCompletionRequest {
             tools,
             template_kwargs: self.chat_template_kwargs.unwrap_or_default(),
             params,
+            media: Vec::new(),
         };
-        Ok(ValidChat { chat, delivery, tool_names })
+        Ok(ValidChat { chat, delivery, tool_names, images })
     }
 }
 
@@ -263,8 +287,9 @@ impl CompletionRequest {
     }
 }
 
-/// One OpenAI message as the Hugging Face message object chat templates read.
-fn hf_message(i: usize, m: &ChatMessage) -> Result<Value, ApiError> {
+/// One OpenAI message as the Hugging Face message object chat templates read; its images'
+/// URLs are appended to `images`.
+fn hf_message(i: usize, m: &ChatMessage, images: &mut Vec<ImageRef>) -> Result<Value, ApiError> {
     let field = |f: &str| format!("messages[{i}].{f}");
     let content = match &m.content {
         None => None,
@@ -275,10 +300,26 @@ fn hf_message(i: usize, m: &ChatMessage) -> Result<Value, ApiError> {
                 match (p.kind.as_str(), &p.text) {
                     ("text", Some(t)) => text.push_str(t),
                     ("text", None) => return Err(ApiError::invalid(field(&format!("content[{j}].text")), "a text part needs text")),
+                    ("image_url", _) => {
+                        let url = match &p.image_url {
+                            Some(ImageUrl::Object { url, .. } | ImageUrl::Bare(url)) => url.clone(),
+                            None => {
+                                return Err(ApiError::invalid(
+                                    field(&format!("content[{j}].image_url")),
+                                    "an image_url part needs `image_url: {\"url\": ...}`",
+                                ))
+                            }
+                        };
+                        if m.role != Role::User {
+                            return Err(ApiError::invalid(field(&format!("content[{j}]")), "images go in user messages"));
+                        }
+                        text.push_str(ingot_engine::IMAGE_PLACEHOLDER);
+                        images.push(ImageRef { field: field(&format!("content[{j}].image_url")), url });
+                    }
                     (kind, _) => {
                         return Err(ApiError::invalid(
                             field(&format!("content[{j}].type")),
-                            format!("content parts of type `{kind}` are not supported (this model reads text only)"),
+                            format!("content parts of type `{kind}` are not supported (text and image_url are)"),
                         ))
                     }
                 }
@@ -527,7 +568,8 @@ mod tests {
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}), "n"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}), "max_tokens"),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].type"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), "messages[0].content[0].type"),
             (json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
              "messages[0].tool_calls[0].function.arguments"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}), "stop[1]"),

@@ -47,6 +47,10 @@ pub struct InferArgs {
     /// Where dataset names are looked up (LLaMA Factory's `dataset_dir`).
     #[arg(long, default_value = "data")]
     pub dataset_dir: PathBuf,
+    /// Where the relative image paths of an `images` column are found (LLaMA Factory's
+    /// `media_dir`; default: DATASET_DIR).
+    #[arg(long)]
+    pub media_dir: Option<PathBuf>,
     /// Row format of a dataset file (default: told from each row's keys).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -96,6 +100,7 @@ impl InferArgs {
         self.prompt.apply_config(&cfg, matches);
         fill(&mut self.dataset, cfg.dataset.clone().map(Some), matches, "dataset");
         fill(&mut self.dataset_dir, cfg.dataset_dir.clone(), matches, "dataset_dir");
+        fill(&mut self.media_dir, cfg.media_dir.clone().map(Some), matches, "media_dir");
         fill(&mut self.max_samples, cfg.max_samples.map(Some), matches, "max_samples");
         Ok(())
     }
@@ -126,8 +131,15 @@ enum StartError {
 /// Submits a row: its messages, system prompt and tools go to the chat template (the label
 /// stays out). Returns the prompt text (special tokens left out, as LLaMA Factory writes it)
 /// and the stream.
-fn start(engine: &EngineHandle, row: &Row, params: &GenParams) -> Result<(String, Stream), StartError> {
+fn start(engine: &EngineHandle, row: &Row, params: &GenParams, media_dir: &Path) -> Result<(String, Stream), StartError> {
+    // A missing or broken image is the row's fault, reported like any bad row.
+    let media = row
+        .images
+        .iter()
+        .map(|p| crate::media::read_image(&media_dir.join(p)).map_err(|e| StartError::Row(format!("{e:#}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = ChatRequest {
+        media,
         messages: row.messages.clone(),
         // The row's own system prompt wins; without one the engine's default (--system) applies.
         system: row.system.clone().filter(|s| !s.is_empty()),
@@ -181,7 +193,15 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let engine = args.model.start_chat_engine(cfg)?;
         let started = Instant::now();
         let mut progress = Progress::new(todo.len());
-        let run = Run { engine: &engine, params: &params, rows: &data.rows, concurrency: args.concurrency, on_error: args.on_error, source: &source };
+        let run = Run {
+            engine: &engine,
+            params: &params,
+            rows: &data.rows,
+            concurrency: args.concurrency,
+            on_error: args.on_error,
+            source: &source,
+            media_dir: args.media_dir.as_deref().unwrap_or(&args.dataset_dir),
+        };
         let failed = run.generate(&todo, &mut sink, &mut progress)?;
         runtime = started.elapsed().as_secs_f64();
         let (written, errors) = sink.counts();
@@ -205,6 +225,8 @@ struct Run<'a> {
     on_error: OnError,
     /// The dataset file, for messages.
     source: &'a str,
+    /// Where relative image paths point.
+    media_dir: &'a Path,
 }
 
 impl Run<'_> {
@@ -233,7 +255,7 @@ impl Run<'_> {
                 next += 1;
                 let (place, row) = &self.rows[index];
                 let started = match row {
-                    Ok(row) => start(self.engine, row, self.params).map(|s| (s, row.label.clone())),
+                    Ok(row) => start(self.engine, row, self.params, self.media_dir).map(|s| (s, row.label.clone())),
                     Err(e) => Err(StartError::Row(e.clone())),
                 };
                 match started {

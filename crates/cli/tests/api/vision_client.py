@@ -1,0 +1,140 @@
+"""Drives `ingot api` serving the tiny Qwen2-VL fixture with the official openai client (see
+tests/vision.rs).
+
+Usage: python vision_client.py BASE_URL MODEL EXPECTED.json
+EXPECTED.json holds, per fixture case, the image file, the messages, the reference prompt
+token count and the text of transformers' greedy tokens; plus paths for the refusal checks.
+"""
+
+import base64
+import json
+import sys
+
+import openai
+
+BASE, MODEL, EXPECTED = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=BASE + "/v1", api_key="none", max_retries=0, timeout=300)
+expected = json.load(open(EXPECTED))
+results = []
+
+
+def check(fn):
+    try:
+        fn()
+        results.append((fn.__name__, None))
+    except Exception as e:  # every failure is reported, then the script fails
+        results.append((fn.__name__, e))
+    return fn
+
+
+def data_url(path):
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def openai_messages(case, url):
+    """The fixture's messages with its `{"type": "image"}` part as an OpenAI image_url part."""
+    out = []
+    for m in case["messages"]:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": url}} if p["type"] == "image" else p for p in content
+            ]
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def chat(messages, **kw):
+    return client.chat.completions.create(model=MODEL, messages=messages, temperature=0, **kw)
+
+
+@check
+def data_url_images_give_the_reference_greedy_tokens():
+    for case in expected["cases"]:
+        r = chat(openai_messages(case, data_url(case["image_path"])), max_tokens=case["max_tokens"])
+        c = r.choices[0]
+        assert c.message.content == case["text"], (case["name"], c.message.content, case["text"])
+        assert r.usage.prompt_tokens == case["prompt_tokens"], (case["name"], r.usage)
+        assert c.finish_reason == "length", c.finish_reason
+
+
+@check
+def streamed_image_reply_equals_the_reference():
+    case = expected["cases"][0]
+    stream = chat(openai_messages(case, data_url(case["image_path"])), max_tokens=case["max_tokens"], stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert text == case["text"], text
+
+
+@check
+def a_file_inside_the_media_dir_is_read():
+    case = expected["cases"][0]
+    r = chat(openai_messages(case, case["image_path"]), max_tokens=case["max_tokens"])
+    assert r.choices[0].message.content == case["text"], r.choices[0].message.content
+
+
+def refused(url, status, words):
+    case = expected["cases"][0]
+    try:
+        chat(openai_messages(case, url), max_tokens=2)
+    except openai.APIStatusError as e:
+        assert e.status_code == status, (e.status_code, e.message)
+        for w in words:
+            assert w in e.message, (w, e.message)
+        return
+    raise AssertionError(f"{url} was accepted")
+
+
+@check
+def a_local_path_outside_the_media_dir_is_forbidden():
+    refused(expected["outside_path"], 403, ["outside the media directory"])
+
+
+@check
+def a_remote_url_without_the_flag_is_forbidden():
+    refused("http://example.com/cat.png", 403, ["--allow-remote-media"])
+
+
+@check
+def an_image_count_that_does_not_match_the_placeholders_is_a_bad_request():
+    case = expected["cases"][0]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<image> and <image>?"},
+                {"type": "image_url", "image_url": {"url": data_url(case["image_path"])}},
+            ],
+        }
+    ]
+    try:
+        chat(messages, max_tokens=2)
+    except openai.BadRequestError as e:
+        assert "placeholder" in e.message, e.message
+        return
+    raise AssertionError("accepted")
+
+
+@check
+def corrupt_and_unsupported_images_are_bad_requests():
+    case = expected["cases"][0]
+    for url, words in [
+        ("data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode(), ["image"]),
+        ("data:image/bmp;base64," + base64.b64encode(b"BM" + bytes(60)).decode(), ["image"]),
+    ]:
+        try:
+            chat(openai_messages(case, url), max_tokens=2)
+        except openai.BadRequestError as e:
+            assert all(w in e.message for w in words), e.message
+            continue
+        raise AssertionError(f"{url[:40]} accepted")
+    # The server keeps serving.
+    assert chat(openai_messages(case, data_url(case["image_path"])), max_tokens=2).choices[0].message.content
+
+
+failed = [(name, e) for name, e in results if e is not None]
+for name, e in results:
+    print(("FAIL " if e else "ok   ") + name + (f": {type(e).__name__}: {e}" if e else ""))
+print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+sys.exit(1 if failed else 0)
