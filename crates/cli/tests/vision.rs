@@ -3,7 +3,7 @@
 //! `ingot chat --image` and `/image`, `ingot infer` over rows with an `images` column, and
 //! `ingot api` driven by the official openai client with base64 data URLs, a media
 //! directory, and the refusals (403 for paths outside it and for remote URLs without the flag,
-//! 400 for mismatched counts and bad images).
+//! 400 for mismatched counts and corrupt, unsupported or too large images, 413 over the byte limit).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,7 @@ fn api_serves_images_to_the_openai_client() {
         .arg(vlm_dir())
         .arg("--media-dir")
         .arg(&media)
-        .args(["--port", "0", "--threads", "2", "--model-name", "tiny-vl"])
+        .args(["--port", "0", "--threads", "2", "--model-name", "tiny-vl", "--max-media-mb", "1"])
         .env_remove("API_KEY")
         .env_remove("API_PORT")
         .env_remove("API_HOST")

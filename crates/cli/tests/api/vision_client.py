@@ -8,7 +8,9 @@ token count and the text of transformers' greedy tokens; plus paths for the refu
 
 import base64
 import json
+import struct
 import sys
+import zlib
 
 import openai
 
@@ -114,6 +116,32 @@ def an_image_count_that_does_not_match_the_placeholders_is_a_bad_request():
         assert "placeholder" in e.message, e.message
         return
     raise AssertionError("accepted")
+
+
+def png_claiming(width, height):
+    """A PNG whose header claims width x height, with a token of pixel data."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+
+
+@check
+def oversized_images_are_refused_with_the_limit():
+    case = expected["cases"][0]
+    # The server runs with --max-media-mb 1: a 1.5 MB payload is over it.
+    big = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(1_500_000)).decode()
+    refused(big, 413, ["limit"])
+    # Within the byte limit, but 100000 x 100000 pixels: refused before decoding.
+    huge = "data:image/png;base64," + base64.b64encode(png_claiming(100_000, 100_000)).decode()
+    try:
+        chat(openai_messages(case, huge), max_tokens=2)
+    except openai.BadRequestError as e:
+        assert "100000x100000" in e.message, e.message
+        return
+    raise AssertionError("a 10-gigapixel image was accepted")
 
 
 @check
