@@ -149,6 +149,7 @@ fn api_serves_images_to_the_openai_client() {
             "image_path": media.join(file).canonicalize().expect("canonical"),
             "max_tokens": case["greedy_new_ids"].as_array().expect("ids").len(),
             "prompt_tokens": case["input_ids"].as_array().expect("ids").len(),
+            "input_ids": case["input_ids"],
             "text": expected_text(case),
         }));
     }

@@ -44,6 +44,15 @@ impl ChatRequest {
     }
 }
 
+/// A chat request's prompt, as the model will see it.
+pub struct ChatPrompt {
+    /// The rendered template (images as `<image>` placeholders).
+    pub text: String,
+    /// The token ids, with each image's placeholder expanded into the model's vision tokens.
+    pub ids: Vec<u32>,
+    media: Option<Arc<MediaPrompt>>,
+}
+
 /// A queued chat request.
 pub struct Submission {
     /// The prompt as the model sees it.
@@ -111,16 +120,22 @@ impl EngineHandle {
         if self.shared.reward_model {
             return Err(EngineError::RewardModel);
         }
-        let prompt = self.render_chat(&req)?;
-        let (prompt_ids, media) = match &self.shared.media {
+        let prompt = self.tokenize_chat(&req)?;
+        let template_stops = self.shared.template.as_ref().map_or(&[][..], |t| t.stop_strings());
+        self.queue(prompt.ids, prompt.media, &req.params, template_stops, Some(req.tools.as_deref().unwrap_or_default()))
+    }
+
+    /// Renders and tokenizes a chat request (preprocessing its images), without queueing it.
+    pub fn tokenize_chat(&self, req: &ChatRequest) -> Result<ChatPrompt, EngineError> {
+        let text = self.render_chat(req)?;
+        let (ids, media) = match &self.shared.media {
             Some(support) if !req.media.is_empty() => {
-                let (ids, media) = support.build_prompt(&self.shared.tokenizer, &prompt, &req.media)?;
+                let (ids, media) = support.build_prompt(&self.shared.tokenizer, &text, &req.media)?;
                 (ids, Some(Arc::new(media)))
             }
-            _ => (self.encode_prompt(&prompt)?, None),
+            _ => (self.encode_prompt(&text)?, None),
         };
-        let template_stops = self.shared.template.as_ref().map_or(&[][..], |t| t.stop_strings());
-        self.queue(prompt_ids, media, &req.params, template_stops, Some(req.tools.as_deref().unwrap_or_default()))
+        Ok(ChatPrompt { text, ids, media })
     }
 
     /// Validates and queues an already tokenized prompt (no template, no template stop words,

@@ -45,7 +45,7 @@ use ingot_core::sampling::SamplingParams;
 use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 
-pub use chat::{ChatRequest, Response, Submission};
+pub use chat::{ChatPrompt, ChatRequest, Response, Submission};
 pub use ingot_core::media::{Image, Media, MediaError, MediaLimits};
 pub use media::{MediaPrompt, IMAGE_PLACEHOLDER};
 pub use generate::FinishReason;

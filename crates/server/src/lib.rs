@@ -256,9 +256,8 @@ async fn apply_template(
     chat.media = generate::fetch_images(&s, &valid.images).await?;
     let engine = s.engine.clone();
     let (prompt, ids) = tokio::task::spawn_blocking(move || {
-        let prompt = engine.render_chat(&chat)?;
-        let ids = engine.encode_prompt(&prompt)?;
-        Ok::<_, ingot_engine::EngineError>((prompt, ids))
+        let prompt = engine.tokenize_chat(&chat)?;
+        Ok::<_, ingot_engine::EngineError>((prompt.text, prompt.ids))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;

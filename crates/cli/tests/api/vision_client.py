@@ -10,6 +10,7 @@ import base64
 import json
 import struct
 import sys
+import urllib.request
 import zlib
 
 import openai
@@ -59,6 +60,17 @@ def data_url_images_give_the_reference_greedy_tokens():
         assert c.message.content == case["text"], (case["name"], c.message.content, case["text"])
         assert r.usage.prompt_tokens == case["prompt_tokens"], (case["name"], r.usage)
         assert c.finish_reason == "length", c.finish_reason
+
+
+@check
+def apply_template_shows_the_expanded_image_tokens():
+    for case in expected["cases"]:
+        body = json.dumps({"model": MODEL, "messages": openai_messages(case, data_url(case["image_path"]))}).encode()
+        req = urllib.request.Request(BASE + "/apply-template", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            answer = json.load(r)
+        assert answer["prompt_ids"] == case["input_ids"], (case["name"], answer)
+        assert "<image>" in answer["prompt"], answer["prompt"]
 
 
 @check
