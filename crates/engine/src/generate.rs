@@ -90,8 +90,6 @@ struct Seq<'t> {
     sampler: Sampler,
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
-    /// Encoder output of each media item (`None` for items the reused prefix already holds).
-    features: Vec<Option<Vec<f32>>>,
     /// The request's grammar state (taken out of the request), if it asked for structured
     /// output.
     constraint: Option<Constraint>,
@@ -256,36 +254,30 @@ impl<'m> Scheduler<'m> {
             cache.truncate(cached);
             cache.reserve_positions(job.request.prompt_ids.len() + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
-            let mut seq = self.start(job, cache, cached, need);
+            let seq = self.start(job, cache, cached, need);
             match self.encode_media(&seq) {
-                Ok(features) => {
-                    seq.features = features;
-                    active.push(seq);
-                }
+                Ok(()) => active.push(seq),
                 Err(e) => self.finish(seq, Err(e)),
             }
         }
     }
 
     /// Runs the vision encoder over the request's media items that the reused prefix does
-    /// not already hold.
-    fn encode_media(&self, seq: &Seq<'m>) -> Result<Vec<Option<Vec<f32>>>, String> {
-        let Some(media) = &seq.job.request.media else { return Ok(Vec::new()) };
+    /// not already hold and that no other sample of the request has encoded yet.
+    fn encode_media(&self, seq: &Seq<'m>) -> Result<(), String> {
+        let Some(media) = &seq.job.request.media else { return Ok(()) };
         let vision = self.vision.ok_or("this model has no vision encoder")?;
-        media
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                if item.start + item.len <= seq.prefilled {
-                    return Ok(None);
-                }
-                let rows = vision
-                    .encode(&item.processed.pixel_values, item.processed.grid_thw)
-                    .map_err(|e| format!("image {}: {e}", i + 1))?;
-                Ok(Some(rows))
-            })
-            .collect()
+        for (i, item) in media.items.iter().enumerate() {
+            if item.start + item.len <= seq.prefilled || item.features.get().is_some() {
+                continue;
+            }
+            let rows = vision
+                .encode(&item.processed.pixel_values, item.processed.grid_thw)
+                .map_err(|e| format!("image {}: {e}", i + 1))?;
+            // Only this thread sets it, and it was empty just above.
+            let _ = item.features.set(rows);
+        }
+        Ok(())
     }
 
     /// Scores every sequence of the job and replies; the caches go back to the free list.
@@ -321,7 +313,6 @@ impl<'m> Scheduler<'m> {
         let req = &job.request;
         Seq {
             constraint,
-            features: Vec::new(),
             sampler: Sampler::new(req.params.clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
@@ -393,16 +384,19 @@ impl<'m> Scheduler<'m> {
                 // Feeds are in increasing index order: split off each sequence.
                 let (_, tail) = std::mem::take(&mut rest).split_at_mut(feed.idx - offset);
                 let (seq, tail) = tail.split_first_mut().expect("index within active");
-                let Seq { cache, features, .. } = seq;
-                let embeds = feed
-                    .embeds
-                    .iter()
-                    .map(|(item, rows, at)| Embeds {
-                        at: *at,
-                        rows: &features[*item].as_deref().expect("an item still to prefill was encoded")
-                            [rows.start * hidden..rows.end * hidden],
-                    })
-                    .collect();
+                let Seq { cache, job, .. } = seq;
+                let embeds = match &job.request.media {
+                    None => Vec::new(),
+                    Some(media) => feed
+                        .embeds
+                        .iter()
+                        .map(|(item, rows, at)| Embeds {
+                            at: *at,
+                            rows: &media.items[*item].features.get().expect("an item still to prefill was encoded")
+                                [rows.start * hidden..rows.end * hidden],
+                        })
+                        .collect(),
+                };
                 parts.push((cache, embeds));
                 rest = tail;
                 offset = feed.idx + 1;

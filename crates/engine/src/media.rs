@@ -11,10 +11,13 @@
 //!
 //! All of this runs in the caller's thread, preprocessing (resize, normalise, patchify)
 //! included; the engine thread receives a [`MediaPrompt`] and only runs the vision encoder,
-//! once per item, when it admits the request.
+//! once per item, when it admits the request. The n samples of a request share one
+//! `MediaPrompt`, so they share the encoder's output too.
 //!
 //! Invariants of a [`MediaPrompt`]: items are in prompt order, their token spans are disjoint
 //! runs of the pad token inside the prompt, and there is one M-RoPE position per prompt token.
+
+use std::sync::OnceLock;
 
 use ingot_core::media::{Media, MediaProcessor, Processed};
 use ingot_core::model::vision::{rope_index, MultimodalTokens};
@@ -36,6 +39,9 @@ pub(crate) struct PromptMedia {
     /// Hash of the item's original bytes: the prefix cache may reuse this item's cached
     /// tokens only for the very same bytes.
     pub digest: u64,
+    /// The encoder's output rows (`len × hidden`), set by the engine thread when the first
+    /// sample that needs them is admitted.
+    pub features: OnceLock<Vec<f32>>,
 }
 
 /// What a multimodal prompt carries besides its token ids.
@@ -215,7 +221,13 @@ impl MediaSupport {
             .into_iter()
             .zip(spans)
             .zip(media)
-            .map(|((processed, (start, len)), m)| PromptMedia { processed, start, len, digest: m.digest() })
+            .map(|((processed, (start, len)), m)| PromptMedia {
+                processed,
+                start,
+                len,
+                digest: m.digest(),
+                features: OnceLock::new(),
+            })
             .collect();
         Ok((ids, MediaPrompt { items, positions, rope_delta }))
     }

@@ -142,6 +142,19 @@ fn image_requests_batch_with_text_requests_and_keep_their_tokens() {
 }
 
 #[test]
+fn samples_of_one_request_share_its_image() {
+    let engine = start(EngineConfig { prefix_cache: false, ..EngineConfig::default() });
+    let c = case("image2_system_question");
+    let mut req = request(&c);
+    req.params.num_return_sequences = Some(3);
+    let replies = engine.chat(req).expect("chat");
+    assert_eq!(replies.len(), 3);
+    for r in replies {
+        assert_eq!(r.text, expected_text(&engine, &c));
+    }
+}
+
+#[test]
 fn two_images_in_one_conversation() {
     let engine = start(EngineConfig { prefix_cache: false, ..EngineConfig::default() });
     let req = ChatRequest {
