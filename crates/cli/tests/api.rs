@@ -4,85 +4,16 @@
 //! The Python venv and playwright-core come from `scripts/install-test-tools.sh` (which the
 //! README's test command and `.ci/run` call); every generation is greedy and short.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ingot_core::testing::{fixtures_dir, model_path, scratch_dir};
+use common::{test_tool, Server};
+use ingot_core::testing::{fixtures_dir, scratch_dir};
 use serde_json::{json, Value};
-
-/// A running `ingot api`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    /// Everything the server printed on stderr so far.
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts the server on a free port (`--port 0`) with `args` and `env`, and waits until it
-    /// listens.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_model(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, env)
-    }
-
-    fn start_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
-        cmd.arg("api").arg("--model").arg(model).args(["--port", "0"]).args(args);
-        for var in ["API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME"] {
-            cmd.env_remove(var);
-        }
-        cmd.envs(env.iter().copied());
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start ingot api");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        // Loading takes seconds; the bound is only there so a hung start fails the test.
-        let base = rx.recv_timeout(Duration::from_secs(600)).unwrap_or_else(|_| {
-            panic!("ingot api did not start listening: {}", log.lock().expect("log"))
-        });
-        Server { child, base, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A tool installed by scripts/install-test-tools.sh; panics with the fix when it is missing.
-fn test_tool(rel: &str) -> PathBuf {
-    let p = repo_root().join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/install-test-tools.sh", p.display());
-    p
-}
 
 fn greedy_fixture() -> PathBuf {
     fixtures_dir().join("real/qwen2.5-coder-0.5b-greedy.json")

@@ -1,41 +1,13 @@
 //! End-to-end tests through the real `ingot` binary.
 
+mod common;
+
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
+use common::{chat, chat_with, ingot, run_chat};
 use ingot_core::testing::model_path;
-
-fn ingot() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ingot"))
-}
-
-/// Runs `ingot chat` on the default model with `input` on a pipe.
-fn chat(args: &[&str], input: &str) -> Output {
-    chat_with(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, input)
-}
-
-fn chat_with(model: &Path, args: &[&str], input: &str) -> Output {
-    let model_args = [OsStr::new("--model"), model.as_os_str()];
-    run_chat(model_args.into_iter().chain(args.iter().map(OsStr::new)), input)
-}
-
-/// Runs `ingot chat` with `args`, `input` on a pipe.
-fn run_chat<'a>(args: impl IntoIterator<Item = &'a OsStr>, input: &str) -> Output {
-    let mut child = ingot()
-        .arg("chat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ingot");
-    // ingot may exit before reading (bad flags): a broken pipe is then expected, and the
-    // assertions on its output decide.
-    let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
-    child.wait_with_output().expect("wait for ingot")
-}
 
 /// The replies, one per user turn, in order.
 fn replies(out: &Output) -> Vec<String> {

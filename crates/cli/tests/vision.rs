@@ -5,10 +5,12 @@
 //! directory, and the refusals (403 for paths outside it and for remote URLs without the flag,
 //! 400 for mismatched counts and corrupt, unsupported or too large images, 413 over the byte limit).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{chat_with, ingot, test_tool, Server};
 use ingot_core::testing::{fixtures_dir, json_ids, scratch_dir};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -29,24 +31,10 @@ fn expected_text(c: &Value) -> String {
     tok.decode(&json_ids(&c["greedy_new_ids"]), true).expect("decode")
 }
 
-fn ingot() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ingot"))
-}
-
+/// `ingot chat` on the tiny VLM, greedy for 10 tokens: success, stdout, stderr.
 fn chat(args: &[&str], input: &str) -> (bool, String, String) {
-    let mut child = ingot()
-        .arg("chat")
-        .arg("--model")
-        .arg(vlm_dir())
-        .args(["--temperature", "0", "--max-new-tokens", "10", "--threads", "2"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ingot");
-    let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
-    let out = child.wait_with_output().expect("wait");
+    let args: Vec<&str> = ["--temperature", "0", "--max-new-tokens", "10", "--threads", "2"].into_iter().chain(args.iter().copied()).collect();
+    let out = chat_with(&vlm_dir(), &args, input);
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -132,8 +120,7 @@ fn infer_reads_the_images_column() {
 
 #[test]
 fn api_serves_images_to_the_openai_client() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.test-venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/install-test-tools.sh", python.display());
+    let python = test_tool(".test-venv/bin/python");
     let c = cases();
     let dir = scratch_dir("vision-api");
     // The media dir holds copies of the images; the fixture directory itself is outside it.
@@ -157,38 +144,14 @@ fn api_serves_images_to_the_openai_client() {
     let outside = vlm_dir().join("image_64x48.png");
     std::fs::write(&expected, json!({"cases": expected_cases, "outside_path": outside}).to_string()).expect("write");
 
-    let mut child = ingot()
-        .arg("api")
-        .arg("--model")
-        .arg(vlm_dir())
-        .arg("--media-dir")
-        .arg(&media)
-        .args(["--port", "0", "--threads", "2", "--model-name", "tiny-vl", "--max-media-mb", "1"])
-        .env_remove("API_KEY")
-        .env_remove("API_PORT")
-        .env_remove("API_HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ingot api");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut sent = false;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let (false, Some(addr)) = (sent, line.strip_prefix("listening on ")) {
-                let _ = tx.send(addr.to_owned());
-                sent = true;
-            }
-        }
-    });
-    let base = rx.recv_timeout(std::time::Duration::from_secs(300)).expect("server listening");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/vision_client.py");
-    let out = Command::new(python).arg(script).arg(&base).arg("tiny-vl").arg(&expected).output().expect("run python");
-    let _ = child.kill();
-    let _ = child.wait();
+    let server = Server::start_model(
+        &vlm_dir(),
+        &["--media-dir", media.to_str().expect("path"), "--threads", "2", "--model-name", "tiny-vl", "--max-media-mb", "1"],
+        &[],
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/vision_client.py");
+    let out = Command::new(python).arg(script).arg(&server.base).arg("tiny-vl").arg(&expected).output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

@@ -9,6 +9,7 @@ import json
 import sys
 
 import openai
+from checks import check, report
 
 BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0, timeout=300)
@@ -26,16 +27,6 @@ WEATHER = {
         },
     },
 }
-results = []
-
-
-def check(fn):
-    try:
-        fn()
-        results.append((fn.__name__, None))
-    except Exception as e:  # every failure is reported, then the script fails
-        results.append((fn.__name__, e))
-    return fn
 
 
 def chat(messages, **kw):
@@ -227,8 +218,4 @@ def response_format_json_schema_validates():
         assert set(value) == {"city", "population"} and isinstance(value["population"], int), value
 
 
-failed = [(name, e) for name, e in results if e is not None]
-for name, e in results:
-    print(("FAIL " if e else "ok   ") + name + (f": {type(e).__name__}: {e}" if e else ""))
-print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+report()

@@ -14,20 +14,11 @@ import urllib.request
 import zlib
 
 import openai
+from checks import check, report
 
 BASE, MODEL, EXPECTED = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="none", max_retries=0, timeout=300)
 expected = json.load(open(EXPECTED))
-results = []
-
-
-def check(fn):
-    try:
-        fn()
-        results.append((fn.__name__, None))
-    except Exception as e:  # every failure is reported, then the script fails
-        results.append((fn.__name__, e))
-    return fn
 
 
 def data_url(path):
@@ -173,8 +164,4 @@ def corrupt_and_unsupported_images_are_bad_requests():
     assert chat(openai_messages(case, data_url(case["image_path"])), max_tokens=2).choices[0].message.content
 
 
-failed = [(name, e) for name, e in results if e is not None]
-for name, e in results:
-    print(("FAIL " if e else "ok   ") + name + (f": {type(e).__name__}: {e}" if e else ""))
-print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+report()

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::config::{LayerKind, ModelConfig};
 use crate::kernels::QMatrix;
 use crate::kv_cache::SeqCache;
-use crate::weights::{LoadError, WeightSource};
+use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 pub mod vision;
 
@@ -132,21 +132,8 @@ impl Model {
     pub fn load(src: &dyn WeightSource, cfg: ModelConfig) -> Result<Self, LoadError> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q_dim, kv_dim, ffn) = (cfg.num_heads * hd, cfg.kv_dim(), cfg.intermediate_size);
-        let path = src.path().to_path_buf();
-        let matrix = |name: &str, n: usize, k: usize| -> Result<QMatrix, LoadError> {
-            let m = src.matrix(name)?;
-            if (m.n(), m.k()) != (n, k) {
-                return Err(LoadError::bad_tensor(&path, name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
-            }
-            Ok(m)
-        };
-        let vector = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
-            let v = src.vector(name)?;
-            if v.len() != len {
-                return Err(LoadError::bad_tensor(&path, name, format!("length {}, expected {len}", v.len())));
-            }
-            Ok(v)
-        };
+        let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix(name)?, n, k);
+        let vector = |name: &str, len: usize| expect_vector(src, name, len);
         let optional = |name: &str, len: usize| -> Result<Option<Vec<f32>>, LoadError> {
             if src.has(name) { vector(name, len).map(Some) } else { Ok(None) }
         };

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::{ops, ForwardError};
 use crate::kernels::QMatrix;
-use crate::weights::{LoadError, WeightSource};
+use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 /// RoPE base of the vision encoder (fixed in Qwen2-VL, not in its config).
 const VISION_ROPE_THETA: f32 = 10_000.0;
@@ -206,22 +206,9 @@ impl std::fmt::Debug for VisionModel {
 impl VisionModel {
     /// Builds the encoder from the `visual.*` weights, checking every shape against `cfg`.
     pub fn load(src: &dyn WeightSource, cfg: VisionConfig) -> Result<Self, LoadError> {
-        let path = src.path().to_path_buf();
-        cfg.validate().map_err(|problem| LoadError::Invalid { path: path.display().to_string(), problem })?;
-        let matrix = |name: &str, n: usize, k: usize| -> Result<QMatrix, LoadError> {
-            let m = src.matrix_unquantized(name)?;
-            if (m.n(), m.k()) != (n, k) {
-                return Err(LoadError::bad_tensor(&path, name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
-            }
-            Ok(m)
-        };
-        let vector = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
-            let v = src.vector(name)?;
-            if v.len() != len {
-                return Err(LoadError::bad_tensor(&path, name, format!("length {}, expected {len}", v.len())));
-            }
-            Ok(v)
-        };
+        cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
+        let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
+        let vector = |name: &str, len: usize| expect_vector(src, name, len);
         let linear = |prefix: &str, n: usize, k: usize| -> Result<Linear, LoadError> {
             Ok(Linear { w: matrix(&format!("{prefix}.weight"), n, k)?, b: vector(&format!("{prefix}.bias"), n)? })
         };

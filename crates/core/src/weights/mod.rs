@@ -73,6 +73,24 @@ pub trait WeightSource {
     }
 }
 
+/// Checks a loaded matrix against the shape `[n, k]` the model expects; the error names
+/// the tensor and both shapes.
+pub(crate) fn expect_shape(src: &dyn WeightSource, name: &str, m: QMatrix, n: usize, k: usize) -> Result<QMatrix, LoadError> {
+    if (m.n(), m.k()) != (n, k) {
+        return Err(LoadError::bad_tensor(src.path(), name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
+    }
+    Ok(m)
+}
+
+/// A 1-D tensor of exactly `len` values.
+pub(crate) fn expect_vector(src: &dyn WeightSource, name: &str, len: usize) -> Result<Vec<f32>, LoadError> {
+    let v = src.vector(name)?;
+    if v.len() != len {
+        return Err(LoadError::bad_tensor(src.path(), name, format!("length {}, expected {len}", v.len())));
+    }
+    Ok(v)
+}
+
 /// A [`WeightSource`] whose matrices can be edited in f32 before it converts them to the
 /// precision it holds them in: what merging a LoRA adapter needs.
 pub trait MergeSource: WeightSource {

@@ -1,0 +1,23 @@
+"""The tiny check harness the client scripts share: `@check` runs a function at once and
+records its failure; `report()` prints one line per check and exits non-zero on any failure."""
+
+import sys
+
+results = []
+
+
+def check(fn):
+    try:
+        fn()
+        results.append((fn.__name__, None))
+    except Exception as e:  # every failure is reported, then the script fails
+        results.append((fn.__name__, e))
+    return fn
+
+
+def report():
+    failed = [(name, e) for name, e in results if e is not None]
+    for name, e in results:
+        print(("FAIL " if e else "ok   ") + name + (f": {type(e).__name__}: {e}" if e else ""))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)

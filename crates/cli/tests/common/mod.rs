@@ -1,0 +1,115 @@
+//! What the binary's end-to-end tests share: running `ingot chat` on a pipe and `ingot api`
+//! on a free port, and finding the tools `scripts/install-test-tools.sh` installs.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use ingot_core::testing::model_path;
+
+pub fn ingot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ingot"))
+}
+
+/// Runs `ingot chat` on the default model with `input` on a pipe.
+pub fn chat(args: &[&str], input: &str) -> Output {
+    chat_with(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, input)
+}
+
+pub fn chat_with(model: &Path, args: &[&str], input: &str) -> Output {
+    let model_args = [OsStr::new("--model"), model.as_os_str()];
+    run_chat(model_args.into_iter().chain(args.iter().map(OsStr::new)), input)
+}
+
+/// Runs `ingot chat` with `args`, `input` on a pipe.
+pub fn run_chat<'a>(args: impl IntoIterator<Item = &'a OsStr>, input: &str) -> Output {
+    let mut child = ingot()
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ingot");
+    // ingot may exit before reading (bad flags): a broken pipe is then expected, and the
+    // assertions on its output decide.
+    let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
+    child.wait_with_output().expect("wait for ingot")
+}
+
+/// A running `ingot api`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// Everything the server printed on stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server on a free port (`--port 0`) with `args` and `env`, and waits until it
+    /// listens.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_model(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, env)
+    }
+
+    pub fn start_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
+        cmd.arg("api").arg("--model").arg(model).args(["--port", "0"]).args(args);
+        for var in ["API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start ingot api");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        // Loading takes seconds; the bound is only there so a hung start fails the test.
+        let base = rx.recv_timeout(Duration::from_secs(600)).unwrap_or_else(|_| {
+            panic!("ingot api did not start listening: {}", log.lock().expect("log"))
+        });
+        Server { child, base, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tool installed by scripts/install-test-tools.sh; panics with the fix when it is missing.
+pub fn test_tool(rel: &str) -> PathBuf {
+    let p = repo_root().join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/install-test-tools.sh", p.display());
+    p
+}
+
