@@ -1,30 +1,52 @@
-//! Qwen2-VL's vision encoder, and the prompt bookkeeping that places its output.
+//! The vision encoders of Qwen2-VL and Qwen2.5-VL, and the prompt bookkeeping that places
+//! their output.
 //!
 //! An image reaches the model as `pixel_values` (made by the image processor, not here): one
-//! row of `in_channels · temporal_patch_size · patch_size²` values (1176 for Qwen2-VL) per
-//! patch, ordered (channel, frame, pixel row, pixel column), and the patches ordered
-//! (frame, h/merge block, w/merge block, row inside the merge×merge group, column inside it).
+//! row of `in_channels · temporal_patch_size · patch_size²` values (1176 for both) per patch,
+//! ordered (channel, frame, pixel row, pixel column), and the patches ordered (frame, h/merge
+//! block, w/merge block, row inside the merge×merge group, column inside it), so each merge
+//! group (a "merge unit", one future language-model token) is m² consecutive rows.
 //! `grid_thw` gives the patch grid (frames, rows, columns). [`VisionModel::encode`] runs:
 //!
 //! 1. patch embedding, a Conv3d whose kernel equals its stride, i.e. one matmul of each patch
 //!    row with the kernel flattened to `[embed_dim, patch_len]` (no bias);
-//! 2. `depth` pre-norm ViT blocks: LayerNorm → qkv → attention → proj, residual; LayerNorm →
-//!    fc1 → quick_gelu → fc2, residual. Attention is bidirectional within each frame (a video's
-//!    frames do not see each other) and rotates q/k with a 2-D RoPE: of each head's
-//!    head_dim/2 frequency pairs (Halves style), the first half turn with the patch's row, the
-//!    second with its column (base 10000), as transformers' `VisionRotaryEmbedding`;
-//! 3. the merger: LayerNorm `ln_q`, then each merge² consecutive rows (one merge group, thanks
-//!    to the patch order above) concatenated into one row, Linear → exact GELU → Linear to the
-//!    language model's width. So one image gives `t·h·w / merge²` rows, one per `<|image_pad|>`.
+//! 2. `depth` pre-norm ViT blocks: norm1 → qkv → attention → proj, residual; norm2 → MLP,
+//!    residual. Attention is bidirectional within a span of patches and rotates q/k with a 2-D
+//!    RoPE: of each head's head_dim/2 frequency pairs (Halves style), the first half turn with
+//!    the patch's row, the second with its column (base 10000), as transformers'
+//!    `VisionRotaryEmbedding`;
+//! 3. the merger: norm `ln_q`, then each merge unit's m² rows concatenated into one row,
+//!    Linear → exact GELU → Linear to the language model's width. So one image gives
+//!    `t·h·w / merge²` rows, one per `<|image_pad|>`.
+//!
+//! The two generations ([`VisionArch`]) share all of that and differ only in:
+//!
+//! | | Qwen2-VL | Qwen2.5-VL |
+//! |---|---|---|
+//! | norms (norm1, norm2, ln_q) | LayerNorm, eps 1e-6 | RMSNorm (no bias), eps 1e-6 |
+//! | block MLP | fc1 → act → fc2 | down(act(gate(x)) · up(x)), all with biases |
+//! | attention span | the patch's frame | its window, or its frame in `fullatt_block_indexes` |
+//!
+//! Qwen2.5-VL's windows (transformers' `get_window_index`) tile each frame's merged grid into
+//! squares of `window_size / (patch_size · merge)` merge units, the last row and column of
+//! windows cut short when the grid is not a multiple. Before the blocks the merge units (and
+//! their rotary angles, which stay those of the unit's place in the image) are reordered
+//! window by window, so every window — and every frame — is one contiguous span; after the
+//! merger the inverse permutation puts the rows back in pad-token order. For Qwen2-VL that
+//! order is the identity and there are no windows.
 //!
 //! Those rows replace the image pad tokens' embeddings in the language model
-//! ([`super::Embeds`]), whose M-RoPE positions [`rope_index`] computes: text tokens advance all
-//! three axes together; an image's tokens take (t, row, column) over its merged grid, offset by
-//! the position it starts at; text after it resumes at the largest position so far plus one.
-//! Decoding continues at `cache position + rope_delta` on every axis.
+//! ([`super::Embeds`]), whose M-RoPE positions [`rope_index`] computes (the same for both
+//! generations' images): text tokens advance all three axes together; an image's tokens take
+//! (t, row, column) over its merged grid, offset by the position it starts at; text after it
+//! resumes at the largest position so far plus one. Decoding continues at
+//! `cache position + rope_delta` on every axis.
 //!
 //! Invariants: weights are held unquantized ([`WeightSource::matrix_unquantized`]); every shape
-//! is checked at load, every input at `encode`, so neither panics on bad data.
+//! is checked at load, every config value at load ([`VisionConfig::validate`]), every input at
+//! `encode`, so none of them panics on bad data.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -32,10 +54,10 @@ use super::{ops, ForwardError};
 use crate::kernels::QMatrix;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
-/// RoPE base of the vision encoder (fixed in Qwen2-VL, not in its config).
+/// RoPE base of the vision encoder (fixed in both generations, not in their configs).
 const VISION_ROPE_THETA: f32 = 10_000.0;
-/// LayerNorm epsilon of every vision norm (fixed in Qwen2-VL).
-const LN_EPS: f32 = 1e-6;
+/// Epsilon of every vision norm (fixed in both generations).
+const NORM_EPS: f32 = 1e-6;
 
 /// The vision MLP's activation (`vision_config.hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +68,8 @@ pub enum VisionActivation {
     Gelu,
     /// GELU with the tanh approximation.
     GeluTanh,
+    /// `x · sigmoid(x)`, Qwen2.5-VL's.
+    Silu,
 }
 
 impl VisionActivation {
@@ -55,6 +79,7 @@ impl VisionActivation {
             "quick_gelu" => Self::QuickGelu,
             "gelu" => Self::Gelu,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Self::GeluTanh,
+            "silu" | "swish" => Self::Silu,
             _ => return None,
         })
     }
@@ -64,25 +89,46 @@ impl VisionActivation {
             Self::QuickGelu => ops::quick_gelu,
             Self::Gelu => ops::gelu_erf,
             Self::GeluTanh => ops::gelu_tanh,
+            Self::Silu => |v| v / (1.0 + (-v).exp()),
         };
         x.iter_mut().for_each(|v| *v = f(*v));
     }
 }
 
-/// `vision_config` of a Qwen2-VL checkpoint.
+/// Which generation of the encoder: the blocks' norms, MLP and attention spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VisionArch {
+    /// Qwen2-VL: LayerNorms, fc1/fc2 MLP, every block attends over the whole frame.
+    Qwen2Vl,
+    /// Qwen2.5-VL: RMSNorms, gated MLP, window attention except in the listed blocks.
+    Qwen25Vl {
+        /// Window side in pixels: `window_size / (patch_size · spatial_merge_size)` merge
+        /// units.
+        window_size: usize,
+        /// Blocks that attend over the whole frame (transformers ignores indices past
+        /// `depth`, and so does ingot).
+        fullatt_block_indexes: Vec<usize>,
+    },
+}
+
+/// `vision_config` of a Qwen2-VL or Qwen2.5-VL checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
+    pub arch: VisionArch,
     pub depth: usize,
+    /// Width of the blocks (Qwen2-VL's `embed_dim`, Qwen2.5-VL's `hidden_size`).
     pub embed_dim: usize,
     pub num_heads: usize,
-    /// fc1 width = `embed_dim · mlp_ratio` (truncated, as transformers' `int()`).
-    pub mlp_ratio: f64,
+    /// The block MLP's hidden width (Qwen2-VL: `int(embed_dim · mlp_ratio)`, Qwen2.5-VL:
+    /// `intermediate_size`).
+    pub intermediate_size: usize,
     pub hidden_act: VisionActivation,
     pub patch_size: usize,
     pub temporal_patch_size: usize,
     pub spatial_merge_size: usize,
     pub in_channels: usize,
-    /// The merger's output width: the language model's hidden size.
+    /// The merger's output width, the language model's hidden size (Qwen2-VL's
+    /// `hidden_size`, Qwen2.5-VL's `out_hidden_size`).
     pub hidden_size: usize,
 }
 
@@ -91,8 +137,20 @@ impl VisionConfig {
         self.embed_dim / self.num_heads.max(1)
     }
 
-    pub fn mlp_hidden(&self) -> usize {
-        (self.embed_dim as f64 * self.mlp_ratio) as usize
+    /// Side of an attention window in merge units, for Qwen2.5-VL.
+    fn window_units(&self) -> Option<usize> {
+        match self.arch {
+            VisionArch::Qwen2Vl => None,
+            VisionArch::Qwen25Vl { window_size, .. } => Some(window_size / (self.patch_size * self.spatial_merge_size)),
+        }
+    }
+
+    /// Whether block `i` attends over the whole frame rather than its window.
+    fn full_attention(&self, i: usize) -> bool {
+        match &self.arch {
+            VisionArch::Qwen2Vl => true,
+            VisionArch::Qwen25Vl { fullatt_block_indexes, .. } => fullatt_block_indexes.contains(&i),
+        }
     }
 
     /// Values per row of `pixel_values`.
@@ -111,7 +169,7 @@ impl VisionConfig {
             ("spatial_merge_size", self.spatial_merge_size),
             ("in_channels", self.in_channels),
             ("hidden_size", self.hidden_size),
-            ("mlp width (embed_dim * mlp_ratio)", self.mlp_hidden()),
+            ("mlp width", self.intermediate_size),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
@@ -123,6 +181,16 @@ impl VisionConfig {
         // Two rotary halves (rows, columns), each a whole number of frequency pairs.
         if !self.head_dim().is_multiple_of(4) {
             return Err(format!("head dim {} must be a multiple of 4 for the 2-D rotary embedding", self.head_dim()));
+        }
+        if let VisionArch::Qwen25Vl { window_size, .. } = self.arch {
+            // Windows are whole merge units: transformers floors the division, which would
+            // silently give other windows than the checkpoint was trained with.
+            let unit = self.patch_size * self.spatial_merge_size;
+            if window_size == 0 || !window_size.is_multiple_of(unit) {
+                return Err(format!(
+                    "window_size ({window_size}) must be a positive multiple of patch_size * spatial_merge_size ({unit})"
+                ));
+            }
         }
         Ok(())
     }
@@ -162,35 +230,105 @@ impl Linear {
     }
 }
 
-struct LayerNorm {
-    w: Vec<f32>,
-    b: Vec<f32>,
+/// norm1, norm2 and the merger's ln_q.
+enum Norm {
+    Layer { w: Vec<f32>, b: Vec<f32> },
+    Rms { w: Vec<f32> },
 }
 
-impl LayerNorm {
+impl Norm {
     fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut y = x.to_vec();
-        ops::layer_norm(&mut y, &self.w, &self.b, LN_EPS);
+        match self {
+            Self::Layer { w, b } => ops::layer_norm(&mut y, w, b, NORM_EPS),
+            Self::Rms { w } => ops::rms_norm(&mut y, w, NORM_EPS),
+        }
         y
     }
 }
 
-struct Block {
-    norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+/// The block MLP.
+enum Mlp {
+    /// `fc2(act(fc1(x)))`.
+    Plain { fc1: Linear, fc2: Linear },
+    /// `down(act(gate(x)) · up(x))`.
+    Gated { gate: Linear, up: Linear, down: Linear },
 }
 
-/// Qwen2-VL's vision transformer and patch merger (weights `visual.*`).
+impl Mlp {
+    fn forward(&self, x: &[f32], n: usize, act: VisionActivation) -> Vec<f32> {
+        match self {
+            Self::Plain { fc1, fc2 } => {
+                let mut mid = fc1.forward(x, n);
+                act.apply(&mut mid);
+                fc2.forward(&mid, n)
+            }
+            Self::Gated { gate, up, down } => {
+                let mut mid = gate.forward(x, n);
+                act.apply(&mut mid);
+                mid.iter_mut().zip(up.forward(x, n)).for_each(|(g, u)| *g *= u);
+                down.forward(&mid, n)
+            }
+        }
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Self::Plain { fc1, fc2 } => vec![fc1, fc2],
+            Self::Gated { gate, up, down } => vec![gate, up, down],
+        }
+    }
+}
+
+struct Block {
+    norm1: Norm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: Norm,
+    mlp: Mlp,
+}
+
+/// Where one image's rows go through the blocks: the merge units in processing order and the
+/// spans attention runs over, in rows of that order.
+struct Layout {
+    /// `order[i]` is the merge unit (in pad-token order) processed `i`-th; `None` is the
+    /// identity.
+    order: Option<Vec<usize>>,
+    /// One span per frame.
+    frames: Vec<Range<usize>>,
+    /// One span per window (Qwen2.5-VL); empty for Qwen2-VL.
+    windows: Vec<Range<usize>>,
+}
+
+/// The merge units of one image window by window, as transformers' `get_window_index`: per
+/// frame, windows of `side`×`side` units row-major over the merged grid (cut short at the
+/// bottom and right edges), the units inside a window row-major. Returns the unit order and
+/// each window's unit count (never zero).
+fn window_order(grid_thw: [usize; 3], merge: usize, side: usize) -> (Vec<usize>, Vec<usize>) {
+    let (lt, lh, lw) = (grid_thw[0], grid_thw[1] / merge, grid_thw[2] / merge);
+    let mut order = Vec::with_capacity(lt * lh * lw);
+    let mut lens = Vec::new();
+    for t in 0..lt {
+        for r0 in (0..lh).step_by(side) {
+            for c0 in (0..lw).step_by(side) {
+                let start = order.len();
+                for r in r0..(r0 + side).min(lh) {
+                    order.extend((c0..(c0 + side).min(lw)).map(|c| (t * lh + r) * lw + c));
+                }
+                lens.push(order.len() - start);
+            }
+        }
+    }
+    (order, lens)
+}
+
+/// The vision transformer and patch merger (weights `visual.*`) of either generation.
 pub struct VisionModel {
     cfg: VisionConfig,
     /// The Conv3d kernel as `[embed_dim, patch_len]`.
     patch_embed: QMatrix,
     blocks: Vec<Block>,
-    ln_q: LayerNorm,
+    ln_q: Norm,
     merge_fc1: Linear,
     merge_fc2: Linear,
     /// head_dim/4 frequencies, shared by the row and the column halves.
@@ -212,20 +350,29 @@ impl VisionModel {
         let linear = |prefix: &str, n: usize, k: usize| -> Result<Linear, LoadError> {
             Ok(Linear { w: matrix(&format!("{prefix}.weight"), n, k)?, b: vector(&format!("{prefix}.bias"), n)? })
         };
-        let norm = |prefix: &str, len: usize| -> Result<LayerNorm, LoadError> {
-            Ok(LayerNorm { w: vector(&format!("{prefix}.weight"), len)?, b: vector(&format!("{prefix}.bias"), len)? })
+        let rms = matches!(cfg.arch, VisionArch::Qwen25Vl { .. });
+        let norm = |prefix: &str, len: usize| -> Result<Norm, LoadError> {
+            let w = vector(&format!("{prefix}.weight"), len)?;
+            Ok(if rms { Norm::Rms { w } } else { Norm::Layer { w, b: vector(&format!("{prefix}.bias"), len)? } })
         };
-        let (e, ffn) = (cfg.embed_dim, cfg.mlp_hidden());
+        let (e, ffn) = (cfg.embed_dim, cfg.intermediate_size);
         let blocks = (0..cfg.depth)
             .map(|i| {
                 let p = |s: &str| format!("visual.blocks.{i}.{s}");
+                let mlp = match cfg.arch {
+                    VisionArch::Qwen2Vl => Mlp::Plain { fc1: linear(&p("mlp.fc1"), ffn, e)?, fc2: linear(&p("mlp.fc2"), e, ffn)? },
+                    VisionArch::Qwen25Vl { .. } => Mlp::Gated {
+                        gate: linear(&p("mlp.gate_proj"), ffn, e)?,
+                        up: linear(&p("mlp.up_proj"), ffn, e)?,
+                        down: linear(&p("mlp.down_proj"), e, ffn)?,
+                    },
+                };
                 Ok(Block {
                     norm1: norm(&p("norm1"), e)?,
                     qkv: linear(&p("attn.qkv"), 3 * e, e)?,
                     proj: linear(&p("attn.proj"), e, e)?,
                     norm2: norm(&p("norm2"), e)?,
-                    fc1: linear(&p("mlp.fc1"), ffn, e)?,
-                    fc2: linear(&p("mlp.fc2"), e, ffn)?,
+                    mlp,
                 })
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
@@ -253,7 +400,7 @@ impl VisionModel {
         let blocks: usize = self
             .blocks
             .iter()
-            .map(|b| [&b.qkv, &b.proj, &b.fc1, &b.fc2].iter().map(|l| l.w.size_in_bytes()).sum::<usize>())
+            .map(|b| b.mlp.linears().into_iter().chain([&b.qkv, &b.proj]).map(|l| l.w.size_in_bytes()).sum::<usize>())
             .sum();
         blocks + self.patch_embed.size_in_bytes() + self.merge_fc1.w.size_in_bytes() + self.merge_fc2.w.size_in_bytes()
     }
@@ -263,6 +410,7 @@ impl VisionModel {
     pub fn encode(&self, pixel_values: &[f32], grid_thw: [usize; 3]) -> Result<Vec<f32>, ForwardError> {
         let cfg = &self.cfg;
         let m = cfg.spatial_merge_size;
+        let unit = m * m;
         check_grid(grid_thw, m)?;
         let [gt, gh, gw] = grid_thw;
         let frame = gh * gw;
@@ -272,14 +420,27 @@ impl VisionModel {
             return Err(ForwardError::PixelValuesLength { got: pixel_values.len(), expected });
         }
         let e = cfg.embed_dim;
+        let layout = self.layout(grid_thw);
         let mut x = vec![0f32; n * e];
         self.patch_embed.matmul(pixel_values, n, &mut x);
+        // Row r of the blocks is patch `table_rows[r]` of its frame, whose angles it keeps.
+        let table_rows: Vec<usize> = match &layout.order {
+            None => (0..n).map(|r| r % frame).collect(),
+            Some(order) => {
+                let mut permuted = vec![0f32; n * e];
+                for (dst, &src) in permuted.chunks_exact_mut(unit * e).zip(order) {
+                    dst.copy_from_slice(&x[src * unit * e..(src + 1) * unit * e]);
+                }
+                x = permuted;
+                order.iter().flat_map(|&u| (u * unit..(u + 1) * unit).map(|p| p % frame)).collect()
+            }
+        };
         let (cos, sin) = self.rotary_tables(gh, gw);
 
         let mut q = vec![0f32; n * e];
         let mut k = vec![0f32; n * e];
         let mut v = vec![0f32; n * e];
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             let h = block.norm1.forward(&x);
             let qkv = block.qkv.forward(&h, n);
             // qkv rows are (q | k | v), each `[heads][head_dim]`.
@@ -289,25 +450,50 @@ impl VisionModel {
                 v[r * e..(r + 1) * e].copy_from_slice(&row[2 * e..]);
             }
             let hd = cfg.head_dim();
-            rotate_halves(&mut q, hd, e, frame, &cos, &sin);
-            rotate_halves(&mut k, hd, e, frame, &cos, &sin);
-            let attn = self.attention(&q, &k, &v, n, frame);
+            rotate_halves(&mut q, hd, e, &table_rows, &cos, &sin);
+            rotate_halves(&mut k, hd, e, &table_rows, &cos, &sin);
+            let spans = if cfg.full_attention(i) { &layout.frames } else { &layout.windows };
+            let attn = self.attention(&q, &k, &v, n, spans);
             let out = block.proj.forward(&attn, n);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
 
             let h = block.norm2.forward(&x);
-            let mut mid = block.fc1.forward(&h, n);
-            cfg.hidden_act.apply(&mut mid);
-            let out = block.fc2.forward(&mid, n);
+            let out = block.mlp.forward(&h, n, cfg.hidden_act);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
         }
 
-        // Merge groups are consecutive rows, so `[n, e]` read as `[n/m², m²·e]` is the merge.
+        // Merge units are consecutive rows, so `[n, e]` read as `[n/m², m²·e]` is the merge.
         let merged = self.ln_q.forward(&x);
-        let groups = n / (m * m);
+        let groups = n / unit;
         let mut mid = self.merge_fc1.forward(&merged, groups);
         mid.iter_mut().for_each(|v| *v = ops::gelu_erf(*v));
-        Ok(self.merge_fc2.forward(&mid, groups))
+        let out = self.merge_fc2.forward(&mid, groups);
+        let Some(order) = layout.order else { return Ok(out) };
+        // Back to pad-token order.
+        let hs = cfg.hidden_size;
+        let mut restored = vec![0f32; out.len()];
+        for (row, &u) in out.chunks_exact(hs).zip(&order) {
+            restored[u * hs..(u + 1) * hs].copy_from_slice(row);
+        }
+        Ok(restored)
+    }
+
+    /// The processing order and attention spans of one image of a checked grid.
+    fn layout(&self, grid_thw: [usize; 3]) -> Layout {
+        let unit = self.cfg.spatial_merge_size * self.cfg.spatial_merge_size;
+        let frame = grid_thw[1] * grid_thw[2];
+        let frames = (0..grid_thw[0]).map(|t| t * frame..(t + 1) * frame).collect();
+        let Some(side) = self.cfg.window_units() else { return Layout { order: None, frames, windows: Vec::new() } };
+        let (order, lens) = window_order(grid_thw, self.cfg.spatial_merge_size, side);
+        let mut start = 0;
+        let windows = lens
+            .iter()
+            .map(|&len| {
+                start += len * unit;
+                start - len * unit..start
+            })
+            .collect();
+        Layout { order: Some(order), frames, windows }
     }
 
     /// cos/sin of one frame's patches, `[h·w][head_dim/2]` in patch order: the first
@@ -332,33 +518,34 @@ impl VisionModel {
         (cos, sin)
     }
 
-    /// Bidirectional attention of every patch against the patches of its own frame, all
-    /// heads. Tasks are (frame, head, chunk of query rows), in parallel on the current pool.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize, frame: usize) -> Vec<f32> {
+    /// Bidirectional attention of every row against the rows of its span (a frame or a
+    /// window; the spans tile `0..n`), all heads. Tasks are (span, head, chunk of query
+    /// rows), in parallel on the current pool.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize, spans: &[Range<usize>]) -> Vec<f32> {
         const ROWS: usize = 32;
         let (e, nh, hd) = (self.cfg.embed_dim, self.cfg.num_heads, self.cfg.head_dim());
         let scale = 1.0 / (hd as f32).sqrt();
         let mut tasks = Vec::new();
-        for f0 in (0..n).step_by(frame) {
+        for span in spans {
             for head in 0..nh {
-                tasks.extend((f0..f0 + frame).step_by(ROWS).map(|r| (f0, head, r..(r + ROWS).min(f0 + frame))));
+                tasks.extend(span.clone().step_by(ROWS).map(|r| (span.clone(), head, r..(r + ROWS).min(span.end))));
             }
         }
         let results: Vec<Vec<f32>> = tasks
             .par_iter()
-            .map(|(f0, head, rows)| {
+            .map(|(span, head, rows)| {
                 let off = head * hd;
                 let mut res = vec![0f32; rows.len() * hd];
-                let mut scores = vec![0f32; frame];
+                let mut scores = vec![0f32; span.len()];
                 for (ri, i) in rows.clone().enumerate() {
                     let qrow = &q[i * e + off..][..hd];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = ops::dot(qrow, &k[(f0 + j) * e + off..][..hd]) * scale;
+                    for (s, j) in scores.iter_mut().zip(span.clone()) {
+                        *s = ops::dot(qrow, &k[j * e + off..][..hd]) * scale;
                     }
                     ops::softmax(&mut scores);
                     let o = &mut res[ri * hd..(ri + 1) * hd];
-                    for (j, &s) in scores.iter().enumerate() {
-                        ops::axpy(o, s, &v[(f0 + j) * e + off..][..hd]);
+                    for (&s, j) in scores.iter().zip(span.clone()) {
+                        ops::axpy(o, s, &v[j * e + off..][..hd]);
                     }
                 }
                 res
@@ -375,11 +562,11 @@ impl VisionModel {
 }
 
 /// Halves-style rotation of every head of every row of `x` (`[rows][heads][head_dim]`); row
-/// `r` uses table row `r % frame` (each frame has the same patch layout).
-fn rotate_halves(x: &mut [f32], head_dim: usize, row_width: usize, frame: usize, cos: &[f32], sin: &[f32]) {
+/// `r` uses table row `table_rows[r]`.
+fn rotate_halves(x: &mut [f32], head_dim: usize, row_width: usize, table_rows: &[usize], cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    for (r, row) in x.chunks_exact_mut(row_width).enumerate() {
-        let t = (r % frame) * half;
+    for (row, &tr) in x.chunks_exact_mut(row_width).zip(table_rows) {
+        let t = tr * half;
         let (c, s) = (&cos[t..t + half], &sin[t..t + half]);
         for head in row.chunks_exact_mut(head_dim) {
             let (a, b) = head.split_at_mut(half);
@@ -491,6 +678,21 @@ mod tests {
         assert_eq!(delta, 7 - 10);
         // Text only: ordinary positions.
         assert_eq!(rope_index(&[1, 2, 3], &[], &MM).expect("text"), (vec![[0; 3], [1; 3], [2; 3]], 0));
+    }
+
+    #[test]
+    fn windows_follow_get_window_index() {
+        // A 3×3 merged grid in 2×2 windows: one whole window, two cut short, one single unit.
+        let (order, lens) = window_order([1, 6, 6], 2, 2);
+        assert_eq!(order, [0, 1, 3, 4, 2, 5, 6, 7, 8]);
+        assert_eq!(lens, [4, 2, 2, 1]);
+        // Frames are windowed separately; a grid that is a multiple has only whole windows.
+        let (order, lens) = window_order([2, 4, 4], 2, 2);
+        assert_eq!(order, [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(lens, [4, 4]);
+        let (order, lens) = window_order([1, 4, 8], 2, 2);
+        assert_eq!(order, [0, 1, 4, 5, 2, 3, 6, 7]);
+        assert_eq!(lens, [4, 4]);
     }
 
     #[test]

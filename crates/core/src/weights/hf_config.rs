@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::LoadError;
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
-use crate::model::vision::{MultimodalTokens, VisionActivation, VisionConfig};
+use crate::model::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
 
 /// The config.json file name inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -210,11 +210,15 @@ pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, Multimodal
     let hidden_act = VisionActivation::from_name(&act_name).ok_or_else(|| {
         invalid(&path, format!("key 'vision_config.hidden_act': activation '{act_name}' is not supported (quick_gelu, gelu, gelu_pytorch_tanh)"))
     })?;
+    let embed_dim = usize_key(vision, "embed_dim", 1280)?;
+    let mlp_ratio = key::<f64>(vision, "mlp_ratio", &path)?.unwrap_or(4.0);
     let cfg = VisionConfig {
+        arch: VisionArch::Qwen2Vl,
         depth: usize_key(vision, "depth", 32)?,
-        embed_dim: usize_key(vision, "embed_dim", 1280)?,
+        embed_dim,
         num_heads: usize_key(vision, "num_heads", 16)?,
-        mlp_ratio: key::<f64>(vision, "mlp_ratio", &path)?.unwrap_or(4.0),
+        // transformers' `int(embed_dim * mlp_ratio)`.
+        intermediate_size: (embed_dim as f64 * mlp_ratio) as usize,
         hidden_act,
         patch_size: usize_key(vision, "patch_size", 14)?,
         temporal_patch_size: usize_key(vision, "temporal_patch_size", 2)?,
