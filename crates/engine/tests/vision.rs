@@ -97,6 +97,15 @@ fn placeholders_as_text_equal_content_parts() {
 }
 
 #[test]
+fn llama_factory_s_qwen2_vl_template_gives_the_same_prompt() {
+    let engine = start(EngineConfig { template: Some("qwen2_vl".into()), prefix_cache: false, ..EngineConfig::default() });
+    for name in ["image1_describe", "image2_system_question"] {
+        let c = case(name);
+        assert_eq!(engine.submit_chat(request(&c)).expect("submit").prompt_ids, json_ids(&c["input_ids"]), "{name}");
+    }
+}
+
+#[test]
 fn mismatched_counts_and_text_models_are_refused() {
     let engine = start(EngineConfig::default());
     let two = ChatRequest {
