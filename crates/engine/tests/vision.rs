@@ -164,6 +164,30 @@ fn samples_of_one_request_share_its_image() {
 }
 
 #[test]
+fn an_image_split_across_prefill_chunks_keeps_its_tokens() {
+    // 11 samples of a 49-token prompt whose image tokens are 20..24: a step prefills at most
+    // 512 prompt tokens, so 10 samples take 490 and the 11th gets the first 22 tokens, half
+    // of its image. Its feature rows must continue where the first chunk stopped.
+    let engine = start(EngineConfig { prefix_cache: false, ..EngineConfig::default() });
+    let req = |n: usize| ChatRequest {
+        messages: vec![json!({"role": "user", "content": "Describe this image, please now."})],
+        media: vec![image("image_64x48.png")],
+        params: GenParams { num_return_sequences: Some(n), ..greedy(8) },
+        ..ChatRequest::default()
+    };
+    let sub = engine.submit_chat(req(1)).expect("submit");
+    assert_eq!(sub.prompt_ids.len(), 49, "the layout this test relies on");
+    assert_eq!(sub.prompt_ids.iter().position(|&id| id == 2033), Some(20));
+    drop(sub);
+    let solo = one(&engine, req(1)).text;
+    let all = engine.chat(req(11)).expect("chat");
+    assert_eq!(all.len(), 11);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.text, solo, "sample {i}");
+    }
+}
+
+#[test]
 fn two_images_in_one_conversation() {
     let engine = start(EngineConfig { prefix_cache: false, ..EngineConfig::default() });
     let req = ChatRequest {
