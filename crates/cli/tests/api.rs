@@ -260,6 +260,15 @@ fn score_route_matches_transformers() {
         let (want, got) = (item["score"].as_f64().expect("score"), got.as_f64().expect("number"));
         assert!((got - want).abs() <= 1e-4, "{}: got {got}, transformers {want}", item["text"]);
     }
+    // max_length cuts texts (a 2-token head scores differently), and 0 is refused.
+    let long = texts.iter().max_by_key(|t| t.len()).expect("a text");
+    let score = |body: Value| post(&a, &server.url("/v1/score/evaluation"), None, &body.to_string());
+    let (_, full) = score(json!({"model": "rm", "messages": [long]}));
+    let (status, cut) = score(json!({"model": "rm", "messages": [long], "max_length": 2}));
+    assert_eq!(status, 200, "{cut}");
+    assert_ne!(cut["scores"], full["scores"], "{cut} {full}");
+    let (status, r) = score(json!({"model": "rm", "messages": [long], "max_length": 0}));
+    assert_eq!(status, 400, "{r}");
     // A reward model does not chat.
     let chat = json!({"model": "rm", "messages": [{"role": "user", "content": "hi"}]});
     let (status, r) = post(&a, &server.url("/v1/chat/completions"), None, &chat.to_string());
