@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{chat_with, ingot, test_tool, Server};
+use common::{chat_with, ingot, run_browser, test_tool, Server};
 use ingot_core::testing::{fixtures_dir, json_ids, scratch_dir};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -158,24 +158,11 @@ fn api_serves_images_to_the_openai_client() {
 
 #[test]
 fn the_web_page_sends_an_attached_image() {
-    let node_modules = test_tool(".test-node/node_modules");
-    test_tool("/usr/bin/chromium");
     let c = &cases()[0];
     let server = Server::start_model(&vlm_dir(), &["--threads", "2"], &[]);
     let shot = scratch_dir("vision-browser").join("chat.png");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/browser.js");
-    let out = Command::new("node")
-        .arg(script)
-        .arg(&server.base)
-        .arg(&shot)
-        .args(["Describe this image.", "10"])
-        .arg(vlm_dir().join("image_64x48.png"))
-        .env("NODE_PATH", node_modules)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
-    let v: Value = serde_json::from_str(stdout.trim()).expect("browser result json");
+    let image = vlm_dir().join("image_64x48.png");
+    let v = run_browser(&server, &shot, &["Describe this image.".as_ref(), "10".as_ref(), image.as_os_str()]);
     // The page sends the image before the text: case 1's prompt, so transformers' greedy reply.
     assert_eq!(v["reply"].as_str().map(str::trim), Some(expected_text(c).trim()), "{v}");
     assert_eq!(v["thumbnails"], 1, "{v}");
