@@ -27,6 +27,10 @@ pub struct ScoreArgs {
     /// Texts scored together in one forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Texts longer than this many tokens are cut to their first N, as LLaMA Factory does
+    /// (default: the model's context).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -52,7 +56,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let engine = args.model.start_engine(EngineConfig { max_seqs: args.batch_size, ..args.model.engine_config() })?;
     let mut out = std::io::stdout().lock();
     for chunk in texts.chunks(args.batch_size) {
-        let scores = engine.get_scores(chunk.to_vec()).with_context(|| path.display().to_string())?;
+        let scores = engine.get_scores(chunk.to_vec(), args.max_length).with_context(|| path.display().to_string())?;
         for s in scores {
             writeln!(out, "{s}")?;
         }

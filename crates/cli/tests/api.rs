@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{test_tool, Server};
+use common::{run_browser, test_tool, Server};
 use ingot_core::testing::{fixtures_dir, scratch_dir};
 use serde_json::{json, Value};
 
@@ -260,6 +260,15 @@ fn score_route_matches_transformers() {
         let (want, got) = (item["score"].as_f64().expect("score"), got.as_f64().expect("number"));
         assert!((got - want).abs() <= 1e-4, "{}: got {got}, transformers {want}", item["text"]);
     }
+    // max_length cuts texts (a 2-token head scores differently), and 0 is refused.
+    let long = texts.iter().max_by_key(|t| t.len()).expect("a text");
+    let score = |body: Value| post(&a, &server.url("/v1/score/evaluation"), None, &body.to_string());
+    let (_, full) = score(json!({"model": "rm", "messages": [long]}));
+    let (status, cut) = score(json!({"model": "rm", "messages": [long], "max_length": 2}));
+    assert_eq!(status, 200, "{cut}");
+    assert_ne!(cut["scores"], full["scores"], "{cut} {full}");
+    let (status, r) = score(json!({"model": "rm", "messages": [long], "max_length": 0}));
+    assert_eq!(status, 400, "{r}");
     // A reward model does not chat.
     let chat = json!({"model": "rm", "messages": [{"role": "user", "content": "hi"}]});
     let (status, r) = post(&a, &server.url("/v1/chat/completions"), None, &chat.to_string());
@@ -361,21 +370,9 @@ fn disconnect_cancels_and_sigterm_lets_streams_finish() {
 
 #[test]
 fn web_page_streams_a_reply_in_chromium() {
-    let node_modules = test_tool(".test-node/node_modules");
-    test_tool("/usr/bin/chromium");
     let server = Server::start(&[], &[]);
     let shot = scratch_dir("api-browser").join("chat.png");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/browser.js");
-    let out = Command::new("node")
-        .arg(script)
-        .arg(&server.base)
-        .arg(&shot)
-        .env("NODE_PATH", node_modules)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
-    let v: Value = serde_json::from_str(stdout.trim()).expect("browser result json");
+    let v = run_browser(&server, &shot, &[]);
     assert!(v["reply"].as_str().is_some_and(|r| r.contains("Paris")), "{v}");
     assert!(v["steps"].as_u64().is_some_and(|n| n >= 2), "the reply arrived in one piece, not streamed: {v}");
     assert!(v["status"].as_str().is_some_and(|s| s.contains("tokens/s")), "{v}");

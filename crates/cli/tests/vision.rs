@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{chat_with, ingot, test_tool, Server};
+use common::{chat_with, ingot, run_browser, test_tool, Server};
 use ingot_core::testing::{fixtures_dir, json_ids, scratch_dir};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -155,3 +155,16 @@ fn api_serves_images_to_the_openai_client() {
     assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn the_web_page_sends_an_attached_image() {
+    let c = &cases()[0];
+    let server = Server::start_model(&vlm_dir(), &["--threads", "2"], &[]);
+    let shot = scratch_dir("vision-browser").join("chat.png");
+    let image = vlm_dir().join("image_64x48.png");
+    let v = run_browser(&server, &shot, &["Describe this image.".as_ref(), "10".as_ref(), image.as_os_str()]);
+    // The page sends the image before the text: case 1's prompt, so transformers' greedy reply.
+    assert_eq!(v["reply"].as_str().map(str::trim), Some(expected_text(c).trim()), "{v}");
+    assert_eq!(v["thumbnails"], 1, "{v}");
+}
+

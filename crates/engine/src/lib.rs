@@ -460,24 +460,26 @@ impl EngineHandle {
     /// LLaMA Factory's reward-model inference does; special-token text still maps to its id).
     /// They are scored on the engine thread in batches of at most `max_seqs` sequences per
     /// forward pass; a sequence's score does not depend on its batch. Blocks until done.
-    pub fn get_scores(&self, texts: Vec<String>) -> Result<Vec<f32>, EngineError> {
+    ///
+    /// As in LLaMA Factory, a text longer than `max_length` tokens (default, and at most: the
+    /// model's context) is cut to its first `max_length` tokens and scored at the last one kept.
+    pub fn get_scores(&self, texts: Vec<String>, max_length: Option<usize>) -> Result<Vec<f32>, EngineError> {
         if !self.shared.reward_model {
             return Err(EngineError::NoValueHead);
         }
         let ctx = self.shared.config.max_position_embeddings;
+        if max_length == Some(0) {
+            return Err(EngineError::Invalid("max_length must be at least 1".into()));
+        }
+        let limit = max_length.unwrap_or(ctx).min(ctx);
         let mut sequences = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let ids = self.shared.tokenizer.encode(text, false).map_err(|e| EngineError::Invalid(format!("text {}: {e}", i + 1)))?;
+            let mut ids =
+                self.shared.tokenizer.encode(text, false).map_err(|e| EngineError::Invalid(format!("text {}: {e}", i + 1)))?;
             if ids.is_empty() {
                 return Err(EngineError::Invalid(format!("text {} is empty", i + 1)));
             }
-            if ids.len() > ctx {
-                return Err(EngineError::Invalid(format!(
-                    "text {} has {} tokens, more than the context of {ctx}",
-                    i + 1,
-                    ids.len()
-                )));
-            }
+            ids.truncate(limit);
             sequences.push(ids);
         }
         if sequences.is_empty() {

@@ -18,7 +18,7 @@ fn get_scores_matches_transformers_in_order() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read scores.json")).expect("json");
     let items = v["items"].as_array().expect("items");
     let texts: Vec<String> = items.iter().map(|i| i["text"].as_str().expect("text").to_string()).collect();
-    let scores = start("tiny-qwen2-rm").get_scores(texts).expect("scores");
+    let scores = start("tiny-qwen2-rm").get_scores(texts, None).expect("scores");
     assert_eq!(scores.len(), items.len());
     for (item, got) in items.iter().zip(scores) {
         let want = item["score"].as_f64().expect("score") as f32;
@@ -44,5 +44,21 @@ fn a_reward_model_does_not_chat_and_a_causal_lm_does_not_score() {
     assert!(rm.is_reward_model());
     let lm = start("tiny-qwen2");
     assert!(!lm.is_reward_model());
-    assert_eq!(lm.get_scores(vec!["hi".into()]), Err(EngineError::NoValueHead));
+    assert_eq!(lm.get_scores(vec!["hi".into()], None), Err(EngineError::NoValueHead));
+}
+
+#[test]
+fn max_length_cuts_texts_as_llama_factory_does() {
+    let rm = start("tiny-qwen2-rm");
+    let text = "The quick brown fox jumps over the lazy dog.".to_string();
+    let ids = rm.tokenizer().encode(&text, false).expect("encode");
+    assert!(ids.len() > 4, "{ids:?}");
+    // A text whose tokens are exactly the first four.
+    let head = rm.tokenizer().decode(&ids[..4], false).expect("decode");
+    assert_eq!(rm.tokenizer().encode(&head, false).expect("encode"), ids[..4], "the prefix re-encodes to itself");
+    let cut = rm.get_scores(vec![text.clone()], Some(4)).expect("scores");
+    assert_eq!(cut, rm.get_scores(vec![head], None).expect("scores"));
+    assert_ne!(cut, rm.get_scores(vec![text.clone()], None).expect("scores"), "cutting changes the score");
+    assert_eq!(rm.get_scores(vec![text.clone()], Some(ids.len())), rm.get_scores(vec![text.clone()], None));
+    assert!(matches!(rm.get_scores(vec![text], Some(0)), Err(EngineError::Invalid(m)) if m.contains("max_length")));
 }

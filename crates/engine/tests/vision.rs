@@ -97,6 +97,15 @@ fn placeholders_as_text_equal_content_parts() {
 }
 
 #[test]
+fn llama_factory_s_qwen2_vl_template_gives_the_same_prompt() {
+    let engine = start(EngineConfig { template: Some("qwen2_vl".into()), prefix_cache: false, ..EngineConfig::default() });
+    for name in ["image1_describe", "image2_system_question"] {
+        let c = case(name);
+        assert_eq!(engine.submit_chat(request(&c)).expect("submit").prompt_ids, json_ids(&c["input_ids"]), "{name}");
+    }
+}
+
+#[test]
 fn mismatched_counts_and_text_models_are_refused() {
     let engine = start(EngineConfig::default());
     let two = ChatRequest {
@@ -151,6 +160,30 @@ fn samples_of_one_request_share_its_image() {
     assert_eq!(replies.len(), 3);
     for r in replies {
         assert_eq!(r.text, expected_text(&engine, &c));
+    }
+}
+
+#[test]
+fn an_image_split_across_prefill_chunks_keeps_its_tokens() {
+    // 11 samples of a 49-token prompt whose image tokens are 20..24: a step prefills at most
+    // 512 prompt tokens, so 10 samples take 490 and the 11th gets the first 22 tokens, half
+    // of its image. Its feature rows must continue where the first chunk stopped.
+    let engine = start(EngineConfig { prefix_cache: false, ..EngineConfig::default() });
+    let req = |n: usize| ChatRequest {
+        messages: vec![json!({"role": "user", "content": "Describe this image, please now."})],
+        media: vec![image("image_64x48.png")],
+        params: GenParams { num_return_sequences: Some(n), ..greedy(8) },
+        ..ChatRequest::default()
+    };
+    let sub = engine.submit_chat(req(1)).expect("submit");
+    assert_eq!(sub.prompt_ids.len(), 49, "the layout this test relies on");
+    assert_eq!(sub.prompt_ids.iter().position(|&id| id == 2033), Some(20));
+    drop(sub);
+    let solo = one(&engine, req(1)).text;
+    let all = engine.chat(req(11)).expect("chat");
+    assert_eq!(all.len(), 11);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.text, solo, "sample {i}");
     }
 }
 

@@ -238,7 +238,7 @@ async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>)
         return Err(ApiError::invalid("messages", "messages must hold at least one text"));
     }
     let engine = s.engine.clone();
-    let scores = tokio::task::spawn_blocking(move || engine.get_scores(req.messages))
+    let scores = tokio::task::spawn_blocking(move || engine.get_scores(req.messages, req.max_length))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model: req.model, scores }))

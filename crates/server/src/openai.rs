@@ -159,7 +159,8 @@ pub enum Prompt {
 pub struct ScoreRequest {
     pub model: String,
     pub messages: Vec<String>,
-    /// Accepted for LLaMA Factory compatibility; texts over the context are refused by the engine.
+    /// Texts longer than this many tokens (default: the model's context) are cut, as LLaMA
+    /// Factory cuts them.
     pub max_length: Option<usize>,
 }
 

@@ -1,13 +1,14 @@
 // Opens the web chat page of a running `ingot api` in Debian's headless chromium (through
 // playwright-core), sends a message and waits for the streamed reply (see tests/api.rs).
-// Usage: NODE_PATH=.test-node/node_modules node browser.js BASE_URL SCREENSHOT.png
+// Usage: NODE_PATH=.test-node/node_modules node browser.js BASE_URL SCREENSHOT.png [MESSAGE MAX_TOKENS [IMAGE]]
+// (IMAGE is attached with the page's Image button before the message is sent.)
 "use strict";
 const { chromium } = require("playwright-core");
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
 
-const [base, screenshot] = process.argv.slice(2);
+const [base, screenshot, message = "What is the capital of France?", maxTokens = "12", image] = process.argv.slice(2);
 
 (async () => {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "ingot-chromium-"));
@@ -26,8 +27,12 @@ const [base, screenshot] = process.argv.slice(2);
     await page.goto(base + "/");
     await page.waitForFunction(() => !/connecting/.test(document.getElementById("model").textContent));
     await page.$eval("#temperature", (el) => { el.value = "0"; el.dispatchEvent(new Event("input")); });
-    await page.fill("#max_tokens", "12");
-    await page.fill("#input", "What is the capital of France?");
+    await page.fill("#max_tokens", maxTokens);
+    if (image) {
+      await page.setInputFiles("#image", image);
+      await page.waitForFunction(() => /1 image/.test(document.getElementById("attached").textContent));
+    }
+    await page.fill("#input", message);
     // Record every length the reply takes while it arrives: a streamed reply grows in steps.
     await page.evaluate(() => {
       window.replyLengths = [];
@@ -44,7 +49,8 @@ const [base, screenshot] = process.argv.slice(2);
     await page.screenshot({ path: screenshot });
     if (errors.length) throw new Error("page errors: " + errors.join("; "));
     if ((await page.$$(".msg.error")).length) throw new Error("the page shows an error: " + (await page.textContent(".msg.error")));
-    console.log(JSON.stringify({ reply, status, steps }));
+    const thumbnails = (await page.$$(".msg.user img.thumb")).length;
+    console.log(JSON.stringify({ reply, status, steps, thumbnails }));
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });

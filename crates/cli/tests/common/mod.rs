@@ -113,3 +113,21 @@ pub fn test_tool(rel: &str) -> PathBuf {
     p
 }
 
+/// Drives the server's web page in headless Chromium (`tests/api/browser.js`, with `extra`
+/// arguments after the screenshot path) and returns what the script reports.
+pub fn run_browser(server: &Server, screenshot: &Path, extra: &[&OsStr]) -> serde_json::Value {
+    let node_modules = test_tool(".test-node/node_modules");
+    test_tool("/usr/bin/chromium");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/browser.js");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(&server.base)
+        .arg(screenshot)
+        .args(extra)
+        .env("NODE_PATH", node_modules)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
+    serde_json::from_str(stdout.trim()).expect("browser result json")
+}

@@ -120,7 +120,7 @@ const DEEPSEEK3: NamedTemplate = NamedTemplate {
     ..LF_DEFAULTS
 };
 
-pub(super) static NAMED_TEMPLATES: [NamedTemplate; 14] = [
+pub(super) static NAMED_TEMPLATES: [NamedTemplate; 15] = [
     // LLaMA Factory `default`: `Human:` / `Assistant:` turns closed by EOS.
     NamedTemplate {
         name: "default",
@@ -148,6 +148,13 @@ pub(super) static NAMED_TEMPLATES: [NamedTemplate; 14] = [
         ..LF_DEFAULTS
     },
     QWEN,
+    // LLaMA Factory `qwen2_vl` (Qwen2-VL / Qwen2.5-VL): `qwen` with the VL models' default
+    // system prompt; images are `<image>` placeholders in the text (see the engine's media).
+    NamedTemplate {
+        name: "qwen2_vl",
+        default_system: Some("'You are a helpful assistant.'"),
+        ..QWEN
+    },
     // LLaMA Factory `qwen3`: `qwen` without a default system prompt, reasoning.
     NamedTemplate {
         name: "qwen3",
