@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use crate::kernels::GgmlDType;
 use crate::media::{MediaProcessor, Qwen2VlImageProcessor};
-use crate::model::vision::{MultimodalTokens, VisionModel};
+use crate::model::vision::{MultimodalTokens, VisionArch, VisionModel};
 use crate::model::Model;
 use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
@@ -226,8 +226,13 @@ fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Visi
                 return Err(LoadError::Invalid {
                     path: dir.join(hf_config::CONFIG_FILE).display().to_string(),
                     problem: format!(
-                        "vision_config.hidden_size ({}) must equal the language model's hidden_size ({})",
-                        vcfg.hidden_size, cfg.hidden_size
+                        "the vision merger's output width (vision_config.{}: {}) must equal the language model's hidden_size ({})",
+                        match vcfg.arch {
+                            VisionArch::Qwen2Vl => "hidden_size",
+                            VisionArch::Qwen25Vl { .. } => "out_hidden_size",
+                        },
+                        vcfg.hidden_size,
+                        cfg.hidden_size
                     ),
                 });
             }

@@ -7,9 +7,10 @@
 //! `rope_scaling`, `rope_local_base_freq`, `sliding_window_pattern`) and transformers 5's
 //! `rope_parameters` (flat, or keyed by layer type as Gemma 3 writes it).
 //!
-//! Qwen2-VL checkpoints (`qwen2_vl`) load their language model from here too, from the top
-//! level or transformers 5's nested `text_config`, with M-RoPE sections from `rope_scaling`
-//! or `rope_parameters`; [`read_vision_config`] reads their vision encoder's keys.
+//! Qwen2-VL and Qwen2.5-VL checkpoints (`qwen2_vl`, `qwen2_5_vl`) load their language model
+//! from here too, from the top level or transformers 5's nested `text_config`, with M-RoPE
+//! sections from `rope_scaling` or `rope_parameters`; [`read_vision_config`] reads their vision
+//! encoder's keys.
 //!
 //! Anything the model cannot honour (an unknown RoPE type, MLP biases, attention soft-capping)
 //! is an error rather than silently different numbers.
@@ -37,6 +38,9 @@ const MODEL_TYPES: &[(&str, Arch)] = &[
     // Qwen2-VL's language model is Qwen2 with M-RoPE (`qwen2_vl_text` is its nested text config).
     ("qwen2_vl", Arch::Qwen2),
     ("qwen2_vl_text", Arch::Qwen2),
+    // So is Qwen2.5-VL's; only the vision encoders differ.
+    ("qwen2_5_vl", Arch::Qwen2),
+    ("qwen2_5_vl_text", Arch::Qwen2),
 ];
 
 /// `architectures[0]` values, for configs without `model_type`.
@@ -47,11 +51,21 @@ const CLASSES: &[(&str, Arch)] = &[
     ("Qwen3ForCausalLM", Arch::Qwen3),
     ("Gemma3ForCausalLM", Arch::Gemma3),
     ("Qwen2VLForConditionalGeneration", Arch::Qwen2),
+    ("Qwen2_5_VLForConditionalGeneration", Arch::Qwen2),
 ];
 
-/// `model_type` / `architectures[0]` of Qwen2-VL checkpoints.
-const QWEN2_VL_TYPE: &str = "qwen2_vl";
-const QWEN2_VL_CLASS: &str = "Qwen2VLForConditionalGeneration";
+/// Which vision-language generation a config.json is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VlGeneration {
+    Qwen2Vl,
+    Qwen25Vl,
+}
+
+/// `model_type`, `architectures[0]` and generation of the vision-language checkpoints.
+const VL_KINDS: &[(&str, &str, VlGeneration)] = &[
+    ("qwen2_vl", "Qwen2VLForConditionalGeneration", VlGeneration::Qwen2Vl),
+    ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", VlGeneration::Qwen25Vl),
+];
 
 /// One RoPE description: an entry of `rope_parameters` or the classic `rope_scaling`.
 #[derive(Debug, Default, Deserialize)]
@@ -148,26 +162,27 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, LoadError> {
 fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, LoadError> {
     let map: Map<String, Value> =
         serde_json::from_str(text).map_err(|e| invalid(path, format!("not a JSON object: {e}")))?;
-    let vl = is_qwen2_vl(&map);
+    let vl = vl_generation(&map).is_some();
     let map = if vl { language_model_keys(&map) } else { map };
     let cfg = HfConfig::from_json(&map, path)?.to_model_config(path)?;
     if vl && cfg.mrope_section.is_none() {
-        return Err(invalid(path, "Qwen2-VL needs 'mrope_section' in its RoPE parameters".into()));
+        return Err(invalid(path, "Qwen2-VL and Qwen2.5-VL need 'mrope_section' in their RoPE parameters".into()));
     }
     cfg.validate(&path.display().to_string())?;
     Ok(cfg)
 }
 
-/// Whether a config.json is a Qwen2-VL checkpoint's (`model_type` or, without it, the class).
-fn is_qwen2_vl(map: &Map<String, Value>) -> bool {
+/// Whether a config.json is a Qwen2-VL or Qwen2.5-VL checkpoint's (by `model_type` or,
+/// without it, the class), and which.
+fn vl_generation(map: &Map<String, Value>) -> Option<VlGeneration> {
     match map.get("model_type").and_then(Value::as_str) {
-        Some(t) => t == QWEN2_VL_TYPE,
-        None => map
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(Value::as_str)
-            .is_some_and(|c| c == QWEN2_VL_CLASS),
+        Some(t) => VL_KINDS.iter().find(|(ty, _, _)| *ty == t),
+        None => {
+            let class = map.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str)?;
+            VL_KINDS.iter().find(|(_, c, _)| *c == class)
+        }
     }
+    .map(|&(_, _, generation)| generation)
 }
 
 /// The language model's keys of a multimodal config: transformers 5 nests them under
@@ -182,49 +197,76 @@ fn language_model_keys(map: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
-/// The vision side of a Qwen2-VL checkpoint directory (`vision_config` and the special token
-/// ids of `config.json`); `None` for any other model. Missing keys take transformers'
-/// `Qwen2VLConfig` defaults; the classic `in_chans` is read as `in_channels`.
+/// The vision side of a Qwen2-VL or Qwen2.5-VL checkpoint directory (`vision_config` and the
+/// special token ids of `config.json`); `None` for any other model. Missing keys take the
+/// defaults of transformers' `Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig`; the classic
+/// `in_chans` is read as `in_channels`.
+///
+/// The two generations name the widths differently: Qwen2-VL's blocks are `embed_dim` wide with
+/// an MLP of `embed_dim · mlp_ratio` and its merger gives `hidden_size`; Qwen2.5-VL's blocks are
+/// `hidden_size` wide with an MLP of `intermediate_size` and its merger gives `out_hidden_size`.
 pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, MultimodalTokens)>, LoadError> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
     let map: Map<String, Value> =
         serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
-    if !is_qwen2_vl(&map) {
+    let Some(generation) = vl_generation(&map) else {
         return Ok(None);
-    }
+    };
     let empty = Map::new();
     let vision = match map.get("vision_config") {
         None | Some(Value::Null) => &empty,
         Some(Value::Object(v)) => v,
         Some(_) => return Err(invalid(&path, "key 'vision_config': expected an object".into())),
     };
-    let usize_key = |m: &Map<String, Value>, name: &str, default: usize| -> Result<usize, LoadError> {
-        key::<usize>(m, name, &path).map(|v| v.unwrap_or(default))
+    let usize_key = |name: &str, default: usize| -> Result<usize, LoadError> {
+        key::<usize>(vision, name, &path).map(|v| v.unwrap_or(default))
     };
     let in_channels = match key::<usize>(vision, "in_channels", &path)? {
         Some(c) => c,
-        None => usize_key(vision, "in_chans", 3)?,
+        None => usize_key("in_chans", 3)?,
     };
-    let act_name = key::<String>(vision, "hidden_act", &path)?.unwrap_or_else(|| "quick_gelu".into());
+    let default_act = match generation {
+        VlGeneration::Qwen2Vl => "quick_gelu",
+        VlGeneration::Qwen25Vl => "silu",
+    };
+    let act_name = key::<String>(vision, "hidden_act", &path)?.unwrap_or_else(|| default_act.into());
     let hidden_act = VisionActivation::from_name(&act_name).ok_or_else(|| {
-        invalid(&path, format!("key 'vision_config.hidden_act': activation '{act_name}' is not supported (quick_gelu, gelu, gelu_pytorch_tanh)"))
+        invalid(
+            &path,
+            format!("key 'vision_config.hidden_act': activation '{act_name}' is not supported (quick_gelu, gelu, gelu_pytorch_tanh, silu)"),
+        )
     })?;
-    let embed_dim = usize_key(vision, "embed_dim", 1280)?;
-    let mlp_ratio = key::<f64>(vision, "mlp_ratio", &path)?.unwrap_or(4.0);
+    let (arch, embed_dim, intermediate_size, hidden_size, depth) = match generation {
+        VlGeneration::Qwen2Vl => {
+            let embed_dim = usize_key("embed_dim", 1280)?;
+            let mlp_ratio = key::<f64>(vision, "mlp_ratio", &path)?.unwrap_or(4.0);
+            // transformers' `int(embed_dim * mlp_ratio)`.
+            let ffn = (embed_dim as f64 * mlp_ratio) as usize;
+            (VisionArch::Qwen2Vl, embed_dim, ffn, usize_key("hidden_size", 3584)?, usize_key("depth", 32)?)
+        }
+        VlGeneration::Qwen25Vl => {
+            let arch = VisionArch::Qwen25Vl {
+                window_size: usize_key("window_size", 112)?,
+                fullatt_block_indexes: key::<Vec<usize>>(vision, "fullatt_block_indexes", &path)?
+                    .unwrap_or_else(|| vec![7, 15, 23, 31]),
+            };
+            let embed_dim = usize_key("hidden_size", 3584)?;
+            (arch, embed_dim, usize_key("intermediate_size", 3420)?, usize_key("out_hidden_size", 3584)?, usize_key("depth", 32)?)
+        }
+    };
     let cfg = VisionConfig {
-        arch: VisionArch::Qwen2Vl,
-        depth: usize_key(vision, "depth", 32)?,
+        arch,
+        depth,
         embed_dim,
-        num_heads: usize_key(vision, "num_heads", 16)?,
-        // transformers' `int(embed_dim * mlp_ratio)`.
-        intermediate_size: (embed_dim as f64 * mlp_ratio) as usize,
+        num_heads: usize_key("num_heads", 16)?,
+        intermediate_size,
         hidden_act,
-        patch_size: usize_key(vision, "patch_size", 14)?,
-        temporal_patch_size: usize_key(vision, "temporal_patch_size", 2)?,
-        spatial_merge_size: usize_key(vision, "spatial_merge_size", 2)?,
+        patch_size: usize_key("patch_size", 14)?,
+        temporal_patch_size: usize_key("temporal_patch_size", 2)?,
+        spatial_merge_size: usize_key("spatial_merge_size", 2)?,
         in_channels,
-        hidden_size: usize_key(vision, "hidden_size", 3584)?,
+        hidden_size,
     };
     cfg.validate().map_err(|problem| invalid(&path, format!("key 'vision_config': {problem}")))?;
     let id = |name: &str, default: u32| key::<u32>(&map, name, &path).map(|v| v.unwrap_or(default));
@@ -492,6 +534,64 @@ mod tests {
         classic["rope_scaling"] = Value::Null;
         let err = parse_config(&classic.to_string(), Path::new("config.json")).expect_err("no sections");
         assert!(err.to_string().contains("mrope_section"), "{err}");
+    }
+
+    /// Qwen2.5-VL: a Hub-style classic config (Qwen2.5-VL-3B-Instruct's vision keys), and the
+    /// defaults of transformers' `Qwen2_5_VLVisionConfig` for missing keys.
+    #[test]
+    fn qwen2_5_vl_vision_configs() {
+        let dir = crate::testing::scratch_dir("hf-config-qwen2.5-vl");
+        let read = |config: &Value| {
+            std::fs::write(dir.join(CONFIG_FILE), config.to_string()).expect("write");
+            (parse_config(&config.to_string(), Path::new("config.json")), read_vision_config(&dir))
+        };
+        let mut classic = serde_json::json!({"architectures": ["Qwen2_5_VLForConditionalGeneration"],
+            "model_type": "qwen2_5_vl", "vocab_size": 32, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 1e6,
+            "max_position_embeddings": 128000,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "image_token_id": 151655,
+            "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
+                "num_heads": 16, "in_chans": 3, "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2,
+                "spatial_patch_size": 14, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+                "tokens_per_second": 2, "temporal_patch_size": 2}});
+        let (text, vision) = read(&classic);
+        let text = text.expect("text config");
+        assert_eq!((text.arch, text.mrope_section), (Arch::Qwen2, Some([2, 3, 3])));
+        let (v, tokens) = vision.expect("vision config").expect("a VL model");
+        let want = VisionConfig {
+            arch: VisionArch::Qwen25Vl { window_size: 112, fullatt_block_indexes: vec![7, 15, 23, 31] },
+            depth: 32,
+            embed_dim: 1280,
+            num_heads: 16,
+            intermediate_size: 3420,
+            hidden_act: VisionActivation::Silu,
+            patch_size: 14,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            in_channels: 3,
+            hidden_size: 2048,
+        };
+        assert_eq!(v, want);
+        assert_eq!((tokens.image_token_id, tokens.vision_start_token_id), (151_655, 151_652));
+
+        // Without model_type the class decides; without vision keys, transformers' defaults.
+        classic.as_object_mut().expect("object").remove("model_type");
+        classic["vision_config"] = serde_json::json!({});
+        let (v, _) = read(&classic).1.expect("defaults").expect("a VL model");
+        assert_eq!(
+            v,
+            VisionConfig {
+                arch: VisionArch::Qwen25Vl { window_size: 112, fullatt_block_indexes: vec![7, 15, 23, 31] },
+                embed_dim: 3584,
+                hidden_size: 3584,
+                ..want
+            }
+        );
+        // A window that is not whole merge units is refused.
+        classic["vision_config"] = serde_json::json!({"window_size": 100});
+        let err = read(&classic).1.expect_err("window");
+        assert!(err.to_string().contains("window_size (100)"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
