@@ -8,7 +8,7 @@
 //! A Hugging Face checkpoint directory's tokenizer files load through
 //! [`tokenizer::Tokenizer::from_hf_dir`]; its chat template source and generation defaults
 //! through [`hf_files`]. A checkpoint with a value head is a reward model ([`reward`]).
-//! A Qwen2-VL checkpoint also brings a vision encoder ([`model::vision`]) whose rows replace
+//! A Qwen2-VL or Qwen2.5-VL checkpoint also brings a vision encoder ([`model::vision`]) whose rows replace
 //! the image pad tokens' embeddings, with M-RoPE positions over (t, h, w).
 //! Images (and later video and audio) become encoder inputs through [`media`].
 

@@ -31,7 +31,7 @@ pub struct LoadedModel {
     pub value_head: Option<ValueHead>,
     /// The checkpoint's `generation_config.json` (empty for GGUF files, which have none).
     pub generation: GenerationDefaults,
-    /// Present for vision-language checkpoints (Qwen2-VL directories); `None` for text models
+    /// Present for vision-language checkpoints (Qwen2-VL and Qwen2.5-VL directories); `None` for text models
     /// and GGUF files.
     pub vision: Option<Vision>,
 }

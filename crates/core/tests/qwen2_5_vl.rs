@@ -9,6 +9,9 @@
 //! * the M-RoPE position ids and delta equal `get_rope_index`'s;
 //! * the whole prompt's logits are within 1e-3 at every position, and 10 greedy tokens decoded
 //!   with the KV cache are transformers' exactly.
+//!
+//! Also: the windows matter on this fixture (all blocks on full attention is far off), and the
+//! published checkpoints' layout (classic top-level config, nested weight names) loads the same.
 
 use std::path::PathBuf;
 
@@ -229,5 +232,67 @@ fn window_attention_matters() {
     let (_, want) = f32_tensor(&st, &format!("{name}.vision"));
     let (worst, _) = max_diff(&got, &want);
     assert!(worst > 100.0 * VISION_TOLERANCE, "full attention everywhere should differ, max |diff| {worst}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The layout of the published Qwen2.5-VL checkpoints: text keys at the top level with the
+/// classic `rope_scaling: {type: mrope}`, `in_chans`, and weights under
+/// `model.language_model.*` / `model.visual.*`. It must load to the same model and encoder.
+#[test]
+fn classic_config_and_nested_weight_names_load_the_same_model() {
+    let scratch = ingot_core::testing::scratch_dir("qwen2.5-vl-layouts");
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.json", "generation_config.json", "preprocessor_config.json"] {
+        std::fs::copy(dir().join(f), scratch.join(f)).expect("copy");
+    }
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).expect("config")).expect("json");
+    let mut classic = config["text_config"].clone();
+    for key in ["architectures", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_config"] {
+        classic[key] = config[key].clone();
+    }
+    classic["model_type"] = "qwen2_5_vl".into();
+    classic["rope_theta"] = 1e6.into();
+    classic["rope_scaling"] = serde_json::json!({"type": "mrope", "mrope_section": [2, 3, 3]});
+    classic.as_object_mut().expect("object").remove("rope_parameters");
+    let vision = classic["vision_config"].as_object_mut().expect("vision_config");
+    let channels = vision.remove("in_channels").expect("in_channels");
+    vision.insert("in_chans".into(), channels);
+    vision.remove("model_type");
+    std::fs::write(scratch.join("config.json"), classic.to_string()).expect("write config");
+
+    let original = std::fs::read(dir().join("model.safetensors")).expect("weights");
+    let st = SafeTensors::deserialize(&original).expect("safetensors");
+    // The fixture (transformers 5's save_pretrained) has `model.*` and `visual.*`.
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let renamed = if let Some(rest) = name.strip_prefix("model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("visual.") {
+                format!("model.visual.{rest}")
+            } else {
+                name
+            };
+            (renamed, view)
+        })
+        .collect();
+    assert!(tensors.iter().any(|(name, _)| name.starts_with("model.visual.blocks.")), "renamed the vision weights");
+    safetensors::serialize_to_file(tensors, None, &scratch.join("model.safetensors")).expect("write weights");
+
+    let (a, b) = (load(), load_with(&scratch, &LoadOptions::default()).expect("other layout"));
+    assert_eq!(a.model.config(), b.model.config());
+    let (va, vb) = (a.vision.as_ref().expect("vision"), b.vision.as_ref().expect("vision"));
+    assert_eq!((va.encoder.config(), va.tokens), (vb.encoder.config(), vb.tokens));
+    let pixels: Vec<f32> = (0..48 * va.encoder.config().patch_len()).map(|i| (i as f32 * 0.013).sin()).collect();
+    assert_eq!(va.encoder.encode(&pixels, [1, 6, 8]).expect("a"), vb.encoder.encode(&pixels, [1, 6, 8]).expect("b"));
+    let ids = [2025u32, 82, 1241, 198];
+    let logits = |m: &LoadedModel| {
+        let mut cache = SeqCache::new(m.model.config());
+        m.model
+            .forward(&mut [SeqInput { tokens: &ids, cache: &mut cache, logits: Logits::All, positions: None, embeds: &[] }])
+            .expect("forward")
+            .remove(0)
+    };
+    assert_eq!(logits(&a), logits(&b));
     let _ = std::fs::remove_dir_all(&scratch);
 }

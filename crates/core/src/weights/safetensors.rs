@@ -55,7 +55,7 @@ pub struct SafetensorsDir {
     /// Tensor name → index in `shards`, built from the shards' own headers.
     names: HashMap<String, usize>,
     /// Name asked for → name stored, for checkpoints that nest the usual names under another
-    /// prefix (newer Qwen2-VL files: `model.language_model.*` for `model.*`, `model.visual.*`
+    /// prefix (newer Qwen2-VL / Qwen2.5-VL files: `model.language_model.*` for `model.*`, `model.visual.*`
     /// for `visual.*`).
     aliases: HashMap<String, String>,
     /// Gemma 3: norm weights are `w` in `x · (1 + w)`.
