@@ -19,7 +19,8 @@ Reference procedure (float32, eager attention, CPU), per case:
   greedy = 10 x argmax, full recompute with pixel_values each step (== model.generate(do_sample=False))
   rope_position_ids / rope_deltas = model.model.get_rope_index(...)
 
-Run: python3 -m venv .gen-venv && .gen-venv/bin/pip install torch transformers==5.6.0 safetensors pillow numpy
+Run: python3 -m venv .gen-venv && .gen-venv/bin/pip install torch torchvision transformers==5.6.0 safetensors pillow numpy
+     (torchvision: the processor needs Qwen2VLVideoProcessor, which imports it)
      .gen-venv/bin/python scripts/gen-tiny-qwen2.5-vl.py
 """
 import json
