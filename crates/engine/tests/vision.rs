@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use ingot_core::testing::{fixtures_dir, json_ids};
-use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response};
+use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response, Submission};
 use serde_json::{json, Value};
 
 fn vlm_dir() -> PathBuf {
@@ -58,6 +58,19 @@ fn expected_text(engine: &EngineHandle, c: &Value) -> String {
 /// the incomplete tail, where a one-shot decode shows U+FFFD.
 fn streamed_text(engine: &EngineHandle, c: &Value) -> String {
     expected_text(engine, c).trim_end_matches('\u{FFFD}').to_string()
+}
+
+/// The text of a submission's first sample, as streamed.
+fn first_sample_text(sub: Submission) -> String {
+    let mut got = String::new();
+    for ev in sub.streams.into_iter().next().expect("stream").events.iter() {
+        match ev {
+            ingot_engine::Event::Text(t) => got.push_str(&t),
+            ingot_engine::Event::Done(_) => break,
+            ingot_engine::Event::Error(e) => panic!("{e}"),
+        }
+    }
+    got
 }
 
 fn one(engine: &EngineHandle, req: ChatRequest) -> Response {
@@ -146,14 +159,7 @@ fn image_requests_batch_with_text_requests_and_keep_their_tokens() {
         subs.push((engine.submit_chat(request(&c2)).expect("c2"), expected_text(&engine, &c2)));
     }
     for (sub, want) in subs {
-        let mut got = String::new();
-        for ev in sub.streams.into_iter().next().expect("stream").events.iter() {
-            match ev {
-                ingot_engine::Event::Text(t) => got.push_str(&t),
-                ingot_engine::Event::Done(_) => break,
-                ingot_engine::Event::Error(e) => panic!("{e}"),
-            }
-        }
+        let got = first_sample_text(sub);
         assert_eq!(got, want);
     }
 }
@@ -287,14 +293,7 @@ fn qwen2_5_vl_fixture_cases_end_to_end() {
     // Both at once (the second run also meets the prefix cache).
     let subs: Vec<_> = requests.iter().map(|(_, req)| engine.submit_chat(req.clone()).expect("submit")).collect();
     for ((c, _), sub) in requests.iter().zip(subs) {
-        let mut got = String::new();
-        for ev in sub.streams.into_iter().next().expect("stream").events.iter() {
-            match ev {
-                ingot_engine::Event::Text(t) => got.push_str(&t),
-                ingot_engine::Event::Done(_) => break,
-                ingot_engine::Event::Error(e) => panic!("{e}"),
-            }
-        }
+        let got = first_sample_text(sub);
         assert_eq!(got, streamed_text(&engine, c), "{}: batched", c["name"]);
     }
 }
