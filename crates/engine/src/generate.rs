@@ -81,6 +81,8 @@ impl FinishReason {
 struct Seq<'t> {
     job: GenerateJob,
     cache: SeqCache,
+    /// The prompt's prefix-cache keys (computed once, at admission; the pool keeps them).
+    keys: Vec<u64>,
     /// Prompt tokens already in the cache.
     prefilled: usize,
     /// Prompt tokens found in the prefix pool rather than computed.
@@ -254,7 +256,7 @@ impl<'m> Scheduler<'m> {
             cache.truncate(cached);
             cache.reserve_positions(job.request.prompt_ids.len() + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
-            let seq = self.start(job, cache, cached, need);
+            let seq = self.start(job, keys, cache, cached, need);
             match self.encode_media(&seq) {
                 Ok(()) => active.push(seq),
                 Err(e) => self.finish(seq, Err(e)),
@@ -308,7 +310,7 @@ impl<'m> Scheduler<'m> {
         let _ = job.reply.send(result.map(|()| scores));
     }
 
-    fn start(&self, mut job: GenerateJob, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
+    fn start(&self, mut job: GenerateJob, keys: Vec<u64>, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
         let constraint = job.request.constraint.take();
         let req = &job.request;
         Seq {
@@ -317,6 +319,7 @@ impl<'m> Scheduler<'m> {
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
             cache,
+            keys,
             prefilled: cached,
             cached_tokens: cached,
             reserved,
@@ -487,7 +490,7 @@ impl<'m> Scheduler<'m> {
 
     /// Sends the terminal event and moves the cache into the prefix pool.
     fn finish(&mut self, seq: Seq<'m>, outcome: Result<FinishReason, String>) {
-        let Seq { job, mut cache, generated, mut stop, reserved, cached_tokens, started, prefill_done, first_token_at, .. } =
+        let Seq { job, mut cache, mut keys, generated, mut stop, reserved, cached_tokens, started, prefill_done, first_token_at, .. } =
             seq;
         let event = match outcome {
             Ok(reason) => {
@@ -515,7 +518,6 @@ impl<'m> Scheduler<'m> {
         if cache.is_empty() || !self.cap.prefix_cache {
             return;
         }
-        let mut keys = job.request.prefix_keys();
         keys.extend(generated.iter().map(|&id| u64::from(id)));
         keys.truncate(cache.len());
         cache.truncate(keys.len());

@@ -862,11 +862,10 @@ mod tests {
             ("http://0.0.0.0/".to_owned(), "unspecified"),
             ("http://[fd00::1]/".to_owned(), "unique-local"),
         ];
+        // A 403 naming the address class comes only from vetting, before any connection: a
+        // connection attempt would end in a 502 or a 504 instead.
         for (url, expected) in &cases {
-            let started = Instant::now();
-            let e = assert_err(fetch(url, &policy), StatusCode::FORBIDDEN, &[expected, "public hosts"]);
-            // A connection attempt to an unroutable address would take until the timeout.
-            assert!(started.elapsed() < Duration::from_secs(2), "{url}: {e}");
+            assert_err(fetch(url, &policy), StatusCode::FORBIDDEN, &[expected, "public hosts"]);
         }
         assert_err(fetch(&format!("http://localhost:{port}/"), &policy), StatusCode::FORBIDDEN, &["loopback"]);
         assert_never_connected(&v4);
@@ -958,9 +957,8 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nslow").expect("head");
             std::thread::sleep(Duration::from_secs(2));
         });
-        let started = Instant::now();
+        // Without the timeout the fetch would wait out the server and fail on the short body (502).
         assert_err(fetch_at("http://h.invalid/slow.png", addr, &policy), StatusCode::GATEWAY_TIMEOUT, &["h.invalid", "longer than the server's limit of 300ms"]);
-        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
         server.join().expect("server");
     }
 
