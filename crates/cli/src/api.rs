@@ -97,20 +97,19 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "ingot".into()),
     };
     // Checked before loading, as `chat` does.
-    chat.prompt.gen.params().sampling().map_err(anyhow::Error::msg)?;
+    chat.prompt.params().sampling()?;
     let engine_cfg = EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, ..chat.prompt.engine_config(&chat.model) };
     let engine = chat.model.start_engine(engine_cfg)?;
-    // The flags' generation settings go to the server, not the engine: they must beat the
-    // model's generation_config.json (which beats the engine's defaults) and lose to requests.
     let cfg = ServerConfig {
         model_name,
         api_keys: args.api_keys.clone(),
         max_body_bytes: args.max_body_bytes,
-        defaults: chat.prompt.gen.params(),
         media,
+        ..ServerConfig::default()
     };
+    let app = ingot_server::app(engine, cfg).context("starting the request workers")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(ingot_server::app(engine, cfg), &args.host, args.port))
+    runtime.block_on(serve(app, &args.host, args.port))
 }
 
 async fn serve(app: axum::Router, host: &str, port: u16) -> anyhow::Result<()> {

@@ -13,9 +13,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ingot_core::sampling::SamplingParams;
 use ingot_core::template::Message;
-use ingot_engine::{EngineConfig, EngineHandle, Event, GenerateRequest, Usage};
+use ingot_engine::{EngineConfig, EngineHandle, Event, GenParams, Prompt, PromptRequest, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::model_args::ModelArgs;
@@ -97,22 +96,14 @@ fn filler(words: usize) -> String {
 }
 
 fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize) -> anyhow::Result<Usage> {
-    let stream = engine.submit(GenerateRequest {
-        prompt_ids: prompt_ids.to_vec(),
-        params: SamplingParams::greedy(),
-        max_new_tokens,
-        stop: Vec::new(),
-        stop_ids: Vec::new(),
-        skip_special_tokens: true,
-        ignore_eos: true,
-        constraint: None,
-        media: None,
-    })?;
+    let params = GenParams { max_new_tokens: Some(max_new_tokens), ignore_eos: Some(true), ..GenParams::greedy() };
+    let valid = engine.validate_prompt(PromptRequest { prompt: Prompt::Ids(prompt_ids.to_vec()), params })?;
+    let stream = engine.stream(valid)?.pop().context("the engine queued no sample")?;
     for event in stream.events.iter() {
         match event {
             Event::Text(_) => {}
             Event::Done(usage) => return Ok(usage),
-            Event::Error(e) => bail!(e),
+            Event::Error(e) => return Err(e.into()),
         }
     }
     bail!("the engine stopped before finishing the benchmark request")
@@ -137,17 +128,17 @@ struct Prompts {
 }
 
 fn prompts(engine: &EngineHandle) -> anyhow::Result<Prompts> {
-    let mut prefill = engine.encode_prompt(&filler(600))?;
+    let mut prefill = engine.tokenizer().encode_prompt(&filler(600))?;
     anyhow::ensure!(prefill.len() >= PREFILL_TOKENS, "the benchmark text is too short for this tokenizer");
     prefill.truncate(PREFILL_TOKENS);
-    let decode = engine.encode_prompt(&filler(12))?;
+    let decode = engine.tokenizer().encode_prompt(&filler(12))?;
     // A chat prompt when the model has a template; plain text otherwise.
     let user = Message { role: "user".into(), content: format!("Summarise this story: {}", filler(160)) };
     let ttft_text = match engine.template() {
         Some(t) => t.render(&[user], None, true)?,
         None => user.content,
     };
-    Ok(Prompts { prefill, decode, ttft: engine.encode_prompt(&ttft_text)? })
+    Ok(Prompts { prefill, decode, ttft: engine.tokenizer().encode_prompt(&ttft_text)? })
 }
 
 fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result<Figures> {

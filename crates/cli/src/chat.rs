@@ -9,13 +9,12 @@
 //! with `<image>`. Earlier turns keep their images, so the conversation stays as the model saw it.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
-use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, IMAGE_PLACEHOLDER};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, IMAGE_PLACEHOLDER};
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
@@ -65,25 +64,35 @@ pub struct PromptArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// The config file's generation keys, below the flags.
+    #[arg(skip)]
+    pub config_params: GenParams,
 }
 
 impl PromptArgs {
     /// The engine settings these flags give on top of the model's: the template, the system
-    /// prompt and `enable_thinking`.
+    /// prompt, `enable_thinking` and the generation settings.
     pub fn engine_config(&self, model: &ModelArgs) -> EngineConfig {
         EngineConfig {
             template: self.template.clone(),
             default_system: self.system.clone(),
             template_kwargs: self.gen.template_kwargs(),
+            params: self.params(),
             ..model.engine_config()
         }
+    }
+
+    /// The generation settings: flags given, then the config file's keys.
+    pub fn params(&self) -> GenParams {
+        GenParams::from(&self.gen).or(&self.config_params)
     }
 
     /// Takes the config's settings where no flag was given for them.
     pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
         fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
         fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
-        self.gen.apply_config(cfg, matches);
+        fill(&mut self.gen.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
+        self.config_params = cfg.params.clone();
     }
 }
 
@@ -115,31 +124,23 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// Takes the sampling settings of a config where no flag was given for them.
-    pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
-        fill(&mut self.temperature, cfg.temperature.map(Some), matches, "temperature");
-        fill(&mut self.top_p, cfg.top_p.map(Some), matches, "top_p");
-        fill(&mut self.top_k, cfg.top_k.map(Some), matches, "top_k");
-        fill(&mut self.repetition_penalty, cfg.repetition_penalty.map(Some), matches, "repetition_penalty");
-        fill(&mut self.max_new_tokens, cfg.max_new_tokens.map(Some), matches, "max_new_tokens");
-        fill(&mut self.seed, cfg.seed.map(Some), matches, "seed");
-        fill(&mut self.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
-    }
-
     /// Template variables these flags set, for the engine's defaults.
     pub fn template_kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
         self.enable_thinking.map(|on| ("enable_thinking".to_owned(), on.into())).into_iter().collect()
     }
+}
 
-    pub fn params(&self) -> GenParams {
+/// The flags' one conversion into the engine's parameters type (flags not given stay unset).
+impl From<&GenArgs> for GenParams {
+    fn from(a: &GenArgs) -> Self {
         GenParams {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            max_new_tokens: self.max_new_tokens,
-            seed: self.seed,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            min_p: a.min_p,
+            repetition_penalty: a.repetition_penalty,
+            max_new_tokens: a.max_new_tokens,
+            seed: a.seed,
             ..GenParams::default()
         }
     }
@@ -152,9 +153,8 @@ struct Session {
     history_media: Vec<Media>,
     /// Images attached to the next turn.
     pending: Vec<Media>,
-    params: GenParams,
-    /// The running reply's cancel flag, for the Ctrl-C handler.
-    current: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    /// The running reply's canceller, for the Ctrl-C handler.
+    current: Arc<Mutex<Option<Cancel>>>,
 }
 
 impl Session {
@@ -167,17 +167,17 @@ impl Session {
             IMAGE_PLACEHOLDER.repeat(self.pending.len()) + user
         };
         let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user.as_str())]);
-        // The system prompt is the engine's default one (`--system`).
-        let mut request = ChatRequest::from_turns(turns, self.params.clone());
+        // The system prompt and the generation settings are the engine's (`--system`, flags).
+        let mut request = ChatRequest::from_turns(turns, GenParams::default());
         request.media = self.history_media.iter().chain(&self.pending).cloned().collect();
         let mut thinking = ReasoningStream::new(prompt_opens_thinking(&self.engine.render_chat(&request)?));
         let stream = self.engine.stream_chat(request)?;
-        *lock(&self.current) = Some(stream.cancel_flag());
+        *lock(&self.current) = Some(stream.canceller());
         let mut out = std::io::stdout().lock();
         write!(out, "Assistant: ")?;
         out.flush()?;
         let mut reply = String::new();
-        let mut result = Ok(());
+        let mut result: Result<(), ingot_engine::EngineError> = Ok(());
         let dim = std::io::stdout().is_terminal();
         let mut show = |out: &mut std::io::StdoutLock<'_>, d: ReasoningDelta| -> std::io::Result<()> {
             match (d.reasoning.is_empty(), dim) {
@@ -198,7 +198,7 @@ impl Session {
                     break;
                 }
                 Event::Error(e) => {
-                    result = Err(anyhow::anyhow!(e));
+                    result = Err(e);
                     break;
                 }
             }
@@ -268,26 +268,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
-    let params = args.prompt.gen.params();
-    params.sampling().map_err(anyhow::Error::msg)?;
+    args.prompt.params().sampling()?;
     // Images given on the command line are read before the model loads, so a bad path fails fast.
     let pending = args.images.iter().map(|p| crate::media::read_image(p)).collect::<anyhow::Result<Vec<_>>>()?;
     let engine = args.model.start_chat_engine(args.prompt.engine_config(&args.model))?;
     if !pending.is_empty() && !engine.takes_images() {
         anyhow::bail!("--image: this model takes text only (it has no vision encoder)");
     }
-    let current: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
+    let current: Arc<Mutex<Option<Cancel>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
     {
         let current = current.clone();
         ctrlc::set_handler(move || match lock(&current).as_ref() {
-            Some(flag) => flag.store(true, Ordering::Relaxed),
+            Some(cancel) => cancel.cancel(),
             // No reply running: outside the line editor, Ctrl-C means quit.
             None => std::process::exit(130),
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let mut session = Session { engine, history: Vec::new(), history_media: Vec::new(), pending, params, current };
+    let mut session = Session { engine, history: Vec::new(), history_media: Vec::new(), pending, current };
     let images = if session.engine.takes_images() { ", `/image PATH` attaches an image" } else { "" };
     eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits{images}.");
     if interactive {

@@ -8,6 +8,8 @@
 //! Every key is checked: the ones ingot maps are converted and type-checked, valid LLaMA
 //! Factory keys with no meaning here are collected for one warning line, and anything else
 //! is an error naming the key and where it came from, so a typo never goes unnoticed.
+//! Generation keys (`temperature`, `top_p`, `do_sample`, ...: every field of the engine's
+//! [`GenParams`] by its LLaMA Factory name) deserialize straight into that one type.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use ingot_core::load::{Quantization, WeightDType};
 use ingot_core::template::ChatTemplate;
+use ingot_engine::GenParams;
 use serde_yaml_ng::Value;
 
 #[derive(Args, Debug, Clone)]
@@ -46,12 +49,8 @@ pub struct InferConfig {
     pub quantize: Option<Quantization>,
     /// LLaMA Factory's `enable_thinking`, passed to the chat template.
     pub enable_thinking: Option<bool>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-    pub repetition_penalty: Option<f32>,
-    pub seed: Option<u64>,
+    /// The generation keys given.
+    pub params: GenParams,
     /// `dataset` (or `eval_dataset`), `dataset_dir`, `max_samples`: for `ingot infer`.
     pub dataset: Option<String>,
     pub dataset_dir: Option<PathBuf>,
@@ -75,19 +74,8 @@ pub struct InferConfig {
     pub server_keys: Vec<String>,
 }
 
-/// The keys that only matter to commands that generate text.
-const GENERATION_KEYS: &[&str] = &[
-    "template",
-    "enable_thinking",
-    "default_system",
-    "temperature",
-    "top_p",
-    "repetition_penalty",
-    "top_k",
-    "max_new_tokens",
-    "seed",
-    "do_sample",
-];
+/// The keys besides [`GenParams`]' own that only matter to commands that generate text.
+const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system"];
 
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
@@ -193,7 +181,8 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<(String, Setting)>> {
 
 fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferConfig> {
     let mut cfg = InferConfig::default();
-    let mut greedy = false;
+    let gen_keys = gen_params_keys();
+    let mut params = serde_json::Map::new();
     for (key, setting) in settings {
         let v = Typed { key, setting, file };
         match key.as_str() {
@@ -204,13 +193,6 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "infer_dtype" => cfg.dtype = Some(v.dtype()?),
             "template" => cfg.template = Some(v.template()?),
             "default_system" => cfg.system = Some(v.string()?),
-            "temperature" => cfg.temperature = Some(v.float()?),
-            "top_p" => cfg.top_p = Some(v.float()?),
-            "repetition_penalty" => cfg.repetition_penalty = Some(v.float()?),
-            "top_k" => cfg.top_k = Some(v.count()?),
-            "max_new_tokens" => cfg.max_new_tokens = Some(v.count()?),
-            "seed" => cfg.seed = Some(v.count()?),
-            "do_sample" => greedy = !v.bool()?,
             "dataset" | "eval_dataset" => {
                 let name = v.string()?;
                 if name.contains(',') {
@@ -225,6 +207,10 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "image_min_pixels" => cfg.image_min_pixels = Some(v.count()?),
             "image_max_pixels" => cfg.image_max_pixels = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
+            k if gen_keys.iter().any(|g| g == k) => {
+                params.insert(k.to_owned(), v.gen_param()?);
+                cfg.generation_keys.push(key.clone());
+            }
             k => bail!("{}: unknown key `{k}`", v.origin()),
         }
         if GENERATION_KEYS.contains(&key.as_str()) {
@@ -237,11 +223,17 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             cfg.server_keys.push(key.clone());
         }
     }
-    // LLaMA Factory decodes greedily when do_sample is false, whatever the temperature.
-    if greedy {
-        cfg.temperature = Some(0.0);
-    }
+    // Each value was checked alone, so together they deserialize.
+    cfg.params = serde_json::from_value(serde_json::Value::Object(params)).context("generation keys")?;
     Ok(cfg)
+}
+
+/// The names of [`GenParams`]' fields (LLaMA Factory's), as the config takes them.
+fn gen_params_keys() -> Vec<String> {
+    match serde_json::to_value(GenParams::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// One setting being converted to the type its key needs.
@@ -263,21 +255,41 @@ impl Typed<'_> {
         anyhow::anyhow!("{}: `{}` must be {expected}", self.origin(), self.key)
     }
 
+    /// A generation key's value, checked by deserializing it alone into [`GenParams`].
+    fn gen_param(&self) -> anyhow::Result<serde_json::Value> {
+        let value = match self.setting {
+            Setting::File(v) => serde_json::to_value(v).map_err(|_| self.wrong("a plain value"))?,
+            // An override is text: read it as a YAML scalar, as the file's values are.
+            Setting::Override(s) => serde_yaml_ng::from_str::<Value>(s)
+                .ok()
+                .and_then(|v| serde_json::to_value(v).ok())
+                .unwrap_or_else(|| serde_json::Value::String(s.clone())),
+        };
+        let one = serde_json::json!({ self.key: value.clone() });
+        match serde_json::from_value::<GenParams>(one) {
+            Ok(_) => Ok(value),
+            Err(e) => {
+                let e = e.to_string();
+                let expected = if e.contains("expected f32") {
+                    "a number"
+                } else if e.contains("expected usize") || e.contains("expected u64") || e.contains("expected u32") {
+                    "a non-negative integer"
+                } else if e.contains("expected a boolean") {
+                    "true or false"
+                } else {
+                    return Err(anyhow::anyhow!("{}: `{}`: {e}", self.origin(), self.key));
+                };
+                Err(self.wrong(expected))
+            }
+        }
+    }
+
     fn string(&self) -> anyhow::Result<String> {
         match self.setting {
             Setting::File(Value::String(s)) => Ok(s.clone()),
             Setting::Override(s) => Ok(s.clone()),
             Setting::File(_) => Err(self.wrong("a string")),
         }
-    }
-
-    fn float(&self) -> anyhow::Result<f32> {
-        let x = match self.setting {
-            Setting::File(Value::Number(n)) => n.as_f64(),
-            Setting::Override(s) => s.trim().parse::<f64>().ok(),
-            Setting::File(_) => None,
-        };
-        x.map(|x| x as f32).ok_or_else(|| self.wrong("a number"))
     }
 
     fn count<T: TryFrom<u64>>(&self) -> anyhow::Result<T> {
@@ -409,8 +421,9 @@ mod tests {
         assert_eq!(cfg.template.as_deref(), Some("gemma3"));
         assert_eq!(cfg.system.as_deref(), Some("be brief"));
         assert_eq!(cfg.dtype, Some(WeightDType::Bf16));
-        assert_eq!((cfg.temperature, cfg.top_p, cfg.top_k), (Some(0.5), Some(0.9), Some(20)));
-        assert_eq!((cfg.max_new_tokens, cfg.repetition_penalty, cfg.seed), (Some(8), Some(1.1), Some(3)));
+        let p = &cfg.params;
+        assert_eq!((p.temperature, p.top_p, p.top_k), (Some(0.5), Some(0.9), Some(20)));
+        assert_eq!((p.max_new_tokens, p.repetition_penalty, p.seed), (Some(8), Some(1.1), Some(3)));
         assert_eq!(cfg.ignored, ["infer_backend", "vllm_maxlen"]);
     }
 
@@ -418,10 +431,12 @@ mod tests {
     fn overrides_replace_file_values_and_do_sample_false_is_greedy() {
         let f = yaml("over.yaml", "max_new_tokens: 8\ntemperature: 0.7\n");
         let cfg = resolve(&[&f, "max_new_tokens=2", "do_sample=false"]).expect("valid");
-        assert_eq!(cfg.max_new_tokens, Some(2));
-        assert_eq!(cfg.temperature, Some(0.0));
+        assert_eq!(cfg.params.max_new_tokens, Some(2));
+        // The engine decodes greedily when do_sample is false, whatever the temperature.
+        assert_eq!((cfg.params.do_sample, cfg.params.temperature), (Some(false), Some(0.7)));
+        assert!(cfg.params.clone().or(&GenParams::llama_factory()).sampling().expect("valid").is_greedy());
         let cfg = resolve(&["top_k=5", "top_k=6"]).expect("overrides alone are a config");
-        assert_eq!(cfg.top_k, Some(6));
+        assert_eq!(cfg.params.top_k, Some(6));
     }
 
     #[test]

@@ -140,16 +140,18 @@ pub(crate) fn place_media(messages: &mut [Value], media: usize) -> Result<(), En
     if found == 0 {
         let first_user = messages.iter_mut().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
         let Some(Value::String(content)) = first_user.and_then(|m| m.get_mut("content")) else {
-            return Err(EngineError::Invalid(format!(
-                "{media} image(s) given but no user message with text content to attach them to"
-            )));
+            return Err(EngineError::invalid(
+                "messages",
+                format!("{media} image(s) given but no user message with text content to attach them to"),
+            ));
         };
         *content = IMAGE_PLACEHOLDER.repeat(media) + content;
         return Ok(());
     }
-    Err(EngineError::Invalid(format!(
-        "the messages have {found} {IMAGE_PLACEHOLDER} placeholder(s) but {media} image(s) were given; they must match"
-    )))
+    Err(EngineError::invalid(
+        "messages",
+        format!("the messages have {found} {IMAGE_PLACEHOLDER} placeholder(s) but {media} image(s) were given; they must match"),
+    ))
 }
 
 impl MediaSupport {
@@ -161,7 +163,7 @@ impl MediaSupport {
         rendered: &str,
         media: &[Media],
     ) -> Result<(Vec<u32>, MediaPrompt), EngineError> {
-        let invalid = |m: String| EngineError::Invalid(m);
+        let invalid = |m: String| EngineError::invalid("messages", m);
         let pieces: Vec<&str> = rendered.split(IMAGE_PLACEHOLDER).collect();
         if pieces.len() - 1 != media.len() {
             return Err(invalid(format!(
@@ -180,7 +182,7 @@ impl MediaSupport {
         );
         let mut processed = Vec::with_capacity(media.len());
         for (i, m) in media.iter().enumerate() {
-            let p = self.image.process(m).map_err(|e| invalid(format!("image {}: {e}", i + 1)))?;
+            let p = self.image.process(m).map_err(|source| EngineError::Media { field: format!("images[{i}]"), source })?;
             processed.push(p);
         }
         let mut text = String::with_capacity(rendered.len());
@@ -192,7 +194,7 @@ impl MediaSupport {
                 text.push_str(end);
             }
         }
-        let ids = tokenizer.encode_prompt(&text).map_err(|e| invalid(e.to_string()))?;
+        let ids = tokenizer.encode_prompt(&text)?;
 
         // The pad runs, in order; a pad token typed into the text would break the layout.
         let mut spans = Vec::new();

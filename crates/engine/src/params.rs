@@ -1,19 +1,26 @@
-//! Generation parameters as callers give them (LLaMA Factory's names, every field optional)
-//! and their resolution into what the scheduler runs.
+//! The one type for generation parameters, as every front end gives them: LLaMA Factory's
+//! names with OpenAI's (and vLLM's) as serde aliases, every field optional. The OpenAI request
+//! bodies flatten it, the YAML config and the CLI flags convert into it, so a new field is
+//! declared here and honoured in `resolve` (and, if it changes sampling, in the core
+//! sampler): nowhere else.
 //!
-//! Precedence, field by field: the request, then the model's `generation_config.json`, then
-//! the engine's configured defaults ([`GenParams::llama_factory`] unless the front end says
-//! otherwise). Resolution validates everything before anything is queued; every error names
-//! the field and its limit.
+//! Precedence, field by field, merged once per request: the request, then the front end's
+//! settings ([`crate::EngineConfig::params`]), then the model's `generation_config.json`, then
+//! the engine's defaults ([`GenParams::llama_factory`] unless the front end says otherwise).
+//! Resolution validates everything before anything is queued; every error is an
+//! [`EngineError::Invalid`] naming the field and its limit.
 
 use ingot_core::constraint::ResponseFormat;
 use ingot_core::hf_files::GenerationDefaults;
 use ingot_core::sampling::SamplingParams;
 use ingot_core::template::ToolChoice;
+use serde::{Deserialize, Deserializer};
+
+use crate::EngineError;
 
 /// Generation parameters with LLaMA Factory's names and meaning; `None` means "not given".
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct GenParams {
     /// `false` means greedy decoding, whatever the temperature.
     pub do_sample: Option<bool>,
@@ -29,11 +36,19 @@ pub struct GenParams {
     /// Samples per request (`n`); sample `i` is seeded with `seed + i`.
     #[serde(alias = "n")]
     pub num_return_sequences: Option<usize>,
+    #[serde(alias = "max_tokens")]
     pub max_new_tokens: Option<usize>,
     /// Prompt plus generated tokens; `max_new_tokens` wins when both are given.
     pub max_length: Option<usize>,
-    /// Stop strings, honoured (the text ends just before the first one).
+    /// Stop strings, honoured (the text ends just before the first one); one string or a list.
+    #[serde(deserialize_with = "one_or_many")]
     pub stop: Vec<String>,
+    /// Token ids that end generation besides the tokenizer's end-of-generation ids (vLLM's
+    /// `stop_token_ids`).
+    pub stop_token_ids: Vec<u32>,
+    /// Keep generating past end-of-generation tokens (vLLM's `ignore_eos`; benchmarks). A
+    /// constrained sequence still ends at one, which its grammar allows only once complete.
+    pub ignore_eos: Option<bool>,
     pub skip_special_tokens: Option<bool>,
     pub seed: Option<u64>,
     /// OpenAI's structured output (`{"type": "json_object"}`, `{"type": "json_schema",
@@ -72,6 +87,8 @@ impl GenParams {
             max_new_tokens: Some(1024),
             max_length: None,
             stop: Vec::new(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: Some(false),
             skip_special_tokens: Some(true),
             seed: None,
             response_format: None,
@@ -92,17 +109,20 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format, tool_choice
+            response_format, tool_choice, ignore_eos
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();
+        }
+        if self.stop_token_ids.is_empty() {
+            self.stop_token_ids = fallback.stop_token_ids.clone();
         }
         self
     }
 
     /// The sampling parameters these give (unset fields neutral), validated: every error
     /// names the field and its limit.
-    pub fn sampling(&self) -> Result<SamplingParams, String> {
+    pub fn sampling(&self) -> Result<SamplingParams, EngineError> {
         let greedy = self.do_sample == Some(false);
         let params = SamplingParams {
             temperature: if greedy { 0.0 } else { self.temperature.unwrap_or(1.0) },
@@ -114,7 +134,9 @@ impl GenParams {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed,
         };
-        params.validate().map_err(|e| e.to_string())?;
+        params.validate().map_err(|e| match &e {
+            ingot_core::sampling::SamplingError::OutOfRange { field, .. } => EngineError::invalid(*field, e.to_string()),
+        })?;
         Ok(params)
     }
 
@@ -140,43 +162,74 @@ pub(crate) struct Resolved {
     pub samples: Vec<SamplingParams>,
     pub max_new_tokens: usize,
     pub stop: Vec<String>,
+    pub stop_ids: Vec<u32>,
     pub skip_special_tokens: bool,
+    pub ignore_eos: bool,
 }
 
 /// Limits the engine enforces on every request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// The model's context, in tokens.
     pub context: usize,
+    /// Positions the KV cache budget holds for one sequence.
+    pub budget: usize,
     pub max_n: usize,
+    pub vocab: usize,
 }
 
-/// Resolves `request` (with `defaults` already merged in) for a prompt of `prompt_len`
-/// tokens. `explicit` is the request as the caller gave it: a token limit the caller asked
-/// for is checked strictly, while a default one is shortened to fit the context.
-pub(crate) fn resolve(
-    explicit: &GenParams,
-    merged: &GenParams,
-    prompt_len: usize,
-    limits: Limits,
-) -> Result<Resolved, String> {
+impl Limits {
+    /// The tighter of the context and the KV budget, and how to name it in errors.
+    fn room(&self) -> (usize, String) {
+        if self.budget < self.context {
+            (self.budget, format!("the KV cache budget of {} tokens (raise --kv-cache-mb)", self.budget))
+        } else {
+            (self.context, format!("the context of {} tokens", self.context))
+        }
+    }
+}
+
+/// Resolves `merged` (the request with every default merged in) for a prompt of `prompt_len`
+/// tokens. `explicit` is what the caller set (the request over the front end's settings): a
+/// token limit set there is checked strictly, while a default one is shortened to fit.
+pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usize, limits: Limits) -> Result<Resolved, EngineError> {
     let n = merged.num_return_sequences.unwrap_or(1);
     if n == 0 || n > limits.max_n {
-        return Err(format!("num_return_sequences (n) must be between 1 and {}, got {n}", limits.max_n));
-    }
-    let room = limits.context.saturating_sub(prompt_len);
-    if room == 0 {
-        return Err(format!(
-            "the prompt has {prompt_len} tokens, which leaves no room in the context of {} tokens",
-            limits.context
+        return Err(EngineError::invalid(
+            "num_return_sequences",
+            format!("num_return_sequences (n) must be between 1 and {}, got {n}", limits.max_n),
         ));
     }
+    let (limit, limit_name) = limits.room();
+    let room = limit.saturating_sub(prompt_len);
+    if room == 0 {
+        return Err(EngineError::invalid(
+            "messages",
+            format!("the prompt has {prompt_len} tokens, which leaves no room in {limit_name}"),
+        ));
+    }
+    let strict = |field: &str, new: usize| {
+        if new == 0 {
+            return Err(EngineError::invalid(field, format!("{field} must leave at least 1 new token")));
+        }
+        if prompt_len + new > limit {
+            return Err(EngineError::invalid(
+                field,
+                format!("the prompt ({prompt_len} tokens) plus {new} new tokens ({field}) exceeds {limit_name}"),
+            ));
+        }
+        Ok(new)
+    };
     let max_new_tokens = match (explicit.max_new_tokens, explicit.max_length) {
-        (Some(m), _) => strict_new_tokens("max_new_tokens", m, prompt_len, limits.context)?,
+        (Some(m), _) => strict("max_new_tokens", m)?,
         (None, Some(total)) => {
             if total <= prompt_len {
-                return Err(format!("max_length ({total}) must exceed the prompt's {prompt_len} tokens"));
+                return Err(EngineError::invalid(
+                    "max_length",
+                    format!("max_length ({total}) must exceed the prompt's {prompt_len} tokens"),
+                ));
             }
-            strict_new_tokens("max_length", total - prompt_len, prompt_len, limits.context)?
+            strict("max_length", total - prompt_len)?
         }
         (None, None) => match (merged.max_new_tokens, merged.max_length) {
             (Some(m), _) => m.min(room),
@@ -185,45 +238,54 @@ pub(crate) fn resolve(
         },
     };
     if max_new_tokens == 0 {
-        return Err("max_new_tokens must be at least 1".into());
+        return Err(EngineError::invalid("max_new_tokens", "max_new_tokens must be at least 1"));
     }
 
     let base = merged.sampling()?;
-    let samples = (0..n as u64)
-        .map(|i| SamplingParams { seed: base.seed.map(|s| s.wrapping_add(i)), ..base.clone() })
-        .collect();
+    let samples = (0..n as u64).map(|i| SamplingParams { seed: base.seed.map(|s| s.wrapping_add(i)), ..base.clone() }).collect();
     if let Some(i) = merged.stop.iter().position(String::is_empty) {
-        return Err(format!("stop[{i}] is an empty string"));
+        return Err(EngineError::invalid(format!("stop[{i}]"), format!("stop[{i}] is an empty string")));
+    }
+    if let Some(i) = merged.stop_token_ids.iter().position(|&id| id as usize >= limits.vocab) {
+        return Err(EngineError::invalid(
+            format!("stop_token_ids[{i}]"),
+            format!("stop_token_ids[{i}] = {} is outside the vocabulary (size {})", merged.stop_token_ids[i], limits.vocab),
+        ));
     }
     Ok(Resolved {
         samples,
         max_new_tokens,
         stop: merged.stop.clone(),
+        stop_ids: merged.stop_token_ids.clone(),
         skip_special_tokens: merged.skip_special_tokens.unwrap_or(true),
+        ignore_eos: merged.ignore_eos.unwrap_or(false),
     })
 }
 
-fn strict_new_tokens(field: &str, new: usize, prompt_len: usize, context: usize) -> Result<usize, String> {
-    if new == 0 {
-        return Err(format!("{field} must leave at least 1 new token"));
+/// `"stop"`: one string or a list of them (OpenAI's shapes; null is none).
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
     }
-    if prompt_len + new > context {
-        return Err(format!(
-            "the prompt ({prompt_len} tokens) plus {new} new tokens ({field}) exceeds the context of {context} tokens"
-        ));
-    }
-    Ok(new)
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { context: 100, max_n: 4 };
+    const LIMITS: Limits = Limits { context: 100, budget: 1000, max_n: 4, vocab: 50 };
 
     fn run(p: GenParams, prompt_len: usize) -> Result<Resolved, String> {
         let merged = p.clone().or(&GenParams::llama_factory());
-        resolve(&p, &merged, prompt_len, LIMITS)
+        resolve(&p, &merged, prompt_len, LIMITS).map_err(|e| format!("{}: {e}", e.field().unwrap_or("-")))
     }
 
     #[test]
@@ -258,23 +320,23 @@ mod tests {
         assert_eq!(run(p(None, Some(30)), 10).expect("valid").max_new_tokens, 20);
         assert_eq!(run(p(Some(5), Some(30)), 10).expect("valid").max_new_tokens, 5, "max_new_tokens wins");
         let e = run(p(Some(95), None), 10).expect_err("invalid");
-        assert!(e.contains("max_new_tokens") && e.contains("100"), "{e}");
+        assert!(e.starts_with("max_new_tokens:") && e.contains("context of 100"), "{e}");
         let e = run(p(None, Some(10)), 10).expect_err("invalid");
-        assert!(e.contains("max_length (10)"), "{e}");
+        assert!(e.starts_with("max_length:") && e.contains("max_length (10)"), "{e}");
         let e = run(p(Some(0), None), 10).expect_err("invalid");
         assert!(e.contains("max_new_tokens"), "{e}");
         let e = run(GenParams::default(), 100).expect_err("invalid");
-        assert!(e.contains("no room"), "{e}");
+        assert!(e.starts_with("messages:") && e.contains("no room"), "{e}");
     }
 
     #[test]
     fn invalid_values_name_the_field_and_limit() {
         let cases = [
-            (GenParams { num_return_sequences: Some(0), ..Default::default() }, "between 1 and 4"),
-            (GenParams { num_return_sequences: Some(5), ..Default::default() }, "between 1 and 4"),
-            (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p must be in (0, 1]"),
-            (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature must be finite and >= 0"),
-            (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]"),
+            (GenParams { num_return_sequences: Some(0), ..Default::default() }, "num_return_sequences: num_return_sequences (n) must be between 1 and 4"),
+            (GenParams { num_return_sequences: Some(5), ..Default::default() }, "num_return_sequences: num_return_sequences (n) must be between 1 and 4"),
+            (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p: top_p must be in (0, 1]"),
+            (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature: temperature must be finite and >= 0"),
+            (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]: stop[0]"),
         ];
         for (p, want) in cases {
             let e = run(p.clone(), 5).expect_err("invalid");
@@ -292,10 +354,26 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_rejected_when_deserializing() {
-        let e = serde_json::from_str::<GenParams>(r#"{"temprature": 1}"#).expect_err("invalid").to_string();
-        assert!(e.contains("temprature"), "{e}");
-        let p: GenParams = serde_json::from_str(r#"{"n": 2, "stop": ["x"]}"#).expect("valid");
-        assert_eq!((p.num_return_sequences, p.stop), (Some(2), vec!["x".to_string()]));
+    fn openai_names_and_shapes_deserialize() {
+        let p: GenParams = serde_json::from_str(r#"{"n": 2, "stop": ["x"], "max_tokens": 9}"#).expect("valid");
+        assert_eq!((p.num_return_sequences, p.stop, p.max_new_tokens), (Some(2), vec!["x".to_string()], Some(9)));
+        let p: GenParams = serde_json::from_str(r#"{"stop": "END", "stop_token_ids": [3], "ignore_eos": true}"#).expect("valid");
+        assert_eq!((p.stop, p.stop_token_ids, p.ignore_eos), (vec!["END".to_string()], vec![3], Some(true)));
+        let p: GenParams = serde_json::from_str(r#"{"stop": null}"#).expect("valid");
+        assert!(p.stop.is_empty());
+        let e = serde_json::from_str::<GenParams>(r#"{"temperature": "hot"}"#).expect_err("invalid").to_string();
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn the_tighter_of_context_and_budget_is_named() {
+        let limits = Limits { context: 100, budget: 40, max_n: 1, vocab: 50 };
+        let p = GenParams { max_new_tokens: Some(35), ..Default::default() };
+        let e = resolve(&p, &p.clone().or(&GenParams::llama_factory()), 10, limits).expect_err("over the budget");
+        assert_eq!(e.field(), Some("max_new_tokens"));
+        assert!(e.to_string().contains("KV cache budget of 40 tokens"), "{e}");
+        let bad = GenParams { stop_token_ids: vec![50], ..Default::default() };
+        let e = resolve(&bad, &bad.clone().or(&GenParams::llama_factory()), 10, LIMITS).expect_err("out of vocabulary");
+        assert_eq!(e.field(), Some("stop_token_ids[0]"));
     }
 }

@@ -6,11 +6,10 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{engine, start};
-use ingot_core::sampling::SamplingParams;
+use common::{engine, start, submit_chat, submit_prompt};
 use ingot_core::template::{ChatTemplate, Message};
 use ingot_engine::{
-    ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, GenerateRequest, Usage,
+    ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, Prompt, PromptRequest, Usage,
 };
 
 /// Computes every prompt in full: the reference for prefix reuse and batch invariance.
@@ -24,26 +23,20 @@ fn prompt(user: &str) -> Vec<u32> {
     let tok = e.tokenizer();
     let t = ChatTemplate::from_jinja(e.chat_template().expect("template"), tok.bos_token(), tok.eos_token()).expect("template");
     let text = t.render(&[Message { role: "user".into(), content: user.into() }], None, true).expect("render");
-    e.encode_prompt(&text).expect("encode")
+    tok.encode_prompt(&text).expect("encode")
 }
 
-fn request(user: &str, max_new_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        prompt_ids: prompt(user),
-        params: SamplingParams::greedy(),
-        max_new_tokens,
-        stop: Vec::new(),
-        stop_ids: Vec::new(),
-        skip_special_tokens: true,
-        ignore_eos: false,
-        constraint: None,
-        media: None,
+/// A greedy raw-prompt request of `user`'s chat prompt.
+fn request(user: &str, max_new_tokens: usize) -> PromptRequest {
+    PromptRequest {
+        prompt: Prompt::Ids(prompt(user)),
+        params: GenParams { max_new_tokens: Some(max_new_tokens), ..GenParams::greedy() },
     }
 }
 
 /// Collects the text deltas and the final usage.
-fn collect(req: GenerateRequest) -> (Vec<String>, Usage) {
-    collect_stream(engine().submit(req).expect("submit"))
+fn collect(req: PromptRequest) -> (Vec<String>, Usage) {
+    collect_stream(submit_prompt(engine(), req).expect("submit"))
 }
 
 fn collect_stream(stream: ingot_engine::Stream) -> (Vec<String>, Usage) {
@@ -73,7 +66,7 @@ fn eos_is_stop_and_limit_is_length() {
 #[test]
 fn stop_strings_end_generation_and_are_not_emitted() {
     let mut req = request("What is the capital of France?", 64);
-    req.stop = vec![" is".into()];
+    req.params.stop = vec![" is".into()];
     let (text, usage) = collect(req);
     assert_eq!(text.concat(), "The capital of France");
     assert_eq!(usage.finish_reason, FinishReason::Stop);
@@ -91,20 +84,32 @@ fn streamed_text_is_whole_utf8_characters() {
 #[test]
 fn invalid_requests_name_the_field_and_limit() {
     let e = engine();
+    let invalid = |req: PromptRequest| match e.validate_prompt(req) {
+        Err(EngineError::Invalid { field, message }) => (field, message),
+        other => panic!("expected Invalid, got {other:?}"),
+    };
     let mut bad = request("hi", 8);
-    bad.params.top_p = 0.0;
-    assert!(matches!(e.submit(bad), Err(EngineError::Invalid(m)) if m.contains("top_p")));
+    bad.params.top_p = Some(0.0);
+    let (field, message) = invalid(bad);
+    assert!(field == "top_p" && message.contains("top_p must be in (0, 1]"), "{field}: {message}");
     let mut long = request("hi", 8);
-    long.max_new_tokens = e.model_config().max_position_embeddings;
-    assert!(matches!(e.submit(long), Err(EngineError::Invalid(m)) if m.contains("context of 32768")));
+    long.params.max_new_tokens = Some(e.model_config().max_position_embeddings);
+    let (field, message) = invalid(long);
+    assert!(field == "max_new_tokens" && message.contains("context of 32768"), "{field}: {message}");
     let mut oov = request("hi", 8);
-    oov.prompt_ids.push(10_000_000);
-    assert!(matches!(e.submit(oov), Err(EngineError::Invalid(m)) if m.contains("10000000")));
+    if let Prompt::Ids(ids) = &mut oov.prompt {
+        ids.push(10_000_000);
+    }
+    let (field, message) = invalid(oov);
+    assert!(field == "prompt" && message.contains("10000000"), "{field}: {message}");
+    let mut stop = request("hi", 8);
+    stop.params.stop = vec!["a".into(), String::new()];
+    assert_eq!(invalid(stop).0, "stop[1]");
 }
 
 #[test]
 fn cancelled_requests_finish_as_cancelled_and_the_engine_keeps_serving() {
-    let stream = engine().submit(request("Count from 1 to 100, one number per line.", 200)).expect("submit");
+    let stream = submit_prompt(engine(), request("Count from 1 to 100, one number per line.", 200)).expect("submit");
     stream.cancel();
     let last = stream.events.iter().last().expect("events");
     assert!(matches!(last, Event::Done(Usage { finish_reason: FinishReason::Cancelled, .. })), "{last:?}");
@@ -137,7 +142,7 @@ fn concurrent_greedy_requests_get_the_tokens_they_get_alone() {
     ];
     // Without the prefix cache, so that every prompt is computed in full in both runs.
     let e = uncached_engine();
-    let run = |q: &str| collect_stream(e.submit(request(q, 24)).expect("submit")).0.concat();
+    let run = |q: &str| collect_stream(submit_prompt(e, request(q, 24)).expect("submit")).0.concat();
     let alone: Vec<String> = questions.iter().map(|q| run(q)).collect();
     // All at once, twice over (16 streams): the scheduler batches them into shared steps.
     let together: Vec<String> = std::thread::scope(|s| {
@@ -151,7 +156,7 @@ fn concurrent_greedy_requests_get_the_tokens_they_get_alone() {
 
 #[test]
 fn a_dropped_stream_stops_its_sequence() {
-    let stream = engine().submit(request("Count from 1 to 100, one number per line.", 200)).expect("submit");
+    let stream = submit_prompt(engine(), request("Count from 1 to 100, one number per line.", 200)).expect("submit");
     drop(stream);
     // The engine notices at its next emit and keeps serving others.
     let (text, usage) = collect(request("What is the capital of France?", 64));
@@ -216,32 +221,32 @@ fn n_samples_with_a_seed_are_reproducible() {
 fn chat_requests_are_validated_before_they_run() {
     let e = engine();
     let cases = [
-        (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p must be in (0, 1]"),
-        (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature"),
-        (GenParams { num_return_sequences: Some(0), ..Default::default() }, "between 1 and 16"),
-        (GenParams { num_return_sequences: Some(17), ..Default::default() }, "between 1 and 16"),
-        (GenParams { max_new_tokens: Some(40_000), ..Default::default() }, "context of 32768"),
+        (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p", "top_p must be in (0, 1]"),
+        (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature", "temperature"),
+        (GenParams { num_return_sequences: Some(0), ..Default::default() }, "num_return_sequences", "between 1 and 16"),
+        (GenParams { num_return_sequences: Some(17), ..Default::default() }, "num_return_sequences", "between 1 and 16"),
+        (GenParams { max_new_tokens: Some(40_000), ..Default::default() }, "max_new_tokens", "context of 32768"),
     ];
-    for (params, want) in cases {
+    for (params, field, want) in cases {
         match e.chat(user("hi", params.clone())) {
-            Err(EngineError::Invalid(m)) => assert!(m.contains(want), "{params:?}: {m}"),
+            Err(EngineError::Invalid { field: f, message }) => assert!(f == field && message.contains(want), "{params:?}: {f}: {message}"),
             other => panic!("{params:?}: {other:?}"),
         }
     }
     let empty = ChatRequest { messages: Vec::new(), ..Default::default() };
-    assert!(matches!(e.chat(empty), Err(EngineError::Invalid(m)) if m.contains("messages")));
+    assert!(matches!(e.chat(empty), Err(EngineError::Invalid { field, .. }) if field == "messages"));
 }
 
 #[test]
 fn a_full_queue_is_overloaded_and_a_dropped_stream_frees_its_place() {
     let e = start(EngineConfig { max_seqs: 1, max_queue: 1, ..EngineConfig::default() });
     let long = GenParams { max_new_tokens: Some(500), ..GenParams::greedy() };
-    let running = e.submit_chat(user("Count from 1 to 500, one number per line.", long)).expect("submit").streams;
+    let running = submit_chat(&e, user("Count from 1 to 500, one number per line.", long)).expect("submit").streams;
     // Wait until it runs, so the next request is the one waiting in the queue.
     assert!(matches!(running[0].events.recv(), Ok(Event::Text(_))));
-    let waiting = e.submit_chat(user("What is the capital of France?", GenParams::greedy())).expect("queued").streams;
+    let waiting = submit_chat(&e, user("What is the capital of France?", GenParams::greedy())).expect("queued").streams;
     assert_eq!(e.queue_depth(), 1);
-    match e.submit_chat(user("Say hello.", GenParams::greedy())) {
+    match submit_chat(&e, user("Say hello.", GenParams::greedy())) {
         Err(EngineError::Overloaded { queued: 1, limit: 1 }) => {}
         Err(other) => panic!("expected Overloaded, got {other:?}"),
         Ok(_) => panic!("expected Overloaded, got a queued request"),

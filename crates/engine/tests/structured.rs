@@ -170,7 +170,7 @@ fn collect(stream: Stream) -> (String, FinishReason) {
 }
 
 fn submit(req: ChatRequest) -> Stream {
-    engine().submit_chat(req).expect("submit").streams.pop().expect("one sample")
+    common::submit_chat(engine(), req).expect("submit").streams.pop().expect("one sample")
 }
 
 #[test]
@@ -230,7 +230,10 @@ fn samples_each_follow_the_schema_and_bad_formats_fail_before_running() {
     }
 
     let bad = |format: ResponseFormat| match engine().chat(request("hi", Some(format))) {
-        Err(EngineError::Invalid(m)) => m,
+        Err(e @ EngineError::Constraint(_)) => {
+            assert!(e.is_request_error() && e.field().is_some_and(|f| f.starts_with("response_format.json_schema.")), "{e:?}");
+            e.to_string()
+        }
         other => panic!("{other:?}"),
     };
     let m = bad(json_schema("x", json!({"type": "object", "properties": {"a": {"type": "strin"}}})));

@@ -9,7 +9,7 @@ mod common;
 
 use ingot_core::template::{ParsedReply, ToolFormat};
 use ingot_engine::{
-    ChatRequest, EngineError, FinishReason, GenParams, ResponseFormat, ToolChoice,
+    ChatRequest, EngineError, FinishReason, GenParams, Prompt, PromptRequest, ResponseFormat, ToolChoice, ValidRequest,
 };
 use serde_json::{json, Value};
 
@@ -94,28 +94,31 @@ fn forcing_a_call_yields_a_valid_call_where_the_model_would_not_call() {
 
 #[test]
 fn choices_that_cannot_be_honoured_fail_before_running() {
-    let invalid = |result: Result<ingot_engine::Submission, EngineError>| match result {
-        Err(EngineError::Invalid(m)) => m,
+    let invalid = |result: Result<ValidRequest, EngineError>| match result {
+        Err(e) if e.is_request_error() => {
+            assert!(matches!(e.field(), Some("tool_choice" | "tools")), "{e:?}");
+            e.to_string()
+        }
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("accepted"),
     };
-    let m = invalid(engine().submit_chat(request(Some(ToolChoice::Function("get_news".into())))));
+    let m = invalid(engine().validate_chat(request(Some(ToolChoice::Function("get_news".into())))));
     assert!(m.starts_with("tool_choice: ") && m.contains("get_news") && m.contains("get_weather, get_time"), "{m}");
     let no_tools = ChatRequest { tools: None, ..request(Some(ToolChoice::Required)) };
-    let m = invalid(engine().submit_chat(no_tools));
+    let m = invalid(engine().validate_chat(no_tools));
     assert!(m.starts_with("tool_choice: ") && m.contains("at least one tool"), "{m}");
     let mut both = request(Some(ToolChoice::Required));
     both.params.response_format = Some(ResponseFormat::JsonObject);
-    let m = invalid(engine().submit_chat(both));
+    let m = invalid(engine().validate_chat(both));
     assert!(m.starts_with("tool_choice: ") && m.contains("response_format"), "{m}");
     let params = GenParams { tool_choice: Some(ToolChoice::Required), ..GenParams::greedy() };
-    let m = invalid(engine().submit_prompt(vec![1, 2, 3], &params));
+    let m = invalid(engine().validate_prompt(PromptRequest { prompt: Prompt::Ids(vec![1, 2, 3]), params }));
     assert!(m.starts_with("tool_choice: ") && m.contains("chat request"), "{m}");
     let bad_schema = ChatRequest {
         tools: Some(vec![json!({"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}}})]),
         ..request(Some(ToolChoice::Required))
     };
-    let m = invalid(engine().submit_chat(bad_schema));
+    let m = invalid(engine().validate_chat(bad_schema));
     assert!(m.starts_with("tools: ") && m.contains("strin"), "{m}");
     // "none" and "auto" constrain nothing, so they need no tools.
     let free = ChatRequest { tools: None, ..request(Some(ToolChoice::None)) };

@@ -4,10 +4,13 @@
 //! cache that reuses an image's tokens only for the very same image bytes. The same end to
 //! end on the tiny Qwen2.5-VL fixture (window attention).
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{submit_chat, Submission};
 use ingot_core::testing::{fixtures_dir, json_ids};
-use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response, Submission};
+use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response};
 use serde_json::{json, Value};
 
 fn vlm_dir() -> PathBuf {
@@ -83,7 +86,7 @@ fn fixture_cases_give_transformers_prompt_ids_and_greedy_tokens() {
     assert!(engine.takes_images());
     for name in ["image1_describe", "image2_system_question"] {
         let c = case(name);
-        let sub = engine.submit_chat(request(&c)).expect("submit");
+        let sub = submit_chat(&engine, request(&c)).expect("submit");
         assert_eq!(sub.prompt_ids, json_ids(&c["input_ids"]), "{name}: prompt ids with expanded image tokens");
         drop(sub);
         let r = one(&engine, request(&c));
@@ -104,7 +107,7 @@ fn placeholders_as_text_equal_content_parts() {
         params: greedy(10),
         ..ChatRequest::default()
     };
-    let sub = engine.submit_chat(req).expect("submit");
+    let sub = submit_chat(&engine, req).expect("submit");
     assert_eq!(sub.prompt_ids, json_ids(&c["input_ids"]));
     // No placeholder at all: the image goes before the first user message's text (image 1's layout).
     let c1 = case("image1_describe");
@@ -114,7 +117,7 @@ fn placeholders_as_text_equal_content_parts() {
         params: greedy(10),
         ..ChatRequest::default()
     };
-    assert_eq!(engine.submit_chat(req).expect("submit").prompt_ids, json_ids(&c1["input_ids"]));
+    assert_eq!(submit_chat(&engine, req).expect("submit").prompt_ids, json_ids(&c1["input_ids"]));
 }
 
 #[test]
@@ -122,7 +125,7 @@ fn llama_factory_s_qwen2_vl_template_gives_the_same_prompt() {
     let engine = start(EngineConfig { template: Some("qwen2_vl".into()), prefix_cache: false, ..EngineConfig::default() });
     for name in ["image1_describe", "image2_system_question"] {
         let c = case(name);
-        assert_eq!(engine.submit_chat(request(&c)).expect("submit").prompt_ids, json_ids(&c["input_ids"]), "{name}");
+        assert_eq!(submit_chat(&engine, request(&c)).expect("submit").prompt_ids, json_ids(&c["input_ids"]), "{name}");
     }
 }
 
@@ -135,14 +138,14 @@ fn mismatched_counts_and_text_models_are_refused() {
         params: greedy(4),
         ..ChatRequest::default()
     };
-    let err = engine.submit_chat(two).err().expect("2 placeholders, 1 image");
+    let err = submit_chat(&engine, two).err().expect("2 placeholders, 1 image");
     assert!(err.to_string().contains("2 <image> placeholder(s) but 1 image(s)"), "{err}");
     let none = ChatRequest {
         messages: vec![json!({"role": "user", "content": "<image> what is it?"})],
         params: greedy(4),
         ..ChatRequest::default()
     };
-    assert!(engine.submit_chat(none).is_err(), "a placeholder without its image");
+    assert!(submit_chat(&engine, none).is_err(), "a placeholder without its image");
 }
 
 #[test]
@@ -154,9 +157,9 @@ fn image_requests_batch_with_text_requests_and_keep_their_tokens() {
     // All at once, several times over: they share steps, in any mix of prefill and decode.
     let mut subs = Vec::new();
     for _ in 0..3 {
-        subs.push((engine.submit_chat(request(&c1)).expect("c1"), expected_text(&engine, &c1)));
-        subs.push((engine.submit_chat(text.clone()).expect("text"), solo_text.clone()));
-        subs.push((engine.submit_chat(request(&c2)).expect("c2"), expected_text(&engine, &c2)));
+        subs.push((submit_chat(&engine, request(&c1)).expect("c1"), expected_text(&engine, &c1)));
+        subs.push((submit_chat(&engine, text.clone()).expect("text"), solo_text.clone()));
+        subs.push((submit_chat(&engine, request(&c2)).expect("c2"), expected_text(&engine, &c2)));
     }
     for (sub, want) in subs {
         let got = first_sample_text(sub);
@@ -189,7 +192,7 @@ fn an_image_split_across_prefill_chunks_keeps_its_tokens() {
         params: GenParams { num_return_sequences: Some(n), ..greedy(8) },
         ..ChatRequest::default()
     };
-    let sub = engine.submit_chat(req(1)).expect("submit");
+    let sub = submit_chat(&engine, req(1)).expect("submit");
     assert_eq!(sub.prompt_ids.len(), 49, "the layout this test relies on");
     assert_eq!(sub.prompt_ids.iter().position(|&id| id == 2033), Some(20));
     drop(sub);
@@ -214,7 +217,7 @@ fn two_images_in_one_conversation() {
         params: greedy(6),
         ..ChatRequest::default()
     };
-    let sub = engine.submit_chat(req.clone()).expect("submit");
+    let sub = submit_chat(&engine, req.clone()).expect("submit");
     let pad = 2033;
     let runs: Vec<usize> = sub
         .prompt_ids
@@ -283,7 +286,7 @@ fn qwen2_5_vl_fixture_cases_end_to_end() {
     assert_eq!(requests.len(), 2);
     for (c, req) in &requests {
         let name = c["name"].as_str().expect("name");
-        let sub = engine.submit_chat(req.clone()).expect("submit");
+        let sub = submit_chat(&engine, req.clone()).expect("submit");
         assert_eq!(sub.prompt_ids, json_ids(&c["input_ids"]), "{name}: prompt ids with expanded image tokens");
         drop(sub);
         let r = one(&engine, req.clone());
@@ -291,7 +294,7 @@ fn qwen2_5_vl_fixture_cases_end_to_end() {
         assert_eq!(r.text, streamed_text(&engine, c), "{name}: greedy continuation");
     }
     // Both at once (the second run also meets the prefix cache).
-    let subs: Vec<_> = requests.iter().map(|(_, req)| engine.submit_chat(req.clone()).expect("submit")).collect();
+    let subs: Vec<_> = requests.iter().map(|(_, req)| submit_chat(&engine, req.clone()).expect("submit")).collect();
     for ((c, _), sub) in requests.iter().zip(subs) {
         let got = first_sample_text(sub);
         assert_eq!(got, streamed_text(&engine, c), "{}: batched", c["name"]);

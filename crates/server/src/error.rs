@@ -7,6 +7,8 @@
 //! route or model, 413 body over the limit, 422 schema errors (wrong types, unknown fields'
 //! values), 429 queue full, 503 engine stopped; media sources ([`MediaSourceError`]) add 403
 //! refused by the server's media policy, 502 the remote server failed and 504 timeout.
+//! Engine errors map by their type in one table (`From<EngineError>`), which also renames
+//! the engine's field names to OpenAI's for `param`.
 
 use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
@@ -120,22 +122,38 @@ impl From<MediaSourceError> for ApiError {
     }
 }
 
+/// The engine's field names (LLaMA Factory's) where OpenAI's request calls the field
+/// otherwise, and paths the API reports by their parent.
+const PARAM_NAMES: [(&str, &str); 4] = [
+    ("num_return_sequences", "n"),
+    ("max_new_tokens", "max_tokens"),
+    ("response_format.json_schema.schema", "response_format.json_schema"),
+    ("response_format.json_schema.name", "response_format.json_schema"),
+];
+
+/// The request field an engine error names, in the API's terms.
+fn param(field: &str) -> String {
+    PARAM_NAMES.iter().find(|(engine, _)| *engine == field).map_or(field, |(_, api)| api).to_owned()
+}
+
+/// The one table from engine errors to HTTP: status, `param`, `code`.
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        use ingot_core::media::MediaError;
         let status = match &e {
-            EngineError::Invalid(_)
-            | EngineError::RewardModel
-            | EngineError::NoValueHead
-            | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
+            EngineError::Media { source: MediaError::TooManyBytes { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            e if e.is_request_error() => StatusCode::BAD_REQUEST,
+            EngineError::RewardModel | EngineError::NoValueHead | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = match &e {
-            // The engine prefixes "invalid request: "; the error type already says so.
-            EngineError::Invalid(m) => m.clone(),
-            other => other.to_string(),
+        let code = match &e {
+            EngineError::Overloaded { .. } => Some("server_overloaded"),
+            EngineError::Media { .. } => Some("invalid_media"),
+            _ => None,
         };
-        Self::new(status, message)
+        Self { param: e.field().map(param), code, ..Self::new(status, e.to_string()) }
     }
 }
 
@@ -155,8 +173,17 @@ mod tests {
 
     #[test]
     fn engine_errors_map_to_statuses() {
-        assert_eq!(ApiError::from(EngineError::Invalid("x".into())).status, StatusCode::BAD_REQUEST);
+        let e = ApiError::from(EngineError::invalid("num_return_sequences", "n must be between 1 and 16, got 0"));
+        assert_eq!((e.status, e.param.as_deref()), (StatusCode::BAD_REQUEST, Some("n")));
+        let e = ApiError::from(EngineError::invalid("temperature", "temperature must be finite and >= 0, got -1"));
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert_eq!(e.message, "temperature must be finite and >= 0, got -1");
+        let e = ApiError::from(EngineError::invalid("max_new_tokens", "too many"));
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
         assert_eq!(ApiError::from(EngineError::Stopped).status, StatusCode::SERVICE_UNAVAILABLE);
+        let e = ApiError::from(EngineError::Overloaded { queued: 3, limit: 3 });
+        assert_eq!((e.status, e.param), (StatusCode::TOO_MANY_REQUESTS, None));
+        assert_eq!(ApiError::from(EngineError::RewardModel).status, StatusCode::BAD_REQUEST);
         let e = ApiError::new(StatusCode::UNAUTHORIZED, "no key");
         assert!(e.body().contains("authentication_error"));
     }

@@ -1,13 +1,15 @@
 //! ingot's HTTP front end: an OpenAI-compatible API (what `llamafactory-cli api` serves) and a
 //! web chat page at `/`, on axum.
 //!
-//! [`app`] builds the router around an [`EngineHandle`]; the binary binds and serves it. The
-//! data path of a request: body → [`openai`] request type (shape errors are 422s) →
-//! `validate` (value errors are 400s naming the field) → the engine's `submit_*` on a
-//! blocking thread (rendering and tokenising stay off the async runtime; its errors are 400
-//! or 429 too) → [`bridge`] (engine events into async) → a JSON body or SSE chunks.
-//! Everything is checked before a stream starts, so a bad streaming request gets a clean
-//! 4xx. Every failure goes through [`error::ApiError`], as a response or as an SSE event.
+//! [`app`] builds the router around a [`Backend`] (the engine's handle, or a stub in tests);
+//! the binary binds and serves it. The data path of a request: body → [`openai`] request type
+//! (shape errors are 422s) → `validate` (translation into the engine's request; its errors are
+//! 400s naming the field) → the engine's validation and queueing on a request worker
+//! ([`workers`]: rendering and tokenising stay off the async runtime; the engine's typed
+//! errors become 400, 429, ... by one table) → events straight from the engine thread into
+//! the request's channel ([`sink`]) → a JSON body or SSE chunks. Everything is checked before
+//! a stream starts, so a bad streaming request gets a clean 4xx. Every failure goes through
+//! [`error::ApiError`], as a response or as an SSE event.
 //!
 //! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
@@ -15,13 +17,15 @@
 //! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, `/v1/*`
 //! and `/apply-template` need `Authorization: Bearer KEY`; the page, health and metrics do not.
 
-mod bridge;
+pub mod backend;
+mod completions;
 mod error;
-mod generate;
 pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
+pub mod sink;
+mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,14 +37,16 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ingot_engine::{EngineHandle, GenParams};
+use ingot_engine::GenParams;
 use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt;
 
+pub use backend::Backend;
 pub use error::ApiError;
 pub use media::{fetch_media, MediaPolicy, MediaSourceError};
 use metrics::Metrics;
 use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
+use workers::Workers;
 
 /// The page served at `/`: one self-contained file.
 const PAGE: &str = include_str!("page.html");
@@ -66,11 +72,10 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// Largest accepted request body, in bytes (larger ones get a 413).
     pub max_body_bytes: usize,
-    /// Generation settings for fields a request leaves unset (the server's flags); fields
-    /// unset here too come from the model's generation_config.json, then the engine.
-    pub defaults: GenParams,
     /// Where `image_url` parts may point (see [`media`]): by default data URLs only.
     pub media: MediaPolicy,
+    /// Threads that validate requests (render, tokenize, decode media); 0 = one per core.
+    pub request_workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,8 +84,8 @@ impl Default for ServerConfig {
             model_name: "ingot".into(),
             api_keys: Vec::new(),
             max_body_bytes: 1 << 20,
-            defaults: GenParams::default(),
             media: MediaPolicy::default(),
+            request_workers: 0,
         }
     }
 }
@@ -88,24 +93,36 @@ impl Default for ServerConfig {
 /// What every handler shares.
 #[derive(Clone)]
 struct AppState {
-    engine: EngineHandle,
+    engine: Arc<dyn Backend>,
+    workers: Workers,
     cfg: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     /// Unix time the server started (the model card's `created`).
     started: u64,
 }
 
-/// The whole API and page around a running engine.
-pub fn app(engine: EngineHandle, cfg: ServerConfig) -> Router {
-    let state = AppState { engine, cfg: Arc::new(cfg), metrics: Arc::new(Metrics::default()), started: unix_now() };
+/// The whole API and page around a running engine. Fails only when the request workers
+/// cannot start.
+pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
+    let threads = match cfg.request_workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let state = AppState {
+        engine: Arc::new(engine),
+        workers: Workers::new(threads)?,
+        cfg: Arc::new(cfg),
+        metrics: Arc::new(Metrics::default()),
+        started: unix_now(),
+    };
     let v1 = Router::new()
         .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(generate::chat))
-        .route("/v1/completions", post(generate::completions))
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
-    Router::new()
+    Ok(Router::new()
         .merge(v1)
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
@@ -113,7 +130,7 @@ pub fn app(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .with_state(state)
+        .with_state(state))
 }
 
 fn unix_now() -> u64 {
@@ -165,10 +182,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_path_to_error::deserialize(&value).map(JsonBody).map_err(|e| {
             let mut path = e.path().to_string();
             let mut message = e.inner().to_string();
-            // serde's `flatten` hides the path of the flattened sampling fields; reading them
-            // alone finds it.
+            // serde's `flatten` hides the path of the flattened fields; reading them alone
+            // finds it.
             if path == "." {
-                if let Err(e) = serde_path_to_error::deserialize::<_, openai::Sampling>(&value) {
+                if let Err(e) = serde_path_to_error::deserialize::<_, GenParams>(&value) {
+                    (path, message) = (e.path().to_string(), e.inner().to_string());
+                } else if let Err(e) = serde_path_to_error::deserialize::<_, openai::DeliveryFields>(&value) {
                     (path, message) = (e.path().to_string(), e.inner().to_string());
                 }
             }
@@ -237,10 +256,20 @@ async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>)
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must hold at least one text"));
     }
+    let (done, scores) = tokio::sync::oneshot::channel();
     let engine = s.engine.clone();
-    let scores = tokio::task::spawn_blocking(move || engine.get_scores(req.messages, req.max_length))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let texts = req.messages;
+    let max_length = req.max_length;
+    s.workers
+        .run(move || {
+            let done = Box::new(move |scores| {
+                // The client may have gone away; then nobody waits for the scores.
+                let _ = done.send(scores);
+            });
+            engine.submit_scores(&texts, max_length, done)
+        })
+        .await??;
+    let scores = scores.await.map_err(|_| ApiError::from(ingot_engine::EngineError::Stopped))??;
     Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model: req.model, scores }))
 }
 
@@ -253,14 +282,9 @@ async fn apply_template(
     s.check_model(&req.model)?;
     let valid = req.validate()?;
     let mut chat = valid.chat;
-    chat.media = generate::fetch_images(&s, &valid.images).await?;
+    chat.media = completions::fetch_images(&s, &valid.images).await?;
     let engine = s.engine.clone();
-    let (prompt, ids) = tokio::task::spawn_blocking(move || {
-        let prompt = engine.tokenize_chat(&chat)?;
-        Ok::<_, ingot_engine::EngineError>((prompt.text, prompt.ids))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (prompt, ids) = s.workers.run(move || engine.apply_template(chat)).await??;
     Ok(Json(serde_json::json!({"prompt": prompt, "prompt_ids": ids, "prompt_tokens": ids.len()})))
 }
 

@@ -2,27 +2,20 @@
 //! validated, typed one ([`ChatCompletionRequest::validate`] → [`ValidChat`]).
 //!
 //! Deserialization checks the shape (a wrong type or an unknown role is a 422 naming the
-//! field's path); `validate` checks meaning (empty messages, `n` = 0, unsupported content) and
-//! turns OpenAI messages into the Hugging Face message objects chat templates expect: content
-//! parts joined into one string (an `image_url` part becomes LLaMA Factory's `<image>`
-//! placeholder, its URL kept in [`ValidChat::images`] for the route to fetch), and assistant tool-call `arguments` (a JSON *string* in
-//! OpenAI's format) decoded into JSON objects, so they are rendered once, not twice.
-//! Ranges of sampling values are the engine's to check (it names the field and the limit);
-//! nothing here duplicates them.
+//! field's path); the sampling fields are the engine's one parameters type, [`GenParams`],
+//! flattened into each body (OpenAI's names are its serde aliases). `validate` translates:
+//! OpenAI messages become the Hugging Face message objects chat templates expect (content
+//! parts joined into one string, an `image_url` part becoming LLaMA Factory's `<image>`
+//! placeholder, its URL kept in [`ValidChat::images`] for the route to fetch; assistant
+//! tool-call `arguments`, a JSON *string* in OpenAI's format, decoded into JSON objects, so
+//! they are rendered once, not twice). Values are the engine's to check (it names the field
+//! and the limit); nothing here duplicates them.
 
-use ingot_engine::{ChatRequest, GenParams, ResponseFormat, ToolChoice};
+use ingot_engine::{ChatRequest, GenParams, Prompt as EnginePrompt, ToolChoice};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-
-/// `"stop"`: one string or a list of them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,29 +92,14 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// The sampling fields `/v1/chat/completions` and `/v1/completions` share.
+/// How the answer is delivered: fields OpenAI's bodies have besides the sampling ones.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Sampling {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub min_p: Option<f32>,
-    pub seed: Option<u64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    /// LLaMA Factory's switch: false = greedy.
-    pub do_sample: Option<bool>,
-    pub n: Option<usize>,
-    pub stop: Option<Stop>,
-    pub max_tokens: Option<usize>,
-    /// OpenAI's newer name for `max_tokens`; wins when both are given.
-    pub max_completion_tokens: Option<usize>,
+pub struct DeliveryFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    /// `json_object` / `json_schema`: enforced by constrained decoding.
-    pub response_format: Option<ResponseFormat>,
+    /// OpenAI's newer name for `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,12 +107,13 @@ pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub tools: Option<Vec<Value>>,
-    /// `"none"` switches tool-call parsing off; `"required"` or a named function forces a
-    /// call in the template's tool format by constrained decoding.
-    pub tool_choice: Option<ToolChoice>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
-    pub sampling: Sampling,
+    pub delivery: DeliveryFields,
+    /// Sampling, `n`, `stop`, `max_tokens`, `response_format`, `tool_choice` (`"none"` also
+    /// switches tool-call parsing off), ...
+    #[serde(flatten)]
+    pub params: GenParams,
 }
 
 /// `/v1/completions`: a raw prompt, no chat template.
@@ -143,7 +122,9 @@ pub struct CompletionRequest {
     pub model: String,
     pub prompt: Prompt,
     #[serde(flatten)]
-    pub sampling: Sampling,
+    pub delivery: DeliveryFields,
+    #[serde(flatten)]
+    pub params: GenParams,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +133,8 @@ pub enum Prompt {
     Text(String),
     /// A list holding one string (what clients send for a single prompt); more are refused.
     Texts(Vec<String>),
+    /// Token ids (OpenAI's legacy shape), used as they are.
+    Ids(Vec<u32>),
 }
 
 /// LLaMA Factory's reward route: already templated texts to score.
@@ -183,49 +166,20 @@ pub struct ValidChat {
 }
 
 pub struct ValidCompletion {
-    pub prompt: String,
+    pub prompt: EnginePrompt,
     pub params: GenParams,
     pub delivery: Delivery,
 }
 
-impl Sampling {
-    fn validate(&self) -> Result<(GenParams, Delivery), ApiError> {
-        let n = self.n.unwrap_or(1);
-        if n == 0 {
-            return Err(ApiError::invalid("n", "n must be at least 1, got 0"));
-        }
-        let max_new_tokens = self.max_completion_tokens.or(self.max_tokens);
-        if max_new_tokens == Some(0) {
-            let field = if self.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
-            return Err(ApiError::invalid(field, format!("{field} must be at least 1, got 0")));
-        }
-        let stop = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
-        };
-        if let Some(i) = stop.iter().position(String::is_empty) {
-            return Err(ApiError::invalid(format!("stop[{i}]"), "stop strings must not be empty"));
-        }
+impl DeliveryFields {
+    /// The delivery, and `params` with `max_completion_tokens` taken in.
+    fn validate(self, mut params: GenParams) -> Result<(GenParams, Delivery), ApiError> {
         if self.stream_options.is_some() && !self.stream {
             return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
         }
-        let params = GenParams {
-            do_sample: self.do_sample,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            num_return_sequences: Some(n),
-            max_new_tokens,
-            stop,
-            seed: self.seed,
-            response_format: self.response_format.clone(),
-            ..GenParams::default()
-        };
+        if let Some(m) = self.max_completion_tokens {
+            params.max_new_tokens = Some(m);
+        }
         let include_usage = self.stream_options.as_ref().is_some_and(|o| o.include_usage);
         Ok((params, Delivery { stream: self.stream, include_usage }))
     }
@@ -233,7 +187,7 @@ impl Sampling {
 
 impl ChatCompletionRequest {
     pub fn validate(self) -> Result<ValidChat, ApiError> {
-        let (params, delivery) = self.sampling.validate()?;
+        let (params, delivery) = self.delivery.validate(self.params)?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must hold at least one message"));
         }
@@ -244,7 +198,7 @@ impl ChatCompletionRequest {
             .enumerate()
             .map(|(i, m)| hf_message(i, m, &mut images))
             .collect::<Result<Vec<_>, _>>()?;
-        let tools_off = self.tool_choice == Some(ToolChoice::None);
+        let tools_off = params.tool_choice == Some(ToolChoice::None);
         let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
         let tool_names = match &tools {
             None => Vec::new(),
@@ -258,7 +212,6 @@ impl ChatCompletionRequest {
                 .collect::<Result<_, _>>()?,
         };
         // The engine checks a forced choice against the tools (and refuses one without them).
-        let params = GenParams { tool_choice: self.tool_choice, ..params };
         let chat = ChatRequest {
             messages,
             system: None,
@@ -273,15 +226,16 @@ impl ChatCompletionRequest {
 
 impl CompletionRequest {
     pub fn validate(self) -> Result<ValidCompletion, ApiError> {
-        let (params, delivery) = self.sampling.validate()?;
+        let (params, delivery) = self.delivery.validate(self.params)?;
         let prompt = match self.prompt {
-            Prompt::Text(t) => t,
-            Prompt::Texts(mut v) if v.len() == 1 => v.remove(0),
+            Prompt::Text(t) => EnginePrompt::Text(t),
+            Prompt::Texts(mut v) if v.len() == 1 => EnginePrompt::Text(v.remove(0)),
             Prompt::Texts(v) => {
                 return Err(ApiError::invalid("prompt", format!("one prompt per request is supported, got {}", v.len())))
             }
+            Prompt::Ids(ids) => EnginePrompt::Ids(ids),
         };
-        if prompt.is_empty() {
+        if matches!(&prompt, EnginePrompt::Text(t) if t.is_empty()) || matches!(&prompt, EnginePrompt::Ids(ids) if ids.is_empty()) {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
         Ok(ValidCompletion { prompt, params, delivery })
@@ -564,16 +518,16 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_field() {
+        // (Ranges, `n`, `max_tokens` and `stop` are the engine's to check: see the server's
+        // handler tests and the API tests through the real engine.)
         let cases = [
             (json!({"model": "m", "messages": []}), "messages"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}), "n"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}), "max_tokens"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {}}), "stream_options"),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), "messages[0].content[0].type"),
             (json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
              "messages[0].tool_calls[0].function.arguments"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}), "stop[1]"),
         ];
         for (body, param) in cases {
             let e = chat(body.clone()).err().unwrap_or_else(|| panic!("{body} should be refused"));
@@ -594,6 +548,7 @@ mod tests {
         assert_eq!((p.num_return_sequences, p.max_new_tokens, p.seed), (Some(2), Some(7), Some(3)));
         assert_eq!(p.stop, ["END"]);
         assert_eq!(p.temperature, Some(0.0));
+        assert_eq!(p.tool_choice, None);
         assert_eq!(v.delivery, Delivery { stream: true, include_usage: true });
         assert_eq!(v.tool_names, ["f"]);
         assert_eq!(v.chat.template_kwargs["enable_thinking"], false);

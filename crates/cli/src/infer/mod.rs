@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
-use crossbeam_channel::Select;
-use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Stream};
+use crossbeam_channel::{Receiver, Sender};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Tagged};
 use serde_json::json;
 
 use crate::chat::PromptArgs;
@@ -112,13 +112,14 @@ impl InferArgs {
 
 /// A row being generated.
 struct InFlight {
-    /// Its place in the order rows were handed out (the reorder buffer's sequence).
+    /// Its place in the order rows were handed out (the reorder buffer's sequence), which
+    /// also tags its events.
     seq: usize,
     index: usize,
     place: Place,
     prompt: String,
     label: String,
-    stream: Stream,
+    cancel: Cancel,
     text: String,
 }
 
@@ -128,10 +129,26 @@ enum StartError {
     Fatal(anyhow::Error),
 }
 
+impl From<EngineError> for StartError {
+    fn from(e: EngineError) -> Self {
+        if e.is_request_error() {
+            Self::Row(e.to_string())
+        } else {
+            Self::Fatal(e.into())
+        }
+    }
+}
+
 /// Submits a row: its messages, system prompt and tools go to the chat template (the label
-/// stays out). Returns the prompt text (special tokens left out, as LLaMA Factory writes it)
-/// and the stream.
-fn start(engine: &EngineHandle, row: &Row, params: &GenParams, media_dir: &Path) -> Result<(String, Stream), StartError> {
+/// stays out); its events go to `events` tagged with `seq`. Returns the prompt text (special
+/// tokens left out, as LLaMA Factory writes it) and the row's canceller.
+fn start(
+    engine: &EngineHandle,
+    row: &Row,
+    media_dir: &Path,
+    seq: usize,
+    events: &Sender<(usize, Event)>,
+) -> Result<(String, Cancel), StartError> {
     // A missing or broken image is the row's fault, reported like any bad row.
     let media = row
         .images
@@ -144,23 +161,21 @@ fn start(engine: &EngineHandle, row: &Row, params: &GenParams, media_dir: &Path)
         // The row's own system prompt wins; without one the engine's default (--system) applies.
         system: row.system.clone().filter(|s| !s.is_empty()),
         tools: row.tools.clone(),
-        params: params.clone(),
+        // One prediction per row; the generation settings are the engine's (flags, config).
+        params: GenParams { num_return_sequences: Some(1), ..GenParams::default() },
         ..ChatRequest::default()
     };
-    let sub = engine.submit_chat(request).map_err(|e| match e {
-        EngineError::Invalid(m) => StartError::Row(m),
-        e => StartError::Fatal(e.into()),
-    })?;
-    let prompt = engine.tokenizer().decode(&sub.prompt_ids, true).map_err(|e| StartError::Row(e.to_string()))?;
-    let stream = sub.streams.into_iter().next().ok_or_else(|| StartError::Fatal(anyhow::anyhow!("the engine returned no stream")))?;
-    Ok((prompt, stream))
+    let valid = engine.validate_chat(request)?;
+    let prompt = engine.tokenizer().decode(valid.prompt_ids(), true).map_err(|e| StartError::Row(e.to_string()))?;
+    let cancel = engine.submit(valid, |_| Tagged { index: seq, tx: events.clone() })?;
+    let cancel = cancel.into_iter().next().ok_or_else(|| StartError::Fatal(anyhow::anyhow!("the engine queued no sample")))?;
+    Ok((prompt, cancel))
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
-    let params = GenParams { num_return_sequences: Some(1), ..args.prompt.gen.params() };
     // Checked before anything loads; the engine checks the rest per row.
-    params.sampling().map_err(anyhow::Error::msg)?;
+    args.prompt.params().sampling()?;
     let name = args.dataset.as_deref().context("no dataset: pass --dataset PATH|NAME (or `dataset` in the config)")?;
     let mut data = dataset::open(name, &args.dataset_dir, args.format)?;
     if let Some(n) = args.max_samples {
@@ -195,7 +210,6 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let mut progress = Progress::new(todo.len());
         let run = Run {
             engine: &engine,
-            params: &params,
             rows: &data.rows,
             concurrency: args.concurrency,
             on_error: args.on_error,
@@ -219,7 +233,6 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
 /// What a run needs to generate rows.
 struct Run<'a> {
     engine: &'a EngineHandle,
-    params: &'a GenParams,
     rows: &'a [(Place, Result<Row, String>)],
     concurrency: usize,
     on_error: OnError,
@@ -239,6 +252,8 @@ impl Run<'_> {
         // Under --on-error fail: the first failing row; nothing after it is started or written.
         let mut stop_at: Option<usize> = None;
         let mut fail: Option<RowError> = None;
+        // Every row's events, tagged with the row's `seq`.
+        let (events, received): (Sender<(usize, Event)>, Receiver<(usize, Event)>) = crossbeam_channel::unbounded();
 
         // Records a finished row, writing whatever is now in order; reports errors under skip.
         let finish = |sink: &mut Sink, progress: &mut Progress, seq: usize, item: Finished, tokens: usize| -> anyhow::Result<()> {
@@ -255,12 +270,12 @@ impl Run<'_> {
                 next += 1;
                 let (place, row) = &self.rows[index];
                 let started = match row {
-                    Ok(row) => start(self.engine, row, self.params, self.media_dir).map(|s| (s, row.label.clone())),
+                    Ok(row) => start(self.engine, row, self.media_dir, seq, &events).map(|s| (s, row.label.clone())),
                     Err(e) => Err(StartError::Row(e.clone())),
                 };
                 match started {
-                    Ok(((prompt, stream), label)) => {
-                        in_flight.push(InFlight { seq, index, place: *place, prompt, label, stream, text: String::new() })
+                    Ok(((prompt, cancel), label)) => {
+                        in_flight.push(InFlight { seq, index, place: *place, prompt, label, cancel, text: String::new() })
                     }
                     Err(StartError::Fatal(e)) => return Err(e),
                     Err(StartError::Row(error)) => {
@@ -275,19 +290,20 @@ impl Run<'_> {
                 }
             }
             if let Some(stop) = stop_at {
-                // Rows after the failing one are dropped, which cancels them in the engine.
-                in_flight.retain(|f| f.seq < stop);
+                // Rows after the failing one are cancelled in the engine and forgotten here.
+                in_flight.retain(|f| {
+                    if f.seq >= stop {
+                        f.cancel.cancel();
+                    }
+                    f.seq < stop
+                });
             }
             if in_flight.is_empty() {
                 break;
             }
-            let mut select = Select::new();
-            for f in &in_flight {
-                select.recv(&f.stream.events);
-            }
-            let op = select.select();
-            let i = op.index();
-            let event = op.recv(&in_flight[i].stream.events).map_err(|_| anyhow::anyhow!("the engine stopped"))?;
+            let (tag, event) = received.recv().map_err(|_| anyhow::anyhow!("the engine stopped"))?;
+            // Events of rows cancelled above may still arrive.
+            let Some(i) = in_flight.iter().position(|f| f.seq == tag) else { continue };
             match event {
                 Event::Text(t) => in_flight[i].text.push_str(&t),
                 Event::Done(usage) => {
@@ -304,8 +320,10 @@ impl Run<'_> {
                     finish(sink, progress, f.seq, Finished::Prediction(p), usage.completion_tokens)?;
                 }
                 Event::Error(error) => {
+                    // An error while generating is the row's (its input was valid, but the
+                    // model or its grammar failed on it).
                     let f = in_flight.swap_remove(i);
-                    let e = RowError { index: f.index, place: f.place.to_string(), error };
+                    let e = RowError { index: f.index, place: f.place.to_string(), error: error.to_string() };
                     if on_error == OnError::Fail {
                         if stop_at.is_none_or(|s| f.seq < s) {
                             stop_at = Some(f.seq);

@@ -1,8 +1,11 @@
-//! The engines the integration tests share: the real default model on 2 threads.
+//! The engines the integration tests share (the real default model on 2 threads) and
+//! helpers to queue requests.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
-use ingot_engine::{EngineConfig, EngineHandle};
+use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, PromptRequest, Stream};
 
 /// A new engine on the default model with `cfg` (threads fixed at 2).
 pub fn start(cfg: EngineConfig) -> EngineHandle {
@@ -15,4 +18,22 @@ pub fn start(cfg: EngineConfig) -> EngineHandle {
 pub fn engine() -> &'static EngineHandle {
     static E: OnceLock<EngineHandle> = OnceLock::new();
     E.get_or_init(|| start(EngineConfig::default()))
+}
+
+/// A queued chat request: its prompt and one stream per sample.
+pub struct Submission {
+    pub prompt_ids: Vec<u32>,
+    pub streams: Vec<Stream>,
+}
+
+/// Validates and queues a chat request.
+pub fn submit_chat(e: &EngineHandle, req: ChatRequest) -> Result<Submission, EngineError> {
+    let valid = e.validate_chat(req)?;
+    let prompt_ids = valid.prompt_ids().to_vec();
+    Ok(Submission { prompt_ids, streams: e.stream(valid)? })
+}
+
+/// Validates and queues a raw prompt of one sample.
+pub fn submit_prompt(e: &EngineHandle, req: PromptRequest) -> Result<Stream, EngineError> {
+    Ok(e.stream(e.validate_prompt(req)?)?.remove(0))
 }

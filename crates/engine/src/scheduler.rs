@@ -6,17 +6,15 @@
 //! for more than one chunk), runs the model once, then samples, detokenizes and checks stop
 //! conditions per sequence. A finished, cancelled or abandoned sequence leaves at once.
 //!
-//! Memory: KV caches live within a byte budget. A request is admitted only when its whole
-//! reservation (prompt plus `max_new_tokens` positions) fits, so a running sequence never
-//! runs out of room and nothing needs preempting; until then it waits in a FIFO queue (the
-//! handle refuses new work once that queue holds `max_queue` requests). Finished sequences'
-//! caches stay in a prefix pool, inside the same budget, and are evicted least recently used
-//! first when an admission needs the room.
+//! Memory: the [`PrefixPool`] holds the KV budget. A request is admitted only when its whole
+//! reservation fits; until then it waits in a FIFO queue (the handle refuses new work once
+//! that queue holds `max_queue` requests). A new request takes the pooled cache sharing its
+//! longest prefix and prefills only the rest (at least its last prompt token, whose logits it
+//! needs). Reuse is exact: the kernels compute each row alone, so a prefix computed in another
+//! batch or chunk has the very same keys and values.
 //!
-//! Prefix reuse: a new request takes the pooled cache sharing its longest token prefix and
-//! prefills only the rest (at least its last prompt token, whose logits it needs). Reuse is
-//! exact: the kernels compute each row alone, so a prefix computed in another batch or chunk
-//! has the very same keys and values.
+//! Events go straight into each sample's [`EventSink`]; a sink that is closed or refuses an
+//! event cancels its sequence at the next step, as does its [`Cancel`].
 //!
 //! Media: a multimodal request's items are encoded by the vision encoder once, when the
 //! request is admitted (an item wholly inside a reused prefix is not encoded at all), and
@@ -49,32 +47,42 @@ use ingot_core::sampling::Sampler;
 use ingot_core::stop::StopMatcher;
 use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::{Event, GenerateJob, Job, ScoreJob, Usage};
+use crate::event::{Cancel, Event, EventSink, FinishReason, Usage};
+use crate::prefix_pool::PrefixPool;
+use crate::request::ValidRequest;
+use crate::EngineError;
 
 /// Prompt tokens processed per step, over all prefilling sequences: bounds both the
 /// activation memory of a step and how long decoding streams wait behind a new prompt.
 const PREFILL_BUDGET: usize = 512;
 
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    /// An end-of-generation token, a stop token or a stop string.
-    Stop,
-    /// `max_new_tokens` reached.
-    Length,
-    /// The caller cancelled (or stopped listening).
-    Cancelled,
+/// Work for the engine thread.
+pub(crate) enum Job {
+    Generate(GenerateJob),
+    Score(ScoreJob),
 }
 
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Cancelled => "cancelled",
-        }
+/// One sample of a validated request.
+pub(crate) struct GenerateJob {
+    pub request: Arc<ValidRequest>,
+    /// Which sample (its sampling settings are `request.samples[sample]`).
+    pub sample: usize,
+    pub sink: Box<dyn EventSink>,
+    pub cancel: Cancel,
+    pub submitted: Instant,
+}
+
+impl GenerateJob {
+    /// Whether the caller cancelled or stopped listening.
+    fn abandoned(&self) -> bool {
+        self.cancel.is_cancelled() || self.sink.is_closed()
     }
+}
+
+/// Texts to score, already tokenized; the scores (in order) or the failure go to `reply`.
+pub(crate) struct ScoreJob {
+    pub sequences: Vec<Vec<u32>>,
+    pub reply: Box<dyn FnOnce(Result<Vec<f32>, EngineError>) + Send>,
 }
 
 /// One running request.
@@ -107,16 +115,6 @@ impl Seq<'_> {
     }
 }
 
-/// A finished sequence's cache, kept for requests that share its prefix.
-struct Pooled {
-    /// The prefix keys (see `GenerateRequest::prefix_keys`) of the tokens whose keys and
-    /// values the cache holds.
-    keys: Vec<u64>,
-    cache: SeqCache,
-    bytes: usize,
-    last_used: u64,
-}
-
 /// How the scheduler may use memory and how many sequences it runs.
 pub(crate) struct Capacity {
     pub max_seqs: usize,
@@ -139,11 +137,8 @@ pub(crate) struct Scheduler<'m> {
     cap: Capacity,
     bytes_per_position: usize,
     waiting: VecDeque<GenerateJob>,
-    pool: Vec<Pooled>,
-    /// Bytes reserved by running sequences plus bytes held by the pool.
-    used_bytes: usize,
-    /// Ticks once per admission; orders the pool by recency.
-    clock: u64,
+    /// The KV budget and the finished caches kept for reuse.
+    pool: PrefixPool<SeqCache>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -161,11 +156,9 @@ impl<'m> Scheduler<'m> {
             value_head,
             eog: tokenizer.eog_ids(),
             bytes_per_position: SeqCache::bytes_per_position(model.config()),
+            pool: PrefixPool::new(cap.kv_budget_bytes, cap.prefix_cache),
             cap: Capacity { max_seqs: cap.max_seqs.max(1), ..cap },
             waiting: VecDeque::new(),
-            pool: Vec::new(),
-            used_bytes: 0,
-            clock: 0,
         }
     }
 
@@ -191,7 +184,12 @@ impl<'m> Scheduler<'m> {
                     // Cannot happen (the handle rejects requests larger than the whole
                     // budget, and an empty batch frees every byte), but never spin.
                     self.cap.queued.fetch_sub(1, Ordering::Relaxed);
-                    let _ = job.events.send(Event::Error("the request does not fit in the KV cache budget".into()));
+                    let mut job = job;
+                    let budget = self.pool.capacity() / self.bytes_per_position.max(1);
+                    let _ = job.sink.send(Event::Error(EngineError::invalid(
+                        "max_new_tokens",
+                        format!("the request does not fit in the KV cache budget of {budget} tokens"),
+                    )));
                     continue;
                 }
                 if open {
@@ -208,10 +206,10 @@ impl<'m> Scheduler<'m> {
         // Requests cancelled while queued leave without running.
         let mut i = 0;
         while i < self.waiting.len() {
-            if self.waiting[i].cancel.load(Ordering::Relaxed) {
-                let job = self.waiting.remove(i).expect("index in range");
+            if self.waiting[i].abandoned() {
+                let mut job = self.waiting.remove(i).expect("index in range");
                 self.cap.queued.fetch_sub(1, Ordering::Relaxed);
-                let _ = job.events.send(Event::Done(Usage::unstarted(&job)));
+                let _ = job.sink.send(Event::Done(Usage::unstarted(job.request.prompt_ids.len())));
             } else {
                 i += 1;
             }
@@ -221,40 +219,13 @@ impl<'m> Scheduler<'m> {
             let prompt_len = job.request.prompt_ids.len();
             let need = (prompt_len + job.request.max_new_tokens) * self.bytes_per_position;
             let keys = job.request.prefix_keys();
-            // The pooled cache with the longest shared prefix; the last prompt token is
-            // always recomputed, since its logits are needed.
-            let best = self
-                .pool
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i, common_prefix(&p.keys, &keys).min(prompt_len - 1)))
-                .filter(|&(_, k)| k > 0)
-                .max_by_key(|&(i, k)| (k, self.pool[i].last_used));
-            let reuse = best.map(|(i, k)| (self.pool.swap_remove(i), k));
-            if let Some((p, _)) = &reuse {
-                self.used_bytes -= p.bytes;
-            }
-            while self.used_bytes + need > self.cap.kv_budget_bytes && !self.pool.is_empty() {
-                let lru = (0..self.pool.len()).min_by_key(|&i| self.pool[i].last_used).expect("pool not empty");
-                self.used_bytes -= self.pool.swap_remove(lru).bytes;
-            }
-            if self.used_bytes + need > self.cap.kv_budget_bytes {
-                if let Some((p, _)) = reuse {
-                    self.used_bytes += p.bytes;
-                    self.pool.push(p);
-                }
-                break;
-            }
+            // The last prompt token is always recomputed, since its logits are needed.
+            let Some(admission) = self.pool.admit(&keys, prompt_len - 1, need) else { break };
             let job = self.waiting.pop_front().expect("front exists");
             self.cap.queued.fetch_sub(1, Ordering::Relaxed);
-            self.used_bytes += need;
-            self.clock += 1;
-            let (mut cache, cached) = match reuse {
-                Some((p, k)) => (p.cache, k),
-                None => (SeqCache::new(self.model.config()), 0),
-            };
+            let (mut cache, cached) = admission.reused.unwrap_or_else(|| (SeqCache::new(self.model.config()), 0));
             cache.truncate(cached);
-            cache.reserve_positions(job.request.prompt_ids.len() + job.request.max_new_tokens);
+            cache.reserve_positions(prompt_len + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
             let seq = self.start(job, keys, cache, cached, need);
             match self.encode_media(&seq) {
@@ -266,16 +237,20 @@ impl<'m> Scheduler<'m> {
 
     /// Runs the vision encoder over the request's media items that the reused prefix does
     /// not already hold and that no other sample of the request has encoded yet.
-    fn encode_media(&self, seq: &Seq<'m>) -> Result<(), String> {
+    fn encode_media(&self, seq: &Seq<'m>) -> Result<(), EngineError> {
         let Some(media) = &seq.job.request.media else { return Ok(()) };
-        let vision = self.vision.ok_or("this model has no vision encoder")?;
+        // The handle only lays out media for a model with an encoder.
+        let Some(vision) = self.vision else {
+            return Err(EngineError::invalid("messages", "this model has no vision encoder"));
+        };
         for (i, item) in media.items.iter().enumerate() {
             if item.start + item.len <= seq.prefilled || item.features.get().is_some() {
                 continue;
             }
-            let rows = vision
-                .encode(&item.processed.pixel_values, item.processed.grid_thw)
-                .map_err(|e| format!("image {}: {e}", i + 1))?;
+            let rows = vision.encode(&item.processed.pixel_values, item.processed.grid_thw).map_err(|e| EngineError::Invalid {
+                field: "messages".into(),
+                message: format!("image {}: {e}", i + 1),
+            })?;
             // Only this thread sets it, and it was empty just above.
             let _ = item.features.set(rows);
         }
@@ -286,7 +261,7 @@ impl<'m> Scheduler<'m> {
     fn score(&mut self, job: ScoreJob) {
         let Some(head) = self.value_head else {
             // The handle only sends score jobs for reward models; answer rather than hang.
-            let _ = job.reply.send(Err("this model has no value head".into()));
+            (job.reply)(Err(EngineError::NoValueHead));
             return;
         };
         let mut scores = Vec::with_capacity(job.sequences.len());
@@ -301,21 +276,19 @@ impl<'m> Scheduler<'m> {
             match self.model.forward(&mut inputs) {
                 Ok(hidden) => scores.extend(hidden.iter().map(|h| head.score(h))),
                 Err(e) => {
-                    result = Err(e.to_string());
+                    result = Err(e.into());
                     break;
                 }
             }
         }
-        // The caller may have gone away; nothing is waiting for the result then.
-        let _ = job.reply.send(result.map(|()| scores));
+        (job.reply)(result.map(|()| scores));
     }
 
-    fn start(&self, mut job: GenerateJob, keys: Vec<u64>, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
-        let constraint = job.request.constraint.take();
+    fn start(&self, job: GenerateJob, keys: Vec<u64>, cache: SeqCache, cached: usize, reserved: usize) -> Seq<'m> {
         let req = &job.request;
         Seq {
-            constraint,
-            sampler: Sampler::new(req.params.clone()),
+            constraint: req.constraint.clone(),
+            sampler: Sampler::new(req.samples[job.sample].clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
             cache,
@@ -336,7 +309,7 @@ impl<'m> Scheduler<'m> {
         // Drop sequences whose caller cancelled before spending compute on them.
         let mut i = 0;
         while i < active.len() {
-            if active[i].job.cancel.load(Ordering::Relaxed) {
+            if active[i].job.abandoned() {
                 let seq = active.swap_remove(i);
                 self.finish(seq, Ok(FinishReason::Cancelled));
             } else {
@@ -346,6 +319,7 @@ impl<'m> Scheduler<'m> {
         if active.is_empty() {
             return;
         }
+        debug_assert!(self.pool.used() <= self.pool.capacity(), "the KV budget is exceeded");
 
         // What each sequence feeds this step.
         let mut budget = PREFILL_BUDGET;
@@ -424,13 +398,13 @@ impl<'m> Scheduler<'m> {
                 // every sequence in it rather than loop on the same error.
                 for feed in feeds.iter().rev() {
                     let seq = active.swap_remove(feed.idx);
-                    self.finish(seq, Err(e.to_string()));
+                    self.finish(seq, Err(e.clone().into()));
                 }
                 return;
             }
         };
 
-        let mut done: Vec<(usize, Result<FinishReason, String>)> = Vec::new();
+        let mut done: Vec<(usize, Result<FinishReason, EngineError>)> = Vec::new();
         for (feed, mut logits) in feeds.iter().zip(outputs) {
             let seq = &mut active[feed.idx];
             if !seq.decoding() {
@@ -454,10 +428,10 @@ impl<'m> Scheduler<'m> {
 
     /// Samples the next token of a decoding sequence and streams its text; returns why the
     /// sequence ends, if it does.
-    fn advance(&self, seq: &mut Seq<'m>, logits: &mut [f32]) -> Option<Result<FinishReason, String>> {
+    fn advance(&self, seq: &mut Seq<'m>, logits: &mut [f32]) -> Option<Result<FinishReason, EngineError>> {
         // Structured output: only what the grammar allows (this sequence's row alone).
         if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.mask_logits(logits)) {
-            return Some(Err(e.to_string()));
+            return Some(Err(e.into()));
         }
         let req = &seq.job.request;
         let id = seq.sampler.sample(logits, &req.prompt_ids, &seq.generated);
@@ -468,14 +442,14 @@ impl<'m> Scheduler<'m> {
             return Some(Ok(FinishReason::Stop));
         }
         if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.advance(id)) {
-            return Some(Err(e.to_string()));
+            return Some(Err(e.into()));
         }
         let text = match seq.decoder.push(id) {
             Ok(t) => t,
-            Err(e) => return Some(Err(e.to_string())),
+            Err(e) => return Some(Err(e.into())),
         };
         let step = seq.stop.push(&text);
-        if !step.emit.is_empty() && seq.job.events.send(Event::Text(step.emit)).is_err() {
+        if !step.emit.is_empty() && seq.job.sink.send(Event::Text(step.emit)).is_err() {
             // Nobody is listening any more: stop within this step.
             return Some(Ok(FinishReason::Cancelled));
         }
@@ -488,15 +462,16 @@ impl<'m> Scheduler<'m> {
         None
     }
 
-    /// Sends the terminal event and moves the cache into the prefix pool.
-    fn finish(&mut self, seq: Seq<'m>, outcome: Result<FinishReason, String>) {
-        let Seq { job, mut cache, mut keys, generated, mut stop, reserved, cached_tokens, started, prefill_done, first_token_at, .. } =
+    /// Sends the terminal event and offers the cache to the prefix pool.
+    fn finish(&mut self, seq: Seq<'m>, outcome: Result<FinishReason, EngineError>) {
+        let Seq { mut job, mut cache, mut keys, generated, mut stop, reserved, cached_tokens, started, prefill_done, first_token_at, .. } =
             seq;
+        // The caller may have gone away; nothing is waiting for the result then.
         let event = match outcome {
             Ok(reason) => {
                 let rest = stop.finish();
                 if reason != FinishReason::Stop && !rest.is_empty() {
-                    let _ = job.events.send(Event::Text(rest));
+                    let _ = job.sink.send(Event::Text(rest));
                 }
                 let now = Instant::now();
                 let first = first_token_at.unwrap_or(now);
@@ -510,11 +485,10 @@ impl<'m> Scheduler<'m> {
                     decode_seconds: now.duration_since(first).as_secs_f64(),
                 })
             }
-            Err(message) => Event::Error(message),
+            Err(e) => Event::Error(e),
         };
-        // The caller may have gone away; nothing is waiting for the result then.
-        let _ = job.events.send(event);
-        self.used_bytes -= reserved;
+        let _ = job.sink.send(event);
+        self.pool.release(reserved);
         if cache.is_empty() || !self.cap.prefix_cache {
             return;
         }
@@ -523,23 +497,7 @@ impl<'m> Scheduler<'m> {
         cache.truncate(keys.len());
         cache.shrink_to_fit();
         let bytes = cache.size_in_bytes();
-        // A pooled prefix of these tokens is redundant now; if these tokens are a prefix of
-        // a pooled entry, that entry serves every request these would.
-        if self.pool.iter().any(|p| p.keys.starts_with(&keys)) {
-            return;
-        }
-        let mut i = 0;
-        while i < self.pool.len() {
-            if keys.starts_with(&self.pool[i].keys) {
-                self.used_bytes -= self.pool.swap_remove(i).bytes;
-            } else {
-                i += 1;
-            }
-        }
-        if self.used_bytes + bytes <= self.cap.kv_budget_bytes {
-            self.used_bytes += bytes;
-            self.pool.push(Pooled { keys, cache, bytes, last_used: self.clock });
-        }
+        self.pool.offer(keys, cache, bytes);
     }
 }
 
@@ -553,9 +511,4 @@ struct Feed {
     positions: Option<Vec<[u32; 3]>>,
     /// Feature rows replacing token embeddings: (media item, its rows, index in `tokens`).
     embeds: Vec<(usize, std::ops::Range<usize>, usize)>,
-}
-
-/// Length of the common prefix of `a` and `b`.
-fn common_prefix(a: &[u64], b: &[u64]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

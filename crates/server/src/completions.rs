@@ -1,11 +1,12 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`: submit to the engine, then answer
 //! with one JSON body or a stream of SSE chunks.
 //!
-//! A request's n choices are n engine streams merged by [`bridge::forward`]; streamed chunks
-//! of different choices interleave, each carrying its `index`. The streaming side is a task
-//! that writes SSE events into a channel the response body reads: when the client goes
-//! away the send fails, the task returns and drops the bridge's receiver, and the engine
-//! cancels every sequence of the request.
+//! Validation and queueing run on the request workers ([`crate::workers`]); a request's n
+//! choices then send their events into one channel ([`crate::sink`]); streamed chunks of
+//! different choices interleave, each carrying its `index`. The streaming side is a task that
+//! writes SSE events into a channel the response body reads: when the client goes away the
+//! send fails, the task returns and drops the events' receiver, and the engine cancels every
+//! sequence of the request at its next step.
 
 use std::convert::Infallible;
 
@@ -14,8 +15,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ingot_core::template::{prompt_opens_thinking, ToolFormat};
-use ingot_engine::{Event, FinishReason, Image, Media, MediaLimits, Submission};
+use ingot_engine::{EngineError, Event, FinishReason, Image, Media, MediaLimits, PromptRequest};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,19 +27,28 @@ use crate::openai::{
 };
 use crate::media::fetch_media;
 use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
-use crate::{bridge, new_id, unix_now, ApiError, AppState, JsonBody};
+use crate::{new_id, sink, unix_now, ApiError, AppState, JsonBody};
+
+/// A queued request: its prompt's length, its choices and their events.
+pub(crate) struct Submission {
+    prompt_tokens: usize,
+    samples: usize,
+    events: mpsc::UnboundedReceiver<(usize, Event)>,
+}
 
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     s.check_model(&req.model)?;
     let model = req.model.clone();
     let valid = req.validate()?;
-    let engine = s.engine.clone();
     let mut chat = valid.chat;
     chat.media = fetch_images(&s, &valid.images).await?;
-    chat.params = chat.params.or(&s.cfg.defaults);
-    let submission = blocking(move || engine.submit_chat(chat)).await?;
-    let format = reply_format(&s, &submission, valid.tool_names);
-    let ctx = Ctx { s, id: new_id("chatcmpl-"), created: unix_now(), model };
+    let (mut sinks, events) = sink::channel(&s.metrics);
+    let engine = s.engine.clone();
+    let submitted = s.workers.run(move || engine.submit_chat(chat, &mut sinks)).await??;
+    let (tools, prompt_opens_thinking) = s.engine.reply_format(&submitted.prompt_ids);
+    let format = ReplyFormat { tools, tool_names: valid.tool_names, prompt_opens_thinking };
+    let submission = Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events };
+    let ctx = Ctx { id: new_id("chatcmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_chat(submission, valid.delivery, format))
     } else {
@@ -61,47 +70,27 @@ pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Ve
         let limits = MediaLimits { max_bytes: s.cfg.media.max_bytes, ..MediaLimits::default() };
         let field = image.field.clone();
         // Decoding a large image takes a while: off the runtime.
-        let decoded = tokio::task::spawn_blocking(move || Image::decode(&bytes, &field, &limits))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        out.push(Media::Image(decoded.map_err(|e| ApiError::invalid(param, e.to_string()))?));
+        let decoded = s.workers.run(move || Image::decode(&bytes, &field, &limits)).await?;
+        out.push(Media::Image(decoded.map_err(|source| ApiError::from(EngineError::Media { field: param, source }))?));
     }
     Ok(out)
-}
-
-/// How this request's replies are read: the template's tool format, and whether the prompt
-/// ends inside a thinking block (told by the prompt's last tokens, which hold the marker).
-fn reply_format(s: &AppState, submission: &Submission, tool_names: Vec<String>) -> ReplyFormat {
-    let tools = s.engine.template().map_or(ToolFormat::Default, |t| t.tool_format());
-    let ids = &submission.prompt_ids;
-    let tail = s.engine.tokenizer().decode(&ids[ids.len().saturating_sub(8)..], false).unwrap_or_default();
-    ReplyFormat { tools, tool_names, prompt_opens_thinking: prompt_opens_thinking(&tail) }
 }
 
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     s.check_model(&req.model)?;
     let model = req.model.clone();
     let valid = req.validate()?;
+    let request = PromptRequest { prompt: valid.prompt, params: valid.params };
+    let (mut sinks, events) = sink::channel(&s.metrics);
     let engine = s.engine.clone();
-    let (prompt, params) = (valid.prompt, valid.params.or(&s.cfg.defaults));
-    let submission = blocking(move || {
-        let ids = engine.encode_prompt(&prompt)?;
-        engine.submit_prompt(ids, &params)
-    })
-    .await?;
-    let ctx = Ctx { s, id: new_id("cmpl-"), created: unix_now(), model };
+    let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
+    let submission = Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events };
+    let ctx = Ctx { id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
     } else {
         ctx.complete_text(submission).await?.into_response()
     })
-}
-
-/// Runs the engine's blocking submission (template rendering, tokenising) off the runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ingot_engine::EngineError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.map_err(ApiError::from)
 }
 
 fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
@@ -111,7 +100,7 @@ fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
 
 /// The next engine event, or `None` when every choice is done or the client has gone away
 /// (so a request still waiting in the engine's queue is cancelled too).
-async fn next_event(events: &mut mpsc::Receiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
+async fn next_event(events: &mut mpsc::UnboundedReceiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
     tokio::select! {
         e = events.recv() => e,
         () = client.closed() => None,
@@ -132,9 +121,8 @@ fn finish_reason(r: FinishReason, calls: usize) -> &'static str {
     }
 }
 
-/// One request's response: its id, creation time and model name, and the shared state.
+/// One request's response: its id, creation time and model name.
 struct Ctx {
-    s: AppState,
     id: String,
     created: u64,
     model: String,
@@ -148,19 +136,19 @@ struct Finished {
 
 impl Ctx {
     /// Waits for every choice; the first engine error fails the request.
-    async fn collect(&self, submission: Submission) -> Result<Finished, ApiError> {
-        let n = submission.streams.len();
-        let mut rx = bridge::forward(submission.streams, &self.s.metrics);
+    async fn collect(&self, mut submission: Submission) -> Result<Finished, ApiError> {
+        let n = submission.samples;
         let mut texts = vec![String::new(); n];
         let mut usages = vec![None; n];
-        while let Some((i, event)) = rx.recv().await {
+        while let Some((i, event)) = submission.events.recv().await {
             match event {
                 Event::Text(t) => texts[i].push_str(&t),
                 Event::Done(u) => usages[i] = Some(u),
-                Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+                Event::Error(e) => return Err(e.into()),
             }
         }
-        let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a choice ended without a result"))?;
+        // Every sink is gone: a choice without its `Done` means the engine stopped.
+        let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::from(EngineError::Stopped))?;
         Ok(Finished { texts, usages })
     }
 
@@ -171,7 +159,7 @@ impl Ctx {
     }
 
     async fn complete_chat(&self, submission: Submission, format: &ReplyFormat) -> Result<Json<ChatCompletion>, ApiError> {
-        let prompt_tokens = submission.prompt_ids.len();
+        let prompt_tokens = submission.prompt_tokens;
         let f = self.collect(submission).await?;
         let choices = f
             .texts
@@ -197,7 +185,7 @@ impl Ctx {
     }
 
     async fn complete_text(&self, submission: Submission) -> Result<Json<Completion>, ApiError> {
-        let prompt_tokens = submission.prompt_ids.len();
+        let prompt_tokens = submission.prompt_tokens;
         let f = self.collect(submission).await?;
         let choices = f
             .texts
@@ -232,9 +220,7 @@ impl Ctx {
     fn stream_chat(self, submission: Submission, delivery: Delivery, format: ReplyFormat) -> mpsc::Receiver<SseEvent> {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            let prompt_tokens = submission.prompt_ids.len();
-            let n = submission.streams.len();
-            let mut events = bridge::forward(submission.streams, &self.s.metrics);
+            let Submission { prompt_tokens, samples: n, mut events } = submission;
             let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&format)).collect();
             let mut calls = vec![0usize; n];
             let mut usages = Vec::with_capacity(n);
@@ -250,7 +236,7 @@ impl Ctx {
                     Event::Text(t) => (splitters[i].push(&t), None),
                     Event::Done(u) => (splitters[i].finish(), Some(u)),
                     Event::Error(e) => {
-                        let _ = tx.send(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).sse_event()).await;
+                        let _ = tx.send(ApiError::from(e).sse_event()).await;
                         return;
                     }
                 };
@@ -282,6 +268,13 @@ impl Ctx {
                     }
                 }
             }
+            if usages.len() < n {
+                // The events ended before every choice's `Done` (and the client is still here).
+                if !tx.is_closed() {
+                    let _ = tx.send(ApiError::from(EngineError::Stopped).sse_event()).await;
+                }
+                return;
+            }
             if inc {
                 let mut last = self.chunk(0, Delta::default(), None, true);
                 last.choices.clear();
@@ -298,8 +291,7 @@ impl Ctx {
     fn stream_completion(self, submission: Submission, delivery: Delivery) -> mpsc::Receiver<SseEvent> {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            let prompt_tokens = submission.prompt_ids.len();
-            let mut events = bridge::forward(submission.streams, &self.s.metrics);
+            let Submission { prompt_tokens, samples: n, mut events } = submission;
             let mut usages = Vec::new();
             let inc = delivery.include_usage;
             let chunk = |index, text, finish_reason| Completion {
@@ -319,13 +311,19 @@ impl Ctx {
                         chunk(i, String::new(), Some(reason))
                     }
                     Event::Error(e) => {
-                        let _ = tx.send(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).sse_event()).await;
+                        let _ = tx.send(ApiError::from(e).sse_event()).await;
                         return;
                     }
                 };
                 if tx.send(data(&c)).await.is_err() {
                     return;
                 }
+            }
+            if usages.len() < n {
+                if !tx.is_closed() {
+                    let _ = tx.send(ApiError::from(EngineError::Stopped).sse_event()).await;
+                }
+                return;
             }
             if inc {
                 let mut last = chunk(0, String::new(), None);

@@ -1,0 +1,60 @@
+//! Engine-wide settings, given once at [`crate::start`].
+
+use crate::GenParams;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Threads for the model's kernels (0 = one per core).
+    pub threads: usize,
+    /// Sequences decoded together; further requests wait in the queue.
+    pub max_seqs: usize,
+    /// Requests waiting for a place in the batch beyond which new ones are refused
+    /// ([`crate::EngineError::Overloaded`]).
+    pub max_queue: usize,
+    /// Memory for KV caches, in MiB: running sequences' reservations (prompt plus
+    /// `max_new_tokens` positions each) and the prefix pool together never exceed it.
+    pub kv_cache_mb: usize,
+    /// Keep finished sequences' caches so requests sharing a prefix skip recomputing it
+    /// (off for benchmarks, which repeat the same prompt).
+    pub prefix_cache: bool,
+    /// A named chat template overriding the model's own (`--template`).
+    pub template: Option<String>,
+    /// System prompt used when a chat request has none.
+    pub default_system: Option<String>,
+    /// Template variables every chat request gets unless it sets them itself (e.g.
+    /// `enable_thinking`, LLaMA Factory's model argument of that name).
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Generation settings the front end was given (flags, a config file): they fill what a
+    /// request leaves unset and beat the model's `generation_config.json`. A token limit set
+    /// here is as strict as one a request gives.
+    pub params: GenParams,
+    /// Generation defaults below the model's `generation_config.json`.
+    pub defaults: GenParams,
+    /// Largest `num_return_sequences` a request may ask for.
+    pub max_n: usize,
+    /// Bounds on an image's pixel count after resizing (LLaMA Factory's `image_min_pixels` /
+    /// `image_max_pixels`), over the model's preprocessor config.
+    pub image_min_pixels: Option<usize>,
+    pub image_max_pixels: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            max_seqs: 16,
+            max_queue: 256,
+            kv_cache_mb: 1024,
+            prefix_cache: true,
+            template: None,
+            default_system: None,
+            template_kwargs: serde_json::Map::new(),
+            params: GenParams::default(),
+            defaults: GenParams::llama_factory(),
+            max_n: 16,
+            image_min_pixels: None,
+            image_max_pixels: None,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The engine thread and the cheap, cloneable [`EngineHandle`] front ends hold.
+//!
+//! [`start`] moves the loaded model onto its own thread, which owns the weights and every KV
+//! cache and runs the [`crate::scheduler`]. The handle validates requests in the caller's
+//! thread (see [`crate::request`]), then [`EngineHandle::submit`]s a [`ValidRequest`] with one
+//! [`EventSink`] per sample. It also speaks LLaMA Factory's `ChatModel` API
+//! ([`EngineHandle::chat`], [`EngineHandle::stream_chat`], [`EngineHandle::get_scores`]).
+//!
+//! A reward model (one loaded with a value head) does not generate: it scores texts, and a
+//! causal LM does not score; each refuses the other's requests, as LLaMA Factory does.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::Sender;
+use ingot_core::config::ModelConfig;
+use ingot_core::constraint::{ConstraintCompiler, ConstraintError};
+use ingot_core::kv_cache::SeqCache;
+use ingot_core::load::LoadedModel;
+use ingot_core::template::ChatTemplate;
+use ingot_core::tokenizer::Tokenizer;
+
+use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
+use crate::media::MediaSupport;
+use crate::request::{ChatRequest, ValidRequest};
+use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
+use crate::{EngineConfig, EngineError, GenParams};
+
+/// What every handle shares: the model's tokenizer and template, the settings requests are
+/// validated against, and the counters the engine thread updates.
+pub(crate) struct Shared {
+    pub tokenizer: Tokenizer,
+    /// The model file's own template source.
+    pub chat_template: Option<String>,
+    /// Placeholder tokens and preprocessors of a model that takes media.
+    pub media: Option<MediaSupport>,
+    /// The template chat requests are rendered with: the configured named one, else the model's.
+    pub template: Option<ChatTemplate>,
+    pub config: ModelConfig,
+    pub reward_model: bool,
+    /// The front end's settings, which beat the model's generation config.
+    pub params: GenParams,
+    /// The model's generation config over the engine's defaults.
+    pub defaults: GenParams,
+    pub default_system: Option<String>,
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
+    pub max_n: usize,
+    pub max_queue: usize,
+    /// Largest prompt plus `max_new_tokens` the KV budget can hold.
+    pub budget_positions: usize,
+    pub queued: Arc<AtomicUsize>,
+    pub reused_tokens: Arc<AtomicUsize>,
+    /// The vocabulary indexed for constrained decoding, built on first use.
+    pub constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+}
+
+/// Cheap, cloneable access to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: Sender<Job>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Starts the engine thread with a loaded model and returns the first handle to it. The
+/// thread ends when the last handle is dropped.
+pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision } = loaded;
+    let (vision, media) = match vision {
+        Some(v) => {
+            let mut image = v.image_processor;
+            if cfg.image_min_pixels.is_some() || cfg.image_max_pixels.is_some() {
+                image
+                    .set_pixel_limits(cfg.image_min_pixels, cfg.image_max_pixels)
+                    .map_err(|source| EngineError::Media { field: "image_max_pixels".into(), source })?;
+            }
+            (Some(v.encoder), Some(MediaSupport { tokens: v.tokens, image }))
+        }
+        None => (None, None),
+    };
+    let template = match (&cfg.template, &chat_template) {
+        (Some(name), _) => Some(ChatTemplate::named(name, tokenizer.bos_token(), tokenizer.eos_token())),
+        (None, Some(src)) => Some(ChatTemplate::from_jinja(src, tokenizer.bos_token(), tokenizer.eos_token())),
+        (None, None) => None,
+    }
+    .transpose()?;
+    let kv_budget_bytes = cfg.kv_cache_mb.saturating_mul(1 << 20);
+    let budget_positions = kv_budget_bytes / SeqCache::bytes_per_position(model.config()).max(1);
+    if budget_positions == 0 {
+        return Err(EngineError::invalid("kv_cache_mb", format!("kv_cache_mb ({}) holds no token of this model", cfg.kv_cache_mb)));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .thread_name(|i| format!("ingot-kernel-{i}"))
+        .build()
+        .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
+    let queued = Arc::new(AtomicUsize::new(0));
+    let reused_tokens = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        config: model.config().clone(),
+        tokenizer,
+        chat_template,
+        media,
+        template,
+        reward_model: value_head.is_some(),
+        params: cfg.params.clone(),
+        defaults: GenParams::from_generation_config(&generation).or(&cfg.defaults),
+        default_system: cfg.default_system.clone(),
+        template_kwargs: cfg.template_kwargs.clone(),
+        max_n: cfg.max_n.max(1),
+        max_queue: cfg.max_queue,
+        budget_positions,
+        queued: queued.clone(),
+        reused_tokens: reused_tokens.clone(),
+        constraints: OnceLock::new(),
+    });
+    let capacity = Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let worker_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("ingot-engine".into())
+        .spawn(move || {
+            let mut scheduler = Scheduler::new(&model, vision.as_ref(), &worker_shared.tokenizer, value_head.as_ref(), capacity);
+            pool.install(|| scheduler.run(&rx));
+        })
+        .map_err(EngineError::Start)?;
+    Ok(EngineHandle { jobs: tx, shared })
+}
+
+/// One finished sample, as LLaMA Factory's `Response`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub text: String,
+    pub response_length: usize,
+    pub prompt_length: usize,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+impl EngineHandle {
+    /// The model's tokenizer, for callers to encode prompts in their own thread.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    /// The model file's own chat template source, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.shared.chat_template.as_deref()
+    }
+
+    /// The template chat requests are rendered with (the configured named one, else the
+    /// model's own), if there is one.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.shared.template.as_ref()
+    }
+
+    /// Requests waiting for a place in the batch.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens served from the prefix cache since the engine started.
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.shared.reused_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.shared.config
+    }
+
+    /// Whether the model takes images (it has a vision encoder).
+    pub fn takes_images(&self) -> bool {
+        self.shared.media.is_some()
+    }
+
+    /// Whether the model has a value head: it scores texts and does not generate.
+    pub fn is_reward_model(&self) -> bool {
+        self.shared.reward_model
+    }
+
+    /// Queues a validated request: sample `i`'s events go to `sink(i)`. All samples are
+    /// queued, or none (when the queue has no room for all of them). Returns one [`Cancel`]
+    /// per sample; dropping them does not cancel (a closed sink does).
+    pub fn submit<S: EventSink + 'static>(
+        &self,
+        request: ValidRequest,
+        mut sink: impl FnMut(usize) -> S,
+    ) -> Result<Vec<Cancel>, EngineError> {
+        let n = request.samples.len();
+        let limit = self.shared.max_queue;
+        let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > limit {
+            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(EngineError::Overloaded { queued: before, limit });
+        }
+        let request = Arc::new(request);
+        let submitted = std::time::Instant::now();
+        let mut cancels = Vec::with_capacity(n);
+        for sample in 0..n {
+            let cancel = Cancel::default();
+            let job = GenerateJob { request: request.clone(), sample, sink: Box::new(sink(sample)), cancel: cancel.clone(), submitted };
+            if self.jobs.send(Job::Generate(job)).is_err() {
+                self.shared.queued.fetch_sub(n - sample, Ordering::Relaxed);
+                return Err(EngineError::Stopped);
+            }
+            cancels.push(cancel);
+        }
+        Ok(cancels)
+    }
+
+    /// Queues a validated request with one crossbeam [`Stream`] per sample.
+    pub fn stream(&self, request: ValidRequest) -> Result<Vec<Stream>, EngineError> {
+        let (mut sinks, receivers): (Vec<_>, Vec<_>) =
+            (0..request.samples()).map(|_| crossbeam_channel::unbounded::<Event>()).map(|(tx, rx)| (Some(tx), rx)).unzip();
+        let cancels = self.submit(request, |i| sinks[i].take().expect("one sink per sample"))?;
+        Ok(receivers.into_iter().zip(cancels).map(|(rx, cancel)| Stream::new(rx, cancel)).collect())
+    }
+
+    /// Answers a chat request: one [`Response`] per sample. Blocks until all are done.
+    pub fn chat(&self, req: ChatRequest) -> Result<Vec<Response>, EngineError> {
+        let valid = self.validate_chat(req)?;
+        let prompt_length = valid.prompt_ids().len();
+        self.stream(valid)?.into_iter().map(|stream| collect(stream, prompt_length)).collect()
+    }
+
+    /// Streams the answer to a chat request (one sample: `num_return_sequences` must be 1).
+    pub fn stream_chat(&self, req: ChatRequest) -> Result<Stream, EngineError> {
+        if req.params.num_return_sequences.is_some_and(|n| n != 1) {
+            return Err(EngineError::invalid(
+                "num_return_sequences",
+                "stream_chat streams one sample: num_return_sequences must be 1",
+            ));
+        }
+        let params = GenParams { num_return_sequences: Some(1), ..req.params.clone() };
+        let valid = self.validate_chat(ChatRequest { params, ..req })?;
+        Ok(self.stream(valid)?.pop().expect("one sample"))
+    }
+
+    /// Scores already-templated texts with the reward model, one score per text in order.
+    /// Blocks until done; see [`EngineHandle::submit_scores`].
+    pub fn get_scores(&self, texts: Vec<String>, max_length: Option<usize>) -> Result<Vec<f32>, EngineError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.submit_scores(&texts, max_length, move |scores| {
+            // The caller waits on `rx` below; it cannot have gone.
+            let _ = reply.send(scores);
+        })?;
+        rx.recv().map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Tokenizes texts to score (here, in the caller's thread) and queues them; `done` gets
+    /// the scores, in order, on the engine thread.
+    ///
+    /// Texts are tokenized without special tokens added (as LLaMA Factory's reward-model
+    /// inference does; special-token text still maps to its id). They are scored in batches of
+    /// at most `max_seqs` sequences per forward pass; a sequence's score does not depend on
+    /// its batch. As in LLaMA Factory, a text longer than `max_length` tokens (default, and at
+    /// most: the model's context) is cut to its first `max_length` tokens and scored at the
+    /// last one kept.
+    pub fn submit_scores(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+        done: impl FnOnce(Result<Vec<f32>, EngineError>) + Send + 'static,
+    ) -> Result<(), EngineError> {
+        if !self.shared.reward_model {
+            return Err(EngineError::NoValueHead);
+        }
+        let ctx = self.shared.config.max_position_embeddings;
+        if max_length == Some(0) {
+            return Err(EngineError::invalid("max_length", "max_length must be at least 1"));
+        }
+        let limit = max_length.unwrap_or(ctx).min(ctx);
+        let mut sequences = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let mut ids = self.shared.tokenizer.encode(text, false)?;
+            if ids.is_empty() {
+                return Err(EngineError::invalid(format!("messages[{i}]"), format!("text {} is empty", i + 1)));
+            }
+            ids.truncate(limit);
+            sequences.push(ids);
+        }
+        if sequences.is_empty() {
+            done(Ok(Vec::new()));
+            return Ok(());
+        }
+        self.jobs.send(Job::Score(ScoreJob { sequences, reply: Box::new(done) })).map_err(|_| EngineError::Stopped)
+    }
+}
+
+/// Reads a sample's stream to its end.
+fn collect(stream: Stream, prompt_length: usize) -> Result<Response, EngineError> {
+    let mut text = String::new();
+    for event in stream.events.iter() {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(usage) => {
+                return Ok(Response {
+                    text,
+                    response_length: usage.completion_tokens,
+                    prompt_length,
+                    finish_reason: usage.finish_reason,
+                    usage,
+                })
+            }
+            Event::Error(e) => return Err(e),
+        }
+    }
+    Err(EngineError::Stopped)
+}

@@ -1,0 +1,79 @@
+//! What the HTTP layer needs of an engine, as a trait: the real [`EngineHandle`] behind it in
+//! production, a stub in the handler tests (no model), and later other engines.
+//!
+//! Every method is blocking (validation renders and tokenizes; see [`crate::workers`]) except
+//! that events arrive through the sinks given, on the engine's own schedule.
+
+use ingot_core::template::{prompt_opens_thinking, ToolFormat};
+use ingot_engine::{ChatRequest, EngineError, EngineHandle, PromptRequest};
+
+use crate::sink::ChannelSink;
+
+/// A queued request.
+pub struct Submitted {
+    /// The prompt as the model sees it.
+    pub prompt_ids: Vec<u32>,
+    /// Samples queued (sinks made).
+    pub samples: usize,
+}
+
+/// The scores of a score request, delivered on the engine's thread.
+pub type ScoresDone = Box<dyn FnOnce(Result<Vec<f32>, EngineError>) + Send>;
+
+pub trait Backend: Send + Sync + 'static {
+    /// Validates and queues a chat request; sample `i`'s events go to `sinks(i)`.
+    fn submit_chat(&self, req: ChatRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError>;
+    /// Validates and queues a raw prompt.
+    fn submit_prompt(&self, req: PromptRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError>;
+    /// The prompt a chat request renders to and its ids, validated but not queued.
+    fn apply_template(&self, req: ChatRequest) -> Result<(String, Vec<u32>), EngineError>;
+    /// Tokenizes texts to score and queues them; `done` gets the scores.
+    fn submit_scores(&self, texts: &[String], max_length: Option<usize>, done: ScoresDone) -> Result<(), EngineError>;
+    /// Requests waiting for a place in the batch.
+    fn queue_depth(&self) -> usize;
+    /// Whether the model takes images.
+    fn takes_images(&self) -> bool;
+    /// How replies to a prompt are read: the template's tool format, and whether the prompt
+    /// ends inside a thinking block.
+    fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool);
+}
+
+impl Backend for EngineHandle {
+    fn submit_chat(&self, req: ChatRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError> {
+        let valid = self.validate_chat(req)?;
+        let (prompt_ids, samples) = (valid.prompt_ids().to_vec(), valid.samples());
+        self.submit(valid, sinks)?;
+        Ok(Submitted { prompt_ids, samples })
+    }
+
+    fn submit_prompt(&self, req: PromptRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError> {
+        let valid = self.validate_prompt(req)?;
+        let (prompt_ids, samples) = (valid.prompt_ids().to_vec(), valid.samples());
+        self.submit(valid, sinks)?;
+        Ok(Submitted { prompt_ids, samples })
+    }
+
+    fn apply_template(&self, req: ChatRequest) -> Result<(String, Vec<u32>), EngineError> {
+        let valid = self.validate_chat(req)?;
+        Ok((valid.prompt_text().unwrap_or_default().to_owned(), valid.prompt_ids().to_vec()))
+    }
+
+    fn submit_scores(&self, texts: &[String], max_length: Option<usize>, done: ScoresDone) -> Result<(), EngineError> {
+        EngineHandle::submit_scores(self, texts, max_length, done)
+    }
+
+    fn queue_depth(&self) -> usize {
+        EngineHandle::queue_depth(self)
+    }
+
+    fn takes_images(&self) -> bool {
+        EngineHandle::takes_images(self)
+    }
+
+    fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool) {
+        let tools = self.template().map_or(ToolFormat::Default, |t| t.tool_format());
+        // The thinking marker is among the prompt's last tokens.
+        let tail = self.tokenizer().decode(&prompt_ids[prompt_ids.len().saturating_sub(8)..], false).unwrap_or_default();
+        (tools, prompt_opens_thinking(&tail))
+    }
+}
