@@ -76,9 +76,10 @@ impl EngineError {
     /// than the engine or the model it serves.
     pub fn is_request_error(&self) -> bool {
         match self {
-            Self::Invalid { .. } | Self::Media { .. } | Self::Template(_) | Self::Tokenizer(_) | Self::Forward(_) => true,
+            Self::Invalid { .. } | Self::Media { .. } | Self::Template(_) | Self::Tokenizer(_) => true,
             Self::Constraint(e) => !matches!(e, ConstraintError::Vocabulary(_)),
-            Self::Overloaded { .. }
+            Self::Forward(_)
+            | Self::Overloaded { .. }
             | Self::RewardModel
             | Self::NoValueHead
             | Self::NoTemplate

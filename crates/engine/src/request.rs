@@ -268,3 +268,23 @@ impl EngineHandle {
             .map_err(|e| EngineError::Constraint(e.clone()))
     }
 }
+
+#[cfg(test)]
+impl ValidRequest {
+    /// A greedy request of raw ids that runs for exactly `max_new_tokens` tokens
+    /// (end-of-generation ignored), for scheduler tests without a handle.
+    pub(crate) fn greedy(prompt_ids: Vec<u32>, max_new_tokens: usize) -> Self {
+        Self {
+            prompt_ids,
+            text: None,
+            media: None,
+            samples: vec![SamplingParams::greedy()],
+            max_new_tokens,
+            stop: Vec::new(),
+            stop_ids: Vec::new(),
+            skip_special_tokens: true,
+            ignore_eos: true,
+            constraint: None,
+        }
+    }
+}

@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use ingot_core::constraint::Constraint;
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::model::vision::VisionModel;
-use ingot_core::model::{Embeds, Logits, Model, SeqInput};
+use ingot_core::model::{Embeds, ForwardError, Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
 use ingot_core::sampling::Sampler;
 use ingot_core::stop::StopMatcher;
@@ -321,76 +321,8 @@ impl<'m> Scheduler<'m> {
         }
         debug_assert!(self.pool.used() <= self.pool.capacity(), "the KV budget is exceeded");
 
-        // What each sequence feeds this step.
-        let mut budget = PREFILL_BUDGET;
-        let mut feeds: Vec<Feed> = Vec::new();
-        for (idx, seq) in active.iter().enumerate() {
-            let media = seq.job.request.media.as_deref();
-            if seq.decoding() {
-                let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
-                let at = seq.cache.len();
-                let positions = media.map(|m| m.positions_after_prompt(at..at + 1));
-                feeds.push(Feed { idx, tokens: vec![last], logits: Logits::Last, positions, embeds: Vec::new() });
-            } else if budget > 0 {
-                let prompt = &seq.job.request.prompt_ids;
-                let n = (prompt.len() - seq.prefilled).min(budget);
-                budget -= n;
-                let (start, end) = (seq.prefilled, seq.prefilled + n);
-                let logits = if end == prompt.len() { Logits::Last } else { Logits::None };
-                let mut embeds = Vec::new();
-                if let Some(m) = media {
-                    for (item, media_item) in m.items.iter().enumerate() {
-                        let (s, e) = (media_item.start.max(start), (media_item.start + media_item.len).min(end));
-                        if s < e {
-                            embeds.push((item, s - media_item.start..e - media_item.start, s - start));
-                        }
-                    }
-                }
-                let positions = media.map(|m| m.positions[start..end].to_vec());
-                feeds.push(Feed { idx, tokens: prompt[start..end].to_vec(), logits, positions, embeds });
-            }
-        }
-
-        let result = {
-            let hidden = self.model.config().hidden_size;
-            // Each feed's cache and feature rows, borrowed from its sequence.
-            let mut parts: Vec<(&mut SeqCache, Vec<Embeds<'_>>)> = Vec::with_capacity(feeds.len());
-            let mut rest: &mut [Seq<'m>] = active.as_mut_slice();
-            let mut offset = 0;
-            for feed in &feeds {
-                // Feeds are in increasing index order: split off each sequence.
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(feed.idx - offset);
-                let (seq, tail) = tail.split_first_mut().expect("index within active");
-                let Seq { cache, job, .. } = seq;
-                let embeds = match &job.request.media {
-                    None => Vec::new(),
-                    Some(media) => feed
-                        .embeds
-                        .iter()
-                        .map(|(item, rows, at)| Embeds {
-                            at: *at,
-                            rows: &media.items[*item].features.get().expect("an item still to prefill was encoded")
-                                [rows.start * hidden..rows.end * hidden],
-                        })
-                        .collect(),
-                };
-                parts.push((cache, embeds));
-                rest = tail;
-                offset = feed.idx + 1;
-            }
-            let mut inputs: Vec<SeqInput<'_>> = parts
-                .iter_mut()
-                .zip(&feeds)
-                .map(|((cache, embeds), feed)| SeqInput {
-                    tokens: &feed.tokens,
-                    cache,
-                    logits: feed.logits,
-                    positions: feed.positions.as_deref(),
-                    embeds,
-                })
-                .collect();
-            self.model.forward(&mut inputs)
-        };
+        let feeds = plan(active);
+        let result = self.forward(active, &feeds);
         let outputs = match result {
             Ok(o) => o,
             Err(e) => {
@@ -424,6 +356,49 @@ impl<'m> Scheduler<'m> {
             let seq = active.swap_remove(idx);
             self.finish(seq, reason);
         }
+    }
+
+    /// One forward pass over the planned feeds, each with its sequence's cache and feature rows.
+    fn forward(&self, active: &mut [Seq<'m>], feeds: &[Feed]) -> Result<Vec<Vec<f32>>, ForwardError> {
+        let hidden = self.model.config().hidden_size;
+        // Each feed's cache and feature rows, borrowed from its sequence.
+        let mut parts: Vec<(&mut SeqCache, Vec<Embeds<'_>>)> = Vec::with_capacity(feeds.len());
+        let mut rest: &mut [Seq<'m>] = active;
+        let mut offset = 0;
+        for feed in feeds {
+            // Feeds are in increasing index order: split off each sequence.
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(feed.idx - offset);
+            let (seq, tail) = tail.split_first_mut().expect("index within active");
+            let Seq { cache, job, .. } = seq;
+            let embeds = match &job.request.media {
+                None => Vec::new(),
+                Some(media) => feed
+                    .embeds
+                    .iter()
+                    .map(|(item, rows, at)| Embeds {
+                        at: *at,
+                        rows: &media.items[*item].features.get().expect("an item still to prefill was encoded")
+                            [rows.start * hidden..rows.end * hidden],
+                    })
+                    .collect(),
+            };
+            parts.push((cache, embeds));
+            rest = tail;
+            offset = feed.idx + 1;
+        }
+        let mut inputs: Vec<SeqInput<'_>> = parts
+            .iter_mut()
+            .zip(feeds)
+            .map(|((cache, embeds), feed)| SeqInput {
+                tokens: &feed.tokens,
+                cache,
+                logits: feed.logits,
+                positions: feed.positions.as_deref(),
+                embeds,
+            })
+            .collect();
+        self.model.forward(&mut inputs)
+    
     }
 
     /// Samples the next token of a decoding sequence and streams its text; returns why the
@@ -501,6 +476,40 @@ impl<'m> Scheduler<'m> {
     }
 }
 
+/// What each sequence feeds this step: one token per decoding sequence, and prompt chunks of
+/// prefilling ones, in order, while the step's prefill budget lasts. In index order.
+fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
+    let mut budget = PREFILL_BUDGET;
+    let mut feeds: Vec<Feed> = Vec::new();
+    for (idx, seq) in active.iter().enumerate() {
+        let media = seq.job.request.media.as_deref();
+        if seq.decoding() {
+            let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
+            let at = seq.cache.len();
+            let positions = media.map(|m| m.positions_after_prompt(at..at + 1));
+            feeds.push(Feed { idx, tokens: vec![last], logits: Logits::Last, positions, embeds: Vec::new() });
+        } else if budget > 0 {
+            let prompt = &seq.job.request.prompt_ids;
+            let n = (prompt.len() - seq.prefilled).min(budget);
+            budget -= n;
+            let (start, end) = (seq.prefilled, seq.prefilled + n);
+            let logits = if end == prompt.len() { Logits::Last } else { Logits::None };
+            let mut embeds = Vec::new();
+            if let Some(m) = media {
+                for (item, media_item) in m.items.iter().enumerate() {
+                    let (s, e) = (media_item.start.max(start), (media_item.start + media_item.len).min(end));
+                    if s < e {
+                        embeds.push((item, s - media_item.start..e - media_item.start, s - start));
+                    }
+                }
+            }
+            let positions = media.map(|m| m.positions[start..end].to_vec());
+            feeds.push(Feed { idx, tokens: prompt[start..end].to_vec(), logits, positions, embeds });
+        }
+    }
+    feeds
+}
+
 /// What one sequence feeds a step.
 struct Feed {
     /// Index in the active list.
@@ -512,3 +521,6 @@ struct Feed {
     /// Feature rows replacing token embeddings: (media item, its rows, index in `tokens`).
     embeds: Vec<(usize, std::ops::Range<usize>, usize)>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The scheduler on a tiny model (the transformers-made `tiny-qwen2` fixture: 2 layers,
+//! context 512), stepped by hand: admission order, the queue counter, chunked prefill,
+//! cancellation by flag and by a closed sink, and a KV budget that is never exceeded.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ingot_core::load::LoadedModel;
+
+use super::*;
+
+fn tiny() -> LoadedModel {
+    ingot_core::load::load(&ingot_core::testing::fixtures_dir().join("tiny-qwen2")).expect("load tiny-qwen2")
+}
+
+/// Records every event; reports itself closed once `closed` is set.
+#[derive(Clone, Default)]
+struct Recorder {
+    events: Arc<Mutex<Vec<(usize, Event)>>>,
+    closed: Arc<AtomicBool>,
+}
+
+struct Tag(usize, Recorder);
+
+impl EventSink for Tag {
+    fn send(&mut self, event: Event) -> Result<(), crate::Closed> {
+        self.1.events.lock().expect("lock").push((self.0, event));
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.1.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl Recorder {
+    /// Each tag's text, and its usage once done.
+    fn results(&self, tags: usize) -> Vec<(String, Option<Usage>)> {
+        let mut out = vec![(String::new(), None); tags];
+        for (tag, e) in self.events.lock().expect("lock").iter() {
+            match e {
+                Event::Text(t) => out[*tag].0.push_str(t),
+                Event::Done(u) => out[*tag].1 = Some(u.clone()),
+                Event::Error(e) => panic!("tag {tag}: {e}"),
+            }
+        }
+        out
+    }
+
+    /// The position of the first event of `tag` and of its `Done`.
+    fn span(&self, tag: usize) -> (usize, usize) {
+        let events = self.events.lock().expect("lock");
+        let first = events.iter().position(|(t, _)| *t == tag).expect("an event");
+        let done = events.iter().position(|(t, e)| *t == tag && matches!(e, Event::Done(_))).expect("done");
+        (first, done)
+    }
+}
+
+/// A prompt of `len` ids drawn from the vocabulary (deterministic).
+fn prompt(len: usize, seed: u32) -> Vec<u32> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 7919)) % 2000).collect()
+}
+
+struct Harness<'m> {
+    sched: Scheduler<'m>,
+    active: Vec<Seq<'m>>,
+    rec: Recorder,
+    queued: Arc<AtomicUsize>,
+    steps: usize,
+}
+
+impl<'m> Harness<'m> {
+    fn new(m: &'m LoadedModel, max_seqs: usize, kv_budget_bytes: usize) -> Self {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let cap = Capacity { max_seqs, kv_budget_bytes, prefix_cache: true, queued: queued.clone(), reused_tokens: Arc::default() };
+        let sched = Scheduler::new(&m.model, None, &m.tokenizer, None, cap);
+        Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
+    }
+
+    /// Queues a request as the handle would; returns its cancel flag.
+    fn queue(&mut self, tag: usize, request: ValidRequest) -> Cancel {
+        let cancel = Cancel::default();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sink = Box::new(Tag(tag, self.rec.clone()));
+        let job = GenerateJob { request: Arc::new(request), sample: 0, sink, cancel: cancel.clone(), submitted: Instant::now() };
+        self.sched.waiting.push_back(job);
+        cancel
+    }
+
+    /// One turn of the engine loop; false when nothing is left to do.
+    fn tick(&mut self) -> bool {
+        self.sched.admit_waiting(&mut self.active);
+        if self.active.is_empty() {
+            return false;
+        }
+        self.sched.step(&mut self.active);
+        self.steps += 1;
+        assert!(self.sched.pool.used() <= self.sched.pool.capacity(), "the KV budget was exceeded");
+        true
+    }
+
+    fn run(&mut self) {
+        while self.tick() {}
+    }
+}
+
+/// Text of a request run alone.
+fn solo(m: &LoadedModel, ids: Vec<u32>, max_new: usize) -> String {
+    let mut h = Harness::new(m, 4, 64 << 20);
+    h.queue(0, ValidRequest::greedy(ids, max_new));
+    h.run();
+    h.rec.results(1).remove(0).0
+}
+
+#[test]
+fn requests_are_admitted_in_arrival_order_up_to_max_seqs() {
+    let m = tiny();
+    let mut h = Harness::new(&m, 2, 64 << 20);
+    for tag in 0..4 {
+        h.queue(tag, ValidRequest::greedy(prompt(6, tag as u32), 3));
+    }
+    assert!(h.tick());
+    assert_eq!(h.active.len(), 2, "max_seqs");
+    assert_eq!(h.queued.load(Ordering::Relaxed), 2, "admission takes requests off the queue count");
+    h.run();
+    let results = h.rec.results(4);
+    assert!(results.iter().all(|(_, u)| u.as_ref().is_some_and(|u| u.completion_tokens == 3)), "{results:?}");
+    // The later two start only after the first two finished.
+    let first_done = h.rec.span(0).1.min(h.rec.span(1).1);
+    assert!(h.rec.span(2).0 > first_done && h.rec.span(3).0 > first_done);
+    assert_eq!(h.queued.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_prompt_split_across_steps_gives_its_solo_tokens() {
+    let m = tiny();
+    let (a, b) = (prompt(300, 1), prompt(300, 2));
+    let want = [solo(&m, a.clone(), 8), solo(&m, b.clone(), 8)];
+    let mut h = Harness::new(&m, 4, 64 << 20);
+    h.queue(0, ValidRequest::greedy(a, 8));
+    h.queue(1, ValidRequest::greedy(b, 8));
+    assert!(h.tick());
+    // One step prefills at most PREFILL_BUDGET prompt tokens: B got the rest of it.
+    assert_eq!((h.active[0].prefilled, h.active[1].prefilled), (300, PREFILL_BUDGET - 300));
+    h.run();
+    let got: Vec<String> = h.rec.results(2).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn cancelled_requests_and_closed_sinks_end_at_the_next_step() {
+    let m = tiny();
+    let mut h = Harness::new(&m, 1, 64 << 20);
+    let running = h.queue(0, ValidRequest::greedy(prompt(5, 1), 100));
+    let queued = h.queue(1, ValidRequest::greedy(prompt(5, 2), 100));
+    assert!(h.tick() && h.tick());
+    running.cancel();
+    queued.cancel();
+    assert!(h.tick() || h.active.is_empty());
+    let results = h.rec.results(2);
+    let done = |i: usize| results[i].1.clone().expect("done");
+    assert_eq!(done(0).finish_reason, FinishReason::Cancelled);
+    assert!(done(0).completion_tokens <= 2, "{:?}", done(0));
+    assert_eq!((done(1).finish_reason, done(1).completion_tokens), (FinishReason::Cancelled, 0), "left the queue unstarted");
+    assert_eq!(h.queued.load(Ordering::Relaxed), 0);
+
+    // A sink that closes (the client went away) cancels the same way.
+    let mut h = Harness::new(&m, 1, 64 << 20);
+    h.queue(0, ValidRequest::greedy(prompt(5, 3), 100));
+    assert!(h.tick());
+    h.rec.closed.store(true, Ordering::Relaxed);
+    let steps = h.steps;
+    h.run();
+    assert!(h.steps <= steps + 1, "noticed within a step");
+    assert_eq!(h.rec.results(1)[0].1.as_ref().map(|u| u.finish_reason), Some(FinishReason::Cancelled));
+}
+
+#[test]
+fn the_kv_budget_bounds_what_runs_and_is_never_exceeded() {
+    let m = tiny();
+    let per_position = SeqCache::bytes_per_position(m.model.config());
+    // Room for 100 positions: two 40-position requests at a time, never three.
+    let mut h = Harness::new(&m, 8, 100 * per_position);
+    for tag in 0..6 {
+        h.queue(tag, ValidRequest::greedy(prompt(30, tag as u32), 10));
+    }
+    let mut most = 0;
+    while h.tick() {
+        most = most.max(h.active.len());
+    }
+    assert_eq!(most, 2);
+    let results = h.rec.results(6);
+    assert!(results.iter().all(|(_, u)| u.as_ref().is_some_and(|u| u.completion_tokens == 10)), "{results:?}");
+    assert!(h.sched.pool.used() <= h.sched.pool.capacity());
+}

@@ -1,0 +1,240 @@
+//! The HTTP layer against a stub engine (no model): request parsing into the engine's one
+//! parameters type, the one table from engine errors to OpenAI's error bodies, and SSE
+//! delivery, through the real router with `tower::ServiceExt::oneshot`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ingot_core::model::ForwardError;
+use ingot_core::template::ToolFormat;
+use ingot_engine::{ChatRequest, EngineError, Event, EventSink, FinishReason, PromptRequest, Usage};
+use ingot_server::backend::{ScoresDone, Submitted};
+use ingot_server::sink::ChannelSink;
+use ingot_server::{app, Backend, ServerConfig};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// What the stub does with a chat request.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Streams "Hello" " world" then `Done` for every sample.
+    Reply,
+    /// Refuses the request with this error.
+    Fail(fn() -> EngineError),
+    /// Streams "Hello", then fails mid-generation.
+    FailMidway,
+    /// Drops its sinks without a terminal event (the engine stopped).
+    Vanish,
+}
+
+struct Stub {
+    behaviour: Behaviour,
+    /// The last chat request, as the engine would receive it.
+    seen: Arc<Mutex<Option<ChatRequest>>>,
+}
+
+fn usage(completion_tokens: usize) -> Usage {
+    Usage {
+        finish_reason: FinishReason::Stop,
+        prompt_tokens: 3,
+        completion_tokens,
+        cached_tokens: 0,
+        time_to_first_token: 0.0,
+        prefill_seconds: 0.0,
+        decode_seconds: 0.0,
+    }
+}
+
+impl Stub {
+    fn run(&self, samples: usize, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError> {
+        for i in 0..samples {
+            let mut sink = sinks(i);
+            match self.behaviour {
+                Behaviour::Fail(e) => return Err(e()),
+                Behaviour::Reply => {
+                    for t in ["Hello", " world"] {
+                        let _ = sink.send(Event::Text(t.into()));
+                    }
+                    let _ = sink.send(Event::Done(usage(2)));
+                }
+                Behaviour::FailMidway => {
+                    let _ = sink.send(Event::Text("Hello".into()));
+                    let _ = sink.send(Event::Error(EngineError::Forward(ForwardError::ContextOverflow { pos: 9, max: 8 })));
+                }
+                Behaviour::Vanish => {}
+            }
+        }
+        Ok(Submitted { prompt_ids: vec![1, 2, 3], samples })
+    }
+}
+
+impl Backend for Stub {
+    fn submit_chat(&self, req: ChatRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError> {
+        let n = req.params.num_return_sequences.unwrap_or(1);
+        *self.seen.lock().expect("lock") = Some(req);
+        self.run(n, sinks)
+    }
+
+    fn submit_prompt(&self, req: PromptRequest, sinks: &mut dyn FnMut(usize) -> ChannelSink) -> Result<Submitted, EngineError> {
+        self.run(req.params.num_return_sequences.unwrap_or(1), sinks)
+    }
+
+    fn apply_template(&self, _: ChatRequest) -> Result<(String, Vec<u32>), EngineError> {
+        Ok(("prompt".into(), vec![1, 2, 3]))
+    }
+
+    fn submit_scores(&self, texts: &[String], _: Option<usize>, done: ScoresDone) -> Result<(), EngineError> {
+        done(Ok(texts.iter().map(|t| t.len() as f32).collect()));
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        0
+    }
+
+    fn takes_images(&self) -> bool {
+        false
+    }
+
+    fn reply_format(&self, _: &[u32]) -> (ToolFormat, bool) {
+        (ToolFormat::Default, false)
+    }
+}
+
+fn router(behaviour: Behaviour) -> (axum::Router, Arc<Mutex<Option<ChatRequest>>>) {
+    let seen = Arc::new(Mutex::new(None));
+    let cfg = ServerConfig { model_name: "m".into(), request_workers: 1, ..ServerConfig::default() };
+    (app(Stub { behaviour, seen: seen.clone() }, cfg).expect("app"), seen)
+}
+
+/// POSTs `body` (text) to `path`; returns the status and the body text.
+async fn post(router: axum::Router, path: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::post(path).header("content-type", "application/json").body(Body::from(body.to_owned())).expect("request");
+    let resp = router.oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+}
+
+fn chat(extra: Value) -> String {
+    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+    body.to_string()
+}
+
+fn error(text: &str) -> Value {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    v["error"].clone()
+}
+
+#[tokio::test]
+async fn engine_errors_become_openai_errors_naming_the_param() {
+    let cases: [(fn() -> EngineError, StatusCode, Value); 7] = [
+        (|| EngineError::invalid("num_return_sequences", "n must be between 1 and 16, got 0"), StatusCode::BAD_REQUEST, json!("n")),
+        (|| EngineError::invalid("max_new_tokens", "max_new_tokens must leave at least 1 new token"), StatusCode::BAD_REQUEST, json!("max_tokens")),
+        (|| EngineError::invalid("top_p", "top_p must be in (0, 1], got 2"), StatusCode::BAD_REQUEST, json!("top_p")),
+        (|| EngineError::invalid("messages[2].content", "x"), StatusCode::BAD_REQUEST, json!("messages[2].content")),
+        (|| EngineError::Overloaded { queued: 4, limit: 4 }, StatusCode::TOO_MANY_REQUESTS, Value::Null),
+        (|| EngineError::Stopped, StatusCode::SERVICE_UNAVAILABLE, Value::Null),
+        (|| EngineError::NoTemplate, StatusCode::BAD_REQUEST, Value::Null),
+    ];
+    for (make, status, param) in cases {
+        let (router, _) = router(Behaviour::Fail(make));
+        for stream in [false, true] {
+            let (got, body) = post(router.clone(), "/v1/chat/completions", &chat(json!({"stream": stream}))).await;
+            assert_eq!(got, status, "{}: {body}", make());
+            let e = error(&body);
+            assert_eq!(e["param"], param, "{body}");
+            assert_eq!(e["message"], make().to_string(), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn openai_fields_arrive_as_the_engines_parameters() {
+    let (router, seen) = router(Behaviour::Reply);
+    let body = chat(json!({"n": 2, "max_tokens": 5, "max_completion_tokens": 7, "stop": "END", "temperature": 0.5,
+        "top_k": 3, "seed": 9, "tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}],
+        "stop_token_ids": [4], "ignore_eos": true}));
+    let (status, text) = post(router, "/v1/chat/completions", &body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["choices"].as_array().expect("choices").len(), 2);
+    assert_eq!(v["choices"][1]["message"]["content"], "Hello world");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    let req = seen.lock().expect("lock").take().expect("a request");
+    let p = &req.params;
+    assert_eq!((p.num_return_sequences, p.max_new_tokens, p.seed, p.top_k), (Some(2), Some(7), Some(9), Some(3)));
+    assert_eq!((p.stop.clone(), p.stop_token_ids.clone(), p.ignore_eos), (vec!["END".to_string()], vec![4], Some(true)));
+    assert_eq!(p.temperature, Some(0.5));
+    assert!(req.tools.is_none(), "tool_choice none switches the tools off");
+}
+
+#[tokio::test]
+async fn shape_errors_are_422s_naming_the_path() {
+    let (router, _) = router(Behaviour::Reply);
+    let cases = [
+        (chat(json!({"temperature": "hot"})), StatusCode::UNPROCESSABLE_ENTITY, json!("temperature")),
+        (chat(json!({"stream": "yes"})), StatusCode::UNPROCESSABLE_ENTITY, json!("stream")),
+        (chat(json!({"stop": 3})), StatusCode::UNPROCESSABLE_ENTITY, json!("stop")),
+        (json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}).to_string(), StatusCode::UNPROCESSABLE_ENTITY, json!("messages[0].role")),
+        (chat(json!({"stream_options": {"include_usage": true}})), StatusCode::BAD_REQUEST, json!("stream_options")),
+        (json!({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user"}]}).to_string(),
+            StatusCode::BAD_REQUEST, json!("messages[2].content")),
+        ("{not json".to_string(), StatusCode::BAD_REQUEST, Value::Null),
+        (json!({"model": "other", "messages": [{"role": "user", "content": "x"}]}).to_string(), StatusCode::NOT_FOUND, Value::Null),
+    ];
+    for (body, status, param) in cases {
+        let (got, text) = post(router.clone(), "/v1/chat/completions", &body).await;
+        assert_eq!(got, status, "{body}: {text}");
+        assert_eq!(error(&text)["param"], param, "{body}: {text}");
+    }
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
+    let (router, _) = router(Behaviour::Reply);
+    let (status, text) = post(router, "/v1/chat/completions", &chat(json!({"stream": true}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = sse(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let content: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).expect("chunk"))
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, "Hello world");
+
+    // A failure after the stream started is its last event, in OpenAI's error shape.
+    let (router, _) = router(Behaviour::FailMidway);
+    let (status, text) = post(router.clone(), "/v1/chat/completions", &chat(json!({"stream": true}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let last = sse(&text).pop().expect("events");
+    assert!(error(&last)["message"].as_str().is_some_and(|m| m.contains("beyond the model's context")), "{last}");
+    let (status, text) = post(router, "/v1/completions", &json!({"model": "m", "prompt": "x"}).to_string()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+
+    // An engine that goes away without finishing: 503, or an error event when streaming.
+    let (router, _) = router(Behaviour::Vanish);
+    let (status, _) = post(router.clone(), "/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, text) = post(router, "/v1/completions", &json!({"model": "m", "prompt": [1, 2], "stream": true}).to_string()).await;
+    assert_eq!(error(&sse(&text).pop().expect("events"))["type"], "server_error", "{text}");
+}
+
+#[tokio::test]
+async fn scores_and_templates_go_through_the_backend() {
+    let (router, _) = router(Behaviour::Reply);
+    let (status, text) = post(router.clone(), "/v1/score/evaluation", &json!({"model": "m", "messages": ["ab", "abcd"]}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["scores"], json!([2.0, 4.0]));
+    let (status, text) = post(router, "/apply-template", &chat(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["prompt_ids"], json!([1, 2, 3]));
+}
