@@ -5,12 +5,12 @@
 
 mod api;
 mod bench;
+mod bleu_rouge;
 mod chat;
 mod dataset;
 mod infer;
 mod infer_config;
 mod media;
-mod metrics;
 mod model_args;
 mod score;
 mod template;

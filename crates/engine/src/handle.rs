@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
 use ingot_core::config::ModelConfig;
-use ingot_core::constraint::{ConstraintCompiler, ConstraintError};
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::LoadedModel;
 use ingot_core::template::ChatTemplate;
@@ -22,43 +21,26 @@ use ingot_core::tokenizer::Tokenizer;
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
 use crate::media::MediaSupport;
-use crate::request::{ChatRequest, ValidRequest};
+use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
 use crate::{EngineConfig, EngineError, GenParams};
 
-/// What every handle shares: the model's tokenizer and template, the settings requests are
-/// validated against, and the counters the engine thread updates.
-pub(crate) struct Shared {
-    pub tokenizer: Tokenizer,
+/// What every handle shares: what requests are validated against, and the counters the
+/// engine thread updates.
+struct Shared {
+    validator: Validator,
     /// The model file's own template source.
-    pub chat_template: Option<String>,
-    /// Placeholder tokens and preprocessors of a model that takes media.
-    pub media: Option<MediaSupport>,
-    /// The template chat requests are rendered with: the configured named one, else the model's.
-    pub template: Option<ChatTemplate>,
-    pub config: ModelConfig,
-    pub reward_model: bool,
-    /// The front end's settings, which beat the model's generation config.
-    pub params: GenParams,
-    /// The model's generation config over the engine's defaults.
-    pub defaults: GenParams,
-    pub default_system: Option<String>,
-    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
-    pub max_n: usize,
-    pub max_queue: usize,
-    /// Largest prompt plus `max_new_tokens` the KV budget can hold.
-    pub budget_positions: usize,
-    pub queued: Arc<AtomicUsize>,
-    pub reused_tokens: Arc<AtomicUsize>,
-    /// The vocabulary indexed for constrained decoding, built on first use.
-    pub constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    chat_template: Option<String>,
+    max_queue: usize,
+    queued: Arc<AtomicUsize>,
+    reused_tokens: Arc<AtomicUsize>,
 }
 
 /// Cheap, cloneable access to a running engine.
 #[derive(Clone)]
 pub struct EngineHandle {
     jobs: Sender<Job>,
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
@@ -95,10 +77,9 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
     let queued = Arc::new(AtomicUsize::new(0));
     let reused_tokens = Arc::new(AtomicUsize::new(0));
-    let shared = Arc::new(Shared {
+    let validator = Validator {
         config: model.config().clone(),
         tokenizer,
-        chat_template,
         media,
         template,
         reward_model: value_head.is_some(),
@@ -107,11 +88,15 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         default_system: cfg.default_system.clone(),
         template_kwargs: cfg.template_kwargs.clone(),
         max_n: cfg.max_n.max(1),
-        max_queue: cfg.max_queue,
         budget_positions,
+        constraints: OnceLock::new(),
+    };
+    let shared = Arc::new(Shared {
+        validator,
+        chat_template,
+        max_queue: cfg.max_queue,
         queued: queued.clone(),
         reused_tokens: reused_tokens.clone(),
-        constraints: OnceLock::new(),
     });
     let capacity = Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -119,7 +104,8 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     std::thread::Builder::new()
         .name("ingot-engine".into())
         .spawn(move || {
-            let mut scheduler = Scheduler::new(&model, vision.as_ref(), &worker_shared.tokenizer, value_head.as_ref(), capacity);
+            let tokenizer = &worker_shared.validator.tokenizer;
+            let mut scheduler = Scheduler::new(&model, vision.as_ref(), tokenizer, value_head.as_ref(), capacity);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(EngineError::Start)?;
@@ -139,7 +125,7 @@ pub struct Response {
 impl EngineHandle {
     /// The model's tokenizer, for callers to encode prompts in their own thread.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.shared.tokenizer
+        &self.shared.validator.tokenizer
     }
 
     /// The model file's own chat template source, if any.
@@ -150,7 +136,7 @@ impl EngineHandle {
     /// The template chat requests are rendered with (the configured named one, else the
     /// model's own), if there is one.
     pub fn template(&self) -> Option<&ChatTemplate> {
-        self.shared.template.as_ref()
+        self.shared.validator.template.as_ref()
     }
 
     /// Requests waiting for a place in the batch.
@@ -164,17 +150,32 @@ impl EngineHandle {
     }
 
     pub fn model_config(&self) -> &ModelConfig {
-        &self.shared.config
+        &self.shared.validator.config
     }
 
     /// Whether the model takes images (it has a vision encoder).
     pub fn takes_images(&self) -> bool {
-        self.shared.media.is_some()
+        self.shared.validator.media.is_some()
     }
 
     /// Whether the model has a value head: it scores texts and does not generate.
     pub fn is_reward_model(&self) -> bool {
-        self.shared.reward_model
+        self.shared.validator.reward_model
+    }
+
+    /// The prompt text a chat request renders to (see [`crate::request`]).
+    pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
+        self.shared.validator.render_chat(req)
+    }
+
+    /// Renders, tokenizes and validates a chat request, in the caller's thread.
+    pub fn validate_chat(&self, req: ChatRequest) -> Result<ValidRequest, EngineError> {
+        self.shared.validator.validate_chat(req)
+    }
+
+    /// Tokenizes and validates a raw prompt, in the caller's thread.
+    pub fn validate_prompt(&self, req: PromptRequest) -> Result<ValidRequest, EngineError> {
+        self.shared.validator.validate_prompt(req)
     }
 
     /// Queues a validated request: sample `i`'s events go to `sink(i)`. All samples are
@@ -261,17 +262,18 @@ impl EngineHandle {
         max_length: Option<usize>,
         done: impl FnOnce(Result<Vec<f32>, EngineError>) + Send + 'static,
     ) -> Result<(), EngineError> {
-        if !self.shared.reward_model {
+        let v = &self.shared.validator;
+        if !v.reward_model {
             return Err(EngineError::NoValueHead);
         }
-        let ctx = self.shared.config.max_position_embeddings;
+        let ctx = v.config.max_position_embeddings;
         if max_length == Some(0) {
             return Err(EngineError::invalid("max_length", "max_length must be at least 1"));
         }
         let limit = max_length.unwrap_or(ctx).min(ctx);
         let mut sequences = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let mut ids = self.shared.tokenizer.encode(text, false)?;
+            let mut ids = v.tokenizer.encode(text, false)?;
             if ids.is_empty() {
                 return Err(EngineError::invalid(format!("messages[{i}]"), format!("text {} is empty", i + 1)));
             }

@@ -17,15 +17,19 @@
 
 use std::sync::Arc;
 
-use ingot_core::constraint::{Constraint, ConstraintCompiler, ResponseFormat};
+use std::sync::OnceLock;
+
+use ingot_core::config::ModelConfig;
+use ingot_core::constraint::{Constraint, ConstraintCompiler, ConstraintError, ResponseFormat};
 use ingot_core::media::Media;
 use ingot_core::sampling::SamplingParams;
+use ingot_core::template::ChatTemplate;
+use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
-use crate::handle::Shared;
-use crate::media::{place_media, MediaPrompt};
+use crate::media::{place_media, MediaPrompt, MediaSupport};
 use crate::params::{self, GenParams, Limits};
-use crate::{EngineError, EngineHandle};
+use crate::EngineError;
 
 /// One chat turn to answer.
 #[derive(Debug, Clone, Default)]
@@ -123,13 +127,38 @@ impl ValidRequest {
     }
 }
 
-impl EngineHandle {
+/// What requests are validated against: the model's tokenizer, template and limits, and the
+/// chain of defaults. Shared by every handle (read-only, but for the grammar compiler built on
+/// first use).
+pub(crate) struct Validator {
+    pub tokenizer: Tokenizer,
+    /// Placeholder tokens and preprocessors of a model that takes media.
+    pub media: Option<MediaSupport>,
+    /// The template chat requests are rendered with: the configured named one, else the model's.
+    pub template: Option<ChatTemplate>,
+    pub config: ModelConfig,
+    pub reward_model: bool,
+    /// The front end's settings, which beat the model's generation config.
+    pub params: GenParams,
+    /// The model's generation config over the engine's defaults.
+    pub defaults: GenParams,
+    pub default_system: Option<String>,
+    pub template_kwargs: Map<String, Value>,
+    pub max_n: usize,
+    /// Largest prompt plus `max_new_tokens` the KV budget can hold.
+    pub budget_positions: usize,
+    /// The vocabulary indexed for constrained decoding, built by the first request that needs
+    /// one (about a second on a 150k vocabulary; once per engine).
+    pub constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+}
+
+impl Validator {
     /// The prompt text a chat request renders to. For a model that takes images, image
     /// content parts become `<image>` placeholders (prepended to the first user message when
     /// the messages have none and images are given); they are expanded into the model's vision
     /// tokens only when the prompt is tokenized.
     pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
-        let s = &self.shared;
+        let s = self;
         let template = s.template.as_ref().ok_or(EngineError::NoTemplate)?;
         if req.messages.is_empty() {
             return Err(EngineError::invalid("messages", "messages must not be empty"));
@@ -168,7 +197,7 @@ impl EngineHandle {
 
     /// Renders, tokenizes and validates a chat request.
     pub fn validate_chat(&self, req: ChatRequest) -> Result<ValidRequest, EngineError> {
-        let s = &self.shared;
+        let s = self;
         if s.reward_model {
             return Err(EngineError::RewardModel);
         }
@@ -192,11 +221,11 @@ impl EngineHandle {
     /// Tokenizes and validates a raw prompt (a forcing `tool_choice` is refused: there are no
     /// tools).
     pub fn validate_prompt(&self, req: PromptRequest) -> Result<ValidRequest, EngineError> {
-        if self.shared.reward_model {
+        if self.reward_model {
             return Err(EngineError::RewardModel);
         }
         let ids = match req.prompt {
-            Prompt::Text(text) => self.shared.tokenizer.encode_prompt(&text)?,
+            Prompt::Text(text) => self.tokenizer.encode_prompt(&text)?,
             Prompt::Ids(ids) => ids,
         };
         self.resolve(ids, &req.params, None)
@@ -205,7 +234,7 @@ impl EngineHandle {
     /// Checks the prompt and resolves the parameters against the one chain of defaults.
     /// `tools`: a chat request's tool definitions (`None` for a raw prompt, which has none).
     fn resolve(&self, prompt_ids: Vec<u32>, params: &GenParams, tools: Option<&[Value]>) -> Result<ValidRequest, EngineError> {
-        let s = &self.shared;
+        let s = self;
         if prompt_ids.is_empty() {
             return Err(EngineError::invalid("prompt", "the prompt is empty"));
         }
@@ -248,7 +277,7 @@ impl EngineHandle {
                 "tool_choice: a forced tool call cannot also follow a response_format (give one of them)",
             ));
         }
-        let (Some(tools), Some(template)) = (tools, self.shared.template.as_ref()) else {
+        let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
             return Err(EngineError::invalid(
                 "tool_choice",
                 "tool_choice: forcing a tool call needs a chat request (its tools and chat template)",
@@ -257,13 +286,10 @@ impl EngineHandle {
         Ok(self.constraint_compiler()?.compile_tool_choice(template.tool_format(), tools, choice)?)
     }
 
-    /// The vocabulary's grammar compiler, built by the first request that needs one (about a
-    /// second on a 150k vocabulary; once per engine).
+    /// The vocabulary's grammar compiler, built on first use.
     fn constraint_compiler(&self) -> Result<&ConstraintCompiler, EngineError> {
-        let shared: &Shared = &self.shared;
-        shared
-            .constraints
-            .get_or_init(|| ConstraintCompiler::for_tokenizer(&shared.tokenizer))
+        self.constraints
+            .get_or_init(|| ConstraintCompiler::for_tokenizer(&self.tokenizer))
             .as_ref()
             .map_err(|e| EngineError::Constraint(e.clone()))
     }

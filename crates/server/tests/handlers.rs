@@ -102,7 +102,7 @@ impl Backend for Stub {
     }
 }
 
-fn router(behaviour: Behaviour) -> (axum::Router, Arc<Mutex<Option<ChatRequest>>>) {
+fn server(behaviour: Behaviour) -> (axum::Router, Arc<Mutex<Option<ChatRequest>>>) {
     let seen = Arc::new(Mutex::new(None));
     let cfg = ServerConfig { model_name: "m".into(), request_workers: 1, ..ServerConfig::default() };
     (app(Stub { behaviour, seen: seen.clone() }, cfg).expect("app"), seen)
@@ -140,7 +140,7 @@ async fn engine_errors_become_openai_errors_naming_the_param() {
         (|| EngineError::NoTemplate, StatusCode::BAD_REQUEST, Value::Null),
     ];
     for (make, status, param) in cases {
-        let (router, _) = router(Behaviour::Fail(make));
+        let (router, _) = server(Behaviour::Fail(make));
         for stream in [false, true] {
             let (got, body) = post(router.clone(), "/v1/chat/completions", &chat(json!({"stream": stream}))).await;
             assert_eq!(got, status, "{}: {body}", make());
@@ -153,7 +153,7 @@ async fn engine_errors_become_openai_errors_naming_the_param() {
 
 #[tokio::test]
 async fn openai_fields_arrive_as_the_engines_parameters() {
-    let (router, seen) = router(Behaviour::Reply);
+    let (router, seen) = server(Behaviour::Reply);
     let body = chat(json!({"n": 2, "max_tokens": 5, "max_completion_tokens": 7, "stop": "END", "temperature": 0.5,
         "top_k": 3, "seed": 9, "tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}],
         "stop_token_ids": [4], "ignore_eos": true}));
@@ -173,7 +173,7 @@ async fn openai_fields_arrive_as_the_engines_parameters() {
 
 #[tokio::test]
 async fn shape_errors_are_422s_naming_the_path() {
-    let (router, _) = router(Behaviour::Reply);
+    let (router, _) = server(Behaviour::Reply);
     let cases = [
         (chat(json!({"temperature": "hot"})), StatusCode::UNPROCESSABLE_ENTITY, json!("temperature")),
         (chat(json!({"stream": "yes"})), StatusCode::UNPROCESSABLE_ENTITY, json!("stream")),
@@ -199,7 +199,7 @@ fn sse(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
-    let (router, _) = router(Behaviour::Reply);
+    let (router, _) = server(Behaviour::Reply);
     let (status, text) = post(router, "/v1/chat/completions", &chat(json!({"stream": true}))).await;
     assert_eq!(status, StatusCode::OK);
     let data = sse(&text);
@@ -212,7 +212,7 @@ async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
     assert_eq!(content, "Hello world");
 
     // A failure after the stream started is its last event, in OpenAI's error shape.
-    let (router, _) = router(Behaviour::FailMidway);
+    let (router, _) = server(Behaviour::FailMidway);
     let (status, text) = post(router.clone(), "/v1/chat/completions", &chat(json!({"stream": true}))).await;
     assert_eq!(status, StatusCode::OK);
     let last = sse(&text).pop().expect("events");
@@ -221,7 +221,7 @@ async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
 
     // An engine that goes away without finishing: 503, or an error event when streaming.
-    let (router, _) = router(Behaviour::Vanish);
+    let (router, _) = server(Behaviour::Vanish);
     let (status, _) = post(router.clone(), "/v1/chat/completions", &chat(json!({}))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (_, text) = post(router, "/v1/completions", &json!({"model": "m", "prompt": [1, 2], "stream": true}).to_string()).await;
@@ -230,7 +230,7 @@ async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
 
 #[tokio::test]
 async fn scores_and_templates_go_through_the_backend() {
-    let (router, _) = router(Behaviour::Reply);
+    let (router, _) = server(Behaviour::Reply);
     let (status, text) = post(router.clone(), "/v1/score/evaluation", &json!({"model": "m", "messages": ["ab", "abcd"]}).to_string()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["scores"], json!([2.0, 4.0]));

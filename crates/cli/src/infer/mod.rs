@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::chat::PromptArgs;
 use crate::dataset::{self, Format, Place, Row};
 use crate::infer_config::{fill, ConfigArgs};
-use crate::metrics::{self, Similarity};
+use crate::bleu_rouge::{self, Similarity};
 use crate::model_args::ModelArgs;
 use output::{Finished, Prediction, RowError, Sink};
 use progress::Progress;
@@ -345,8 +345,8 @@ impl Run<'_> {
 fn write_metrics(path: &Path, output: &Path, generated: usize, runtime: f64) -> anyhow::Result<()> {
     let pairs = output::read_pairs(output)?;
     let similarity = Similarity::new();
-    let scores: Vec<metrics::Scores> = pairs.iter().map(|(p, l)| similarity.score(p, l)).collect();
-    let avg = metrics::average(&scores);
+    let scores: Vec<bleu_rouge::Scores> = pairs.iter().map(|(p, l)| similarity.score(p, l)).collect();
+    let avg = bleu_rouge::average(&scores);
     let report = json!({
         "predict_bleu-4": avg.bleu4,
         "predict_rouge-1": avg.rouge1,
