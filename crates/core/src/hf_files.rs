@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::sampling::SamplingParams;
 
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
@@ -241,33 +240,7 @@ impl GenerationDefaults {
             max_length: file.usize("max_length")?,
         })
     }
-
-    /// The sampling parameters transformers' `generate()` would use with no overrides: greedy
-    /// unless `do_sample` is true (transformers ignores temperature/top-p/top-k then), and
-    /// otherwise transformers' own defaults (temperature 1, top-p 1, top-k 50) for unset fields.
-    /// The repetition penalty applies in both modes, as in transformers.
-    pub fn sampling_params(&self) -> SamplingParams {
-        let repetition_penalty = self.repetition_penalty.unwrap_or(1.0);
-        if self.do_sample != Some(true) {
-            return SamplingParams { repetition_penalty, ..SamplingParams::greedy() };
-        }
-        SamplingParams {
-            temperature: self.temperature.unwrap_or(1.0),
-            top_p: self.top_p.unwrap_or(1.0),
-            top_k: self.top_k.unwrap_or(TRANSFORMERS_DEFAULT_TOP_K),
-            repetition_penalty,
-            ..SamplingParams::default()
-        }
-    }
-
-    /// How many tokens may be generated after a prompt of `prompt_len` tokens, if the file says.
-    pub fn new_token_limit(&self, prompt_len: usize) -> Option<usize> {
-        self.max_new_tokens.or_else(|| self.max_length.map(|total| total.saturating_sub(prompt_len)))
-    }
 }
-
-/// `GenerationConfig.top_k`'s default in transformers.
-const TRANSFORMERS_DEFAULT_TOP_K: usize = 50;
 
 #[cfg(test)]
 mod tests;
