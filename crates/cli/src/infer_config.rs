@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
-use ingot_core::load::{Quantization, WeightDType};
 use ingot_core::template::ChatTemplate;
+use ingot_core::weights::{Quantization, WeightDType};
 use serde_yaml_ng::Value;
 
 #[derive(Args, Debug, Clone)]

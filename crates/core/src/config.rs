@@ -4,8 +4,21 @@
 //! pre-norm decoder with a handful of switches; [`ModelConfig`] holds those switches so that
 //! one model implementation serves them all. Loaders (GGUF metadata, a checkpoint's
 //! `config.json`) fill it in and call [`ModelConfig::validate`], after which the model may trust it.
+//! A vision-language checkpoint's encoder is described by [`vision`].
+//!
+//! Configuration is the bottom layer of the model side: it names no other module of the crate,
+//! so the loaders that fill it in and the models that read it can both depend on it.
 
-use crate::weights::LoadError;
+pub mod vision;
+
+/// A configuration that breaks an invariant the model relies on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct InvalidConfig {
+    /// The file the configuration came from.
+    pub path: String,
+    pub problem: String,
+}
 
 /// Architecture families. Only used for naming and for loader decisions; the forward pass
 /// reads the individual switches below.
@@ -118,8 +131,8 @@ impl ModelConfig {
     }
 
     /// Checks the invariants the model relies on; `source` names the file for messages.
-    pub fn validate(&self, source: &str) -> Result<(), LoadError> {
-        let bad = |problem: String| Err(LoadError::Invalid { path: source.to_string(), problem });
+    pub fn validate(&self, source: &str) -> Result<(), InvalidConfig> {
+        let bad = |problem: String| Err(InvalidConfig { path: source.to_string(), problem });
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),

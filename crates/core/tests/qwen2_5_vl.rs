@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
 use ingot_core::media::{Image, Media, MediaLimits, MediaProcessor, Qwen2VlImageProcessor};
-use ingot_core::model::vision::VisionArch;
+use ingot_core::config::vision::VisionArch;
 use safetensors::SafeTensors;
 use vlm::{f32_tensor, grid, max_diff};
 use serde_json::Value;

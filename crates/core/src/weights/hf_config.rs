@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::LoadError;
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
-use crate::model::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
+use crate::config::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
 
 /// The config.json file name inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";

@@ -6,7 +6,7 @@ use super::*;
 /// (`tool_formatter`, and `function_formatter` on both calls and on the first alone; llama3's
 /// date fixed to 26 Jul 2024).
 fn expected(key: &str) -> String {
-    let all: Json = serde_json::from_str(include_str!("tools_expected.json")).expect("JSON");
+    let all: Json = serde_json::from_str(include_str!("expected.json")).expect("JSON");
     all[key]
         .as_str()
         .unwrap_or_else(|| panic!("no {key}"))
