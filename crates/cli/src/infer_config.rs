@@ -373,7 +373,7 @@ mod tests {
 
     fn yaml(name: &str, text: &str) -> String {
         // A directory per file: scratch_dir empties its directory, and tests run in parallel.
-        let path = ingot_core::testing::scratch_dir(&format!("infer-config-{name}")).join(name);
+        let path = ingot_testkit::scratch_dir(&format!("infer-config-{name}")).join(name);
         std::fs::write(&path, text).expect("write config");
         path.display().to_string()
     }

@@ -39,7 +39,5 @@ pub mod reward;
 pub mod sampling;
 pub mod stop;
 pub mod template;
-#[doc(hidden)]
-pub mod testing;
 pub mod tokenizer;
 pub mod weights;

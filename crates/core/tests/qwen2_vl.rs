@@ -13,7 +13,7 @@ use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
 use ingot_core::model::vision::rope_index;
 use ingot_core::model::{Embeds, ForwardError, Logits, SeqInput};
-use ingot_core::testing::{fixtures_dir, json_ids};
+use ingot_testkit::{fixtures_dir, json_ids};
 use safetensors::SafeTensors;
 use serde_json::Value;
 

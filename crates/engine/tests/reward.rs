@@ -2,7 +2,7 @@
 //! across several forward passes, and reward models and causal LMs refuse each other's requests.
 
 use ingot_core::sampling::SamplingParams;
-use ingot_core::testing::fixtures_dir;
+use ingot_testkit::fixtures_dir;
 use ingot_engine::{EngineConfig, EngineError, EngineHandle, GenerateRequest};
 use serde_json::Value;
 

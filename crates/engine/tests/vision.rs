@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use ingot_core::testing::{fixtures_dir, json_ids};
+use ingot_testkit::{fixtures_dir, json_ids};
 use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response, Submission};
 use serde_json::{json, Value};
 

@@ -540,7 +540,7 @@ mod tests {
     /// defaults of transformers' `Qwen2_5_VLVisionConfig` for missing keys.
     #[test]
     fn qwen2_5_vl_vision_configs() {
-        let dir = crate::testing::scratch_dir("hf-config-qwen2.5-vl");
+        let dir = ingot_testkit::scratch_dir("hf-config-qwen2.5-vl");
         let read = |config: &Value| {
             std::fs::write(dir.join(CONFIG_FILE), config.to_string()).expect("write");
             (parse_config(&config.to_string(), Path::new("config.json")), read_vision_config(&dir))

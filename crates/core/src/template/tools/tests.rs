@@ -148,7 +148,7 @@ fn formats_are_detected_from_model_templates() {
         ("deepseek-r1-distill.jinja", ToolFormat::Default),
     ];
     for (file, format) in expectations {
-        let path = crate::testing::fixtures_dir().join("templates").join(file);
+        let path = ingot_testkit::fixtures_dir().join("templates").join(file);
         let source =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(ToolFormat::detect(&source), format, "{file}");
