@@ -93,7 +93,7 @@ impl VisionConfig {
 
     /// Checks what the encoder relies on; the message names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+        super::require_positive(&[
             ("depth", self.depth),
             ("embed_dim", self.embed_dim),
             ("num_heads", self.num_heads),
@@ -103,11 +103,7 @@ impl VisionConfig {
             ("in_channels", self.in_channels),
             ("hidden_size", self.hidden_size),
             ("mlp width", self.intermediate_size),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-        }
+        ])?;
         if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(format!("embed_dim ({}) must be a multiple of num_heads ({})", self.embed_dim, self.num_heads));
         }
