@@ -320,7 +320,8 @@ def main(argv):
         name = root.name
 
         def where(module):
-            return crate.files[module].path.relative_to(repo)
+            path = crate.files[module].path
+            return path.relative_to(repo) if path.is_relative_to(repo) else path
 
         for scc, inner in crate.cycles():
             findings += 1
