@@ -171,7 +171,7 @@ mod tests {
         let policy = args(&[]).expect("no flags").media_policy().expect("default policy");
         assert_eq!(policy, MediaPolicy::default());
 
-        let dir = ingot_core::testing::scratch_dir("api-media-flags");
+        let dir = ingot_testkit::scratch_dir("api-media-flags");
         let d = dir.display().to_string();
         let policy = args(&["--media-dir", &d, "--allow-remote-media", "--max-media-mb", "3"]).expect("flags").media_policy().expect("policy");
         assert_eq!(policy.media_dir, Some(dir.canonicalize().expect("canonical")));
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn media_keys_come_from_the_config_and_flags_win() {
-        let dir = ingot_core::testing::scratch_dir("api-media-config");
+        let dir = ingot_testkit::scratch_dir("api-media-config");
         let yaml = dir.join("api.yaml");
         std::fs::write(&yaml, format!("media_dir: {}\nallow_remote_media: true\n", dir.display())).expect("write");
         let y = yaml.display().to_string();

@@ -585,7 +585,7 @@ mod tests {
     use super::*;
 
     fn fixtures() -> PathBuf {
-        ingot_core::testing::fixtures_dir().join("datasets")
+        ingot_testkit::fixtures_dir().join("datasets")
     }
 
     fn rows(ds: &Dataset) -> Vec<&Row> {

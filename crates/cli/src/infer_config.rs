@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
-use ingot_core::load::{Quantization, WeightDType};
 use ingot_core::template::ChatTemplate;
+use ingot_core::weights::{Quantization, WeightDType};
 use ingot_engine::GenParams;
 use serde_yaml_ng::Value;
 
@@ -385,7 +385,7 @@ mod tests {
 
     fn yaml(name: &str, text: &str) -> String {
         // A directory per file: scratch_dir empties its directory, and tests run in parallel.
-        let path = ingot_core::testing::scratch_dir(&format!("infer-config-{name}")).join(name);
+        let path = ingot_testkit::scratch_dir(&format!("infer-config-{name}")).join(name);
         std::fs::write(&path, text).expect("write config");
         path.display().to_string()
     }

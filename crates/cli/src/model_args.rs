@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
-use ingot_core::load::{models_dir, LoadOptions, Quantization, WeightDType, DEFAULT_MODEL_FILE};
+use ingot_core::load::{models_dir, LoadOptions, DEFAULT_MODEL_FILE};
+use ingot_core::weights::{Quantization, WeightDType};
 use ingot_engine::{EngineConfig, EngineError, EngineHandle};
 
 use crate::infer_config::{fill, InferConfig};

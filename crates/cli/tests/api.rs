@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_browser, test_tool, Server};
-use ingot_core::testing::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir};
 use serde_json::{json, Value};
 
 fn greedy_fixture() -> PathBuf {

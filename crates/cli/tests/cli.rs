@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use common::{chat, chat_with, ingot, run_chat};
-use ingot_core::testing::model_path;
+use ingot_testkit::model_path;
 
 /// The replies, one per user turn, in order.
 fn replies(out: &Output) -> Vec<String> {
@@ -78,7 +78,7 @@ fn missing_model_file_is_a_clean_error() {
 
 #[test]
 fn truncated_gguf_is_a_clean_error() {
-    let real = std::fs::read(model_path(ingot_core::load::DEFAULT_MODEL_FILE)).expect("read model");
+    let real = std::fs::read(model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE)).expect("read model");
     // Cut in the header (the vocabulary) and in the tensor data.
     for (name, len) in [("cut-header.gguf", 4096), ("cut-data.gguf", real.len() / 2)] {
         let path = scratch(name);
@@ -108,7 +108,7 @@ fn unknown_architecture_lists_the_supported_ones() {
 
 #[test]
 fn gemma_base_needs_a_named_template_and_chats_with_one() {
-    let gemma = model_path("gemma-3-270m-q4_k_m.gguf");
+    let gemma = model_path(&ingot_core::load::models_dir(), "gemma-3-270m-q4_k_m.gguf");
     let run = |extra: &[&str]| {
         let args: Vec<&str> = ["--temperature", "0", "--max-new-tokens", "8"].iter().chain(extra).copied().collect();
         chat_with(&gemma, &args, "The capital of France is\n")
@@ -123,7 +123,7 @@ fn gemma_base_needs_a_named_template_and_chats_with_one() {
 
 #[test]
 fn chat_loads_a_hugging_face_checkpoint_directory() {
-    let dir = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let dir = ingot_testkit::fixtures_dir().join("tiny-qwen2");
     let out = chat_with(&dir, &["--temperature", "0", "--max-new-tokens", "4", "--quantize", "q8_0"], "hello\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(replies(&out).len(), 1);
@@ -144,7 +144,7 @@ fn score(model: &Path, name: &str, jsonl: &str) -> Output {
 }
 
 fn rm_items() -> Vec<serde_json::Value> {
-    let path = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm/scores.json");
+    let path = ingot_testkit::fixtures_dir().join("tiny-qwen2-rm/scores.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read scores.json")).expect("json");
     v["items"].as_array().expect("items").clone()
 }
@@ -161,7 +161,7 @@ fn score_prints_transformers_scores_in_order() {
             if i % 2 == 0 { text.to_string() } else { serde_json::json!({ "text": text, "id": i }).to_string() }
         })
         .collect();
-    let out = score(&ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm"), "texts.jsonl", &(lines.join("\n\n") + "\n"));
+    let out = score(&ingot_testkit::fixtures_dir().join("tiny-qwen2-rm"), "texts.jsonl", &(lines.join("\n\n") + "\n"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let scores: Vec<f32> = stdout.lines().map(|l| l.parse().expect("a score per line")).collect();
@@ -187,7 +187,7 @@ fn assert_one_error_line(out: &Output, expect: &[&str]) {
 
 #[test]
 fn a_malformed_line_names_the_file_and_line() {
-    let rm = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm");
+    let rm = ingot_testkit::fixtures_dir().join("tiny-qwen2-rm");
     for (name, jsonl, problem) in [
         ("bad-json.jsonl", "\"ok\"\n{\"text\": \"fine\"}\n{not json\n", "invalid JSON"),
         ("bad-shape.jsonl", "\"ok\"\n{\"text\": \"fine\"}\n[1, 2]\n", "expected a JSON string"),
@@ -201,21 +201,21 @@ fn a_malformed_line_names_the_file_and_line() {
 
 #[test]
 fn score_on_a_causal_lm_is_an_error() {
-    let lm = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let lm = ingot_testkit::fixtures_dir().join("tiny-qwen2");
     let out = score(&lm, "lm.jsonl", "\"hello\"\n");
     assert_one_error_line(&out, &[&lm.display().to_string(), "no value head"]);
 }
 
 #[test]
 fn chat_on_a_reward_model_is_an_error() {
-    let rm = ingot_core::testing::fixtures_dir().join("tiny-qwen2-rm");
+    let rm = ingot_testkit::fixtures_dir().join("tiny-qwen2-rm");
     let out = chat_with(&rm, &["--max-new-tokens", "4"], "hello\n");
     assert_one_error_line(&out, &[&rm.display().to_string(), "reward model", "ingot score"]);
 }
 
 #[test]
 fn chat_merges_lora_adapters_given_with_adapter() {
-    let fixtures = ingot_core::testing::fixtures_dir();
+    let fixtures = ingot_testkit::fixtures_dir();
     let (base, adapter) = (fixtures.join("tiny-llama"), fixtures.join("tiny-llama-lora"));
     let greedy = ["--temperature", "0", "--max-new-tokens", "8"];
     let without = chat_with(&base, &greedy, "hello\n");
@@ -241,7 +241,7 @@ fn chat_args(args: &[&str]) -> Output {
 
 /// A LLaMA Factory inference config for the tiny Qwen2 checkpoint, plus `extra` lines.
 fn tiny_config(name: &str, extra: &str) -> String {
-    let model = ingot_core::testing::fixtures_dir().join("tiny-qwen2");
+    let model = ingot_testkit::fixtures_dir().join("tiny-qwen2");
     let path = scratch(name).join("infer.yaml");
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     let text = format!(

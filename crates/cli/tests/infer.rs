@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_core::testing::{fixtures_dir, model_path, scratch_dir};
+use ingot_testkit::{fixtures_dir, model_path, scratch_dir};
 use serde_json::Value;
 
 fn datasets() -> PathBuf {
@@ -16,7 +16,7 @@ fn infer_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
     cmd.arg("infer")
         .arg("--model")
-        .arg(model_path(ingot_core::load::DEFAULT_MODEL_FILE))
+        .arg(model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE))
         .arg("--dataset-dir")
         .arg(datasets())
         .args(["--temperature", "0", "--max-new-tokens", "8"])

@@ -20,11 +20,11 @@ fn write_json(dir: &Path, name: &str, v: &Value) -> String {
 /// the template file by the binary, matches transformers' `apply_chat_template` exactly.
 #[test]
 fn prints_the_prompt_transformers_renders() {
-    let fixtures = ingot_core::testing::fixtures_dir().join("templates");
+    let fixtures = ingot_testkit::fixtures_dir().join("templates");
     let cases: Vec<Value> =
         serde_json::from_slice(&std::fs::read(fixtures.join("cases.json")).expect("cases.json")).expect("cases");
-    let dir = ingot_core::testing::scratch_dir("template-cli");
-    let model = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    let dir = ingot_testkit::scratch_dir("template-cli");
+    let model = ingot_testkit::model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE);
     let mut checked = 0;
     for case in cases.iter().filter(|c| matches!(c["template"].as_str(), Some("qwen2.5" | "qwen3"))) {
         let id = case["id"].as_str().expect("id");
@@ -61,13 +61,13 @@ fn prints_the_prompt_transformers_renders() {
 
 #[test]
 fn ids_are_the_prompt_tokenized_and_bad_input_is_named() {
-    let dir = ingot_core::testing::scratch_dir("template-cli-ids");
+    let dir = ingot_testkit::scratch_dir("template-cli-ids");
     let messages = write_json(&dir, "m.json", &serde_json::json!([{"role": "user", "content": "Hi"}]));
     let text = ingot(&["template", "--messages", &messages]);
     let ids = ingot(&["template", "--messages", &messages, "--ids"]);
     assert!(text.status.success() && ids.status.success());
     let ids: Vec<u32> = serde_json::from_slice(&ids.stdout).expect("a JSON array of ids");
-    let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    let path = ingot_testkit::model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE);
     let tok = ingot_core::load::load_prompting(&path).expect("tokenizer").tokenizer;
     assert_eq!(ids, tok.encode_prompt(&String::from_utf8_lossy(&text.stdout)).expect("encode"));
     assert_eq!(tok.decode(&ids, false).expect("decode"), String::from_utf8_lossy(&text.stdout));
@@ -82,7 +82,7 @@ fn ids_are_the_prompt_tokenized_and_bad_input_is_named() {
 
 #[test]
 fn a_chat_template_file_that_is_missing_or_broken_is_named() {
-    let dir = ingot_core::testing::scratch_dir("template-cli-bad-file");
+    let dir = ingot_testkit::scratch_dir("template-cli-bad-file");
     let broken = dir.join("broken.jinja");
     std::fs::write(&broken, "{% if %}").expect("write");
     let missing = dir.join("missing.jinja");

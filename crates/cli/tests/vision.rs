@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::{chat_with, ingot, run_browser, test_tool, Server};
-use ingot_core::testing::{fixtures_dir, json_ids, scratch_dir};
+use ingot_testkit::{fixtures_dir, json_ids, scratch_dir};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 

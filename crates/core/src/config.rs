@@ -4,8 +4,21 @@
 //! pre-norm decoder with a handful of switches; [`ModelConfig`] holds those switches so that
 //! one model implementation serves them all. Loaders (GGUF metadata, a checkpoint's
 //! `config.json`) fill it in and call [`ModelConfig::validate`], after which the model may trust it.
+//! A vision-language checkpoint's encoder is described by [`vision`].
+//!
+//! Configuration is the bottom layer of the model side: it names no other module of the crate,
+//! so the loaders that fill it in and the models that read it can both depend on it.
 
-use crate::weights::LoadError;
+pub mod vision;
+
+/// A configuration that breaks an invariant the model relies on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct InvalidConfig {
+    /// The file the configuration came from.
+    pub path: String,
+    pub problem: String,
+}
 
 /// Architecture families. Only used for naming and for loader decisions; the forward pass
 /// reads the individual switches below.
@@ -118,9 +131,9 @@ impl ModelConfig {
     }
 
     /// Checks the invariants the model relies on; `source` names the file for messages.
-    pub fn validate(&self, source: &str) -> Result<(), LoadError> {
-        let bad = |problem: String| Err(LoadError::Invalid { path: source.to_string(), problem });
-        let positive = [
+    pub fn validate(&self, source: &str) -> Result<(), InvalidConfig> {
+        let bad = |problem: String| Err(InvalidConfig { path: source.to_string(), problem });
+        if let Err(problem) = require_positive(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -129,11 +142,8 @@ impl ModelConfig {
             ("head_dim", self.head_dim),
             ("num_layers", self.layer_types.len()),
             ("max_position_embeddings", self.max_position_embeddings),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return bad(format!("{name} must be positive"));
-            }
+        ]) {
+            return bad(problem);
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
@@ -161,5 +171,23 @@ impl ModelConfig {
             return bad("rms_norm_eps and rope_theta must be finite, rope_theta positive".into());
         }
         Ok(())
+    }
+}
+
+/// Names the first of the named `values` that is zero: the first check of every configuration
+/// here, since sizes of zero make empty matrices and divisions by zero downstream.
+fn require_positive(values: &[(&str, usize)]) -> Result<(), String> {
+    match values.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(format!("{name} must be positive")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn require_positive_names_the_first_zero() {
+        assert_eq!(super::require_positive(&[("a", 1), ("b", 0), ("c", 0)]), Err("b must be positive".into()));
+        assert_eq!(super::require_positive(&[("a", 1)]), Ok(()));
     }
 }

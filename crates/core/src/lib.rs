@@ -11,6 +11,21 @@
 //! A Qwen2-VL or Qwen2.5-VL checkpoint also brings a vision encoder ([`model::vision`]) whose rows replace
 //! the image pad tokens' embeddings, with M-RoPE positions over (t, h, w).
 //! Images (and later video and audio) become encoder inputs through [`media`].
+//!
+//! Layers, bottom up. A module uses only modules of lower layers, and a directory module's
+//! children build on it, never the reverse, so the crate has no import cycles
+//! (`scripts/check-layers.py` checks it):
+//! 1. [`kernels`], [`config`], [`sampling`], [`stop`], [`template`], [`media`]: no other module;
+//! 2. [`hf_files`] (its generation defaults are sampling parameters), [`kv_cache`] (sized by
+//!    the config);
+//! 3. [`tokenizer`] (reads a checkpoint's tokenizer files through `hf_files`);
+//! 4. [`constraint`] (a tokenizer's vocabulary, the tool-call grammars of `template`);
+//!    [`weights`] (fills in configs, holds matrices as kernels read them);
+//! 5. [`model`] (runs weights over KV caches), [`reward`] (a value head's weights);
+//! 6. [`load`]: opens a model path into all of the above.
+//!
+//! So a type shared across layers lives in the lower one: configuration types (the vision
+//! encoder's too) in `config`, the precision weights are held in in `weights`.
 
 pub mod config;
 pub mod constraint;
@@ -24,7 +39,5 @@ pub mod reward;
 pub mod sampling;
 pub mod stop;
 pub mod template;
-#[doc(hidden)]
-pub mod testing;
 pub mod tokenizer;
 pub mod weights;

@@ -6,11 +6,10 @@
 //! final types and take only the defaults (an adapter must be merged before converting to GGUF).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use crate::kernels::GgmlDType;
+use crate::config::vision::{MultimodalTokens, VisionArch};
 use crate::media::{MediaProcessor, Qwen2VlImageProcessor};
-use crate::model::vision::{MultimodalTokens, VisionArch, VisionModel};
+use crate::model::vision::VisionModel;
 use crate::model::Model;
 use crate::reward::ValueHead;
 use crate::tokenizer::Tokenizer;
@@ -19,7 +18,7 @@ use crate::weights::gguf::GgufFile;
 use crate::weights::hf_config;
 use crate::weights::lora::LoraMerged;
 use crate::weights::safetensors::SafetensorsDir;
-use crate::weights::LoadError;
+use crate::weights::{LoadError, Quantization, WeightDType};
 
 /// Everything a front end needs from one model file.
 pub struct LoadedModel {
@@ -45,70 +44,6 @@ pub struct Vision {
     /// The checkpoint's image preprocessing (`preprocessor_config.json`; transformers'
     /// defaults for the family when the file is absent).
     pub image_processor: Box<dyn MediaProcessor>,
-}
-
-/// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
-///
-/// Compute is always f32: this engine's kernels widen 16-bit weights to f32 as they read them,
-/// and the CPUs it targets have no faster native bf16/f16 arithmetic. So `auto` picks f32
-/// (exact, twice the memory of a 16-bit checkpoint); `bf16`/`f16` halve memory and round
-/// f32-stored weights to that type. Norms and biases are always f32.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WeightDType {
-    #[default]
-    Auto,
-    F32,
-    Bf16,
-    F16,
-}
-
-/// Quantization applied to a checkpoint's weight matrices at load (`--quantize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quantization {
-    Q8_0,
-    Q4K,
-}
-
-impl Quantization {
-    pub fn ggml_dtype(self) -> GgmlDType {
-        match self {
-            Self::Q8_0 => GgmlDType::Q8_0,
-            Self::Q4K => GgmlDType::Q4K,
-        }
-    }
-}
-
-/// A `--dtype` or `--quantize` value that is not one of the accepted names.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown {what} '{value}' (expected one of: {expected})")]
-pub struct ParseOptionError {
-    what: &'static str,
-    value: String,
-    expected: &'static str,
-}
-
-impl FromStr for WeightDType {
-    type Err = ParseOptionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "auto" => Self::Auto,
-            "f32" | "float32" => Self::F32,
-            "bf16" | "bfloat16" => Self::Bf16,
-            "f16" | "float16" => Self::F16,
-            _ => return Err(ParseOptionError { what: "dtype", value: s.into(), expected: "auto, f32, bf16, f16" }),
-        })
-    }
-}
-
-impl FromStr for Quantization {
-    type Err = ParseOptionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "q8_0" => Self::Q8_0,
-            "q4_k" => Self::Q4K,
-            _ => return Err(ParseOptionError { what: "quantization", value: s.into(), expected: "q8_0, q4_k" }),
-        })
-    }
 }
 
 /// How to load a model.
@@ -210,7 +145,7 @@ fn gguf_prompting(file: &GgufFile, path: &Path) -> Result<Prompting, LoadError> 
 /// the adapters of `opts` merged in.
 pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, LoadError> {
     let cfg = hf_config::read_config(dir)?;
-    let weights = SafetensorsDir::open(dir, &cfg, opts)?;
+    let weights = SafetensorsDir::open(dir, &cfg, opts.dtype, opts.quantize)?;
     language_model(weights, cfg, opts)
 }
 
@@ -218,7 +153,7 @@ pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, Lo
 /// side (held unquantized whatever `opts.quantize` says; adapters apply to the language model).
 fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Vision>), LoadError> {
     let cfg = hf_config::read_config(dir)?;
-    let weights = SafetensorsDir::open(dir, &cfg, opts)?;
+    let weights = SafetensorsDir::open(dir, &cfg, opts.dtype, opts.quantize)?;
     let vision = match hf_config::read_vision_config(dir)? {
         None => None,
         Some((vcfg, tokens)) => {

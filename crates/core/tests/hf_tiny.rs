@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions, Quantization, WeightDType};
+use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions};
 use ingot_core::model::{Logits, Model, SeqInput};
-use ingot_core::testing::{fixtures_dir, scratch_dir};
 use ingot_core::weights::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use ingot_core::weights::{Quantization, WeightDType};
+use ingot_testkit::{fixtures_dir, scratch_dir};
 use safetensors::SafeTensors;
 use ingot_core::sampling::argmax;
-use ingot_core::testing::json_ids;
+use ingot_testkit::json_ids;
 use serde_json::Value;
 
 const LOGIT_TOLERANCE: f32 = 1e-3;

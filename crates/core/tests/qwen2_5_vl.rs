@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
 use ingot_core::media::{Image, Media, MediaLimits, MediaProcessor, Qwen2VlImageProcessor};
-use ingot_core::model::vision::VisionArch;
+use ingot_core::config::vision::VisionArch;
 use safetensors::SafeTensors;
 use vlm::{f32_tensor, grid, max_diff};
 use serde_json::Value;
@@ -124,7 +124,7 @@ fn matches_transformers_on_both_cases() {
 /// attention (or with no reordering, which is what that amounts to) is far from the reference.
 #[test]
 fn window_attention_matters() {
-    let scratch = ingot_core::testing::scratch_dir("qwen2.5-vl-no-windows");
+    let scratch = ingot_testkit::scratch_dir("qwen2.5-vl-no-windows");
     for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.json", "generation_config.json", "preprocessor_config.json"] {
         std::fs::copy(dir().join(f), scratch.join(f)).expect("copy");
     }

@@ -13,7 +13,7 @@ use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
 use ingot_core::model::vision::rope_index;
 use ingot_core::model::{Embeds, ForwardError, Logits, SeqInput};
-use ingot_core::testing::{fixtures_dir, json_ids};
+use ingot_testkit::{fixtures_dir, json_ids};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ fn loads_as_a_vision_language_model() {
     assert_eq!(m.tokenizer.token_to_id("<|image_pad|>"), Some(2033));
 
     // --quantize applies to the language model only: the encoder is the same.
-    let opts = LoadOptions { quantize: Some(ingot_core::load::Quantization::Q8_0), ..LoadOptions::default() };
+    let opts = LoadOptions { quantize: Some(ingot_core::weights::Quantization::Q8_0), ..LoadOptions::default() };
     let q = load_with(&dir(), &opts).expect("quantized load");
     let pixels: Vec<f32> = (0..16 * vision.encoder.config().patch_len()).map(|i| (i as f32 * 0.07).cos()).collect();
     let encode = |m: &LoadedModel| m.vision.as_ref().expect("vision").encoder.encode(&pixels, [1, 4, 4]).expect("encode");

@@ -3,15 +3,15 @@
 //! most items; Qwen's first-position top-5 logits within 0.25.
 
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::testing::{fixtures_dir, model_path};
+use ingot_testkit::{fixtures_dir, model_path};
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::weights::gguf::GgufFile;
 use ingot_core::sampling::argmax;
-use ingot_core::testing::json_ids;
+use ingot_testkit::json_ids;
 use serde_json::Value;
 
 fn load(file: &str) -> Model {
-    let path = model_path(file);
+    let path = model_path(&ingot_core::load::models_dir(), file);
     let gguf = GgufFile::open(&path).expect("open model");
     Model::load(&gguf, gguf.config().expect("config")).expect("load model")
 }

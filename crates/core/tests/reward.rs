@@ -9,7 +9,7 @@ use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load, LoadedModel};
 use ingot_core::model::{Logits, SeqInput};
 use ingot_core::reward::VALUE_HEAD_FILE;
-use ingot_core::testing::{fixtures_dir, json_ids, scratch_dir};
+use ingot_testkit::{fixtures_dir, json_ids, scratch_dir};
 use serde_json::Value;
 
 const SCORE_TOLERANCE: f32 = 1e-4;

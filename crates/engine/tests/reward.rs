@@ -1,7 +1,7 @@
 //! The engine serving a reward model: `get_scores` reproduces transformers' scores in order
 //! across several forward passes, and reward models and causal LMs refuse each other's requests.
 
-use ingot_core::testing::fixtures_dir;
+use ingot_testkit::fixtures_dir;
 use ingot_engine::{EngineConfig, EngineError, EngineHandle, GenParams, Prompt, PromptRequest};
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{submit_chat, Submission};
-use ingot_core::testing::{fixtures_dir, json_ids};
+use ingot_testkit::{fixtures_dir, json_ids};
 use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, GenParams, Image, Media, MediaLimits, Response};
 use serde_json::{json, Value};
 

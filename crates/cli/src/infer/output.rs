@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn out_of_order_results_are_written_in_order_and_recovered() {
-        let dir = ingot_core::testing::scratch_dir("infer-sink");
+        let dir = ingot_testkit::scratch_dir("infer-sink");
         let (out, errs) = (dir.join("out.jsonl"), dir.join("out.errors.jsonl"));
         let mut sink = Sink::open(&out, &errs, false).expect("open");
         let error = || Finished::Failed(RowError { index: 1, place: "line 2".into(), error: "bad".into() });

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use ingot_core::testing::model_path;
+use ingot_testkit::model_path;
 
 pub fn ingot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ingot"))
@@ -18,7 +18,7 @@ pub fn ingot() -> Command {
 
 /// Runs `ingot chat` on the default model with `input` on a pipe.
 pub fn chat(args: &[&str], input: &str) -> Output {
-    chat_with(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, input)
+    chat_with(&model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE), args, input)
 }
 
 pub fn chat_with(model: &Path, args: &[&str], input: &str) -> Output {
@@ -54,7 +54,7 @@ impl Server {
     /// Starts the server on a free port (`--port 0`) with `args` and `env`, and waits until it
     /// listens.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_model(&model_path(ingot_core::load::DEFAULT_MODEL_FILE), args, env)
+        Self::start_model(&model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE), args, env)
     }
 
     pub fn start_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ChatTemplates, GenerationDefaults, HfFileError};
-use crate::testing::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir};
 
 fn tiny(name: &str) -> PathBuf {
     fixtures_dir().join(name)

@@ -219,7 +219,8 @@ fn zero_sized_shapes_do_not_panic() {
 #[ignore = "reads both real models (slow); run with --ignored"]
 fn real_model_tensors() {
     use std::io::{Read, Seek, SeekFrom};
-    let paths = [crate::testing::model_path("qwen2.5-coder-0.5b-instruct.gguf"), crate::testing::model_path("gemma-3-270m-q4_k_m.gguf")];
+    let models = crate::load::models_dir();
+    let paths = ["qwen2.5-coder-0.5b-instruct.gguf", "gemma-3-270m-q4_k_m.gguf"].map(|f| ingot_testkit::model_path(&models, f));
     for path in &paths {
         let mut f = std::fs::File::open(path).expect("open");
         let content = candle_core::quantized::gguf_file::Content::read(&mut f).expect("gguf");

@@ -326,7 +326,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture_dir() -> PathBuf {
-        crate::testing::fixtures_dir().join("tiny-qwen2-vl")
+        ingot_testkit::fixtures_dir().join("tiny-qwen2-vl")
     }
 
     #[test]
@@ -373,7 +373,7 @@ mod tests {
         let p = p.with_pixel_limits(Some(100), None);
         assert_eq!((p.min_pixels, p.max_pixels), (100, 12544));
         // A directory without the file has no processor.
-        let dir = crate::testing::scratch_dir("qwen2vl-none");
+        let dir = ingot_testkit::scratch_dir("qwen2vl-none");
         assert_eq!(Qwen2VlImageProcessor::from_dir(&dir).expect("no error"), None);
     }
 
@@ -402,7 +402,7 @@ mod tests {
             assert!(msg.contains(&format!("`{key}")), "{msg}");
         }
 
-        let dir = crate::testing::scratch_dir("qwen2vl-badjson");
+        let dir = ingot_testkit::scratch_dir("qwen2vl-badjson");
         std::fs::write(dir.join("preprocessor_config.json"), "{not json").expect("write");
         let err = Qwen2VlImageProcessor::from_dir(&dir).expect_err("bad json");
         assert!(err.to_string().contains("preprocessor_config.json: invalid JSON"), "{err}");
@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn processor_config_json_layout() {
-        let dir = crate::testing::scratch_dir("qwen2vl-processor-config");
+        let dir = ingot_testkit::scratch_dir("qwen2vl-processor-config");
         let cfg = serde_json::json!({"image_processor": {"min_pixels": 784, "max_pixels": 3136}, "processor_class": "Qwen2VLProcessor"});
         std::fs::write(dir.join("processor_config.json"), cfg.to_string()).expect("write");
         let p = Qwen2VlImageProcessor::from_dir(&dir).expect("ok").expect("present");

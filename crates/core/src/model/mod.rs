@@ -109,6 +109,57 @@ struct Layer {
     post_ffn_norm: Option<Vec<f32>>,
 }
 
+/// Where one sequence's new tokens are in a forward pass.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// First row of the sequence in the stacked `[tokens, hidden]` matrix.
+    row0: usize,
+    /// Number of new tokens (rows).
+    len: usize,
+    /// Cache position of the first new token.
+    start: usize,
+}
+
+/// Cos and sin of every (new token, frequency), as [`Rope::tables`] makes them.
+type CosSin = (Vec<f32>, Vec<f32>);
+
+/// RoPE tables of one forward pass's new tokens.
+struct RopeTables<'m> {
+    global: CosSin,
+    /// Sliding layers' own RoPE and its tables, when they have one.
+    local: Option<(&'m Rope, CosSin)>,
+}
+
+/// Per-step work buffers, sized for the step's `t` stacked rows and reused by every layer.
+struct Scratch {
+    /// The normed residual stream, input of the projections.
+    hbuf: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    /// Output of the attention and MLP output projections.
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(cfg: &ModelConfig, t: usize) -> Self {
+        let (h, q_dim, kv_dim, ffn) = (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.kv_dim(), cfg.intermediate_size);
+        Self {
+            hbuf: vec![0f32; t * h],
+            q: vec![0f32; t * q_dim],
+            k: vec![0f32; t * kv_dim],
+            v: vec![0f32; t * kv_dim],
+            attn: vec![0f32; t * q_dim],
+            proj: vec![0f32; t * h],
+            gate: vec![0f32; t * ffn],
+            up: vec![0f32; t * ffn],
+        }
+    }
+}
+
 pub struct Model {
     cfg: ModelConfig,
     embed: QMatrix,
@@ -198,14 +249,34 @@ impl Model {
     ///
     /// On error nothing has been appended to any cache.
     pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ForwardError> {
-        let cfg = &self.cfg;
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (q_dim, kv_dim) = (cfg.num_heads * hd, cfg.kv_dim());
+        let (spans, positions) = self.layout(batch)?;
+        let t = positions.len();
+        if t == 0 {
+            return Ok(batch.iter().map(|_| Vec::new()).collect());
+        }
+        let mut x = self.embed(batch, &spans, t);
+        let tables = self.rope_tables(batch, &spans, &positions);
+        let mut scratch = Scratch::new(&self.cfg, t);
+        for (li, layer) in self.layers.iter().enumerate() {
+            self.attention_block(li, batch, &spans, &tables, &mut x, &mut scratch);
+            self.mlp_block(layer, t, &mut x, &mut scratch);
+        }
+        for (s, span) in batch.iter_mut().zip(&spans) {
+            s.cache.commit(span.len);
+        }
+        Ok(self.outputs(batch, &spans, &x))
+    }
 
-        // Validate, and lay out where each sequence's rows live in the stacked matrix.
+    /// Checks every sequence's input, and lays out where its rows live in the stacked
+    /// `[tokens, hidden]` matrix. Returns the spans and every new token's cache position.
+    /// Nothing is touched before this passes, which is what makes a failed forward leave the
+    /// caches as they were.
+    fn layout(&self, batch: &[SeqInput<'_>]) -> Result<(Vec<Span>, Vec<usize>), ForwardError> {
+        let cfg = &self.cfg;
+        let h = cfg.hidden_size;
         let mut positions = Vec::new();
         let mut spans = Vec::with_capacity(batch.len());
-        for s in batch.iter() {
+        for s in batch {
             if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
                 return Err(ForwardError::TokenOutOfRange { id, vocab: cfg.vocab_size });
             }
@@ -228,119 +299,136 @@ impl Model {
             if end > cfg.max_position_embeddings {
                 return Err(ForwardError::ContextOverflow { pos: end, max: cfg.max_position_embeddings });
             }
-            spans.push((positions.len(), s.tokens.len(), start));
+            spans.push(Span { row0: positions.len(), len: s.tokens.len(), start });
             positions.extend(start..end);
         }
-        let t = positions.len();
-        if t == 0 {
-            return Ok(batch.iter().map(|_| Vec::new()).collect());
-        }
+        Ok((spans, positions))
+    }
 
+    /// The stacked input rows `[t, hidden]`: each new token's embedding, scaled, or the row
+    /// its sequence gives for it.
+    fn embed(&self, batch: &[SeqInput<'_>], spans: &[Span], t: usize) -> Vec<f32> {
+        let h = self.cfg.hidden_size;
         let mut x = vec![0f32; t * h];
         for (row, &id) in x.chunks_exact_mut(h).zip(batch.iter().flat_map(|s| s.tokens.iter())) {
             self.embed.dequantize_row(id as usize, row);
-            if let Some(scale) = cfg.embed_scale {
+            if let Some(scale) = self.cfg.embed_scale {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
         }
         // Vision features (or any given rows) replace their tokens' embeddings, after the
         // embedding scale: they are already in the model's input space.
-        for (s, &(row0, _, _)) in batch.iter().zip(&spans) {
+        for (s, span) in batch.iter().zip(spans) {
             for e in s.embeds {
-                x[(row0 + e.at) * h..][..e.rows.len()].copy_from_slice(e.rows);
+                x[(span.row0 + e.at) * h..][..e.rows.len()].copy_from_slice(e.rows);
             }
         }
+        x
+    }
+
+    /// RoPE's cos/sin tables for every new token, for the global base and (when sliding layers
+    /// have their own) the local one.
+    fn rope_tables(&self, batch: &[SeqInput<'_>], spans: &[Span], positions: &[usize]) -> RopeTables<'_> {
         // Explicit positions (M-RoPE) only when some sequence brings them: plain text keeps the
         // one-axis tables, which equal M-RoPE's when all three axes are the cache position.
         let explicit = batch.iter().any(|s| s.positions.is_some()).then(|| {
-            let mut pos3 = Vec::with_capacity(t);
-            for (s, &(_, n, start)) in batch.iter().zip(&spans) {
+            let mut pos3 = Vec::with_capacity(positions.len());
+            for (s, span) in batch.iter().zip(spans) {
                 match s.positions {
                     Some(p) => pos3.extend_from_slice(p),
-                    None => pos3.extend((start..start + n).map(|p| [p as u32; 3])),
+                    None => pos3.extend((span.start..span.start + span.len).map(|p| [p as u32; 3])),
                 }
             }
             pos3
         });
-        let tables = |rope: &Rope| match (&explicit, cfg.mrope_section) {
-            (None, _) => rope.tables(&positions),
+        let tables = |rope: &Rope| match (&explicit, self.cfg.mrope_section) {
+            (None, _) => rope.tables(positions),
             (Some(pos3), Some(section)) => rope.tables_mrope(pos3, section),
             (Some(pos3), None) => rope.tables(&pos3.iter().map(|p| p[0] as usize).collect::<Vec<_>>()),
         };
-        let (cos_g, sin_g) = tables(&self.rope_global);
         // Only models with a separate local base need a second table.
-        let local = self.rope_local.as_ref().map(|r| (r, tables(r)));
+        RopeTables { global: tables(&self.rope_global), local: self.rope_local.as_ref().map(|r| (r, tables(r))) }
+    }
 
-        let mut hbuf = vec![0f32; t * h];
-        let mut q = vec![0f32; t * q_dim];
-        let mut k = vec![0f32; t * kv_dim];
-        let mut v = vec![0f32; t * kv_dim];
-        let mut attn = vec![0f32; t * q_dim];
-        let mut proj = vec![0f32; t * h];
-        let mut gate = vec![0f32; t * cfg.intermediate_size];
-        let mut up = vec![0f32; t * cfg.intermediate_size];
-
-        for (li, layer) in self.layers.iter().enumerate() {
-            ops::rms_norm_into(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut hbuf);
-            // One activation quantization for all three projections.
-            QMatrix::matmul_many(&[&layer.q, &layer.k, &layer.v], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
-            for (buf, bias) in [(&mut q, &layer.q_bias), (&mut k, &layer.k_bias), (&mut v, &layer.v_bias)] {
-                if let Some(b) = bias {
-                    ops::add_bias(buf, b);
-                }
+    /// Layer `li`'s attention half: norm, q/k/v projections (biases, q/k norms, RoPE), the new
+    /// keys and values appended to the caches, attention, output projection and its optional
+    /// post-norm, added into the residual stream `x`.
+    fn attention_block(
+        &self,
+        li: usize,
+        batch: &mut [SeqInput<'_>],
+        spans: &[Span],
+        tables: &RopeTables<'_>,
+        x: &mut [f32],
+        sc: &mut Scratch,
+    ) {
+        let (cfg, layer) = (&self.cfg, &self.layers[li]);
+        let kv_dim = cfg.kv_dim();
+        let t = x.len() / cfg.hidden_size;
+        ops::rms_norm_into(x, &layer.attn_norm, cfg.rms_norm_eps, &mut sc.hbuf);
+        // One activation quantization for all three projections.
+        QMatrix::matmul_many(&[&layer.q, &layer.k, &layer.v], &sc.hbuf, t, &mut [&mut sc.q, &mut sc.k, &mut sc.v]);
+        for (buf, bias) in [(&mut sc.q, &layer.q_bias), (&mut sc.k, &layer.k_bias), (&mut sc.v, &layer.v_bias)] {
+            if let Some(b) = bias {
+                ops::add_bias(buf, b);
             }
-            if let Some(w) = &layer.q_norm {
-                ops::rms_norm(&mut q, w, cfg.rms_norm_eps);
-            }
-            if let Some(w) = &layer.k_norm {
-                ops::rms_norm(&mut k, w, cfg.rms_norm_eps);
-            }
-            let (rope, cos, sin) = match (layer.kind, &local) {
-                (LayerKind::Sliding, Some((r, (cos_l, sin_l)))) => (*r, cos_l, sin_l),
-                _ => (&self.rope_global, &cos_g, &sin_g),
-            };
-            rope.apply(&mut q, hd, cos, sin);
-            rope.apply(&mut k, hd, cos, sin);
-
-            for (s, &(row0, n, _)) in batch.iter_mut().zip(&spans) {
-                s.cache.append(li, &k[row0 * kv_dim..(row0 + n) * kv_dim], &v[row0 * kv_dim..(row0 + n) * kv_dim]);
-            }
-            let window = match layer.kind {
-                LayerKind::Full => None,
-                LayerKind::Sliding => cfg.sliding_window,
-            };
-            self.attention(batch, &spans, li, &q, window, &mut attn);
-
-            layer.o.matmul(&attn, t, &mut proj);
-            if let Some(w) = &layer.post_attn_norm {
-                ops::rms_norm(&mut proj, w, cfg.rms_norm_eps);
-            }
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-
-            ops::rms_norm_into(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut hbuf);
-            QMatrix::matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut gate, &mut up]);
-            ops::gated_activation(&mut gate, &up, cfg.activation);
-            layer.down.matmul(&gate, t, &mut proj);
-            if let Some(w) = &layer.post_ffn_norm {
-                ops::rms_norm(&mut proj, w, cfg.rms_norm_eps);
-            }
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
-        for (s, &(_, n, _)) in batch.iter_mut().zip(&spans) {
-            s.cache.commit(n);
+        if let Some(w) = &layer.q_norm {
+            ops::rms_norm(&mut sc.q, w, cfg.rms_norm_eps);
         }
+        if let Some(w) = &layer.k_norm {
+            ops::rms_norm(&mut sc.k, w, cfg.rms_norm_eps);
+        }
+        let (rope, (cos, sin)) = match (layer.kind, &tables.local) {
+            (LayerKind::Sliding, Some((r, local))) => (*r, local),
+            _ => (&self.rope_global, &tables.global),
+        };
+        rope.apply(&mut sc.q, cfg.head_dim, cos, sin);
+        rope.apply(&mut sc.k, cfg.head_dim, cos, sin);
 
-        // Final norm and LM head, only for the rows someone asked for; `Hidden` stops after the
-        // norm. Every sequence's logit rows go through the LM head in one matmul: on a large
-        // vocabulary it is the biggest matrix, and batched decode must read it once per step,
-        // not once per sequence.
+        for (s, span) in batch.iter_mut().zip(spans) {
+            let rows = span.row0 * kv_dim..(span.row0 + span.len) * kv_dim;
+            s.cache.append(li, &sc.k[rows.clone()], &sc.v[rows]);
+        }
+        let window = match layer.kind {
+            LayerKind::Full => None,
+            LayerKind::Sliding => cfg.sliding_window,
+        };
+        self.attention(batch, spans, li, &sc.q, window, &mut sc.attn);
+
+        layer.o.matmul(&sc.attn, t, &mut sc.proj);
+        if let Some(w) = &layer.post_attn_norm {
+            ops::rms_norm(&mut sc.proj, w, cfg.rms_norm_eps);
+        }
+        x.iter_mut().zip(&sc.proj).for_each(|(a, b)| *a += b);
+    }
+
+    /// A layer's MLP half: norm, gated activation of gate/up, down projection and its optional
+    /// post-norm, added into the residual stream `x` of `t` rows.
+    fn mlp_block(&self, layer: &Layer, t: usize, x: &mut [f32], sc: &mut Scratch) {
+        let cfg = &self.cfg;
+        ops::rms_norm_into(x, &layer.ffn_norm, cfg.rms_norm_eps, &mut sc.hbuf);
+        QMatrix::matmul_many(&[&layer.gate, &layer.up], &sc.hbuf, t, &mut [&mut sc.gate, &mut sc.up]);
+        ops::gated_activation(&mut sc.gate, &sc.up, cfg.activation);
+        layer.down.matmul(&sc.gate, t, &mut sc.proj);
+        if let Some(w) = &layer.post_ffn_norm {
+            ops::rms_norm(&mut sc.proj, w, cfg.rms_norm_eps);
+        }
+        x.iter_mut().zip(&sc.proj).for_each(|(a, b)| *a += b);
+    }
+
+    /// What each sequence asked for from the final residual stream `x`: the final norm and LM
+    /// head, only for the rows someone asked for; `Hidden` stops after the norm.
+    fn outputs(&self, batch: &[SeqInput<'_>], spans: &[Span], x: &[f32]) -> Vec<Vec<f32>> {
+        let cfg = &self.cfg;
+        let h = cfg.hidden_size;
         let wanted: Vec<std::ops::Range<usize>> = batch
             .iter()
-            .zip(&spans)
-            .map(|(s, &(row0, n, _))| match s.logits {
+            .zip(spans)
+            .map(|(s, span)| match s.logits {
                 Logits::None => 0..0,
-                Logits::Last | Logits::Hidden => row0 + n - 1..row0 + n,
-                Logits::All => row0..row0 + n,
+                Logits::Last | Logits::Hidden => span.row0 + span.len - 1..span.row0 + span.len,
+                Logits::All => span.row0..span.row0 + span.len,
             })
             .collect();
         let mut hidden = Vec::with_capacity(wanted.iter().map(|r| r.len()).sum::<usize>() * h);
@@ -358,14 +446,7 @@ impl Model {
             }
             at += rows.len();
         }
-        let m = head_rows.len() / h;
-        let mut logits = vec![0f32; m * cfg.vocab_size];
-        if m > 0 {
-            self.lm_head.as_ref().unwrap_or(&self.embed).matmul(&head_rows, m, &mut logits);
-            if let Some(cap) = cfg.final_logit_softcap {
-                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
-            }
-        }
+        let logits = self.lm_head(&head_rows);
         let (mut hidden_at, mut logits_at) = (0, 0);
         let mut out = Vec::with_capacity(batch.len());
         for (s, rows) in batch.iter().zip(&wanted) {
@@ -382,7 +463,23 @@ impl Model {
             hidden_at += n;
             out.push(part);
         }
-        Ok(out)
+        out
+    }
+
+    /// Logits `[rows][vocab]` of normed rows `[rows][hidden]`, soft-capped when the model
+    /// caps them. Every sequence's rows go through the LM head in one matmul: on a large
+    /// vocabulary it is the biggest matrix, and batched decode must read it once per step, not
+    /// once per sequence.
+    fn lm_head(&self, rows: &[f32]) -> Vec<f32> {
+        let m = rows.len() / self.cfg.hidden_size;
+        let mut logits = vec![0f32; m * self.cfg.vocab_size];
+        if m > 0 {
+            self.lm_head.as_ref().unwrap_or(&self.embed).matmul(rows, m, &mut logits);
+            if let Some(cap) = self.cfg.final_logit_softcap {
+                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+            }
+        }
+        logits
     }
 
     /// Causal (optionally sliding-window) attention of every sequence's new queries against
@@ -396,7 +493,7 @@ impl Model {
     fn attention(
         &self,
         batch: &[SeqInput<'_>],
-        spans: &[(usize, usize, usize)],
+        spans: &[Span],
         layer: usize,
         q: &[f32],
         window: Option<usize>,
@@ -410,7 +507,7 @@ impl Model {
         let (q_dim, kv_dim) = (nh * hd, cfg.kv_dim());
         let group = nh / nkv;
         let mut tasks = Vec::new();
-        for (si, &(_, n, _)) in spans.iter().enumerate() {
+        for (si, &Span { len: n, .. }) in spans.iter().enumerate() {
             for kvh in 0..nkv {
                 tasks.extend((0..n).step_by(ROWS).map(|r| (si, kvh, r..(r + ROWS).min(n))));
             }
@@ -419,7 +516,7 @@ impl Model {
         let results: Vec<Vec<f32>> = tasks
             .par_iter()
             .map(|(si, kvh, rows)| {
-                let (row0, _, start) = spans[*si];
+                let Span { row0, start, .. } = spans[*si];
                 let (keys, values) = batch[*si].cache.layer(layer);
                 let kv_off = kvh * hd;
                 let mut res = vec![0f32; rows.len() * group * hd];
@@ -451,7 +548,7 @@ impl Model {
             })
             .collect();
         for ((si, kvh, rows), res) in tasks.iter().zip(results) {
-            let row0 = spans[*si].0;
+            let row0 = spans[*si].row0;
             for (ri, i) in rows.clone().enumerate() {
                 out[(row0 + i) * q_dim + kvh * group * hd..][..group * hd]
                     .copy_from_slice(&res[ri * group * hd..(ri + 1) * group * hd]);

@@ -9,7 +9,7 @@ use super::*;
 const KNOWN_GAPS: &[&str] = &[];
 
 fn read_fixture(relative: &str) -> String {
-    let path = crate::testing::fixtures_dir().join(relative);
+    let path = ingot_testkit::fixtures_dir().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "fixture {} is missing ({e}); set INGOT_FIXTURES_DIR to the fixtures directory",

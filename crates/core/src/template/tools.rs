@@ -30,7 +30,6 @@ use serde_json::{json, Value as Json};
 
 use super::pyjson;
 
-#[path = "tool_choice.rs"]
 mod choice;
 pub use choice::ToolChoice;
 
@@ -749,5 +748,4 @@ fn bare_status(text: &str, tool_names: &[String]) -> Status {
 }
 
 #[cfg(test)]
-#[path = "tools_tests.rs"]
 mod tests;

@@ -10,7 +10,7 @@ use super::tests::stream;
 use super::{StreamDecoder, Tokenizer, TokenizerError};
 use crate::hf_files::{ChatTemplates, GenerationDefaults, HfFileError};
 use crate::template::ChatTemplate;
-use crate::testing::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir};
 
 const TINY: [&str; 5] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral", "tiny-gemma3"];
 

@@ -14,7 +14,7 @@ const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 
 /// Loads a model's tokenizer once per test binary; a missing file fails the test.
 fn load(file: &str) -> (Tokenizer, u128) {
-    let path = crate::testing::model_path(file);
+    let path = ingot_testkit::model_path(&crate::load::models_dir(), file);
     let mut f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let content = Content::read(&mut f).expect("GGUF header");
     let start = Instant::now();
@@ -33,7 +33,7 @@ fn gemma() -> &'static Tokenizer {
 }
 
 fn fixture(name: &str) -> Json {
-    let path = crate::testing::fixtures_dir().join("real").join(name);
+    let path = ingot_testkit::fixtures_dir().join("real").join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (set INGOT_FIXTURES_DIR)", path.display()));
     serde_json::from_str(&text).expect("fixture JSON")

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::LoadError;
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
-use crate::model::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
+use crate::config::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
 
 /// The config.json file name inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -540,7 +540,7 @@ mod tests {
     /// defaults of transformers' `Qwen2_5_VLVisionConfig` for missing keys.
     #[test]
     fn qwen2_5_vl_vision_configs() {
-        let dir = crate::testing::scratch_dir("hf-config-qwen2.5-vl");
+        let dir = ingot_testkit::scratch_dir("hf-config-qwen2.5-vl");
         let read = |config: &Value| {
             std::fs::write(dir.join(CONFIG_FILE), config.to_string()).expect("write");
             (parse_config(&config.to_string(), Path::new("config.json")), read_vision_config(&dir))

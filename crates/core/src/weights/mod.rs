@@ -1,10 +1,14 @@
 //! Reading weights and configuration out of model files: GGUF files ([`gguf`]) and Hugging
 //! Face checkpoint directories ([`hf_config`] for `config.json`, [`safetensors`] for weights),
-//! plus PEFT LoRA adapters merged into a checkpoint's weights at load ([`lora`]).
+//! plus PEFT LoRA adapters merged into a checkpoint's weights at load ([`lora`]), and the
+//! precision a checkpoint's matrices are held in ([`WeightDType`], [`Quantization`]).
 //!
 //! The model asks for tensors by their Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
 //! through [`WeightSource`]; each file format maps those names onto its own. So one model
 //! implementation serves every format.
+//!
+//! This module sits below [`crate::model`] and [`crate::load`] and names neither: the model
+//! reads weights through [`WeightSource`], and loading picks the source and its precision.
 //!
 //! Invariant: vectors returned for norm weights are the *effective* multipliers (Gemma's
 //! `1 + w` already applied), so the model never needs to know which convention a file used.
@@ -15,8 +19,10 @@ pub mod lora;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use crate::kernels::{KernelError, QMatrix};
+use crate::config::InvalidConfig;
+use crate::kernels::{GgmlDType, KernelError, QMatrix};
 
 /// Why a model file could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,76 @@ impl LoadError {
 
     pub(crate) fn from_kernel(path: &Path, name: &str, e: KernelError) -> Self {
         Self::bad_tensor(path, name, e)
+    }
+}
+
+impl From<InvalidConfig> for LoadError {
+    fn from(e: InvalidConfig) -> Self {
+        Self::Invalid { path: e.path, problem: e.problem }
+    }
+}
+
+/// Precision a checkpoint's (unquantized) weight matrices are held in (`--dtype`).
+///
+/// Compute is always f32: this engine's kernels widen 16-bit weights to f32 as they read them,
+/// and the CPUs it targets have no faster native bf16/f16 arithmetic. So `auto` picks f32
+/// (exact, twice the memory of a 16-bit checkpoint); `bf16`/`f16` halve memory and round
+/// f32-stored weights to that type. Norms and biases are always f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightDType {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+/// Quantization applied to a checkpoint's weight matrices at load (`--quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    Q8_0,
+    Q4K,
+}
+
+impl Quantization {
+    pub fn ggml_dtype(self) -> GgmlDType {
+        match self {
+            Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q4K => GgmlDType::Q4K,
+        }
+    }
+}
+
+/// A `--dtype` or `--quantize` value that is not one of the accepted names.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} '{value}' (expected one of: {expected})")]
+pub struct ParseOptionError {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl FromStr for WeightDType {
+    type Err = ParseOptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "f32" | "float32" => Self::F32,
+            "bf16" | "bfloat16" => Self::Bf16,
+            "f16" | "float16" => Self::F16,
+            _ => return Err(ParseOptionError { what: "dtype", value: s.into(), expected: "auto, f32, bf16, f16" }),
+        })
+    }
+}
+
+impl FromStr for Quantization {
+    type Err = ParseOptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "q8_0" => Self::Q8_0,
+            "q4_k" => Self::Q4K,
+            _ => return Err(ParseOptionError { what: "quantization", value: s.into(), expected: "q8_0, q4_k" }),
+        })
     }
 }
 

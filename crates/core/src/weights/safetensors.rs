@@ -5,7 +5,7 @@
 //! that the tensors' byte ranges match their shapes and lie inside the file; so tensor bytes
 //! can be sliced without further bounds checks. Tensor names are already the Hugging Face
 //! names the model asks for. Stored f32, bf16 and f16 are read; the precision a matrix is
-//! *held* in is chosen by [`LoadOptions`], not by the file.
+//! *held* in is chosen by the caller ([`WeightDType`], [`Quantization`]), not by the file.
 //!
 //! Invariant (see [`super`]): Gemma 3 norm weights are stored as `w` and applied as `1 + w`;
 //! [`WeightSource::vector`] returns `1 + w` for every `*norm.weight` of a Gemma 3 checkpoint.
@@ -23,10 +23,9 @@ use safetensors::tensor::{Dtype, Metadata};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use super::{LoadError, MergeSource, WeightSource};
+use super::{LoadError, MergeSource, Quantization, WeightDType, WeightSource};
 use crate::config::{Arch, ModelConfig};
 use crate::kernels::{GgmlDType, QMatrix};
-use crate::load::{LoadOptions, WeightDType};
 
 /// Single-file checkpoint name.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -60,7 +59,8 @@ pub struct SafetensorsDir {
     aliases: HashMap<String, String>,
     /// Gemma 3: norm weights are `w` in `x · (1 + w)`.
     norm_plus_one: bool,
-    opts: LoadOptions,
+    dtype: WeightDType,
+    quantize: Option<Quantization>,
 }
 
 impl std::fmt::Debug for SafetensorsDir {
@@ -71,8 +71,8 @@ impl std::fmt::Debug for SafetensorsDir {
 
 impl SafetensorsDir {
     /// Maps the checkpoint's weight files. `cfg` (from its config.json) decides the norm
-    /// convention; `opts` the precision matrices are held in.
-    pub fn open(dir: &Path, cfg: &ModelConfig, opts: &LoadOptions) -> Result<Self, LoadError> {
+    /// convention; `dtype` and `quantize` the precision matrices are held in.
+    pub fn open(dir: &Path, cfg: &ModelConfig, dtype: WeightDType, quantize: Option<Quantization>) -> Result<Self, LoadError> {
         let files = shard_files(dir)?;
         let mut shards = Vec::with_capacity(files.len());
         let mut names = HashMap::new();
@@ -102,7 +102,8 @@ impl SafetensorsDir {
             names,
             aliases,
             norm_plus_one: cfg.arch == Arch::Gemma3,
-            opts: opts.clone(),
+            dtype,
+            quantize,
         })
     }
 
@@ -124,7 +125,7 @@ impl SafetensorsDir {
 
     /// The dtype unquantized matrices are held in.
     fn held_dtype(&self) -> GgmlDType {
-        match self.opts.dtype {
+        match self.dtype {
             WeightDType::Auto | WeightDType::F32 => GgmlDType::F32,
             WeightDType::Bf16 => GgmlDType::BF16,
             WeightDType::F16 => GgmlDType::F16,
@@ -133,7 +134,7 @@ impl SafetensorsDir {
 
     /// The quantization that applies to a matrix with rows of `k`, if any.
     fn quantization_for(&self, k: usize) -> Option<GgmlDType> {
-        self.opts.quantize.map(|q| q.ggml_dtype()).filter(|q| k.is_multiple_of(q.block_size()))
+        self.quantize.map(|q| q.ggml_dtype()).filter(|q| k.is_multiple_of(q.block_size()))
     }
 }
 
@@ -260,7 +261,7 @@ impl WeightSource for SafetensorsDir {
         self.names.contains_key(name) || self.aliases.contains_key(name)
     }
 
-    /// The matrix in the precision [`LoadOptions`] asks for: quantized when `quantize` is set
+    /// The matrix in the precision [`SafetensorsDir::open`] was given: quantized when `quantize` is set
     /// and the row length is a multiple of its block size (else unquantized), otherwise f32
     /// for `auto`/`f32`, or the 16-bit type asked for (bytes passed through when the file
     /// already stores that type).

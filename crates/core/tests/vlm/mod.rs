@@ -11,7 +11,7 @@ use ingot_core::load::{load_with, LoadOptions, LoadedModel};
 use ingot_core::model::vision::rope_index;
 use ingot_core::model::{Embeds, Logits, SeqInput};
 use ingot_core::sampling::argmax;
-use ingot_core::testing::json_ids;
+use ingot_testkit::json_ids;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -119,7 +119,7 @@ pub fn check_case(m: &LoadedModel, case: &Value, st: &SafeTensors<'_>) {
 /// `model.language_model.*` / `model.visual.*`. Asserts it loads to the same model, encoder
 /// (on an input of `grid`) and logits.
 pub fn check_classic_layout(src: &Path, model_type: &str, files: &[&str], grid: [usize; 3]) {
-    let scratch = ingot_core::testing::scratch_dir(&format!("{model_type}-layouts"));
+    let scratch = ingot_testkit::scratch_dir(&format!("{model_type}-layouts"));
     for f in files {
         std::fs::copy(src.join(f), scratch.join(f)).expect("copy");
     }

@@ -11,7 +11,7 @@ use ingot_core::load::LoadedModel;
 use super::*;
 
 fn tiny() -> LoadedModel {
-    ingot_core::load::load(&ingot_core::testing::fixtures_dir().join("tiny-qwen2")).expect("load tiny-qwen2")
+    ingot_core::load::load(&ingot_testkit::fixtures_dir().join("tiny-qwen2")).expect("load tiny-qwen2")
 }
 
 /// Records every event; reports itself closed once `closed` is set.

@@ -9,7 +9,7 @@ use ingot_engine::{ChatRequest, EngineConfig, EngineError, EngineHandle, PromptR
 
 /// A new engine on the default model with `cfg` (threads fixed at 2).
 pub fn start(cfg: EngineConfig) -> EngineHandle {
-    let path = ingot_core::testing::model_path(ingot_core::load::DEFAULT_MODEL_FILE);
+    let path = ingot_testkit::model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE);
     let loaded = ingot_core::load::load(&path).expect("load model");
     ingot_engine::start(loaded, EngineConfig { threads: 2, ..cfg }).expect("start engine")
 }

@@ -75,7 +75,7 @@ fn other_schemes_are_named() {
 
 /// A media directory with `inside.png` (5 bytes) and, next to it, `secret.png`.
 fn media_dir(name: &str) -> (PathBuf, PathBuf) {
-    let root = ingot_core::testing::scratch_dir(&format!("media-{name}"));
+    let root = ingot_testkit::scratch_dir(&format!("media-{name}"));
     let dir = root.join("media");
     std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
     std::fs::write(dir.join("inside.png"), b"PNG!!").expect("write");

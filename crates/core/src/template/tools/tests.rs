@@ -6,7 +6,7 @@ use super::*;
 /// (`tool_formatter`, and `function_formatter` on both calls and on the first alone; llama3's
 /// date fixed to 26 Jul 2024).
 fn expected(key: &str) -> String {
-    let all: Json = serde_json::from_str(include_str!("tools_expected.json")).expect("JSON");
+    let all: Json = serde_json::from_str(include_str!("expected.json")).expect("JSON");
     all[key]
         .as_str()
         .unwrap_or_else(|| panic!("no {key}"))
@@ -148,7 +148,7 @@ fn formats_are_detected_from_model_templates() {
         ("deepseek-r1-distill.jinja", ToolFormat::Default),
     ];
     for (file, format) in expectations {
-        let path = crate::testing::fixtures_dir().join("templates").join(file);
+        let path = ingot_testkit::fixtures_dir().join("templates").join(file);
         let source =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(ToolFormat::detect(&source), format, "{file}");
