@@ -107,6 +107,23 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<(usize, Event)>, client
     }
 }
 
+/// The end of a stream: an error event when the engine stopped before every choice finished
+/// (unless the client has gone too), else the usage chunk (if asked for) and `[DONE]`.
+async fn end_stream(tx: &mpsc::Sender<SseEvent>, finished: bool, usage: Option<SseEvent>) {
+    if !finished {
+        if !tx.is_closed() {
+            let _ = tx.send(ApiError::from(EngineError::Stopped).sse_event()).await;
+        }
+        return;
+    }
+    if let Some(u) = usage {
+        if tx.send(u).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+}
+
 fn data(value: &impl Serialize) -> SseEvent {
     SseEvent::default().json_data(value).unwrap_or_else(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).sse_event())
 }
@@ -268,22 +285,13 @@ impl Ctx {
                     }
                 }
             }
-            if usages.len() < n {
-                // The events ended before every choice's `Done` (and the client is still here).
-                if !tx.is_closed() {
-                    let _ = tx.send(ApiError::from(EngineError::Stopped).sse_event()).await;
-                }
-                return;
-            }
-            if inc {
+            let usage = inc.then(|| {
                 let mut last = self.chunk(0, Delta::default(), None, true);
                 last.choices.clear();
                 last.usage = Some(Some(Self::usage(prompt_tokens, &usages)));
-                if tx.send(data(&last)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+                data(&last)
+            });
+            end_stream(&tx, usages.len() == n, usage).await;
         });
         rx
     }
@@ -319,21 +327,13 @@ impl Ctx {
                     return;
                 }
             }
-            if usages.len() < n {
-                if !tx.is_closed() {
-                    let _ = tx.send(ApiError::from(EngineError::Stopped).sse_event()).await;
-                }
-                return;
-            }
-            if inc {
+            let usage = inc.then(|| {
                 let mut last = chunk(0, String::new(), None);
                 last.choices.clear();
                 last.usage = Some(Some(Self::usage(prompt_tokens, &usages)));
-                if tx.send(data(&last)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+                data(&last)
+            });
+            end_stream(&tx, usages.len() == n, usage).await;
         });
         rx
     }

@@ -130,7 +130,8 @@ fn error(text: &str) -> Value {
 
 #[tokio::test]
 async fn engine_errors_become_openai_errors_naming_the_param() {
-    let cases: [(fn() -> EngineError, StatusCode, Value); 7] = [
+    type Case = (fn() -> EngineError, StatusCode, Value);
+    let cases: [Case; 7] = [
         (|| EngineError::invalid("num_return_sequences", "n must be between 1 and 16, got 0"), StatusCode::BAD_REQUEST, json!("n")),
         (|| EngineError::invalid("max_new_tokens", "max_new_tokens must leave at least 1 new token"), StatusCode::BAD_REQUEST, json!("max_tokens")),
         (|| EngineError::invalid("top_p", "top_p must be in (0, 1], got 2"), StatusCode::BAD_REQUEST, json!("top_p")),

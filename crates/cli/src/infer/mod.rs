@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Tagged};
 use serde_json::json;
 
@@ -253,7 +253,7 @@ impl Run<'_> {
         let mut stop_at: Option<usize> = None;
         let mut fail: Option<RowError> = None;
         // Every row's events, tagged with the row's `seq`.
-        let (events, received): (Sender<(usize, Event)>, Receiver<(usize, Event)>) = crossbeam_channel::unbounded();
+        let (events, received) = crossbeam_channel::unbounded::<(usize, Event)>();
 
         // Records a finished row, writing whatever is now in order; reports errors under skip.
         let finish = |sink: &mut Sink, progress: &mut Progress, seq: usize, item: Finished, tokens: usize| -> anyhow::Result<()> {
