@@ -36,9 +36,16 @@ pub struct ApiArgs {
     /// An accepted API key (repeat for several); without one, no key is needed.
     #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
     pub api_keys: Vec<String>,
-    /// The model's name in /v1/models and requests (default: the model file's name).
+    /// The model's name in /v1/models and responses (default: the model file's name).
     #[arg(long, env = "API_MODEL_NAME")]
     pub model_name: Option<String>,
+    /// Another name requests may use for the model (repeatable).
+    #[arg(long = "model-alias", value_name = "NAME")]
+    pub model_aliases: Vec<String>,
+    /// Answer requests naming a model that is not served with OpenAI's 404 (by default any
+    /// name gets the served model, as LLaMA Factory's and llama.cpp's servers do).
+    #[arg(long)]
+    pub strict_model_name: bool,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
@@ -102,6 +109,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     let engine = chat.model.start_engine(engine_cfg)?;
     let cfg = ServerConfig {
         model_name,
+        aliases: args.model_aliases.clone(),
+        strict_model_name: args.strict_model_name,
         api_keys: args.api_keys.clone(),
         max_body_bytes: args.max_body_bytes,
         media,

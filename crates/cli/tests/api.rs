@@ -118,7 +118,8 @@ fn openai_python_client() {
 #[test]
 fn bad_requests_get_openai_errors() {
     // Key and model name from LLaMA Factory's environment variables.
-    let server = Server::start(&[], &[("API_KEY", "secret"), ("API_MODEL_NAME", "env-model")]);
+    // Strict model names: another model's name is OpenAI's 404.
+    let server = Server::start(&["--strict-model-name"], &[("API_KEY", "secret"), ("API_MODEL_NAME", "env-model")]);
     let a = agent();
     let chat_url = server.url("/v1/chat/completions");
     let key = Some("secret");

@@ -33,6 +33,8 @@ pub trait Backend: Send + Sync + 'static {
     fn queue_depth(&self) -> usize;
     /// Whether the model takes images.
     fn takes_images(&self) -> bool;
+    /// The model's context length, in tokens.
+    fn context_length(&self) -> usize;
     /// How replies to a prompt are read: the template's tool format, and whether the prompt
     /// ends inside a thinking block.
     fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool);
@@ -68,6 +70,10 @@ impl Backend for EngineHandle {
 
     fn takes_images(&self) -> bool {
         EngineHandle::takes_images(self)
+    }
+
+    fn context_length(&self) -> usize {
+        self.model_config().max_position_embeddings
     }
 
     fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool) {

@@ -37,8 +37,7 @@ pub(crate) struct Submission {
 }
 
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
-    s.check_model(&req.model)?;
-    let model = req.model.clone();
+    let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
     let mut chat = valid.chat;
     chat.media = fetch_images(&s, &valid.images).await?;
@@ -77,8 +76,7 @@ pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Ve
 }
 
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
-    s.check_model(&req.model)?;
-    let model = req.model.clone();
+    let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
     let request = PromptRequest { prompt: valid.prompt, params: valid.params };
     let (mut sinks, events) = sink::channel(&s.metrics);

@@ -11,11 +11,17 @@
 //! a stream starts, so a bad streaming request gets a clean 4xx. Every failure goes through
 //! [`error::ApiError`], as a response or as an SSE event.
 //!
-//! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
+//! Routes: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
+//! `POST /v1/completions` (each also without the `/v1` prefix, as local servers accept),
 //! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
 //! prompt a chat request renders to, and its ids), `GET /health`,
-//! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, `/v1/*`
-//! and `/apply-template` need `Authorization: Bearer KEY`; the page, health and metrics do not.
+//! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, the API
+//! routes need `Authorization: Bearer KEY`; the page, health and metrics do not.
+//!
+//! Model names: one model is served, under its name and any aliases. A request naming
+//! another model is answered by the served one (LLaMA Factory's and llama.cpp's servers
+//! accept any name), or refused with OpenAI's 404 under `strict_model_name`; a request
+//! without `model` gets the served one.
 
 pub mod backend;
 mod completions;
@@ -52,10 +58,14 @@ use workers::Workers;
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 12] = [
     "/v1/models",
+    "/v1/models/{id}",
     "/v1/chat/completions",
     "/v1/completions",
+    "/models",
+    "/chat/completions",
+    "/completions",
     "/v1/score/evaluation",
     "/apply-template",
     "/health",
@@ -66,8 +76,13 @@ const ROUTES: [&str; 8] = [
 /// Settings of the HTTP layer (the engine has its own).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The model's name in `/v1/models`; requests naming another model get a 404.
+    /// The model's name in `/v1/models` and in responses.
     pub model_name: String,
+    /// Other names requests may use for it.
+    pub aliases: Vec<String>,
+    /// Refuse requests naming a model that is not served (OpenAI's 404) instead of
+    /// answering them with the served one.
+    pub strict_model_name: bool,
     /// Accepted API keys; empty means no authentication.
     pub api_keys: Vec<String>,
     /// Largest accepted request body, in bytes (larger ones get a 413).
@@ -82,6 +97,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             model_name: "ingot".into(),
+            aliases: Vec::new(),
+            strict_model_name: false,
             api_keys: Vec::new(),
             max_body_bytes: 1 << 20,
             media: MediaPolicy::default(),
@@ -117,8 +134,12 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
     };
     let v1 = Router::new()
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/models", get(models))
+        .route("/chat/completions", post(completions::chat))
+        .route("/completions", post(completions::completions))
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -236,23 +257,37 @@ async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 impl AppState {
-    /// A request naming a model this server does not serve is a 404, as OpenAI answers.
-    fn check_model(&self, model: &str) -> Result<(), ApiError> {
-        if model == self.cfg.model_name {
-            return Ok(());
+    /// The served model's name for a request naming `model` (see the module doc): a name
+    /// that is not served is a 404 only under `strict_model_name`.
+    fn check_model(&self, model: Option<&str>) -> Result<String, ApiError> {
+        let cfg = &self.cfg;
+        match model {
+            Some(m) if cfg.strict_model_name && m != cfg.model_name && !cfg.aliases.iter().any(|a| a == m) => {
+                Err(ApiError::not_found(format!("model `{m}` does not exist; this server serves `{}`", cfg.model_name))
+                    .with_code("model_not_found"))
+            }
+            _ => Ok(cfg.model_name.clone()),
         }
-        Err(ApiError::not_found(format!("model `{model}` does not exist; this server serves `{}`", self.cfg.model_name))
-            .with_code("model_not_found"))
+    }
+
+    fn card(&self) -> ModelCard {
+        let id = self.cfg.model_name.clone();
+        ModelCard { id, object: "model", created: self.started, owned_by: "ingot", max_model_len: self.engine.context_length() }
     }
 }
 
 async fn models(State(s): State<AppState>) -> Json<ModelList> {
-    let card = ModelCard { id: s.cfg.model_name.clone(), object: "model", created: s.started, owned_by: "ingot" };
-    Json(ModelList { object: "list", data: vec![card] })
+    Json(ModelList { object: "list", data: vec![s.card()] })
+}
+
+/// `GET /v1/models/{id}` (the SDK's `models.retrieve`), under the same naming rule.
+async fn model(State(s): State<AppState>, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Json<ModelCard>, ApiError> {
+    s.check_model(Some(&id))?;
+    Ok(Json(s.card()))
 }
 
 async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>) -> Result<Json<ScoreResponse>, ApiError> {
-    s.check_model(&req.model)?;
+    let model = s.check_model(req.model.as_deref())?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must hold at least one text"));
     }
@@ -270,7 +305,7 @@ async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>)
         })
         .await??;
     let scores = scores.await.map_err(|_| ApiError::from(ingot_engine::EngineError::Stopped))??;
-    Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model: req.model, scores }))
+    Ok(Json(ScoreResponse { id: new_id("scoreval-"), object: "score.evaluation", model, scores }))
 }
 
 /// `POST /apply-template`: a chat completion request's prompt exactly as the model would see
@@ -279,7 +314,7 @@ async fn apply_template(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<openai::ChatCompletionRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.check_model(&req.model)?;
+    s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
     let mut chat = valid.chat;
     chat.media = completions::fetch_images(&s, &valid.images).await?;

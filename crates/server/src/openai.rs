@@ -104,7 +104,8 @@ pub struct DeliveryFields {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
-    pub model: String,
+    /// Left out: the served model (as vLLM and llama.cpp's server do).
+    pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub tools: Option<Vec<Value>>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
@@ -119,7 +120,7 @@ pub struct ChatCompletionRequest {
 /// `/v1/completions`: a raw prompt, no chat template.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
-    pub model: String,
+    pub model: Option<String>,
     pub prompt: Prompt,
     #[serde(flatten)]
     pub delivery: DeliveryFields,
@@ -140,7 +141,7 @@ pub enum Prompt {
 /// LLaMA Factory's reward route: already templated texts to score.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ScoreRequest {
-    pub model: String,
+    pub model: Option<String>,
     pub messages: Vec<String>,
     /// Texts longer than this many tokens (default: the model's context) are cut, as LLaMA
     /// Factory cuts them.
@@ -472,6 +473,8 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// The context length, in tokens (vLLM's field).
+    pub max_model_len: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]

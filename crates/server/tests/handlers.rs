@@ -97,14 +97,22 @@ impl Backend for Stub {
         false
     }
 
+    fn context_length(&self) -> usize {
+        4096
+    }
+
     fn reply_format(&self, _: &[u32]) -> (ToolFormat, bool) {
         (ToolFormat::Default, false)
     }
 }
 
 fn server(behaviour: Behaviour) -> (axum::Router, Arc<Mutex<Option<ChatRequest>>>) {
+    let cfg = ServerConfig { model_name: "m".into(), strict_model_name: true, request_workers: 1, ..ServerConfig::default() };
+    server_with(behaviour, cfg)
+}
+
+fn server_with(behaviour: Behaviour, cfg: ServerConfig) -> (axum::Router, Arc<Mutex<Option<ChatRequest>>>) {
     let seen = Arc::new(Mutex::new(None));
-    let cfg = ServerConfig { model_name: "m".into(), request_workers: 1, ..ServerConfig::default() };
     (app(Stub { behaviour, seen: seen.clone() }, cfg).expect("app"), seen)
 }
 
@@ -238,4 +246,44 @@ async fn scores_and_templates_go_through_the_backend() {
     let (status, text) = post(router, "/apply-template", &chat(json!({}))).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["prompt_ids"], json!([1, 2, 3]));
+}
+
+async fn get(router: axum::Router, path: &str) -> (StatusCode, Value) {
+    let resp = router.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).expect("json"))
+}
+
+#[tokio::test]
+async fn any_model_name_gets_the_served_model_unless_strict() {
+    let cfg = ServerConfig { model_name: "m".into(), aliases: vec!["alias".into()], request_workers: 1, ..ServerConfig::default() };
+    let (lenient, _) = server_with(Behaviour::Reply, cfg.clone());
+    for body in [json!({"model": "test", "messages": [{"role": "user", "content": "x"}]}), json!({"messages": [{"role": "user", "content": "x"}]})] {
+        for path in ["/v1/chat/completions", "/chat/completions"] {
+            let (status, text) = post(lenient.clone(), path, &body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{path} {body}: {text}");
+            assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["model"], "m", "answered by the served name");
+        }
+    }
+    let (status, text) = post(lenient.clone(), "/completions", &json!({"prompt": "x"}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    for path in ["/v1/models", "/models"] {
+        let (status, v) = get(lenient.clone(), path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!((v["data"][0]["id"].clone(), v["data"][0]["max_model_len"].clone()), (json!("m"), json!(4096)), "{v}");
+        assert!(v["data"][0]["created"].is_u64() && v["data"][0]["owned_by"].is_string(), "{v}");
+    }
+    let (status, v) = get(lenient, "/v1/models/anything").await;
+    assert_eq!((status, v["id"].clone()), (StatusCode::OK, json!("m")));
+
+    let (strict, _) = server_with(Behaviour::Reply, ServerConfig { strict_model_name: true, ..cfg });
+    let (status, text) = post(strict.clone(), "/v1/chat/completions", &chat(json!({"model": "alias"}))).await;
+    assert_eq!(status, StatusCode::OK, "an alias is served: {text}");
+    let (status, text) = post(strict.clone(), "/v1/chat/completions", &chat(json!({"model": "gpt-4"}))).await;
+    assert_eq!((status, error(&text)["code"].clone()), (StatusCode::NOT_FOUND, json!("model_not_found")), "{text}");
+    let (status, _) = get(strict.clone(), "/v1/models/gpt-4").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = get(strict, "/v1/models/m").await;
+    assert_eq!((status, v["id"].clone()), (StatusCode::OK, json!("m")));
 }
