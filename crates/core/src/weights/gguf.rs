@@ -55,7 +55,10 @@ impl GgufFile {
         let file = File::open(&path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut reader = BufReader::new(&file);
-        header::check(&mut reader, file_len).map_err(|source| LoadError::OverLimit { path: path.clone(), source })?;
+        header::check(&mut reader, file_len).map_err(|refusal| match refusal {
+            header::Refusal::OverLimit(source) => LoadError::OverLimit { path: path.clone(), source },
+            header::Refusal::Malformed(problem) => LoadError::Corrupt { path: path.clone(), problem },
+        })?;
         reader.rewind().map_err(io)?;
         let content = Content::read(&mut reader)
             .map_err(|e| LoadError::Corrupt { path: path.clone(), problem: without_backtrace(e) })?;

@@ -16,7 +16,7 @@
 //! | a key's length | [`MAX_KEY_BYTES`] (the GGUF spec's) |
 //! | a string value's or tensor name's length | [`MAX_STRING_BYTES`] |
 //! | tensor dimensions | [`MAX_DIMS`] (ggml's), their product at most 8 × the file size |
-//! | `general.alignment` | a power of two |
+//! | `general.alignment` | a power of two (when not negative, which candle ignores) |
 //!
 //! Anything else malformed (bad magic, unknown value types, truncation) is left for candle to
 //! report with its own message.
@@ -40,9 +40,17 @@ pub struct OverLimit {
     pub limit: u64,
 }
 
+/// Why a header is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    OverLimit(OverLimit),
+    /// Well within the limits but something candle would crash on.
+    Malformed(String),
+}
+
 /// Why the pass stopped early.
 enum Stop {
-    Limit(OverLimit),
+    Refuse(Refusal),
     /// Malformed in a way candle reports itself (or an I/O error it will meet again).
     Defer,
 }
@@ -54,16 +62,16 @@ impl From<io::Error> for Stop {
 }
 
 fn over(field: impl Into<String>, value: u64, limit: u64) -> Stop {
-    Stop::Limit(OverLimit { field: field.into(), value, limit })
+    Stop::Refuse(Refusal::OverLimit(OverLimit { field: field.into(), value, limit }))
 }
 
 /// Checks the header that `reader` (positioned at the file's start) holds against the limits.
 /// Reads sequentially (buffer it) and only as far as the header goes.
-pub fn check(reader: impl Read, file_len: u64) -> Result<(), OverLimit> {
+pub fn check(reader: impl Read, file_len: u64) -> Result<(), Refusal> {
     let mut walk = Walk { reader, pos: 0, file_len, wide: true, elements: 0 };
     match walk.header() {
         Ok(()) | Err(Stop::Defer) => Ok(()),
-        Err(Stop::Limit(e)) => Err(e),
+        Err(Stop::Refuse(e)) => Err(e),
     }
 }
 
@@ -128,17 +136,11 @@ impl<R: Read> Walk<R> {
     /// One metadata value of type `value_type` under `key`, `depth` arrays deep.
     fn value(&mut self, key: &str, value_type: u32, depth: usize) -> Result<(), Stop> {
         match value_type {
+            0..=5 if key == "general.alignment" && depth == 0 => self.alignment(value_type),
             0 | 1 | 7 => self.skip(1),
             2 | 3 => self.skip(2),
             5 | 6 => self.skip(4),
             10..=12 => self.skip(8),
-            4 if key == "general.alignment" && depth == 0 => {
-                let alignment = self.u32()?;
-                if !alignment.is_power_of_two() {
-                    return Err(over("general.alignment (not a power of two)", u64::from(alignment), 0));
-                }
-                Ok(())
-            }
             4 => self.skip(4),
             8 => {
                 let len = self.string_len(&format!("string length in `{key}`"), MAX_STRING_BYTES)?;
@@ -161,6 +163,21 @@ impl<R: Read> Walk<R> {
             }
             _ => Err(Stop::Defer),
         }
+    }
+
+    /// `general.alignment` of integer type `value_type` (0..=5): candle divides by it unless it
+    /// is negative, so it must be a power of two.
+    fn alignment(&mut self, value_type: u32) -> Result<(), Stop> {
+        let width = [1, 1, 2, 2, 4, 4][value_type as usize];
+        let mut b = [0; 8];
+        self.read(&mut b[..width])?;
+        let negative = value_type % 2 == 1 && b[width - 1] & 0x80 != 0;
+        let alignment = u64::from_le_bytes(b);
+        if !negative && !alignment.is_power_of_two() {
+            let problem = format!("general.alignment is {alignment}, not a power of two");
+            return Err(Stop::Refuse(Refusal::Malformed(problem)));
+        }
+        Ok(())
     }
 
     fn key(&mut self) -> Result<String, Stop> {

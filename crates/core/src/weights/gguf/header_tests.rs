@@ -106,8 +106,15 @@ fn tensor_shapes_must_fit_the_file() {
 #[test]
 fn a_zero_alignment_is_refused() {
     // candle would divide by it.
-    let bytes = header(0, &[("general.alignment", 4, 0u32.to_le_bytes().to_vec())]);
-    assert_refused(open("align", &bytes, 1 << 10), "general.alignment", 0);
+    // Any integer type candle reads it as; a negative one it ignores.
+    for (name, value_type, payload) in [("align", 4, 0u32.to_le_bytes().to_vec()), ("align16", 3, 24u16.to_le_bytes().to_vec())] {
+        match open(name, &header(0, &[("general.alignment", value_type, payload)]), 1 << 10) {
+            Err(LoadError::Corrupt { problem, .. }) => assert!(problem.contains("not a power of two"), "{problem}"),
+            other => panic!("expected the alignment refused, got {other:?}"),
+        }
+    }
+    let bytes = header(0, &[("general.alignment", 5, (-8i32).to_le_bytes().to_vec())]);
+    assert_eq!(check(Cursor::new(&bytes), bytes.len() as u64), Ok(()));
 }
 
 #[test]
