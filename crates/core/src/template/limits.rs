@@ -110,7 +110,6 @@ pub(super) fn bound(env: &mut Environment<'static>) {
         if let Some(spec) = args.first().and_then(Value::as_str) {
             check_format(spec, true)?;
         }
-        check_sizes(&args[1.min(args.len())..])?;
         format.call(state, &args)
     });
 }
@@ -146,7 +145,7 @@ fn check_sizes(args: &[Value]) -> Result<(), Error> {
 /// Refuses a format string (printf-style, else `str.format`) whose widths or precisions
 /// exceed [`MAX_WIDTH`] or come from the arguments (`%*d`, `{:{}}`). Conservative: every
 /// digit run in a conversion spec counts as a width.
-pub(super) fn check_format(format: &str, printf: bool) -> Result<(), Error> {
+fn check_format(format: &str, printf: bool) -> Result<(), Error> {
     let (open, bytes) = (if printf { b'%' } else { b'{' }, format.as_bytes());
     let mut i = 0;
     while i < bytes.len() {

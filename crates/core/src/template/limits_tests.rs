@@ -75,6 +75,7 @@ fn allocating_builtins_refuse_huge_sizes() {
     // Ordinary sizes still work.
     assert_eq!(render("{{ messages[0].content|indent(2) }}").expect("renders"), "hi\n  there");
     assert_eq!(render("{{ '%5s|%%|%-3d'|format('a', 7) }}").expect("renders"), "    a|%|7  ");
+    assert_eq!(render("{{ '%d'|format(10**12) }}").expect("renders"), "1000000000000");
     assert_eq!(render("{{ '{:>4}{{}}'.format('b') }}").expect("renders"), "   b{}");
     assert_eq!(render("{{ [1, 2, 3]|batch(2, 0)|list }}").expect("renders"), "[[1, 2], [3, 0]]");
 }
