@@ -357,6 +357,7 @@ impl QMatrix {
                     // validated matrix and `x`.
                     #[cfg(target_arch = "x86_64")]
                     Backend::Avx2 => unsafe { x86::avx2::packed::<F>(data, act, units, n, out) },
+                    // SAFETY: as for AVX2 (AVX-512 VNNI/VL asserted available).
                     #[cfg(target_arch = "x86_64")]
                     Backend::Avx512Vnni => unsafe { x86::vnni::packed::<F>(data, act, units, n, out) },
                     #[cfg(not(target_arch = "x86_64"))]

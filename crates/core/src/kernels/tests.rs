@@ -102,6 +102,41 @@ fn packed_matmul_matches_reference_on_every_backend() {
     }
 }
 
+/// Every micro-kernel instance (1..=8 activation rows on VNNI, 1..=4 on AVX2: m up to 9 hits
+/// each, plus a remainder) and a partial 8-row weight group (n = 11), for every packed format.
+#[test]
+fn every_micro_kernel_row_count_matches_scalar() {
+    let (n, k) = (11, 256);
+    for (di, &dtype) in PACKED_DTYPES.iter().enumerate() {
+        let (bytes, _) = quantized(dtype, n, k, 40 + di as u64);
+        let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+        for m in 1..=9 {
+            let x = values(m * k, 50 + m as u64);
+            let mut want = vec![0f32; m * n];
+            mat.matmul_with(Backend::Scalar, &x, m, &mut want);
+            for backend in available_backends() {
+                let mut got = vec![f32::NAN; m * n];
+                mat.matmul_with(backend, &x, m, &mut got);
+                for (idx, (&g, &s)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - s).abs() <= 1e-4 * (1.0 + s.abs()), "{dtype:?} {backend:?} m={m} [{idx}]: {g} vs scalar {s}");
+                }
+            }
+        }
+    }
+    // Dense f32 with an odd k (the SIMD tail) on every backend, odd m (1-row tiles) too.
+    let (n, k) = (5, 37);
+    let w = values(n * k, 11);
+    let mat = QMatrix::from_f32(n, k, &w).expect("load");
+    for m in [1, 3] {
+        let x = values(m * k, 12);
+        for backend in available_backends() {
+            let mut y = vec![f32::NAN; m * n];
+            mat.matmul_with(backend, &x, m, &mut y);
+            check(&y, &x, &w, m, n, k, None, &format!("f32 {backend:?} m={m} k={k}"));
+        }
+    }
+}
+
 #[test]
 fn dense_and_fallback_matmul_match_reference() {
     for (di, &dtype) in OTHER_DTYPES.iter().enumerate() {

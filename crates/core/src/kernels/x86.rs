@@ -324,14 +324,18 @@ pub(crate) unsafe fn dense<const ELEM: u8>(w: *const u8, x: &[f32], m: usize, k:
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dense_tile<const ELEM: u8, const NW: usize, const NX: usize>(w: *const u8, x: &[f32], k: usize, i: usize, r0: usize, out: &super::OutPtr) {
     let esize = if ELEM == DENSE_F32 { 4 } else { 2 };
-    // SAFETY (all blocks below): element c < k of rows i..i+NW / r0..r0+NX (contract).
+    // SAFETY: row i+q < i+NW of `w` exists (contract), so its start is inside the buffer.
     let wrow = |q: usize| unsafe { w.add((i + q) * k * esize) };
+    // SAFETY: row r0+r < r0+NX of `x` exists (contract).
     let xrow = |r: usize| unsafe { x.as_ptr().add((r0 + r) * k) };
     let mut acc = [[_mm256_setzero_ps(); NX]; NW];
     let mut c = 0;
     while c + 8 <= k {
         for (q, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: c + 8 ≤ k: the 8 elements from c lie inside row q.
             let p = unsafe { wrow(q).add(c * esize) };
+            // SAFETY: 8 elements (32 or 16 bytes) readable at `p` (above); the CPU has
+            // AVX2/FMA/F16C (this fn's target features, the caller's contract).
             let wv = unsafe {
                 match ELEM {
                     DENSE_F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
@@ -341,6 +345,7 @@ unsafe fn dense_tile<const ELEM: u8, const NW: usize, const NX: usize>(w: *const
                 }
             };
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: c + 8 ≤ k: 8 floats of activation row r from c.
                 *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(xrow(r).add(c)) }, *acc);
             }
         }
@@ -349,8 +354,10 @@ unsafe fn dense_tile<const ELEM: u8, const NW: usize, const NX: usize>(w: *const
     for (q, acc) in acc.iter().enumerate() {
         for (r, acc) in acc.iter().enumerate() {
             let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds the 8 floats stored.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
             let tail: f32 = (c..k)
+                // SAFETY: c < k: one element of weight row q and activation row r.
                 .map(|c| unsafe {
                     let p = wrow(q).add(c * esize);
                     let wv = match ELEM {

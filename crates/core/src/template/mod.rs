@@ -23,7 +23,11 @@
 //! - Compile once ([`ChatTemplate::from_jinja`] reports syntax errors with the line), render many
 //!   times; nothing here panics on a bad template or bad input: every failure is a
 //!   [`TemplateError`].
+//! - Rendering is bounded ([`limits`]): at most [`FUEL`] minijinja instructions, recursion depth
+//!   [`MAX_RECURSION`], [`MAX_OUTPUT_BYTES`] of output, [`MAX_TEMPLATE_BYTES`] of source and
+//!   builtin widths/counts up to [`MAX_WIDTH`]; past one, [`TemplateError::LimitExceeded`].
 
+mod limits;
 mod named;
 mod pyjson;
 mod reasoning;
@@ -32,6 +36,7 @@ mod strftime;
 mod tests;
 mod tools;
 
+pub use limits::{Limit, FUEL, MAX_OUTPUT_BYTES, MAX_RECURSION, MAX_TEMPLATE_BYTES, MAX_WIDTH};
 pub use reasoning::{prompt_opens_thinking, split_reasoning, ReasoningDelta, ReasoningStream};
 pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolChoice, ToolError, ToolFormat};
 
@@ -68,6 +73,9 @@ pub enum TemplateError {
         line: Option<usize>,
         message: String,
     },
+    /// Rendering ran into one of the [`limits`] (a hostile or broken template).
+    #[error("chat template `{template}` exceeded its {limit}")]
+    LimitExceeded { template: String, limit: Limit },
     #[error("unknown chat template `{name}`; known templates: {}", ChatTemplate::names().join(", "))]
     UnknownName { name: String },
     /// The arguments to render are malformed (messages not an array, reserved variable names).
@@ -217,9 +225,17 @@ impl ChatTemplate {
             .env
             .get_template(&self.name)
             .map_err(|e| self.render_error(e))?;
-        template
-            .render(Value::from(context))
-            .map_err(|e| self.render_error(e))
+        let mut out = limits::OutputBuffer::default();
+        match template.render_captured_to(Value::from(context), &mut out) {
+            Err(_) if out.overflowed => Err(self.limit_error(Limit::Output)),
+            Err(e) => Err(self.render_error(e)),
+            // minijinja writes whole `str`s.
+            Ok(_) => String::from_utf8(out.bytes).map_err(|e| TemplateError::Render {
+                template: self.name.clone(),
+                line: None,
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Extra stop strings a named template ends its turns with (LLaMA Factory's `stop_words`,
@@ -243,7 +259,14 @@ impl ChatTemplate {
         stop_strings: Vec<String>,
         tool_format: ToolFormat,
     ) -> Result<Self, TemplateError> {
+        if source.len() > MAX_TEMPLATE_BYTES {
+            return Err(TemplateError::LimitExceeded {
+                template: name.to_owned(),
+                limit: Limit::TemplateSize,
+            });
+        }
         let mut env = Environment::new();
+        limits::bound(&mut env);
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -252,7 +275,6 @@ impl ChatTemplate {
         env.set_syntax(syntax);
         // transformers renders with autoescape off whatever the template is called.
         env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", pyjson::tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |format: &str| {
@@ -271,7 +293,17 @@ impl ChatTemplate {
         })
     }
 
+    fn limit_error(&self, limit: Limit) -> TemplateError {
+        TemplateError::LimitExceeded {
+            template: self.name.clone(),
+            limit,
+        }
+    }
+
     fn render_error(&self, err: minijinja::Error) -> TemplateError {
+        if let Some(limit) = limits::limit_of(&err) {
+            return self.limit_error(limit);
+        }
         if let Some(raised) = find_source::<RaisedException>(&err) {
             return TemplateError::Raised {
                 template: self.name.clone(),

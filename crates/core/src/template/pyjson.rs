@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Error, ErrorKind};
 
+use super::limits::{exceeded, Limit, MAX_OUTPUT_BYTES, MAX_RECURSION, MAX_WIDTH};
+
 /// Filter entry point. Options are keyword-only (`tojson(indent=4)`), as every known chat
 /// template passes them.
 pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
@@ -64,10 +66,11 @@ pub(super) fn dumps(value: &serde_json::Value, indent: Option<usize>) -> Result<
 }
 
 /// Python accepts an int (that many spaces; negative means none) or a string for `indent`;
-/// `None` means single-line output.
+/// `None` means single-line output. Up to [`MAX_WIDTH`] characters.
 fn indent_unit(indent: Value) -> Result<Option<String>, Error> {
     match indent.kind() {
         ValueKind::None | ValueKind::Undefined => Ok(None),
+        ValueKind::String if indent.as_str().map_or(0, str::len) > MAX_WIDTH => Err(exceeded(Limit::Width)),
         ValueKind::String => Ok(indent.as_str().map(str::to_owned)),
         // bool is an int in Python
         ValueKind::Bool => Ok(Some(if indent.is_true() {
@@ -76,8 +79,11 @@ fn indent_unit(indent: Value) -> Result<Option<String>, Error> {
             String::new()
         })),
         _ => {
-            let n = i64::try_from(indent)?;
-            Ok(Some(" ".repeat(usize::try_from(n).unwrap_or(0))))
+            let n = usize::try_from(i64::try_from(indent)?).unwrap_or(0);
+            if n > MAX_WIDTH {
+                return Err(exceeded(Limit::Width));
+            }
+            Ok(Some(" ".repeat(n)))
         }
     }
 }
@@ -92,7 +98,15 @@ struct Dumper {
 }
 
 impl Dumper {
+    /// Writes `v`; nesting deeper than [`MAX_RECURSION`] or output past [`MAX_OUTPUT_BYTES`]
+    /// is refused (Python's own encoder has a recursion limit too).
     fn value(&mut self, v: &Value, depth: usize) -> Result<(), Error> {
+        if depth > MAX_RECURSION {
+            return Err(exceeded(Limit::Recursion));
+        }
+        if self.out.len() > MAX_OUTPUT_BYTES {
+            return Err(exceeded(Limit::Output));
+        }
         match v.kind() {
             ValueKind::None => self.out.push_str("null"),
             ValueKind::Bool => self
@@ -101,9 +115,8 @@ impl Dumper {
             ValueKind::Number => self.number(v)?,
             ValueKind::String => self.string(v.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
-                let items = v.try_iter()?.collect::<Vec<_>>();
-                self.container(('[', ']'), &items, depth, |d, item, depth| {
-                    d.value(item, depth)
+                self.container(('[', ']'), v.try_iter()?, depth, |d, item, depth| {
+                    d.value(&item, depth)
                 })?;
             }
             ValueKind::Map => {
@@ -115,11 +128,11 @@ impl Dumper {
                 if self.sort_keys {
                     entries.sort_by(|a, b| a.0.cmp(&b.0));
                 }
-                self.container(('{', '}'), &entries, depth, |d, (key, item), depth| {
-                    d.string(key);
+                self.container(('{', '}'), entries, depth, |d, (key, item), depth| {
+                    d.string(&key);
                     let sep = d.key_sep.clone();
                     d.out.push_str(&sep);
-                    d.value(item, depth)
+                    d.value(&item, depth)
                 })?;
             }
             kind => {
@@ -137,12 +150,13 @@ impl Dumper {
     fn container<T>(
         &mut self,
         (open, close): (char, char),
-        items: &[T],
+        items: impl IntoIterator<Item = T>,
         depth: usize,
-        mut write_item: impl FnMut(&mut Self, &T, usize) -> Result<(), Error>,
+        mut write_item: impl FnMut(&mut Self, T, usize) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.out.push(open);
-        if items.is_empty() {
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
             self.out.push(close);
             return Ok(());
         }
@@ -155,7 +169,7 @@ impl Dumper {
             None => (String::new(), self.item_sep.clone()),
         };
         self.out.push_str(&first);
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in items.enumerate() {
             if i > 0 {
                 self.out.push_str(&separator);
             }

@@ -1,6 +1,7 @@
 //! GGUF files: metadata → [`ModelConfig`], tensors by Hugging Face name, tokenizer, template.
 //!
-//! candle's `gguf_file` parses the header (with bounds checks against the file size). Tensor
+//! candle's `gguf_file` parses the header (with bounds checks against the file size), after
+//! [`header::check`] has held its counts and lengths to limits that keep its memory small. Tensor
 //! bytes are read one tensor at a time with positioned reads rather than memory-mapped: the
 //! kernels repack every weight into their own layout anyway, and a mapping would keep the
 //! file's pages resident beside the repacked copy, doubling peak memory during loading.
@@ -8,7 +9,7 @@
 //! reported by name instead of crashing.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,8 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use super::{LoadError, WeightSource};
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
 use crate::kernels::{byte_size, GgmlDType, QMatrix};
+
+pub mod header;
 
 /// candle's message for an error, without the backtrace it attaches when `RUST_BACKTRACE`
 /// is set: errors here are one line for people.
@@ -51,7 +54,13 @@ impl GgufFile {
         let io = |source| LoadError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
-        let content = Content::read(&mut BufReader::new(&file))
+        let mut reader = BufReader::new(&file);
+        header::check(&mut reader, file_len).map_err(|refusal| match refusal {
+            header::Refusal::OverLimit(source) => LoadError::OverLimit { path: path.clone(), source },
+            header::Refusal::Malformed(problem) => LoadError::Corrupt { path: path.clone(), problem },
+        })?;
+        reader.rewind().map_err(io)?;
+        let content = Content::read(&mut reader)
             .map_err(|e| LoadError::Corrupt { path: path.clone(), problem: without_backtrace(e) })?;
         let arch_name = match content.metadata.get("general.architecture") {
             Some(Value::String(s)) => s.clone(),

@@ -33,6 +33,10 @@ pub enum LoadError {
     Corrupt { path: PathBuf, problem: String },
     #[error("{path}: not a valid safetensors file: {problem}")]
     CorruptSafetensors { path: PathBuf, problem: String },
+    /// A header field past a limit on untrusted files ([`gguf::header`], [`safetensors::MAX_HEADER_BYTES`]),
+    /// refused before allocating for it.
+    #[error("{path}: header refused: {source}")]
+    OverLimit { path: PathBuf, source: gguf::header::OverLimit },
     #[error("{path}: unsupported architecture '{arch}' (supported: {})", supported.join(", "))]
     UnsupportedArch { path: PathBuf, arch: String, supported: Vec<String> },
     /// A GGUF metadata key or a config.json key.

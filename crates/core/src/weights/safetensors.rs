@@ -3,7 +3,8 @@
 //!
 //! Every shard is memory-mapped and its header parsed by the `safetensors` crate, which checks
 //! that the tensors' byte ranges match their shapes and lie inside the file; so tensor bytes
-//! can be sliced without further bounds checks. Tensor names are already the Hugging Face
+//! can be sliced without further bounds checks. A header longer than [`MAX_HEADER_BYTES`] is
+//! refused before it is parsed. Tensor names are already the Hugging Face
 //! names the model asks for. Stored f32, bf16 and f16 are read; the precision a matrix is
 //! *held* in is chosen by the caller ([`WeightDType`], [`Quantization`]), not by the file.
 //!
@@ -23,6 +24,7 @@ use safetensors::tensor::{Dtype, Metadata};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
+use super::gguf::header::OverLimit;
 use super::{LoadError, MergeSource, Quantization, WeightDType, WeightSource};
 use crate::config::{Arch, ModelConfig};
 use crate::kernels::{GgmlDType, QMatrix};
@@ -31,6 +33,11 @@ use crate::kernels::{GgmlDType, QMatrix};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Largest JSON header accepted (the `safetensors` crate's own cap is 100 MB). A tensor's entry
+/// is about 150 bytes, so this is ~200k tensors in one file, far more than checkpoints put in
+/// a file; parsing a header costs several times its size in maps and strings.
+pub const MAX_HEADER_BYTES: u64 = 32 << 20;
 
 /// One mapped `.safetensors` file.
 pub(crate) struct Shard {
@@ -184,6 +191,12 @@ impl Shard {
         // SAFETY: the map is read-only and private to this process; a file changed underneath us
         // while running is outside what any model loader can defend against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        if let Some(len) = mmap.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)) {
+            if len > MAX_HEADER_BYTES {
+                let source = OverLimit { field: "header length".into(), value: len, limit: MAX_HEADER_BYTES };
+                return Err(LoadError::OverLimit { path, source });
+            }
+        }
         let (header_len, meta) = SafeTensors::read_metadata(&mmap)
             .map_err(|e| LoadError::CorruptSafetensors { path: path.clone(), problem: e.to_string() })?;
         Ok(Self { data_start: 8 + header_len, path, mmap, meta })
@@ -331,5 +344,27 @@ impl MergeSource for SafetensorsDir {
             }
         };
         converted.map_err(|e| LoadError::from_kernel(&self.dir, name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_100_mb_header_is_refused_before_parsing() {
+        let path = crate::testing::scratch_dir("safetensors-header").join(SINGLE_FILE);
+        let file = File::create(&path).expect("create");
+        // A sparse file that really is long enough to hold the header it claims.
+        let claimed = 100u64 << 20;
+        std::io::Write::write_all(&mut &file, &claimed.to_le_bytes()).expect("write");
+        file.set_len(8 + claimed).expect("set_len");
+        match Shard::open(path) {
+            Err(LoadError::OverLimit { source, .. }) => {
+                assert_eq!((source.field.as_str(), source.value, source.limit), ("header length", claimed, MAX_HEADER_BYTES));
+            }
+            Err(e) => panic!("expected the header length refused, got {e}"),
+            Ok(_) => panic!("expected the header length refused"),
+        }
     }
 }
