@@ -36,6 +36,15 @@ fn reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(video_dir().join("reference.json")).expect("reference.json")).expect("json")
 }
 
+fn load() -> LoadedModel {
+    load_with(&model_dir(), &LoadOptions::default()).expect("load tiny-qwen2-vl")
+}
+
+/// `reference_tensors.safetensors`, to deserialize.
+fn tensor_bytes() -> Vec<u8> {
+    std::fs::read(video_dir().join("reference_tensors.safetensors")).expect("reference tensors")
+}
+
 fn frames() -> Vec<Image> {
     (0..8)
         .map(|t| {
@@ -60,7 +69,7 @@ fn process(video: Video) -> Processed {
 
 #[test]
 fn pixel_values_videos_match_transformers() {
-    let bytes = std::fs::read(video_dir().join("reference_tensors.safetensors")).expect("tensors");
+    let bytes = tensor_bytes();
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let out = process(fixture_video());
     for case in reference()["cases"].as_array().expect("cases") {
@@ -157,6 +166,8 @@ fn check_top10(name: &str, last: &[f32], want: &Value) {
         want.as_array().expect("top10").iter().map(|p| (p[0].as_u64().expect("id") as u32, p[1].as_f64().expect("v") as f32)).collect();
     let mut order: Vec<u32> = (0..last.len() as u32).collect();
     order.sort_by(|&a, &b| last[b as usize].total_cmp(&last[a as usize]));
+    let worst = want.iter().map(|&(id, value)| (last[id as usize] - value).abs()).fold(0f32, f32::max);
+    eprintln!("{name}: last-position top 10 within {worst:.2e}");
     for (i, &(id, value)) in want.iter().enumerate() {
         assert_eq!(order[i], id, "{name}: top-10 rank {i}");
         assert!((last[id as usize] - value).abs() < LOGIT_TOLERANCE, "{name}: top-10 logit of {id}: {} vs {value}", last[id as usize]);
@@ -165,10 +176,10 @@ fn check_top10(name: &str, last: &[f32], want: &Value) {
 
 #[test]
 fn matches_transformers_on_both_cases() {
-    let m = load_with(&model_dir(), &LoadOptions::default()).expect("load tiny-qwen2-vl");
+    let m = load();
     let vision = m.vision.as_ref().expect("vision");
     let vocab = m.model.config().vocab_size;
-    let bytes = std::fs::read(video_dir().join("reference_tensors.safetensors")).expect("tensors");
+    let bytes = tensor_bytes();
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let video = process(fixture_video());
     for case in reference()["cases"].as_array().expect("cases") {
@@ -237,10 +248,10 @@ fn nearest_frames(video: &Video) -> Vec<usize> {
 #[cfg(feature = "video-files")]
 #[test]
 fn video_files_decode_and_run_end_to_end() {
-    let m = load_with(&model_dir(), &LoadOptions::default()).expect("load tiny-qwen2-vl");
+    let m = load();
     let vision = m.vision.as_ref().expect("vision");
     let vocab = m.model.config().vocab_size;
-    let bytes = std::fs::read(video_dir().join("reference_tensors.safetensors")).expect("tensors");
+    let bytes = tensor_bytes();
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let case = &reference()["cases"][0];
     let (_, want_pixels) = f32_tensor(&st, "video_describe.pixel_values_videos");

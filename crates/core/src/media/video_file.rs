@@ -157,7 +157,7 @@ impl FrameCollector<'_> {
         let mut frame = AvFrame::empty();
         while decoder.receive_frame(&mut frame).is_ok() {
             if self.wanted.contains(&self.next_index) {
-                let image = self.to_rgb(&frame)?;
+                let image = self.convert(&frame)?;
                 self.kept.push(image);
             }
             self.next_index += 1;
@@ -165,7 +165,7 @@ impl FrameCollector<'_> {
         Ok(())
     }
 
-    fn to_rgb(&mut self, frame: &AvFrame) -> Result<Image, String> {
+    fn convert(&mut self, frame: &AvFrame) -> Result<Image, String> {
         let (format, w, h) = (frame.format(), frame.width(), frame.height());
         let stale = self.scaler.as_ref().is_none_or(|s| (s.1, s.2, s.3) != (format, w, h));
         if stale {
