@@ -7,11 +7,11 @@
 
 mod vlm;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
-use ingot_core::media::{FrameSampling, Image, Media, MediaError, MediaLimits, MediaProcessor, Processed, Qwen2VlVideoProcessor, Video};
+use ingot_core::media::{FrameSampling, Image, Media, MediaLimits, MediaProcessor, Processed, Qwen2VlVideoProcessor, Video};
 use ingot_core::model::mrope::{mrope_index, RopeRule, VideoGrid};
 use ingot_core::model::{Embeds, Logits, SeqInput};
 use ingot_core::sampling::argmax;
@@ -26,10 +26,6 @@ fn model_dir() -> PathBuf {
 
 fn video_dir() -> PathBuf {
     model_dir().join("video")
-}
-
-fn files_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video")
 }
 
 fn reference() -> Value {
@@ -221,153 +217,6 @@ fn matches_transformers_on_both_cases() {
     }
 }
 
-/// Mean absolute difference of two equally long value lists.
-fn mean_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
-}
-
-fn decode_file(file: &str, sampling: &FrameSampling) -> Result<Video, MediaError> {
-    let path = files_dir().join(file);
-    let bytes = std::fs::read(&path).expect("video file");
-    Video::decode(&bytes, file, &MediaLimits::default(), sampling)
-}
-
-/// Which fixture frame each of `video`'s frames is closest to.
-fn nearest_frames(video: &Video) -> Vec<usize> {
-    let reference = frames();
-    video
-        .frames()
-        .iter()
-        .map(|f| {
-            let distance = |r: &Image| f.rgb().iter().zip(r.rgb()).map(|(a, b)| (*a as i64 - *b as i64).abs()).sum::<i64>();
-            (0..reference.len()).min_by_key(|&i| distance(&reference[i])).expect("frames")
-        })
-        .collect()
-}
-
-#[cfg(feature = "video-files")]
-#[test]
-fn video_files_decode_and_run_end_to_end() {
-    let m = load();
-    let vision = m.vision.as_ref().expect("vision");
-    let vocab = m.model.config().vocab_size;
-    let bytes = tensor_bytes();
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let case = &reference()["cases"][0];
-    let (_, want_pixels) = f32_tensor(&st, "video_describe.pixel_values_videos");
-    for file in ["frames_2fps_h264.mp4", "frames_2fps_vp9.webm"] {
-        // 8 frames over 4 s at LLaMA Factory's 2 fps: all of them, in order, at 2 fps.
-        let video = decode_file(file, &FrameSampling::default()).expect("decode");
-        assert_eq!(video.frames().len(), 8, "{file}");
-        assert_eq!((video.frames()[0].width(), video.frames()[0].height()), (56, 42), "{file}");
-        assert_eq!(nearest_frames(&video), (0..8).collect::<Vec<_>>(), "{file}: frame order");
-        assert_eq!(video.fps(), 2.0, "{file}");
-        assert_eq!(video.second_per_grid_t(2), 1.0, "{file}");
-        let p = process(video);
-        assert_eq!(p.grid_thw, [4, 4, 4], "{file}");
-        // Lossy compression: close to the PNGs' values, not equal.
-        let (worst, _) = max_diff(&p.pixel_values, &want_pixels);
-        let mean = mean_diff(&p.pixel_values, &want_pixels);
-        eprintln!("{file}: pixel_values_videos vs the PNG frames: mean |diff| {mean:.3}, max {worst:.3}");
-        assert!(mean < 0.1, "{file}: mean difference {mean}");
-
-        let c = prepare(&m, case, &st, &p);
-        let (pos, delta) = mrope_index(&c.ids, &[], &[c.video], &vision.tokens, RopeRule::default()).expect("rope");
-        let mut cache = SeqCache::new(m.model.config());
-        let logits = prefill(&m, &c, &pos, &mut cache);
-        assert!(logits.iter().all(|v| v.is_finite()), "{file}: finite logits");
-        let tokens = greedy(&m, &mut cache, &logits[logits.len() - vocab..], delta, 10);
-        eprintln!("{file}: greedy {tokens:?}");
-        assert_eq!(tokens.len(), 10);
-        assert_eq!(cache.len(), c.ids.len() + 9);
-    }
-}
-
-#[cfg(feature = "video-files")]
-#[test]
-fn file_frames_are_sampled_as_llama_factory_does() {
-    // 8 frames in 1 s. At 2 fps LLaMA Factory takes floor(1 · 2) = 2 frames at
-    // linspace(0, 7, 2) = [0, 7]; at 4 fps, [0, 2.33, 4.67, 7] -> [0, 2, 4, 7]; at 16 fps all 8;
-    // video_maxlen 3 caps at linspace(0, 7, 3) = [0, 3.5, 7] -> [0, 3, 7].
-    for (fps, maxlen, want) in [(2.0, 128, vec![0, 7]), (4.0, 128, vec![0, 2, 4, 7]), (16.0, 128, (0..8).collect()), (16.0, 3, vec![0, 3, 7])] {
-        let sampling = FrameSampling { fps, maxlen };
-        let video = decode_file("frames_8fps_h264.mp4", &sampling).expect("decode");
-        assert_eq!(nearest_frames(&video), want, "video_fps {fps}, video_maxlen {maxlen}");
-        assert_eq!(sampling.indices(8, 1.0), want.iter().map(|&i| i as u64).collect::<Vec<_>>());
-        // The kept frames stand for kept / duration frames per second.
-        assert_eq!(video.fps(), want.len() as f64);
-    }
-    // An odd count (3 frames) is padded to 4 with the last frame: grid_t 2.
-    let video = decode_file("frames_8fps_h264.mp4", &FrameSampling { fps: 16.0, maxlen: 3 }).expect("decode");
-    assert_eq!(process(video).grid_thw, [2, 4, 4]);
-    // WebM declares no frame count: the first video_maxlen frames.
-    let video = decode_file("frames_2fps_vp9.webm", &FrameSampling { fps: 2.0, maxlen: 3 }).expect("decode");
-    assert_eq!(nearest_frames(&video), [0, 1, 2]);
-}
-
-/// Byte offset of the first Matroska Cluster element (ID 1F 43 B6 75).
-fn first_cluster(bytes: &[u8]) -> usize {
-    bytes.windows(4).position(|w| w == [0x1F, 0x43, 0xB6, 0x75]).expect("a cluster")
-}
-
-#[cfg(feature = "video-files")]
-#[test]
-fn bad_video_files_are_clear_errors() {
-    let sampling = FrameSampling::default();
-    let limits = MediaLimits::default();
-    let read = |file: &str| std::fs::read(files_dir().join(file)).expect("file");
-    let message = |bytes: &[u8], name: &str, limits: &MediaLimits| {
-        let err = Video::decode(bytes, name, limits, &sampling).expect_err(name);
-        let text = err.to_string();
-        assert!(text.starts_with(&format!("{name}: ")), "{text}");
-        (err, text)
-    };
-    let mp4 = read("frames_2fps_h264.mp4");
-    // Truncated inside the frame data (the index is at the front): fewer frames than declared.
-    for (cut, frames) in [(mp4.len() * 2 / 3, 0), (mp4.len() - 100, 5)] {
-        let (err, text) = message(&mp4[..cut], "cut.mp4", &limits);
-        assert!(matches!(err, MediaError::Corrupt { .. }), "{text}");
-        assert!(text.contains(&format!("damaged or cut-short frame data after {frames} frames")), "{text}");
-    }
-    // Truncated before the index (written at the end): not readable at all.
-    let late_index = read("frames_8fps_h264.mp4");
-    let (err, text) = message(&late_index[..late_index.len() / 2], "no-index.mp4", &limits);
-    assert!(matches!(err, MediaError::Corrupt { .. }) && text.contains("not a readable video container"), "{text}");
-    // Garbage, empty, and an image passed as a video.
-    let (_, text) = message(&[0x5a; 4096], "noise.bin", &limits);
-    assert!(text.contains("corrupt or truncated video data") || text.contains("unsupported video"), "{text}");
-    let (_, text) = message(&[], "empty.mp4", &limits);
-    assert_eq!(text, "empty.mp4: corrupt or truncated video data: no bytes");
-    let png = std::fs::read(video_dir().join("frame_00.png")).expect("png");
-    let (err, text) = message(&png, "frame.png", &limits);
-    assert!(matches!(err, MediaError::UnsupportedVideo { .. } | MediaError::Corrupt { .. }), "{text}");
-    // A codec outside the list (Motion JPEG in Matroska).
-    let (err, text) = message(&read("mjpeg.mkv"), "mjpeg.mkv", &limits);
-    assert!(matches!(err, MediaError::UnsupportedVideo { .. }) && text.contains("codec MJPEG"), "{text}");
-    assert!(text.contains("supported: MP4/MOV or WebM/Matroska with H.264"), "{text}");
-    // A video stream with no frames: the WebM's header, then one empty cluster (timecode 0).
-    let webm = read("frames_2fps_vp9.webm");
-    let mut empty = webm[..first_cluster(&webm)].to_vec();
-    empty.extend_from_slice(&[0x1F, 0x43, 0xB6, 0x75, 0x83, 0xE7, 0x81, 0x00]);
-    let (err, text) = message(&empty, "zero.webm", &limits);
-    assert!(matches!(err, MediaError::Geometry { .. }) && text.contains("the video has no frames"), "{text}");
-    // No video stream at all.
-    let (_, text) = message(&read("no_stream.mp4"), "no_stream.mp4", &limits);
-    assert!(text.contains("no video stream"), "{text}");
-    // Limits: bytes before anything is parsed, pixels from the stream header.
-    let small = MediaLimits { max_bytes: 1000, ..limits };
-    let (err, text) = message(&mp4, "big.mp4", &small);
-    assert!(matches!(err, MediaError::TooManyBytes { limit: 1000, .. }) && text.contains("limit of 1000 bytes"), "{text}");
-    let few = MediaLimits { max_pixels: 1000, ..limits };
-    let (err, text) = message(&mp4, "wide.mp4", &few);
-    assert!(matches!(err, MediaError::TooManyPixels { .. }) && text.contains("56x42") && text.contains("limit of 1000 pixels"), "{text}");
-    // Corrupted frame data (bytes inside the frames overwritten) never panics.
-    let mut damaged = mp4.clone();
-    let start = damaged.len() / 2;
-    damaged[start..start + 400].iter_mut().for_each(|b| *b = 0xff);
-    let _ = Video::decode(&damaged, "damaged.mp4", &limits, &sampling);
-}
-
 #[test]
 fn bad_frame_lists_are_clear_errors() {
     let mut list = frames();
@@ -382,4 +231,160 @@ fn bad_frame_lists_are_clear_errors() {
     assert!(err.to_string().starts_with("video 1: cannot be preprocessed: frame 4 (image_64x48.png) is 64x48 but frame 1 ("), "{err}");
     let err = Video::from_frames(Vec::new(), "video 2", 2.0).expect_err("no frames");
     assert_eq!(err.to_string(), "video 2: cannot be preprocessed: the video has no frames");
+}
+
+/// Video files (feature `video-files`).
+#[cfg(feature = "video-files")]
+mod files {
+    use super::*;
+    use ingot_core::media::MediaError;
+    use std::path::Path;
+
+    fn files_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video")
+    }
+
+    /// Mean absolute difference of two equally long value lists.
+    fn mean_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+    }
+
+    fn decode_file(file: &str, sampling: &FrameSampling) -> Result<Video, MediaError> {
+        let path = files_dir().join(file);
+        let bytes = std::fs::read(&path).expect("video file");
+        Video::decode(&bytes, file, &MediaLimits::default(), sampling)
+    }
+
+    /// Which fixture frame each of `video`'s frames is closest to.
+    fn nearest_frames(video: &Video) -> Vec<usize> {
+        let reference = frames();
+        video
+            .frames()
+            .iter()
+            .map(|f| {
+                let distance = |r: &Image| f.rgb().iter().zip(r.rgb()).map(|(a, b)| (*a as i64 - *b as i64).abs()).sum::<i64>();
+                (0..reference.len()).min_by_key(|&i| distance(&reference[i])).expect("frames")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn video_files_decode_and_run_end_to_end() {
+        let m = load();
+        let vision = m.vision.as_ref().expect("vision");
+        let vocab = m.model.config().vocab_size;
+        let bytes = tensor_bytes();
+        let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+        let case = &reference()["cases"][0];
+        let (_, want_pixels) = f32_tensor(&st, "video_describe.pixel_values_videos");
+        for file in ["frames_2fps_h264.mp4", "frames_2fps_vp9.webm"] {
+            // 8 frames over 4 s at LLaMA Factory's 2 fps: all of them, in order, at 2 fps.
+            let video = decode_file(file, &FrameSampling::default()).expect("decode");
+            assert_eq!(video.frames().len(), 8, "{file}");
+            assert_eq!((video.frames()[0].width(), video.frames()[0].height()), (56, 42), "{file}");
+            assert_eq!(nearest_frames(&video), (0..8).collect::<Vec<_>>(), "{file}: frame order");
+            assert_eq!(video.fps(), 2.0, "{file}");
+            assert_eq!(video.second_per_grid_t(2), 1.0, "{file}");
+            let p = process(video);
+            assert_eq!(p.grid_thw, [4, 4, 4], "{file}");
+            // Lossy compression: close to the PNGs' values, not equal.
+            let (worst, _) = max_diff(&p.pixel_values, &want_pixels);
+            let mean = mean_diff(&p.pixel_values, &want_pixels);
+            eprintln!("{file}: pixel_values_videos vs the PNG frames: mean |diff| {mean:.3}, max {worst:.3}");
+            assert!(mean < 0.1, "{file}: mean difference {mean}");
+
+            let c = prepare(&m, case, &st, &p);
+            let (pos, delta) = mrope_index(&c.ids, &[], &[c.video], &vision.tokens, RopeRule::default()).expect("rope");
+            let mut cache = SeqCache::new(m.model.config());
+            let logits = prefill(&m, &c, &pos, &mut cache);
+            assert!(logits.iter().all(|v| v.is_finite()), "{file}: finite logits");
+            let tokens = greedy(&m, &mut cache, &logits[logits.len() - vocab..], delta, 10);
+            eprintln!("{file}: greedy {tokens:?}");
+            assert_eq!(tokens.len(), 10);
+            assert_eq!(cache.len(), c.ids.len() + 9);
+        }
+    }
+
+    #[test]
+    fn file_frames_are_sampled_as_llama_factory_does() {
+        // 8 frames in 1 s. At 2 fps LLaMA Factory takes floor(1 · 2) = 2 frames at
+        // linspace(0, 7, 2) = [0, 7]; at 4 fps, [0, 2.33, 4.67, 7] -> [0, 2, 4, 7]; at 16 fps all 8;
+        // video_maxlen 3 caps at linspace(0, 7, 3) = [0, 3.5, 7] -> [0, 3, 7].
+        for (fps, maxlen, want) in [(2.0, 128, vec![0, 7]), (4.0, 128, vec![0, 2, 4, 7]), (16.0, 128, (0..8).collect()), (16.0, 3, vec![0, 3, 7])] {
+            let sampling = FrameSampling { fps, maxlen };
+            let video = decode_file("frames_8fps_h264.mp4", &sampling).expect("decode");
+            assert_eq!(nearest_frames(&video), want, "video_fps {fps}, video_maxlen {maxlen}");
+            assert_eq!(sampling.indices(8, 1.0), want.iter().map(|&i| i as u64).collect::<Vec<_>>());
+            // The kept frames stand for kept / duration frames per second.
+            assert_eq!(video.fps(), want.len() as f64);
+        }
+        // An odd count (3 frames) is padded to 4 with the last frame: grid_t 2.
+        let video = decode_file("frames_8fps_h264.mp4", &FrameSampling { fps: 16.0, maxlen: 3 }).expect("decode");
+        assert_eq!(process(video).grid_thw, [2, 4, 4]);
+        // WebM declares no frame count: the first video_maxlen frames.
+        let video = decode_file("frames_2fps_vp9.webm", &FrameSampling { fps: 2.0, maxlen: 3 }).expect("decode");
+        assert_eq!(nearest_frames(&video), [0, 1, 2]);
+    }
+
+    /// Byte offset of the first Matroska Cluster element (ID 1F 43 B6 75).
+    fn first_cluster(bytes: &[u8]) -> usize {
+        bytes.windows(4).position(|w| w == [0x1F, 0x43, 0xB6, 0x75]).expect("a cluster")
+    }
+
+    #[test]
+    fn bad_video_files_are_clear_errors() {
+        let sampling = FrameSampling::default();
+        let limits = MediaLimits::default();
+        let read = |file: &str| std::fs::read(files_dir().join(file)).expect("file");
+        let message = |bytes: &[u8], name: &str, limits: &MediaLimits| {
+            let err = Video::decode(bytes, name, limits, &sampling).expect_err(name);
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{name}: ")), "{text}");
+            (err, text)
+        };
+        let mp4 = read("frames_2fps_h264.mp4");
+        // Truncated inside the frame data (the index is at the front): fewer frames than declared.
+        for (cut, frames) in [(mp4.len() * 2 / 3, 0), (mp4.len() - 100, 5)] {
+            let (err, text) = message(&mp4[..cut], "cut.mp4", &limits);
+            assert!(matches!(err, MediaError::Corrupt { .. }), "{text}");
+            assert!(text.contains(&format!("damaged or cut-short frame data after {frames} frames")), "{text}");
+        }
+        // Truncated before the index (written at the end): not readable at all.
+        let late_index = read("frames_8fps_h264.mp4");
+        let (err, text) = message(&late_index[..late_index.len() / 2], "no-index.mp4", &limits);
+        assert!(matches!(err, MediaError::Corrupt { .. }) && text.contains("not a readable video container"), "{text}");
+        // Garbage, empty, and an image passed as a video.
+        let (_, text) = message(&[0x5a; 4096], "noise.bin", &limits);
+        assert!(text.contains("corrupt or truncated video data") || text.contains("unsupported video"), "{text}");
+        let (_, text) = message(&[], "empty.mp4", &limits);
+        assert_eq!(text, "empty.mp4: corrupt or truncated video data: no bytes");
+        let png = std::fs::read(video_dir().join("frame_00.png")).expect("png");
+        let (err, text) = message(&png, "frame.png", &limits);
+        assert!(matches!(err, MediaError::UnsupportedVideo { .. } | MediaError::Corrupt { .. }), "{text}");
+        // A codec outside the list (Motion JPEG in Matroska).
+        let (err, text) = message(&read("mjpeg.mkv"), "mjpeg.mkv", &limits);
+        assert!(matches!(err, MediaError::UnsupportedVideo { .. }) && text.contains("codec MJPEG"), "{text}");
+        assert!(text.contains("supported: MP4/MOV or WebM/Matroska with H.264"), "{text}");
+        // A video stream with no frames: the WebM's header, then one empty cluster (timecode 0).
+        let webm = read("frames_2fps_vp9.webm");
+        let mut empty = webm[..first_cluster(&webm)].to_vec();
+        empty.extend_from_slice(&[0x1F, 0x43, 0xB6, 0x75, 0x83, 0xE7, 0x81, 0x00]);
+        let (err, text) = message(&empty, "zero.webm", &limits);
+        assert!(matches!(err, MediaError::Geometry { .. }) && text.contains("the video has no frames"), "{text}");
+        // No video stream at all.
+        let (_, text) = message(&read("no_stream.mp4"), "no_stream.mp4", &limits);
+        assert!(text.contains("no video stream"), "{text}");
+        // Limits: bytes before anything is parsed, pixels from the stream header.
+        let small = MediaLimits { max_bytes: 1000, ..limits };
+        let (err, text) = message(&mp4, "big.mp4", &small);
+        assert!(matches!(err, MediaError::TooManyBytes { limit: 1000, .. }) && text.contains("limit of 1000 bytes"), "{text}");
+        let few = MediaLimits { max_pixels: 1000, ..limits };
+        let (err, text) = message(&mp4, "wide.mp4", &few);
+        assert!(matches!(err, MediaError::TooManyPixels { .. }) && text.contains("56x42") && text.contains("limit of 1000 pixels"), "{text}");
+        // Corrupted frame data (bytes inside the frames overwritten) never panics.
+        let mut damaged = mp4.clone();
+        let start = damaged.len() / 2;
+        damaged[start..start + 400].iter_mut().for_each(|b| *b = 0xff);
+        let _ = Video::decode(&damaged, "damaged.mp4", &limits, &sampling);
+    }
 }

@@ -129,6 +129,13 @@ mod tests {
         assert_ne!(v.digest(), v.frames()[0].digest());
     }
 
+    #[cfg(not(feature = "video-files"))]
+    #[test]
+    fn files_need_the_video_files_feature() {
+        let err = Video::decode(b"....", "clip.mp4", &super::super::MediaLimits::default(), &Default::default()).expect_err("no decoder");
+        assert!(err.to_string().starts_with("clip.mp4: unsupported video (a video file); supported: none"), "{err}");
+    }
+
     #[test]
     fn bad_frame_lists_are_errors_naming_the_video() {
         let err = Video::from_frames(Vec::new(), "video 1 of the request", 2.0).expect_err("empty");
