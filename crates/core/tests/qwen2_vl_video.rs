@@ -233,6 +233,46 @@ fn bad_frame_lists_are_clear_errors() {
     assert_eq!(err.to_string(), "video 2: cannot be preprocessed: the video has no frames");
 }
 
+/// Qwen2.5-VL has no video reference: the fixture's frames run through its processor (grid
+/// [4, 8, 10]: edge windows cut short in every frame), its encoder and its language model, with
+/// temporal ids spaced by `second_per_grid_t · tokens_per_second` = 1 · 4.
+#[test]
+fn qwen2_5_vl_video_runs_with_scaled_time() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-qwen2.5-vl"));
+    let m = load_with(&dir, &LoadOptions::default()).expect("load tiny-qwen2.5-vl");
+    let vision = m.vision.as_ref().expect("vision");
+    assert_eq!(vision.tokens.tokens_per_second, Some(4));
+    let processor = Qwen2VlVideoProcessor::from_dir(&dir).expect("config").expect("present");
+    let video = fixture_video();
+    let second_per_grid_t = video.second_per_grid_t(processor.frame.temporal_patch_size);
+    let p = processor.process(&Media::Video(video)).expect("process");
+    assert_eq!(p.grid_thw, [4, 8, 10]);
+    let n = processor.placeholder_tokens(&p);
+    assert_eq!(n, 80);
+    let text = format!(
+        "<|im_start|>user\n<|vision_start|>{}<|vision_end|>Describe this video.<|im_end|>\n<|im_start|>assistant\n",
+        "<|video_pad|>".repeat(n)
+    );
+    let ids = m.tokenizer.encode_prompt(&text).expect("tokenize");
+    let at = ids.iter().position(|&id| Some(id) == vision.tokens.video_token_id).expect("video tokens");
+    let features = vision.encoder.encode(&p.pixel_values, p.grid_thw).expect("encode");
+    let grid = VideoGrid { grid_thw: p.grid_thw, second_per_grid_t };
+    let (positions, delta) = mrope_index(&ids, &[], &[grid], &vision.tokens, RopeRule::default()).expect("rope");
+    // 20 tokens per temporal patch, at times 0, 4, 8, 12 past the video's start.
+    let times: Vec<u32> = positions[at..at + n].iter().step_by(20).map(|p| p[0] - positions[at][0]).collect();
+    assert_eq!(times, [0, 4, 8, 12]);
+    assert_eq!(positions[at + n][0], positions[at][0] + 13, "text resumes past the last time id");
+    let mut cache = SeqCache::new(m.model.config());
+    let embeds = [Embeds { at, rows: &features }];
+    let logits = m
+        .model
+        .forward(&mut [SeqInput { tokens: &ids, cache: &mut cache, logits: Logits::Last, positions: Some(&positions), embeds: &embeds }])
+        .expect("prefill")
+        .remove(0);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    assert_eq!(greedy(&m, &mut cache, &logits, delta, 3).len(), 3);
+}
+
 /// Video files (feature `video-files`).
 #[cfg(feature = "video-files")]
 mod files {
