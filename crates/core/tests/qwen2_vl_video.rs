@@ -183,8 +183,12 @@ fn matches_transformers_on_both_cases() {
         let name = c.name.as_str();
 
         // transformers 5's rule: its ids, and its logits at every position.
-        let (pos5, delta5) = mrope_index(&c.ids, &c.images, &[c.video], &vision.tokens, RopeRule::Transformers5).expect("rope 5.x");
-        let want5: Vec<Vec<u32>> = i64_tensor(&st, &format!("{name}.rope_position_ids")).chunks(c.ids.len()).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
+        let rope = |rule| mrope_index(&c.ids, &c.images, &[c.video], &vision.tokens, rule).expect("rope index");
+        let stored_ids = |key: &str| -> Vec<Vec<u32>> {
+            i64_tensor(&st, &format!("{name}.{key}")).chunks(c.ids.len()).map(|r| r.iter().map(|&v| v as u32).collect()).collect()
+        };
+        let (pos5, delta5) = rope(RopeRule::Transformers5);
+        let want5 = stored_ids("rope_position_ids");
         assert_eq!(axes_of(&pos5), want5, "{name}: transformers 5 position ids");
         assert_eq!(delta5, case["rope_deltas"][0].as_i64().expect("delta"), "{name}: transformers 5 delta");
         let mut cache = SeqCache::new(m.model.config());
@@ -193,15 +197,15 @@ fn matches_transformers_on_both_cases() {
         let (worst, at) = max_diff(&logits5, &want_logits);
         eprintln!("{name}: transformers-5 rule, {} tokens, max |logit diff| over all positions {worst:.2e}", c.ids.len());
         assert!(worst < LOGIT_TOLERANCE, "{name}: logit difference {worst} at position {}", at / vocab);
-        assert_eq!(greedy(&m, &mut cache, &logits5[logits5.len() - vocab..], delta5, 10), json_ids(&case["greedy_new_ids"]), "{name}: 5.x greedy");
+        let tokens5 = greedy(&m, &mut cache, &logits5[logits5.len() - vocab..], delta5, 10);
+        assert_eq!(tokens5, json_ids(&case["greedy_new_ids"]), "{name}: 5.x greedy");
 
         // The original rule (the default): ids exact, logits, top 10 and greedy tokens.
         let legacy = &case["legacy_rope"];
-        let (pos, delta) = mrope_index(&c.ids, &c.images, &[c.video], &vision.tokens, RopeRule::default()).expect("rope legacy");
+        let (pos, delta) = rope(RopeRule::default());
         let want: Vec<Vec<u32>> = legacy["rope_position_ids"].as_array().expect("rows").iter().map(json_ids).collect();
         assert_eq!(axes_of(&pos), want, "{name}: legacy position ids");
-        let stored: Vec<Vec<u32>> = i64_tensor(&st, &format!("{name}.legacy_rope_position_ids")).chunks(c.ids.len()).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
-        assert_eq!(axes_of(&pos), stored, "{name}: stored legacy position ids");
+        assert_eq!(axes_of(&pos), stored_ids("legacy_rope_position_ids"), "{name}: stored legacy position ids");
         assert_eq!(delta, legacy["rope_deltas"][0].as_i64().expect("delta"), "{name}: legacy delta");
         let mut cache = SeqCache::new(m.model.config());
         let logits = prefill(&m, &c, &pos, &mut cache);

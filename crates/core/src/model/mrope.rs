@@ -71,7 +71,11 @@ pub fn mrope_index(
         }
         let run = ids[i..].iter().take_while(|&&x| x == id).count();
         let (kind, given) = if is_video { ("video", videos.len()) } else { ("image", images.len()) };
-        let item = if is_video { videos_left.next().map(|(n, v)| (n, v.grid_thw, Some(v.second_per_grid_t))) } else { images_left.next().map(|(n, &g)| (n, g, None)) };
+        let item = if is_video {
+            videos_left.next().map(|(n, v)| (n, v.grid_thw, Some(v.second_per_grid_t)))
+        } else {
+            images_left.next().map(|(n, &g)| (n, g, None))
+        };
         let Some((n, grid, second_per_grid_t)) = item else {
             return Err(mismatch(format!("{kind} tokens at {i} but only {given} {kind} grid(s) given")));
         };
@@ -99,10 +103,9 @@ pub fn mrope_index(
         };
         i += count;
     }
-    for (left, given, kind) in [(images_left.next(), images.len(), "image"), (videos_left.next().map(|(n, v)| (n, &v.grid_thw)), videos.len(), "video")] {
-        if let Some((n, _)) = left {
-            return Err(mismatch(format!("{given} {kind} grid(s) given, the prompt has {kind} tokens for {n}")));
-        }
+    let unused = [(images_left.next().map(|(n, _)| n), images.len(), "image"), (videos_left.next().map(|(n, _)| n), videos.len(), "video")];
+    if let Some((Some(n), given, kind)) = unused.into_iter().find(|u| u.0.is_some()) {
+        return Err(mismatch(format!("{given} {kind} grid(s) given, the prompt has {kind} tokens for {n}")));
     }
     Ok((out, end as i64 - ids.len() as i64))
 }
