@@ -403,8 +403,9 @@ mod files {
         let (_, text) = message(&[], "empty.mp4", &limits);
         assert_eq!(text, "empty.mp4: corrupt or truncated video data: no bytes");
         let png = std::fs::read(video_dir().join("frame_00.png")).expect("png");
+        // Only MP4/MOV and Matroska demuxers probe the bytes: a PNG is not a container.
         let (err, text) = message(&png, "frame.png", &limits);
-        assert!(matches!(err, MediaError::UnsupportedVideo { .. } | MediaError::Corrupt { .. }), "{text}");
+        assert!(matches!(err, MediaError::Corrupt { .. }) && text.contains("not a readable video container"), "{text}");
         // A codec outside the list (Motion JPEG in Matroska).
         let (err, text) = message(&read("mjpeg.mkv"), "mjpeg.mkv", &limits);
         assert!(matches!(err, MediaError::UnsupportedVideo { .. }) && text.contains("codec MJPEG"), "{text}");

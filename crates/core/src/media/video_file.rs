@@ -3,7 +3,8 @@
 //!
 //! Only common, well-fuzzed inputs are opened: containers MP4/MOV and WebM/Matroska, video
 //! codecs H.264, H.265, VP8, VP9, AV1 and MPEG-4 Part 2 (and only when the system's libavcodec
-//! has a decoder for them). The bytes are read from memory; nothing touches the file system.
+//! has a decoder for them); FFmpeg's other demuxers and decoders never see the bytes. The bytes
+//! are read from memory; nothing touches the file system.
 //!
 //! Frames are picked while decoding by [`FrameSampling`] (LLaMA Factory's rule, from the
 //! stream's declared frame count and duration) and converted to RGB8 by libswscale (bilinear,
@@ -32,6 +33,9 @@ const CONTAINERS: [&str; 2] = ["mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"];
 const CODECS: [(Id, &str); 6] =
     [(Id::H264, "H.264"), (Id::HEVC, "H.265"), (Id::VP8, "VP8"), (Id::VP9, "VP9"), (Id::AV1, "AV1"), (Id::MPEG4, "MPEG-4 Part 2")];
 
+/// libavcodec decoder names for [`CODECS`] (native and library-backed).
+const DECODERS: &str = "h264,hevc,vp8,libvpx,vp9,libvpx-vp9,av1,libdav1d,libaom-av1,mpeg4";
+
 fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -57,7 +61,12 @@ impl Video {
         init();
         let io = ffmpeg::format::context::StreamIo::from_read_seek(Cursor::new(bytes.to_vec()))
             .map_err(|e| corrupt(format!("cannot read: {e}")))?;
-        let mut input = ffmpeg::format::input_from_stream(io, None, None)
+        // Only the accepted demuxers probe the bytes, and only the accepted codecs' decoders
+        // run while the streams are probed: the rest of FFmpeg never sees untrusted input.
+        let mut options = ffmpeg::Dictionary::new();
+        options.set("format_whitelist", "mov,matroska");
+        options.set("codec_whitelist", DECODERS);
+        let mut input = ffmpeg::format::input_from_stream(io, None, Some(options))
             .map_err(|e| corrupt(format!("not a readable video container ({e})")))?;
         let container = input.format().name().to_string();
         if !CONTAINERS.contains(&container.as_str()) {
