@@ -134,6 +134,10 @@ pub struct MultimodalTokens {
     pub vision_start_token_id: u32,
     pub vision_end_token_id: u32,
     pub spatial_merge_size: usize,
+    /// Qwen2.5-VL's `vision_config.tokens_per_second`: video temporal ids advance by
+    /// `second_per_grid_t · tokens_per_second` per temporal patch (`model::mrope`). `None`
+    /// (Qwen2-VL): by one.
+    pub tokens_per_second: Option<u32>,
 }
 
 impl MultimodalTokens {

@@ -1,4 +1,4 @@
-//! Media inputs (images now; video and audio later) and the preprocessors that turn them into
+//! Media inputs (images and video; audio later) and the preprocessors that turn them into
 //! the tensors a multimodal model's encoder takes.
 //!
 //! Shape of the module, so that new modalities and model families slot in beside the existing
@@ -14,21 +14,34 @@
 //!   number of placeholder tokens the prompt must hold for it.
 //! * [`Qwen2VlImageProcessor`] is transformers' `Qwen2VLImageProcessor` (PIL backend), numerically:
 //!   [`smart_resize`], then Pillow's bicubic resize ([`resize`]), rescale, normalise, patchify.
+//! * A [`Video`] is frames of one size (a frame list, or a file decoded with the frames picked
+//!   by [`FrameSampling`], LLaMA Factory's rule); [`Qwen2VlVideoProcessor`] is LLaMA Factory's
+//!   frame regularisation plus transformers' `Qwen2VLVideoProcessor`.
 
+pub mod frames;
 mod image;
 pub mod qwen2_vl;
+pub mod qwen2_vl_video;
 pub mod resize;
+mod video;
+#[cfg(feature = "video-files")]
+mod video_file;
 
 use std::path::PathBuf;
 
 pub use self::image::Image;
+pub use self::frames::FrameSampling;
 pub use self::qwen2_vl::{smart_resize, Qwen2VlImageProcessor, SmartResizeError};
+pub use self::qwen2_vl_video::Qwen2VlVideoProcessor;
+pub use self::video::Video;
 
 /// One media item of a request.
 #[derive(Debug, Clone)]
 pub enum Media {
     /// A still image (for animated GIF or WebP, its first frame).
     Image(Image),
+    /// A video: its frames (see [`Video`]).
+    Video(Video),
 }
 
 impl Media {
@@ -36,13 +49,15 @@ impl Media {
     pub fn digest(&self) -> u64 {
         match self {
             Media::Image(image) => image.digest(),
+            Media::Video(video) => video.digest(),
         }
     }
 
-    /// The modality's name as it appears in messages and errors: `"image"`.
+    /// The modality's name as it appears in messages and errors: `"image"`, `"video"`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Media::Image(_) => "image",
+            Media::Video(_) => "video",
         }
     }
 
@@ -50,6 +65,7 @@ impl Media {
     pub fn source(&self) -> &str {
         match self {
             Media::Image(image) => image.source(),
+            Media::Video(video) => video.source(),
         }
     }
 }
@@ -108,6 +124,8 @@ pub enum MediaError {
     TooManyPixels { origin: String, width: u32, height: u32, limit: u64 },
     #[error("{origin}: unsupported image format ({detected}); supported formats: {}", SUPPORTED_FORMATS.join(", "))]
     UnsupportedFormat { origin: String, detected: String },
+    #[error("{origin}: unsupported video ({detected}); supported: {SUPPORTED_VIDEO}")]
+    UnsupportedVideo { origin: String, detected: String },
     #[error("{origin}: corrupt or truncated {format} data: {detail}")]
     Corrupt { origin: String, format: String, detail: String },
     #[error("{origin}: cannot be preprocessed: {detail}")]
@@ -119,6 +137,13 @@ pub enum MediaError {
     #[error("{}: {error}", path.display())]
     Io { path: PathBuf, error: std::io::Error },
 }
+
+/// The video files [`Video::decode`] reads, as named in errors.
+pub const SUPPORTED_VIDEO: &str = if cfg!(feature = "video-files") {
+    "MP4/MOV or WebM/Matroska with H.264, H.265, VP8, VP9, AV1 or MPEG-4 Part 2 video"
+} else {
+    "none (this build has no video file decoding: enable the `video-files` feature), or a list of frame images"
+};
 
 /// The encoded formats [`Image::decode`] reads, as named in errors.
 pub const SUPPORTED_FORMATS: [&str; 4] = ["PNG", "JPEG", "WebP", "GIF"];

@@ -227,23 +227,41 @@ impl Qwen2VlImageProcessor {
     }
 
     fn process_image(&self, image: &super::Image) -> Result<Processed, MediaError> {
+        let (out_h, out_w) = self.target_size(image)?;
+        let planes = self.normalized_planes(image, out_h, out_w);
+        // One still image is `temporal_patch_size` identical frames.
+        Ok(self.patchify(&vec![planes.as_slice(); self.temporal_patch_size], out_h, out_w))
+    }
+
+    /// The (height, width) `image` is resized to: [`smart_resize`]'s, or its own when
+    /// `do_resize` is false (then it must be whole patch groups).
+    pub(super) fn target_size(&self, image: &super::Image) -> Result<(usize, usize), MediaError> {
         let geometry = |detail: String| MediaError::Geometry { origin: image.source().to_string(), detail };
         let (width, height) = (image.width() as usize, image.height() as usize);
-        let (out_h, out_w, pixels) = if self.do_resize {
-            let (h, w) = smart_resize(height, width, self.factor(), self.min_pixels, self.max_pixels)
-                .map_err(|e| geometry(e.to_string()))?;
-            (h, w, resize_rgb8(image.rgb(), width, height, w, h, self.resample))
-        } else {
-            if height % self.factor() != 0 || width % self.factor() != 0 {
-                return Err(geometry(format!(
-                    "do_resize is false and the image is {width}x{height}, not a multiple of {} on both sides",
-                    self.factor()
-                )));
-            }
-            (height, width, image.rgb().to_vec())
-        };
+        if self.do_resize {
+            return smart_resize(height, width, self.factor(), self.min_pixels, self.max_pixels).map_err(|e| geometry(e.to_string()));
+        }
+        if height % self.factor() != 0 || width % self.factor() != 0 {
+            return Err(geometry(format!(
+                "do_resize is false and the image is {width}x{height}, not a multiple of {} on both sides",
+                self.factor()
+            )));
+        }
+        Ok((height, width))
+    }
 
-        // Channel planes in f32, as transformers: rescale in f64 then cast, normalise in f32.
+    /// `image` resized to `out_h`×`out_w` (a [`Self::target_size`]), rescaled and normalised:
+    /// three channel planes of f32, as transformers (rescale in f64 then cast, normalise in f32).
+    pub(super) fn normalized_planes(&self, image: &super::Image, out_h: usize, out_w: usize) -> Vec<f32> {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let resized;
+        // Pillow returns a same-size resize unchanged.
+        let pixels = if (out_h, out_w) == (height, width) {
+            image.rgb()
+        } else {
+            resized = resize_rgb8(image.rgb(), width, height, out_w, out_h, self.resample);
+            &resized
+        };
         let plane = out_h * out_w;
         let mut planes = vec![0f32; 3 * plane];
         for (i, px) in pixels.chunks_exact(3).enumerate() {
@@ -255,23 +273,31 @@ impl Qwen2VlImageProcessor {
                 planes[c * plane + i] = v;
             }
         }
+        planes
+    }
 
+    /// Cuts frames (each [`Self::normalized_planes`] of `out_h`×`out_w`; a whole number of
+    /// temporal patches) into the encoder's patch rows, in the layout the module describes.
+    pub(super) fn patchify(&self, frames: &[&[f32]], out_h: usize, out_w: usize) -> Processed {
         let (p, m, tps) = (self.patch_size, self.merge_size, self.temporal_patch_size);
-        let (grid_h, grid_w) = (out_h / p, out_w / p);
-        let rows = grid_h * grid_w;
+        debug_assert!(frames.len().is_multiple_of(tps) && !frames.is_empty());
+        let plane = out_h * out_w;
+        let (grid_t, grid_h, grid_w) = (frames.len() / tps, out_h / p, out_w / p);
+        let rows = grid_t * grid_h * grid_w;
         let row_len = 3 * tps * p * p;
         let mut pixel_values = Vec::with_capacity(rows * row_len);
-        for block_y in 0..grid_h / m {
-            for block_x in 0..grid_w / m {
-                for in_y in 0..m {
-                    for in_x in 0..m {
-                        let (y0, x0) = ((block_y * m + in_y) * p, (block_x * m + in_x) * p);
-                        for c in 0..3 {
-                            let src = &planes[c * plane..][..plane];
-                            // One still image is `tps` identical frames.
-                            for _frame in 0..tps {
-                                for y in y0..y0 + p {
-                                    pixel_values.extend_from_slice(&src[y * out_w + x0..][..p]);
+        for pair in frames.chunks_exact(tps) {
+            for block_y in 0..grid_h / m {
+                for block_x in 0..grid_w / m {
+                    for in_y in 0..m {
+                        for in_x in 0..m {
+                            let (y0, x0) = ((block_y * m + in_y) * p, (block_x * m + in_x) * p);
+                            for c in 0..3 {
+                                for frame in pair {
+                                    let src = &frame[c * plane..][..plane];
+                                    for y in y0..y0 + p {
+                                        pixel_values.extend_from_slice(&src[y * out_w + x0..][..p]);
+                                    }
                                 }
                             }
                         }
@@ -280,7 +306,7 @@ impl Qwen2VlImageProcessor {
             }
         }
         debug_assert_eq!(pixel_values.len(), rows * row_len);
-        Ok(Processed { pixel_values, rows, row_len, grid_thw: [1, grid_h, grid_w] })
+        Processed { pixel_values, rows, row_len, grid_thw: [grid_t, grid_h, grid_w] }
     }
 }
 
@@ -288,6 +314,7 @@ impl MediaProcessor for Qwen2VlImageProcessor {
     fn process(&self, media: &Media) -> Result<Processed, MediaError> {
         match media {
             Media::Image(image) => self.process_image(image),
+            other => Err(MediaError::WrongModality { origin: other.source().to_string(), expected: "images", got: other.kind_name() }),
         }
     }
 
@@ -314,7 +341,7 @@ impl MediaProcessor for Qwen2VlImageProcessor {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, MediaError> {
+pub(super) fn read_json(path: &Path) -> Result<Value, MediaError> {
     let text = std::fs::read_to_string(path).map_err(|error| MediaError::Io { path: path.to_path_buf(), error })?;
     serde_json::from_str(&text).map_err(|e| MediaError::Config { path: path.to_path_buf(), detail: format!("invalid JSON: {e}") })
 }

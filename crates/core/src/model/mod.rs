@@ -26,6 +26,7 @@ use crate::kernels::QMatrix;
 use crate::kv_cache::SeqCache;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
+pub mod mrope;
 pub mod vision;
 
 pub use ops::{softmax, Rope};

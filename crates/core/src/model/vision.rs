@@ -444,7 +444,7 @@ fn bad_grid(grid: [usize; 3], problem: String) -> ForwardError {
 
 /// A grid the encoder and the prompt layout can take: non-empty, rows and columns whole merge
 /// groups.
-fn check_grid(grid: [usize; 3], merge: usize) -> Result<(), ForwardError> {
+pub(super) fn check_grid(grid: [usize; 3], merge: usize) -> Result<(), ForwardError> {
     if grid.contains(&0) {
         return Err(bad_grid(grid, "empty grid".into()));
     }
@@ -454,8 +454,8 @@ fn check_grid(grid: [usize; 3], merge: usize) -> Result<(), ForwardError> {
     Ok(())
 }
 
-/// M-RoPE position ids (t, h, w) of a prompt with images, and its rope delta, as transformers'
-/// Qwen2-VL `get_rope_index` computes them for images.
+/// M-RoPE position ids (t, h, w) of a prompt with images only, and its rope delta:
+/// [`super::mrope::mrope_index`] without videos (for images both position rules agree).
 ///
 /// Each maximal run of `image_token_id` holds the images of `image_grids`, in order, each
 /// `t·h·w / merge²` tokens; text tokens take `p` on every axis, where `p` is one past the
@@ -464,56 +464,9 @@ fn check_grid(grid: [usize; 3], merge: usize) -> Result<(), ForwardError> {
 /// ids.len()`: a token appended at cache position `i` takes `i + delta` on every axis.
 ///
 /// Errors (never panics) when the image tokens and the grids do not match, a grid is not whole
-/// merge groups, or the prompt has video tokens (not handled here).
+/// merge groups, or the prompt has video tokens.
 pub fn rope_index(ids: &[u32], image_grids: &[[usize; 3]], mm: &MultimodalTokens) -> Result<(Vec<[u32; 3]>, i64), ForwardError> {
-    let m = mm.spatial_merge_size;
-    let mismatch = |problem: String| ForwardError::ImageTokens { problem };
-    let mut out = Vec::with_capacity(ids.len());
-    let mut grids = image_grids.iter().enumerate();
-    // One past the largest position given so far.
-    let mut next: u64 = 0;
-    let mut i = 0;
-    while i < ids.len() {
-        let id = ids[i];
-        if Some(id) == mm.video_token_id {
-            return Err(mismatch(format!("video token {id} at {i}: videos are not supported here")));
-        }
-        if id != mm.image_token_id {
-            out.push([position(next)?; 3]);
-            next += 1;
-            i += 1;
-            continue;
-        }
-        let run = ids[i..].iter().take_while(|&&x| x == mm.image_token_id).count();
-        let Some((n, &grid)) = grids.next() else {
-            return Err(mismatch(format!(
-                "image tokens at {i} but only {} image grid(s) given",
-                image_grids.len()
-            )));
-        };
-        check_grid(grid, m)?;
-        let (lt, lh, lw) = (grid[0], grid[1] / m, grid[2] / m);
-        let count = lt.checked_mul(lh).and_then(|x| x.checked_mul(lw)).filter(|&c| c <= run).ok_or_else(|| {
-            mismatch(format!("image {n} (grid {grid:?}) needs {} tokens, the prompt has {run} at {i}", mm.image_tokens(grid)))
-        })?;
-        for t in 0..lt {
-            for r in 0..lh {
-                for c in 0..lw {
-                    out.push([position(next + t as u64)?, position(next + r as u64)?, position(next + c as u64)?]);
-                }
-            }
-        }
-        next += lt.max(lh).max(lw) as u64;
-        i += count;
-    }
-    if let Some((n, _)) = grids.next() {
-        return Err(mismatch(format!("{} image grid(s) given, the prompt has image tokens for {n}", image_grids.len())));
-    }
-    Ok((out, next as i64 - ids.len() as i64))
-}
-
-fn position(p: u64) -> Result<u32, ForwardError> {
-    u32::try_from(p).map_err(|_| ForwardError::ImageTokens { problem: format!("position {p} does not fit in u32") })
+    super::mrope::mrope_index(ids, image_grids, &[], mm, super::mrope::RopeRule::Legacy)
 }
 
 #[cfg(test)]
@@ -521,7 +474,7 @@ mod tests {
     use super::*;
 
     const MM: MultimodalTokens =
-        MultimodalTokens { image_token_id: 9, video_token_id: Some(8), vision_start_token_id: 6, vision_end_token_id: 7, spatial_merge_size: 2 };
+        MultimodalTokens { image_token_id: 9, video_token_id: Some(8), vision_start_token_id: 6, vision_end_token_id: 7, spatial_merge_size: 2, tokens_per_second: None };
 
     #[test]
     fn rope_index_lays_out_images() {

@@ -276,6 +276,11 @@ pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, Multimodal
         vision_start_token_id: id("vision_start_token_id", 151_652)?,
         vision_end_token_id: id("vision_end_token_id", 151_653)?,
         spatial_merge_size: cfg.spatial_merge_size,
+        tokens_per_second: match generation {
+            VlGeneration::Qwen2Vl => None,
+            // transformers' default is 4; the released checkpoints say 2.
+            VlGeneration::Qwen25Vl => Some(key::<u32>(vision, "tokens_per_second", &path)?.unwrap_or(4)),
+        },
     };
     Ok(Some((cfg, tokens)))
 }

@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_100_mb_header_is_refused_before_parsing() {
-        let path = crate::testing::scratch_dir("safetensors-header").join(SINGLE_FILE);
+        let path = ingot_testkit::scratch_dir("safetensors-header").join(SINGLE_FILE);
         let file = File::create(&path).expect("create");
         // A sparse file that really is long enough to hold the header it claims.
         let claimed = 100u64 << 20;

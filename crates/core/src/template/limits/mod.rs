@@ -235,5 +235,4 @@ impl io::Write for OutputBuffer {
 }
 
 #[cfg(test)]
-#[path = "limits_tests.rs"]
 mod tests;

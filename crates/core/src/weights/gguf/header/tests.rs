@@ -29,7 +29,7 @@ fn string(s: &str) -> Vec<u8> {
 
 /// `bytes` as a GGUF file of `len` bytes (sparse past the header), opened.
 fn open(name: &str, bytes: &[u8], len: u64) -> Result<GgufFile, LoadError> {
-    let path = crate::testing::scratch_dir(name).join("model.gguf");
+    let path = ingot_testkit::scratch_dir(name).join("model.gguf");
     let mut file = File::create(&path).expect("create");
     file.write_all(bytes).expect("write");
     file.set_len(len.max(bytes.len() as u64)).expect("set_len");
@@ -122,7 +122,7 @@ fn malformed_headers_are_left_to_candle() {
     // Truncated, bad magic, unknown value type: not a limit, candle's own error.
     for bytes in [header(2, &[])[..10].to_vec(), b"NOPE".repeat(8), header(0, &[("k", 99, vec![0; 8])])] {
         assert_eq!(check(Cursor::new(&bytes), bytes.len() as u64), Ok(()));
-        let path = crate::testing::scratch_dir("malformed").join("m.gguf");
+        let path = ingot_testkit::scratch_dir("malformed").join("m.gguf");
         std::fs::write(&path, &bytes).expect("write");
         assert!(matches!(GgufFile::open(&path), Err(LoadError::Corrupt { .. })));
     }

@@ -237,5 +237,4 @@ impl<R: Read> Walk<R> {
 }
 
 #[cfg(test)]
-#[path = "header_tests.rs"]
 mod tests;

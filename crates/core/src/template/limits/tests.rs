@@ -101,7 +101,7 @@ fn real_templates_use_a_small_part_of_the_fuel() {
              json!({"role": "assistant", "content": format!("answer {i}")})]
         })
         .collect();
-    let dir = crate::testing::fixtures_dir().join("templates");
+    let dir = ingot_testkit::fixtures_dir().join("templates");
     let mut rendered = 0;
     for entry in std::fs::read_dir(&dir).expect("fixture templates") {
         let path = entry.expect("entry").path();
