@@ -14,21 +14,32 @@
 //!   number of placeholder tokens the prompt must hold for it.
 //! * [`Qwen2VlImageProcessor`] is transformers' `Qwen2VLImageProcessor` (PIL backend), numerically:
 //!   [`smart_resize`], then Pillow's bicubic resize ([`resize`]), rescale, normalise, patchify.
+//! * Audio: [`Audio::decode`] gives mono samples at the file's rate; [`WhisperFeatureExtractor`]
+//!   resamples them ([`resample`]) and computes transformers' Whisper log-mel features, which
+//!   Qwen2-Audio's encoder takes ([`crate::model::audio`]). Audio does not go through
+//!   [`MediaProcessor`], whose [`Processed`] is a patch grid.
 
+mod audio;
 mod image;
 pub mod qwen2_vl;
+pub mod resample;
 pub mod resize;
+pub mod whisper;
 
 use std::path::PathBuf;
 
+pub use self::audio::{Audio, SUPPORTED_AUDIO_FORMATS};
 pub use self::image::Image;
 pub use self::qwen2_vl::{smart_resize, Qwen2VlImageProcessor, SmartResizeError};
+pub use self::whisper::{AudioFeatures, WhisperFeatureExtractor};
 
 /// One media item of a request.
 #[derive(Debug, Clone)]
 pub enum Media {
     /// A still image (for animated GIF or WebP, its first frame).
     Image(Image),
+    /// An audio clip, mono, at its file's sample rate.
+    Audio(Audio),
 }
 
 impl Media {
@@ -36,13 +47,15 @@ impl Media {
     pub fn digest(&self) -> u64 {
         match self {
             Media::Image(image) => image.digest(),
+            Media::Audio(audio) => audio.digest(),
         }
     }
 
-    /// The modality's name as it appears in messages and errors: `"image"`.
+    /// The modality's name as it appears in messages and errors: `"image"`, `"audio"`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Media::Image(_) => "image",
+            Media::Audio(_) => "audio",
         }
     }
 
@@ -50,25 +63,29 @@ impl Media {
     pub fn source(&self) -> &str {
         match self {
             Media::Image(image) => image.source(),
+            Media::Audio(audio) => audio.source(),
         }
     }
 }
 
 /// Bounds on one media item, checked before the expensive work (the byte size before decoding,
 /// the decoded dimensions before the pixel buffer is allocated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MediaLimits {
     /// Largest accepted encoded size, in bytes.
     pub max_bytes: usize,
     /// Largest accepted decoded size, width * height.
     pub max_pixels: u64,
+    /// Longest accepted audio clip, in seconds.
+    pub max_audio_seconds: f64,
 }
 
 impl Default for MediaLimits {
     /// 20 MiB encoded, 40 megapixels decoded: above any photo a client sends on purpose, small
-    /// enough that one request cannot make the server allocate gigabytes.
+    /// enough that one request cannot make the server allocate gigabytes. 30 s of audio: the
+    /// window of Whisper-style encoders (Qwen2-Audio), which see no more of a clip.
     fn default() -> Self {
-        MediaLimits { max_bytes: 20 << 20, max_pixels: 40_000_000 }
+        MediaLimits { max_bytes: 20 << 20, max_pixels: 40_000_000, max_audio_seconds: 30.0 }
     }
 }
 
@@ -108,6 +125,10 @@ pub enum MediaError {
     TooManyPixels { origin: String, width: u32, height: u32, limit: u64 },
     #[error("{origin}: unsupported image format ({detected}); supported formats: {}", SUPPORTED_FORMATS.join(", "))]
     UnsupportedFormat { origin: String, detected: String },
+    #[error("{origin}: unsupported audio ({detected}); supported formats: {}", SUPPORTED_AUDIO_FORMATS.join(", "))]
+    UnsupportedAudio { origin: String, detected: String },
+    #[error("{origin}: the audio is {seconds:.2} s long, over the limit of {limit} s")]
+    TooLong { origin: String, seconds: f64, limit: f64 },
     #[error("{origin}: corrupt or truncated {format} data: {detail}")]
     Corrupt { origin: String, format: String, detail: String },
     #[error("{origin}: cannot be preprocessed: {detail}")]
@@ -199,5 +220,6 @@ mod tests {
         let l = MediaLimits::default();
         assert_eq!(l.max_bytes, 20 * 1024 * 1024);
         assert_eq!(l.max_pixels, 40_000_000);
+        assert_eq!(l.max_audio_seconds, 30.0);
     }
 }

@@ -288,6 +288,9 @@ impl MediaProcessor for Qwen2VlImageProcessor {
     fn process(&self, media: &Media) -> Result<Processed, MediaError> {
         match media {
             Media::Image(image) => self.process_image(image),
+            Media::Audio(audio) => {
+                Err(MediaError::WrongModality { origin: audio.source().to_string(), expected: "images", got: "audio" })
+            }
         }
     }
 
