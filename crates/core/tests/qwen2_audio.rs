@@ -37,6 +37,10 @@ fn case() -> Value {
     v["cases"][0].clone()
 }
 
+fn reference_tensors() -> Vec<u8> {
+    std::fs::read(dir().join("reference_tensors.safetensors")).expect("reference tensors")
+}
+
 fn read_audio(name: &str) -> Audio {
     let bytes = std::fs::read(fixtures_dir().join("audio").join(name)).expect("audio file");
     Audio::decode(&bytes, name, &MediaLimits::default()).expect("decode")
@@ -59,10 +63,8 @@ fn loads_as_an_audio_language_model() {
 /// prompt with `<|AUDIO|>` repeated once per audio token → ids equal to the reference.
 #[test]
 fn prompt_ids_and_features_match_the_processor() {
-    let m = load();
+    let (m, case, bytes) = (load(), case(), reference_tensors());
     let audio = m.audio.as_ref().expect("audio");
-    let case = case();
-    let bytes = std::fs::read(dir().join("reference_tensors.safetensors")).expect("reference tensors");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
 
     let features = audio.feature_extractor.process(&Media::Audio(read_audio("tone_chirp_16k.wav"))).expect("features");
@@ -85,10 +87,8 @@ fn prompt_ids_and_features_match_the_processor() {
 
 #[test]
 fn matches_transformers_logits_and_greedy_tokens() {
-    let m = load();
+    let (m, case, bytes) = (load(), case(), reference_tensors());
     let audio = m.audio.as_ref().expect("audio");
-    let case = case();
-    let bytes = std::fs::read(dir().join("reference_tensors.safetensors")).expect("reference tensors");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let ids = json_ids(&case["input_ids"]);
     let (_, stored_features) = f32_tensor(&st, "input_features");

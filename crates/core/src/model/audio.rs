@@ -148,9 +148,7 @@ impl AudioEncoder {
         cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
         let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
         let vector = |name: &str, len: usize| expect_vector(src, name, len);
-        let linear = |prefix: &str, n: usize, k: usize| -> Result<Linear, LoadError> {
-            Ok(Linear { w: matrix(&format!("{prefix}.weight"), n, k)?, b: vector(&format!("{prefix}.bias"), n)? })
-        };
+        let linear = |prefix: &str, n: usize, k: usize| Linear::load(src, prefix, n, k);
         let norm = |prefix: &str| -> Result<(Vec<f32>, Vec<f32>), LoadError> {
             Ok((vector(&format!("{prefix}.weight"), cfg.d_model)?, vector(&format!("{prefix}.bias"), cfg.d_model)?))
         };

@@ -222,6 +222,13 @@ pub(super) struct Linear {
 }
 
 impl Linear {
+    /// `{prefix}.weight` `[n, k]`, unquantized, and `{prefix}.bias` `[n]`.
+    pub(super) fn load(src: &dyn WeightSource, prefix: &str, n: usize, k: usize) -> Result<Self, LoadError> {
+        let name = format!("{prefix}.weight");
+        let w = expect_shape(src, &name, src.matrix_unquantized(&name)?, n, k)?;
+        Ok(Linear { w, b: expect_vector(src, &format!("{prefix}.bias"), n)? })
+    }
+
     pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.w.n()];
         self.w.matmul(x, m, &mut y);
@@ -347,9 +354,7 @@ impl VisionModel {
         cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
         let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
         let vector = |name: &str, len: usize| expect_vector(src, name, len);
-        let linear = |prefix: &str, n: usize, k: usize| -> Result<Linear, LoadError> {
-            Ok(Linear { w: matrix(&format!("{prefix}.weight"), n, k)?, b: vector(&format!("{prefix}.bias"), n)? })
-        };
+        let linear = |prefix: &str, n: usize, k: usize| Linear::load(src, prefix, n, k);
         let rms = matches!(cfg.arch, VisionArch::Qwen25Vl { .. });
         let norm = |prefix: &str, len: usize| -> Result<Norm, LoadError> {
             let w = vector(&format!("{prefix}.weight"), len)?;

@@ -204,6 +204,23 @@ fn language_model_keys(map: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
+/// `dir/config.json`'s path and top-level object.
+fn read_config_map(dir: &Path) -> Result<(std::path::PathBuf, Map<String, Value>), LoadError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+    let map = serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    Ok((path, map))
+}
+
+/// The object under `name` (absent or `null`: empty, so every key takes its default).
+fn sub_config(map: &Map<String, Value>, name: &str, path: &Path) -> Result<Map<String, Value>, LoadError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(v)) => Ok(v.clone()),
+        Some(_) => Err(invalid(path, format!("key '{name}': expected an object"))),
+    }
+}
+
 /// Whether a config.json is a Qwen2-Audio checkpoint's (by `model_type` or, without it, the class).
 fn is_qwen2_audio(map: &Map<String, Value>) -> bool {
     match map.get("model_type").and_then(Value::as_str) {
@@ -217,19 +234,11 @@ fn is_qwen2_audio(map: &Map<String, Value>) -> bool {
 /// 151646); `None` for any other model. `hidden_size` is the language model's, the projector's
 /// output width.
 pub fn read_audio_config(dir: &Path, hidden_size: usize) -> Result<Option<(AudioConfig, u32)>, LoadError> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-    let map: Map<String, Value> =
-        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    let (path, map) = read_config_map(dir)?;
     if !is_qwen2_audio(&map) {
         return Ok(None);
     }
-    let empty = Map::new();
-    let audio = match map.get("audio_config") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(a)) => a,
-        Some(_) => return Err(invalid(&path, "key 'audio_config': expected an object".into())),
-    };
+    let audio = &sub_config(&map, "audio_config", &path)?;
     let usize_key = |name: &str, default: usize| key::<usize>(audio, name, &path).map(|v| v.unwrap_or(default));
     if let Some(act) = key::<String>(audio, "activation_function", &path)?.filter(|a| a != "gelu") {
         return Err(invalid(&path, format!("key 'audio_config.activation_function': '{act}' is not supported (gelu)")));
@@ -257,19 +266,11 @@ pub fn read_audio_config(dir: &Path, hidden_size: usize) -> Result<Option<(Audio
 /// an MLP of `embed_dim · mlp_ratio` and its merger gives `hidden_size`; Qwen2.5-VL's blocks are
 /// `hidden_size` wide with an MLP of `intermediate_size` and its merger gives `out_hidden_size`.
 pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, MultimodalTokens)>, LoadError> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-    let map: Map<String, Value> =
-        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    let (path, map) = read_config_map(dir)?;
     let Some(generation) = vl_generation(&map) else {
         return Ok(None);
     };
-    let empty = Map::new();
-    let vision = match map.get("vision_config") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(v)) => v,
-        Some(_) => return Err(invalid(&path, "key 'vision_config': expected an object".into())),
-    };
+    let vision = &sub_config(&map, "vision_config", &path)?;
     let usize_key = |name: &str, default: usize| -> Result<usize, LoadError> {
         key::<usize>(vision, name, &path).map(|v| v.unwrap_or(default))
     };
