@@ -71,6 +71,7 @@ fn prompt_ids_and_features_match_the_processor() {
     let (shape, want) = f32_tensor(&st, "input_features");
     assert_eq!(shape, [features.n_mels, features.frames]);
     let (d, at) = max_diff(&features.features, &want);
+    eprintln!("128-bin features: max abs diff {d}");
     assert!(d < FEATURE_TOLERANCE, "features: max abs diff {d} at {at}");
     let mask = i64_tensor(&st, "feature_attention_mask");
     assert_eq!(features.valid_frames as i64, mask.iter().sum::<i64>());
@@ -98,10 +99,12 @@ fn matches_transformers_logits_and_greedy_tokens() {
     let rows = audio.encoder.encode(&stored_features, 3000, valid).expect("encode");
     let (_, projected) = f32_tensor(&st, "audio_features_projected");
     let (d, at) = max_diff(&rows, &projected);
+    eprintln!("projected audio rows from the stored features: max abs diff {d}");
     assert!(d < LOGIT_TOLERANCE, "projected audio rows: max abs diff {d} at {at}");
     let ours = audio.feature_extractor.process(&Media::Audio(read_audio("tone_chirp_16k.wav"))).expect("features");
     let rows_ours = audio.encoder.encode(&ours.features, ours.frames, ours.valid_frames).expect("encode");
     let (d, _) = max_diff(&rows_ours, &projected);
+    eprintln!("projected audio rows from our features: max abs diff {d}");
     assert!(d < LOGIT_TOLERANCE, "projected rows from our features: max abs diff {d}");
 
     let start = ids.iter().position(|&id| id == audio.audio_token_id).expect("an audio token");
@@ -115,6 +118,7 @@ fn matches_transformers_logits_and_greedy_tokens() {
         .remove(0);
     let (_, want) = f32_tensor(&st, "logits");
     let (d, at) = max_diff(&logits, &want);
+    eprintln!("logits: max abs diff {d}");
     assert!(d < LOGIT_TOLERANCE, "logits: max abs diff {d} at position {}", at / m.model.config().vocab_size);
 
     let vocab = m.model.config().vocab_size;
@@ -153,10 +157,12 @@ fn resampled_stereo_clip_features() {
     eprintln!("44.1 kHz clip: features max abs diff {d} at (bin {}, frame {})", at / 3000, at % 3000);
     assert!(d < 1.5e-3, "features: max abs diff {d} at (bin {}, frame {})", at / 3000, at % 3000);
     let over = f.features.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() >= FEATURE_TOLERANCE).count();
+    eprintln!("{over} of {} features differ by 1e-4 or more", want.len());
     assert!(over <= 40, "{over} of {} features differ by 1e-4 or more", want.len());
     let (_, resampled) = f32_tensor(&st, "stereo44k.resampled_soxr_hq");
     let ours = ingot_core::media::resample::resample(read_audio("tone_chirp_44k_stereo.wav").samples(), 44_100, 16_000);
     let (d, _) = max_diff(&ours, &resampled);
+    eprintln!("waveform vs soxr HQ: max abs diff {d}");
     assert!(d < 5e-5, "waveform vs soxr HQ: max abs diff {d}");
 }
 
