@@ -191,3 +191,28 @@ fn bad_audio_is_an_error_naming_the_file() {
     assert!(err(audio.encoder.encode(&vec![0f32; n * 4000], 4000, 4000)), "over max_source_positions");
     assert_eq!(audio.encoder.encode(&zeros, 3000, 3).expect("one token").len(), m.model.config().hidden_size);
 }
+
+/// `audio_config`: transformers' defaults for missing keys; values the encoder cannot honour
+/// are errors naming the key.
+#[test]
+fn audio_config_defaults_and_errors() {
+    use ingot_core::weights::hf_config::read_audio_config;
+    let dir = ingot_core::testing::scratch_dir("qwen2-audio-config");
+    let read = |config: Value| {
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
+        read_audio_config(&dir, 64)
+    };
+    let (cfg, token) = read(serde_json::json!({"model_type": "qwen2_audio"})).expect("defaults").expect("audio");
+    assert_eq!((cfg.num_mel_bins, cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads, token), (128, 1280, 32, 20, 151_646));
+    let by_class = read(serde_json::json!({"architectures": ["Qwen2AudioForConditionalGeneration"]})).expect("class");
+    assert!(by_class.is_some());
+    assert!(read(serde_json::json!({"model_type": "qwen2"})).expect("text model").is_none());
+    for (bad, key) in [
+        (serde_json::json!({"activation_function": "relu"}), "activation_function"),
+        (serde_json::json!({"d_model": 30, "encoder_attention_heads": 4}), "d_model"),
+        (serde_json::json!(5), "audio_config"),
+    ] {
+        let e = read(serde_json::json!({"model_type": "qwen2_audio", "audio_config": bad})).expect_err("invalid");
+        assert!(e.to_string().contains(key) && e.to_string().contains("config.json"), "{e}");
+    }
+}
