@@ -274,10 +274,10 @@ fn load_audio(dir: &Path, weights: &SafetensorsDir, hidden_size: usize) -> Resul
         Some(fe) => fe,
         None => WhisperFeatureExtractor::new(cfg.num_mel_bins, 16_000, 160, 400, 30).map_err(invalid)?,
     };
-    if feature_extractor.feature_size != cfg.num_mel_bins {
+    if feature_extractor.feature_size() != cfg.num_mel_bins {
         return Err(invalid(format!(
             "preprocessor_config.json has feature_size {} but audio_config.num_mel_bins is {}",
-            feature_extractor.feature_size, cfg.num_mel_bins
+            feature_extractor.feature_size(), cfg.num_mel_bins
         )));
     }
     Ok(Some(AudioSupport { encoder: AudioEncoder::load(weights, cfg)?, audio_token_id, feature_extractor }))

@@ -53,7 +53,7 @@ fn loads_as_an_audio_language_model() {
     assert!(m.vision.is_none());
     assert_eq!(audio.audio_token_id, 2048);
     assert_eq!(m.tokenizer.token_to_id("<|AUDIO|>"), Some(2048));
-    assert_eq!((audio.feature_extractor.feature_size, audio.feature_extractor.sampling_rate), (128, 16_000));
+    assert_eq!((audio.feature_extractor.feature_size(), audio.feature_extractor.sampling_rate()), (128, 16_000));
     let cfg = audio.encoder.config();
     assert_eq!((cfg.num_mel_bins, cfg.d_model, cfg.encoder_layers, cfg.hidden_size), (128, 32, 2, 64));
     assert_eq!(m.model.config().mrope_section, None, "plain 1-D RoPE");

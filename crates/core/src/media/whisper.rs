@@ -41,14 +41,15 @@ pub struct AudioFeatures {
     pub valid_frames: usize,
 }
 
-/// `WhisperFeatureExtractor`'s settings (`preprocessor_config.json`).
+/// `WhisperFeatureExtractor`'s settings (`preprocessor_config.json`). Read-only once made: the
+/// mel filters depend on them ([`Self::with_sampling_rate`] makes another).
 #[derive(Clone)]
 pub struct WhisperFeatureExtractor {
-    pub feature_size: usize,
-    pub sampling_rate: u32,
-    pub hop_length: usize,
-    pub n_fft: usize,
-    pub chunk_length: usize,
+    feature_size: usize,
+    sampling_rate: u32,
+    hop_length: usize,
+    n_fft: usize,
+    chunk_length: usize,
     /// `[n_fft/2 + 1][feature_size]`, f32 values held as f64.
     mel_filters: Vec<f64>,
     fft: Arc<dyn RealToComplex<f64>>,
@@ -117,6 +118,22 @@ impl WhisperFeatureExtractor {
         Self::new(size("feature_size", 80)?, rate, size("hop_length", 160)?, size("n_fft", 400)?, size("chunk_length", 30)?)
             .map(Some)
             .map_err(config)
+    }
+
+    /// The same extractor at another sampling rate (LLaMA Factory's `audio_sampling_rate`): clips
+    /// are resampled to it, and the mel filters span 0 to rate/2.
+    pub fn with_sampling_rate(&self, rate: u32) -> Result<Self, String> {
+        Self::new(self.feature_size, rate, self.hop_length, self.n_fft, self.chunk_length)
+    }
+
+    /// Mel bins (`feature_size`).
+    pub fn feature_size(&self) -> usize {
+        self.feature_size
+    }
+
+    /// The rate clips are resampled to (`sampling_rate`).
+    pub fn sampling_rate(&self) -> u32 {
+        self.sampling_rate
     }
 
     /// Samples in one chunk (`n_samples`).
@@ -287,6 +304,9 @@ mod tests {
         let dir = crate::testing::fixtures_dir().join("tiny-qwen2-audio");
         let fe = WhisperFeatureExtractor::from_dir(&dir).expect("read").expect("present");
         assert_eq!((fe.feature_size, fe.sampling_rate, fe.hop_length, fe.n_fft, fe.chunk_length), (128, 16_000, 160, 400, 30));
+        let fe8 = fe.with_sampling_rate(8000).expect("8 kHz");
+        assert_eq!((fe8.sampling_rate(), fe8.feature_size(), fe8.n_samples()), (8000, 128, 240_000));
+        assert!(fe.with_sampling_rate(0).is_err());
         assert!(WhisperFeatureExtractor::from_dir(Path::new("/nonexistent")).expect("absent").is_none());
         assert!(WhisperFeatureExtractor::new(80, 16_000, 160, 401, 30).is_err());
         assert!(WhisperFeatureExtractor::new(80, 16_000, 0, 400, 30).is_err());
