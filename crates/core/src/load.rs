@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::vision::{MultimodalTokens, VisionArch};
-use crate::media::{MediaProcessor, Qwen2VlImageProcessor};
+use crate::media::{MediaProcessor, Qwen2VlImageProcessor, WhisperFeatureExtractor};
+use crate::model::audio::AudioEncoder;
 use crate::model::vision::VisionModel;
 use crate::model::Model;
 use crate::reward::ValueHead;
@@ -33,6 +34,21 @@ pub struct LoadedModel {
     /// Present for vision-language checkpoints (Qwen2-VL and Qwen2.5-VL directories); `None` for text models
     /// and GGUF files.
     pub vision: Option<Vision>,
+    /// Present for audio-language checkpoints (Qwen2-Audio directories).
+    pub audio: Option<AudioSupport>,
+}
+
+/// An audio-language model's audio side: the encoder whose rows replace the `<|AUDIO|>`
+/// tokens' embeddings, that token, and the feature extractor.
+#[derive(Debug)]
+pub struct AudioSupport {
+    pub encoder: AudioEncoder,
+    /// `audio_token_index`: `<|AUDIO|>`, repeated once per encoder row
+    /// ([`crate::model::audio::audio_tokens`]).
+    pub audio_token_id: u32,
+    /// The checkpoint's `preprocessor_config.json` (transformers' defaults with 128 mel bins,
+    /// Qwen2-Audio's, when absent).
+    pub feature_extractor: WhisperFeatureExtractor,
 }
 
 /// A vision-language model's image side: the encoder whose rows replace the image pad tokens'
@@ -69,7 +85,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
 /// (and the key or tensor) at fault.
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     if path.is_dir() {
-        let (model, vision) = load_checkpoint(path, opts)?;
+        let (model, vision, audio) = load_checkpoint(path, opts)?;
         let Prompting { tokenizer, chat_template } = dir_prompting(path)?;
         let value_head = ValueHead::load_from_dir(path, model.config().hidden_size)?;
         // The error names generation_config.json and the key at fault.
@@ -82,6 +98,7 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
             value_head,
             generation,
             vision,
+            audio,
         });
     }
     if !opts.adapters.is_empty() {
@@ -108,6 +125,7 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         value_head: None,
         generation: GenerationDefaults::default(),
         vision: None,
+        audio: None,
     })
 }
 
@@ -150,8 +168,9 @@ pub fn load_checkpoint_model(dir: &Path, opts: &LoadOptions) -> Result<Model, Lo
 }
 
 /// The model of a checkpoint directory and, for a vision-language checkpoint, its vision
-/// side (held unquantized whatever `opts.quantize` says; adapters apply to the language model).
-fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Vision>), LoadError> {
+/// side or audio side (held unquantized whatever `opts.quantize` says; adapters apply to the
+/// language model).
+fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Vision>, Option<AudioSupport>), LoadError> {
     let cfg = hf_config::read_config(dir)?;
     let weights = SafetensorsDir::open(dir, &cfg, opts.dtype, opts.quantize)?;
     let vision = match hf_config::read_vision_config(dir)? {
@@ -177,7 +196,26 @@ fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Visi
             Some(Vision { encoder: VisionModel::load(&weights, vcfg)?, tokens, image_processor: Box::new(processor) })
         }
     };
-    Ok((language_model(weights, cfg, opts)?, vision))
+    let audio = load_audio(dir, &weights, cfg.hidden_size)?;
+    Ok((language_model(weights, cfg, opts)?, vision, audio))
+}
+
+fn load_audio(dir: &Path, weights: &SafetensorsDir, hidden_size: usize) -> Result<Option<AudioSupport>, LoadError> {
+    let Some((cfg, audio_token_id)) = hf_config::read_audio_config(dir, hidden_size)? else {
+        return Ok(None);
+    };
+    let invalid = |problem: String| LoadError::Invalid { path: dir.display().to_string(), problem };
+    let feature_extractor = match WhisperFeatureExtractor::from_dir(dir).map_err(|e| invalid(e.to_string()))? {
+        Some(fe) => fe,
+        None => WhisperFeatureExtractor::new(cfg.num_mel_bins, 16_000, 160, 400, 30).map_err(invalid)?,
+    };
+    if feature_extractor.feature_size() != cfg.num_mel_bins {
+        return Err(invalid(format!(
+            "preprocessor_config.json has feature_size {} but audio_config.num_mel_bins is {}",
+            feature_extractor.feature_size(), cfg.num_mel_bins
+        )));
+    }
+    Ok(Some(AudioSupport { encoder: AudioEncoder::load(weights, cfg)?, audio_token_id, feature_extractor }))
 }
 
 fn language_model(weights: SafetensorsDir, cfg: crate::config::ModelConfig, opts: &LoadOptions) -> Result<Model, LoadError> {

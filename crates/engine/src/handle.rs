@@ -46,7 +46,8 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision } = loaded;
+    // Audio checkpoints are not wired to requests yet: they serve as text models.
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision, audio: _ } = loaded;
     let (vision, media) = match vision {
         Some(v) => {
             let mut image = v.image_processor;

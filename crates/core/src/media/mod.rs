@@ -1,4 +1,4 @@
-//! Media inputs (images and video; audio later) and the preprocessors that turn them into
+//! Media inputs (images, video and audio) and the preprocessors that turn them into
 //! the tensors a multimodal model's encoder takes.
 //!
 //! Shape of the module, so that new modalities and model families slot in beside the existing
@@ -17,23 +17,33 @@
 //! * A [`Video`] is frames of one size (a frame list, or a file decoded with the frames picked
 //!   by [`FrameSampling`], LLaMA Factory's rule); [`Qwen2VlVideoProcessor`] is LLaMA Factory's
 //!   frame regularisation plus transformers' `Qwen2VLVideoProcessor`.
+//! * Audio: [`Audio::decode`] gives mono samples at the file's rate; [`WhisperFeatureExtractor`]
+//!   resamples them ([`resample`]) and computes transformers' Whisper log-mel features, which
+//!   Qwen2-Audio's encoder takes ([`crate::model::audio`]). Audio does not go through
+//!   [`MediaProcessor`], whose [`Processed`] is a patch grid.
 
+mod audio;
 pub mod frames;
 mod image;
 pub mod qwen2_vl;
 pub mod qwen2_vl_video;
+pub mod resample;
 pub mod resize;
 mod video;
 #[cfg(feature = "video-files")]
 mod video_file;
+pub mod whisper;
+
 
 use std::path::PathBuf;
 
+pub use self::audio::{Audio, SUPPORTED_AUDIO_FORMATS};
 pub use self::image::Image;
 pub use self::frames::FrameSampling;
 pub use self::qwen2_vl::{smart_resize, Qwen2VlImageProcessor, SmartResizeError};
 pub use self::qwen2_vl_video::Qwen2VlVideoProcessor;
 pub use self::video::Video;
+pub use self::whisper::{AudioFeatures, WhisperFeatureExtractor};
 
 /// One media item of a request.
 #[derive(Debug, Clone)]
@@ -42,6 +52,8 @@ pub enum Media {
     Image(Image),
     /// A video: its frames (see [`Video`]).
     Video(Video),
+    /// An audio clip, mono, at its file's sample rate.
+    Audio(Audio),
 }
 
 impl Media {
@@ -50,14 +62,16 @@ impl Media {
         match self {
             Media::Image(image) => image.digest(),
             Media::Video(video) => video.digest(),
+            Media::Audio(audio) => audio.digest(),
         }
     }
 
-    /// The modality's name as it appears in messages and errors: `"image"`, `"video"`.
+    /// The modality's name as it appears in messages and errors: `"image"`, `"video"`, `"audio"`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Media::Image(_) => "image",
             Media::Video(_) => "video",
+            Media::Audio(_) => "audio",
         }
     }
 
@@ -66,25 +80,29 @@ impl Media {
         match self {
             Media::Image(image) => image.source(),
             Media::Video(video) => video.source(),
+            Media::Audio(audio) => audio.source(),
         }
     }
 }
 
 /// Bounds on one media item, checked before the expensive work (the byte size before decoding,
 /// the decoded dimensions before the pixel buffer is allocated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MediaLimits {
     /// Largest accepted encoded size, in bytes.
     pub max_bytes: usize,
     /// Largest accepted decoded size, width * height.
     pub max_pixels: u64,
+    /// Longest accepted audio clip, in seconds.
+    pub max_audio_seconds: f64,
 }
 
 impl Default for MediaLimits {
     /// 20 MiB encoded, 40 megapixels decoded: above any photo a client sends on purpose, small
-    /// enough that one request cannot make the server allocate gigabytes.
+    /// enough that one request cannot make the server allocate gigabytes. 30 s of audio: the
+    /// window of Whisper-style encoders (Qwen2-Audio), which see no more of a clip.
     fn default() -> Self {
-        MediaLimits { max_bytes: 20 << 20, max_pixels: 40_000_000 }
+        MediaLimits { max_bytes: 20 << 20, max_pixels: 40_000_000, max_audio_seconds: 30.0 }
     }
 }
 
@@ -126,6 +144,10 @@ pub enum MediaError {
     UnsupportedFormat { origin: String, detected: String },
     #[error("{origin}: unsupported video ({detected}); supported: {SUPPORTED_VIDEO}")]
     UnsupportedVideo { origin: String, detected: String },
+    #[error("{origin}: unsupported audio ({detected}); supported formats: {}", SUPPORTED_AUDIO_FORMATS.join(", "))]
+    UnsupportedAudio { origin: String, detected: String },
+    #[error("{origin}: the audio is {seconds:.2} s long, over the limit of {limit} s")]
+    TooLong { origin: String, seconds: f64, limit: f64 },
     #[error("{origin}: corrupt or truncated {format} data: {detail}")]
     Corrupt { origin: String, format: String, detail: String },
     #[error("{origin}: cannot be preprocessed: {detail}")]
@@ -224,5 +246,6 @@ mod tests {
         let l = MediaLimits::default();
         assert_eq!(l.max_bytes, 20 * 1024 * 1024);
         assert_eq!(l.max_pixels, 40_000_000);
+        assert_eq!(l.max_audio_seconds, 30.0);
     }
 }

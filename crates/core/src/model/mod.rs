@@ -26,6 +26,7 @@ use crate::kernels::QMatrix;
 use crate::kv_cache::SeqCache;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
+pub mod audio;
 pub mod mrope;
 pub mod vision;
 
@@ -85,6 +86,9 @@ pub enum ForwardError {
     BadGrid { grid: [usize; 3], problem: String },
     #[error("pixel values have {got} values, expected {expected} for the grid")]
     PixelValuesLength { got: usize, expected: usize },
+    /// Audio features the audio encoder cannot take.
+    #[error("audio features: {problem}")]
+    AudioFeatures { problem: String },
     /// The image tokens of a prompt do not match the images given with it.
     #[error("image tokens do not match the images: {problem}")]
     ImageTokens { problem: String },

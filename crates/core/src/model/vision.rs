@@ -74,14 +74,21 @@ impl VisionActivation {
     }
 }
 
-/// A linear layer with bias.
-struct Linear {
-    w: QMatrix,
-    b: Vec<f32>,
+/// A linear layer with bias (shared with the audio encoder).
+pub(super) struct Linear {
+    pub(super) w: QMatrix,
+    pub(super) b: Vec<f32>,
 }
 
 impl Linear {
-    fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+    /// `{prefix}.weight` `[n, k]`, unquantized, and `{prefix}.bias` `[n]`.
+    pub(super) fn load(src: &dyn WeightSource, prefix: &str, n: usize, k: usize) -> Result<Self, LoadError> {
+        let name = format!("{prefix}.weight");
+        let w = expect_shape(src, &name, src.matrix_unquantized(&name)?, n, k)?;
+        Ok(Linear { w, b: expect_vector(src, &format!("{prefix}.bias"), n)? })
+    }
+
+    pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.w.n()];
         self.w.matmul(x, m, &mut y);
         ops::add_bias(&mut y, &self.b);
@@ -206,9 +213,7 @@ impl VisionModel {
         cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
         let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
         let vector = |name: &str, len: usize| expect_vector(src, name, len);
-        let linear = |prefix: &str, n: usize, k: usize| -> Result<Linear, LoadError> {
-            Ok(Linear { w: matrix(&format!("{prefix}.weight"), n, k)?, b: vector(&format!("{prefix}.bias"), n)? })
-        };
+        let linear = |prefix: &str, n: usize, k: usize| Linear::load(src, prefix, n, k);
         let rms = matches!(cfg.arch, VisionArch::Qwen25Vl { .. });
         let norm = |prefix: &str, len: usize| -> Result<Norm, LoadError> {
             let w = vector(&format!("{prefix}.weight"), len)?;
@@ -312,7 +317,7 @@ impl VisionModel {
             rotate_halves(&mut q, hd, e, &table_rows, &cos, &sin);
             rotate_halves(&mut k, hd, e, &table_rows, &cos, &sin);
             let spans = if cfg.full_attention(i) { &layout.frames } else { &layout.windows };
-            let attn = self.attention(&q, &k, &v, n, spans);
+            let attn = span_attention(&q, &k, &v, [e, cfg.num_heads], spans);
             let out = block.proj.forward(&attn, n);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
 
@@ -376,48 +381,49 @@ impl VisionModel {
         }
         (cos, sin)
     }
+}
 
-    /// Bidirectional attention of every row against the rows of its span (a frame or a
-    /// window; the spans tile `0..n`), all heads. Tasks are (span, head, chunk of query
-    /// rows), in parallel on the current pool.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize, spans: &[Range<usize>]) -> Vec<f32> {
-        const ROWS: usize = 32;
-        let (e, nh, hd) = (self.cfg.embed_dim, self.cfg.num_heads, self.cfg.head_dim());
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut tasks = Vec::new();
-        for span in spans {
-            for head in 0..nh {
-                tasks.extend(span.clone().step_by(ROWS).map(|r| (span.clone(), head, r..(r + ROWS).min(span.end))));
-            }
+/// Bidirectional attention of every row against the rows of its span (a frame or a window;
+/// the spans tile the rows), all heads; rows of q, k and v are `e = heads · head_dim` wide,
+/// `[heads][head_dim]`. Tasks are (span, head, chunk of query rows), in parallel on the current
+/// pool. Shared with the audio encoder (one span).
+pub(super) fn span_attention(q: &[f32], k: &[f32], v: &[f32], [e, nh]: [usize; 2], spans: &[Range<usize>]) -> Vec<f32> {
+    const ROWS: usize = 32;
+    let (n, hd) = (q.len() / e, e / nh);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut tasks = Vec::new();
+    for span in spans {
+        for head in 0..nh {
+            tasks.extend(span.clone().step_by(ROWS).map(|r| (span.clone(), head, r..(r + ROWS).min(span.end))));
         }
-        let results: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|(span, head, rows)| {
-                let off = head * hd;
-                let mut res = vec![0f32; rows.len() * hd];
-                let mut scores = vec![0f32; span.len()];
-                for (ri, i) in rows.clone().enumerate() {
-                    let qrow = &q[i * e + off..][..hd];
-                    for (s, j) in scores.iter_mut().zip(span.clone()) {
-                        *s = ops::dot(qrow, &k[j * e + off..][..hd]) * scale;
-                    }
-                    ops::softmax(&mut scores);
-                    let o = &mut res[ri * hd..(ri + 1) * hd];
-                    for (&s, j) in scores.iter().zip(span.clone()) {
-                        ops::axpy(o, s, &v[j * e + off..][..hd]);
-                    }
-                }
-                res
-            })
-            .collect();
-        let mut out = vec![0f32; n * e];
-        for ((_, head, rows), res) in tasks.iter().zip(results) {
-            for (ri, i) in rows.clone().enumerate() {
-                out[i * e + head * hd..][..hd].copy_from_slice(&res[ri * hd..(ri + 1) * hd]);
-            }
-        }
-        out
     }
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|(span, head, rows)| {
+            let off = head * hd;
+            let mut res = vec![0f32; rows.len() * hd];
+            let mut scores = vec![0f32; span.len()];
+            for (ri, i) in rows.clone().enumerate() {
+                let qrow = &q[i * e + off..][..hd];
+                for (s, j) in scores.iter_mut().zip(span.clone()) {
+                    *s = ops::dot(qrow, &k[j * e + off..][..hd]) * scale;
+                }
+                ops::softmax(&mut scores);
+                let o = &mut res[ri * hd..(ri + 1) * hd];
+                for (&s, j) in scores.iter().zip(span.clone()) {
+                    ops::axpy(o, s, &v[j * e + off..][..hd]);
+                }
+            }
+            res
+        })
+        .collect();
+    let mut out = vec![0f32; n * e];
+    for ((_, head, rows), res) in tasks.iter().zip(results) {
+        for (ri, i) in rows.clone().enumerate() {
+            out[i * e + head * hd..][..hd].copy_from_slice(&res[ri * hd..(ri + 1) * hd]);
+        }
+    }
+    out
 }
 
 /// Halves-style rotation of every head of every row of `x` (`[rows][heads][head_dim]`); row

@@ -12,6 +12,9 @@
 //! sections from `rope_scaling` or `rope_parameters`; [`read_vision_config`] reads their vision
 //! encoder's keys.
 //!
+//! Qwen2-Audio checkpoints (`qwen2_audio`) nest their Qwen2 language model under `text_config`;
+//! [`read_audio_config`] reads their `audio_config`.
+//!
 //! Anything the model cannot honour (an unknown RoPE type, MLP biases, attention soft-capping)
 //! is an error rather than silently different numbers.
 
@@ -24,6 +27,7 @@ use serde_json::{Map, Value};
 use super::LoadError;
 use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
 use crate::config::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
+use crate::model::audio::AudioConfig;
 
 /// The config.json file name inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -41,6 +45,8 @@ const MODEL_TYPES: &[(&str, Arch)] = &[
     // So is Qwen2.5-VL's; only the vision encoders differ.
     ("qwen2_5_vl", Arch::Qwen2),
     ("qwen2_5_vl_text", Arch::Qwen2),
+    // Qwen2-Audio's language model is plain Qwen2.
+    ("qwen2_audio", Arch::Qwen2),
 ];
 
 /// `architectures[0]` values, for configs without `model_type`.
@@ -52,6 +58,7 @@ const CLASSES: &[(&str, Arch)] = &[
     ("Gemma3ForCausalLM", Arch::Gemma3),
     ("Qwen2VLForConditionalGeneration", Arch::Qwen2),
     ("Qwen2_5_VLForConditionalGeneration", Arch::Qwen2),
+    ("Qwen2AudioForConditionalGeneration", Arch::Qwen2),
 ];
 
 /// Which vision-language generation a config.json is, if any.
@@ -163,7 +170,7 @@ fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, LoadError> {
     let map: Map<String, Value> =
         serde_json::from_str(text).map_err(|e| invalid(path, format!("not a JSON object: {e}")))?;
     let vl = vl_generation(&map).is_some();
-    let map = if vl { language_model_keys(&map) } else { map };
+    let map = if vl || is_qwen2_audio(&map) { language_model_keys(&map) } else { map };
     let cfg = HfConfig::from_json(&map, path)?.to_model_config(path)?;
     if vl && cfg.mrope_section.is_none() {
         return Err(invalid(path, "Qwen2-VL and Qwen2.5-VL need 'mrope_section' in their RoPE parameters".into()));
@@ -197,6 +204,59 @@ fn language_model_keys(map: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
+/// `dir/config.json`'s path and top-level object.
+fn read_config_map(dir: &Path) -> Result<(std::path::PathBuf, Map<String, Value>), LoadError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+    let map = serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    Ok((path, map))
+}
+
+/// The object under `name` (absent or `null`: empty, so every key takes its default).
+fn sub_config(map: &Map<String, Value>, name: &str, path: &Path) -> Result<Map<String, Value>, LoadError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(v)) => Ok(v.clone()),
+        Some(_) => Err(invalid(path, format!("key '{name}': expected an object"))),
+    }
+}
+
+/// Whether a config.json is a Qwen2-Audio checkpoint's (by `model_type` or, without it, the class).
+fn is_qwen2_audio(map: &Map<String, Value>) -> bool {
+    match map.get("model_type").and_then(Value::as_str) {
+        Some(t) => t == "qwen2_audio",
+        None => map.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str) == Some("Qwen2AudioForConditionalGeneration"),
+    }
+}
+
+/// The audio side of a Qwen2-Audio checkpoint directory: `audio_config` (missing keys take the
+/// defaults of transformers' `Qwen2AudioEncoderConfig`) and `audio_token_index` (default
+/// 151646); `None` for any other model. `hidden_size` is the language model's, the projector's
+/// output width.
+pub fn read_audio_config(dir: &Path, hidden_size: usize) -> Result<Option<(AudioConfig, u32)>, LoadError> {
+    let (path, map) = read_config_map(dir)?;
+    if !is_qwen2_audio(&map) {
+        return Ok(None);
+    }
+    let audio = &sub_config(&map, "audio_config", &path)?;
+    let usize_key = |name: &str, default: usize| key::<usize>(audio, name, &path).map(|v| v.unwrap_or(default));
+    if let Some(act) = key::<String>(audio, "activation_function", &path)?.filter(|a| a != "gelu") {
+        return Err(invalid(&path, format!("key 'audio_config.activation_function': '{act}' is not supported (gelu)")));
+    }
+    let cfg = AudioConfig {
+        num_mel_bins: usize_key("num_mel_bins", 128)?,
+        d_model: usize_key("d_model", 1280)?,
+        encoder_layers: usize_key("encoder_layers", 32)?,
+        encoder_attention_heads: usize_key("encoder_attention_heads", 20)?,
+        encoder_ffn_dim: usize_key("encoder_ffn_dim", 5120)?,
+        max_source_positions: usize_key("max_source_positions", 1500)?,
+        hidden_size,
+    };
+    cfg.validate().map_err(|problem| invalid(&path, format!("key 'audio_config': {problem}")))?;
+    let token = key::<u32>(&map, "audio_token_index", &path)?.unwrap_or(151_646);
+    Ok(Some((cfg, token)))
+}
+
 /// The vision side of a Qwen2-VL or Qwen2.5-VL checkpoint directory (`vision_config` and the
 /// special token ids of `config.json`); `None` for any other model. Missing keys take the
 /// defaults of transformers' `Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig`; the classic
@@ -206,19 +266,11 @@ fn language_model_keys(map: &Map<String, Value>) -> Map<String, Value> {
 /// an MLP of `embed_dim · mlp_ratio` and its merger gives `hidden_size`; Qwen2.5-VL's blocks are
 /// `hidden_size` wide with an MLP of `intermediate_size` and its merger gives `out_hidden_size`.
 pub fn read_vision_config(dir: &Path) -> Result<Option<(VisionConfig, MultimodalTokens)>, LoadError> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-    let map: Map<String, Value> =
-        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a JSON object: {e}")))?;
+    let (path, map) = read_config_map(dir)?;
     let Some(generation) = vl_generation(&map) else {
         return Ok(None);
     };
-    let empty = Map::new();
-    let vision = match map.get("vision_config") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(v)) => v,
-        Some(_) => return Err(invalid(&path, "key 'vision_config': expected an object".into())),
-    };
+    let vision = &sub_config(&map, "vision_config", &path)?;
     let usize_key = |name: &str, default: usize| -> Result<usize, LoadError> {
         key::<usize>(vision, name, &path).map(|v| v.unwrap_or(default))
     };

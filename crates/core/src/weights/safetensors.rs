@@ -62,7 +62,7 @@ pub struct SafetensorsDir {
     names: HashMap<String, usize>,
     /// Name asked for → name stored, for checkpoints that nest the usual names under another
     /// prefix (newer Qwen2-VL / Qwen2.5-VL files: `model.language_model.*` for `model.*`, `model.visual.*`
-    /// for `visual.*`).
+    /// for `visual.*`; Qwen2-Audio: `language_model.*` for `model.*` and `lm_head.weight`).
     aliases: HashMap<String, String>,
     /// Gemma 3: norm weights are `w` in `x · (1 + w)`.
     norm_plus_one: bool,
@@ -96,6 +96,9 @@ impl SafetensorsDir {
                 format!("model.{rest}")
             } else if let Some(rest) = name.strip_prefix("model.visual.") {
                 format!("visual.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.") {
+                // Qwen2-Audio: `language_model.model.*` and `language_model.lm_head.weight`.
+                rest.to_string()
             } else {
                 continue;
             };
