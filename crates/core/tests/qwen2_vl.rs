@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
-use ingot_core::model::vision::rope_index;
+use ingot_core::model::mrope::rope_index;
 use ingot_core::model::{Embeds, ForwardError, Logits, SeqInput};
 use ingot_testkit::{fixtures_dir, json_ids};
 use safetensors::SafeTensors;

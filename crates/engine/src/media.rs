@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use ingot_core::config::vision::MultimodalTokens;
 use ingot_core::media::{Media, MediaProcessor, Processed};
-use ingot_core::model::vision::rope_index;
+use ingot_core::model::mrope::rope_index;
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::Value;
 

@@ -133,6 +133,21 @@ fn position(p: u64) -> Result<u32, ForwardError> {
     u32::try_from(p).map_err(|_| ForwardError::ImageTokens { problem: format!("position {p} does not fit in u32") })
 }
 
+/// M-RoPE position ids (t, h, w) of a prompt with images only, and its rope delta:
+/// [`mrope_index`] without videos (for images both position rules agree).
+///
+/// Each maximal run of `image_token_id` holds the images of `image_grids`, in order, each
+/// `t·h·w / merge²` tokens; text tokens take `p` on every axis, where `p` is one past the
+/// largest position so far; an image starting at `p` gives its token (t, row, col) of the
+/// merged grid the positions `(p + t, p + row, p + col)`. The delta is `max position + 1 -
+/// ids.len()`: a token appended at cache position `i` takes `i + delta` on every axis.
+///
+/// Errors (never panics) when the image tokens and the grids do not match, a grid is not whole
+/// merge groups, or the prompt has video tokens.
+pub fn rope_index(ids: &[u32], image_grids: &[[usize; 3]], mm: &MultimodalTokens) -> Result<(Vec<[u32; 3]>, i64), ForwardError> {
+    mrope_index(ids, image_grids, &[], mm, RopeRule::Legacy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@
 //! order is the identity and there are no windows.
 //!
 //! Those rows replace the image pad tokens' embeddings in the language model
-//! ([`super::Embeds`]), whose M-RoPE positions [`rope_index`] computes (the same for both
+//! ([`super::Embeds`]), whose M-RoPE positions [`super::mrope::rope_index`] computes (the same for both
 //! generations' images): text tokens advance all three axes together; an image's tokens take
 //! (t, row, column) over its merged grid, offset by the position it starts at; text after it
 //! resumes at the largest position so far plus one. Decoding continues at
@@ -51,7 +51,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{ops, ForwardError};
-use crate::config::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
+use crate::config::vision::{VisionActivation, VisionArch, VisionConfig};
 use crate::kernels::QMatrix;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
@@ -460,24 +460,11 @@ pub(super) fn check_grid(grid: [usize; 3], merge: usize) -> Result<(), ForwardEr
     Ok(())
 }
 
-/// M-RoPE position ids (t, h, w) of a prompt with images only, and its rope delta:
-/// [`super::mrope::mrope_index`] without videos (for images both position rules agree).
-///
-/// Each maximal run of `image_token_id` holds the images of `image_grids`, in order, each
-/// `t·h·w / merge²` tokens; text tokens take `p` on every axis, where `p` is one past the
-/// largest position so far; an image starting at `p` gives its token (t, row, col) of the
-/// merged grid the positions `(p + t, p + row, p + col)`. The delta is `max position + 1 -
-/// ids.len()`: a token appended at cache position `i` takes `i + delta` on every axis.
-///
-/// Errors (never panics) when the image tokens and the grids do not match, a grid is not whole
-/// merge groups, or the prompt has video tokens.
-pub fn rope_index(ids: &[u32], image_grids: &[[usize; 3]], mm: &MultimodalTokens) -> Result<(Vec<[u32; 3]>, i64), ForwardError> {
-    super::mrope::mrope_index(ids, image_grids, &[], mm, super::mrope::RopeRule::Legacy)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::vision::MultimodalTokens;
+    use crate::model::mrope::rope_index;
 
     const MM: MultimodalTokens =
         MultimodalTokens { image_token_id: 9, video_token_id: Some(8), vision_start_token_id: 6, vision_end_token_id: 7, spatial_merge_size: 2, tokens_per_second: None };

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_with, LoadOptions, LoadedModel};
-use ingot_core::model::vision::rope_index;
+use ingot_core::model::mrope::rope_index;
 use ingot_core::model::{Embeds, Logits, SeqInput};
 use ingot_core::sampling::argmax;
 use ingot_testkit::json_ids;
