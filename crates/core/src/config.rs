@@ -176,7 +176,7 @@ impl ModelConfig {
 
 /// Names the first of the named `values` that is zero: the first check of every configuration
 /// here, since sizes of zero make empty matrices and divisions by zero downstream.
-fn require_positive(values: &[(&str, usize)]) -> Result<(), String> {
+pub(crate) fn require_positive(values: &[(&str, usize)]) -> Result<(), String> {
     match values.iter().find(|(_, v)| *v == 0) {
         Some((name, _)) => Err(format!("{name} must be positive")),
         None => Ok(()),

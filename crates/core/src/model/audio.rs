@@ -49,18 +49,14 @@ pub struct AudioConfig {
 impl AudioConfig {
     /// Checks what the encoder relies on; the message names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+        crate::config::require_positive(&[
             ("num_mel_bins", self.num_mel_bins),
             ("d_model", self.d_model),
             ("encoder_layers", self.encoder_layers),
             ("encoder_attention_heads", self.encoder_attention_heads),
             ("encoder_ffn_dim", self.encoder_ffn_dim),
             ("max_source_positions", self.max_source_positions),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-        }
+        ])?;
         if !self.d_model.is_multiple_of(self.encoder_attention_heads) {
             return Err(format!(
                 "d_model ({}) must be a multiple of encoder_attention_heads ({})",
