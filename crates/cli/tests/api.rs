@@ -389,3 +389,42 @@ fn web_page_streams_a_reply_in_chromium() {
     // Kept for people to look at: the test's scratch directory is not removed.
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn tokenize_routes_round_trip_and_token_prompts_match_text_prompts() {
+    let server = Server::start(&[], &[]);
+    let a = agent();
+    let text = std::fs::read_to_string(fixtures_dir().join("real/qwen2.5-coder-0.5b-tokenize.json")).expect("tokenize fixture");
+    let fixture: Value = serde_json::from_str(&text).expect("json");
+    for item in fixture["items"].as_array().expect("items") {
+        let (status, v) = post(&a, &server.url("/tokenize"), None, &json!({"content": item["text"]}).to_string());
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["tokens"], item["llama_cpp_ids"], "{}", item["text"]);
+        let (status, v) = post(&a, &server.url("/detokenize"), None, &json!({"tokens": item["llama_cpp_ids"]}).to_string());
+        assert_eq!(status, 200, "{v}");
+        // Special tokens are kept (as llama.cpp's server does), so the text comes back byte for byte.
+        assert_eq!(v["content"], item["text"], "{}", item["text"]);
+    }
+
+    // A prompt given as ids answers exactly as the same prompt given as text.
+    let prompt = "def fibonacci(n):";
+    let (_, ids) = post(&a, &server.url("/tokenize"), None, &json!({"content": prompt}).to_string());
+    let complete = |p: Value| {
+        let body = json!({"prompt": p, "max_tokens": 12, "temperature": 0});
+        let (status, v) = post(&a, &server.url("/v1/completions"), None, &body.to_string());
+        assert_eq!(status, 200, "{v}");
+        v["choices"][0]["text"].clone()
+    };
+    let by_text = complete(json!(prompt));
+    assert!(by_text.as_str().is_some_and(|t| !t.is_empty()), "{by_text}");
+    assert_eq!(complete(ids["tokens"].clone()), by_text);
+
+    // The routes without `/v1` are the same routes.
+    let (messages, expected) = capital();
+    let body = json!({"messages": messages, "temperature": 0, "max_tokens": 16}).to_string();
+    for path in ["/v1/chat/completions", "/chat/completions"] {
+        let (status, v) = post(&a, &server.url(path), None, &body);
+        assert_eq!(status, 200, "{path}: {v}");
+        assert_eq!(v["choices"][0]["message"]["content"], expected.as_str(), "{path}");
+    }
+}

@@ -31,6 +31,14 @@ pub trait Backend: Send + Sync + 'static {
     fn submit_scores(&self, texts: &[String], max_length: Option<usize>, done: ScoresDone) -> Result<(), EngineError>;
     /// Requests waiting for a place in the batch.
     fn queue_depth(&self) -> usize;
+    /// Text tokenized as a prompt is (special-token text becomes its id), BOS first when
+    /// `add_special` and the model wants one.
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError>;
+    /// Ids back to text, special tokens kept; an id outside the vocabulary is
+    /// [`EngineError::Invalid`] naming `tokens[i]`.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError>;
+    /// The bytes token `id` prints (its vocabulary text for control tokens).
+    fn piece(&self, id: u32) -> Vec<u8>;
     /// Whether the model takes images.
     fn takes_images(&self) -> bool;
     /// The model's context length, in tokens.
@@ -66,6 +74,23 @@ impl Backend for EngineHandle {
 
     fn queue_depth(&self) -> usize {
         EngineHandle::queue_depth(self)
+    }
+
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
+        Ok(self.tokenizer().encode(text, add_special)?)
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let vocab = self.model_config().vocab_size;
+        if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
+            return Err(EngineError::invalid(format!("tokens[{i}]"), format!("token id {} is outside the vocabulary (size {vocab})", ids[i])));
+        }
+        Ok(self.tokenizer().decode(ids, false)?)
+    }
+
+    fn piece(&self, id: u32) -> Vec<u8> {
+        let t = self.tokenizer();
+        t.text_bytes(id).or_else(|| t.id_to_token(id).map(|s| s.as_bytes().to_vec())).unwrap_or_default()
     }
 
     fn takes_images(&self) -> bool {

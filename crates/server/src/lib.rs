@@ -13,6 +13,7 @@
 //!
 //! Routes: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
 //! `POST /v1/completions` (each also without the `/v1` prefix, as local servers accept),
+//! `POST /tokenize` and `POST /detokenize` (llama.cpp's and vLLM's shapes, also under `/v1`),
 //! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
 //! prompt a chat request renders to, and its ids), `GET /health`,
 //! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, the API
@@ -31,6 +32,7 @@ mod metrics;
 pub mod openai;
 mod reply;
 pub mod sink;
+mod tokenize;
 mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +60,7 @@ use workers::Workers;
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 12] = [
+const ROUTES: [&str; 16] = [
     "/v1/models",
     "/v1/models/{id}",
     "/v1/chat/completions",
@@ -66,6 +68,10 @@ const ROUTES: [&str; 12] = [
     "/models",
     "/chat/completions",
     "/completions",
+    "/tokenize",
+    "/detokenize",
+    "/v1/tokenize",
+    "/v1/detokenize",
     "/v1/score/evaluation",
     "/apply-template",
     "/health",
@@ -140,6 +146,10 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .route("/models", get(models))
         .route("/chat/completions", post(completions::chat))
         .route("/completions", post(completions::completions))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/tokenize", post(tokenize::tokenize))
+        .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));

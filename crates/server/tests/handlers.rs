@@ -93,6 +93,22 @@ impl Backend for Stub {
         0
     }
 
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
+        // One id per byte, 1000 for BOS.
+        Ok(add_special.then_some(1000).into_iter().chain(text.bytes().map(u32::from)).collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        match ids.iter().position(|&id| id > 255) {
+            Some(i) => Err(EngineError::invalid(format!("tokens[{i}]"), "outside the vocabulary")),
+            None => Ok(ids.iter().map(|&b| char::from(b as u8)).collect()),
+        }
+    }
+
+    fn piece(&self, id: u32) -> Vec<u8> {
+        if id > 255 { b"<s>".to_vec() } else { vec![id as u8] }
+    }
+
     fn takes_images(&self) -> bool {
         false
     }
@@ -286,4 +302,31 @@ async fn any_model_name_gets_the_served_model_unless_strict() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, v) = get(strict, "/v1/models/m").await;
     assert_eq!((status, v["id"].clone()), (StatusCode::OK, json!("m")));
+}
+
+#[tokio::test]
+async fn tokenize_and_detokenize_speak_llama_cpp_and_vllm() {
+    let (router, _) = server(Behaviour::Reply);
+    let (status, text) = post(router.clone(), "/tokenize", &json!({"content": "hi"}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["tokens"].clone(), v["count"].clone(), v["max_model_len"].clone()), (json!([104, 105]), json!(2), json!(4096)));
+    // vLLM's defaults add special tokens.
+    let (_, text) = post(router.clone(), "/tokenize", &json!({"prompt": "hi", "return_token_strs": true}).to_string()).await;
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["tokens"].clone(), v["token_strs"].clone()), (json!([1000, 104, 105]), json!(["<s>", "h", "i"])));
+    let (_, text) = post(router.clone(), "/v1/tokenize", &json!({"content": "\u{e9}", "with_pieces": true}).to_string()).await;
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["tokens"], json!([{"id": 195, "piece": [195]}, {"id": 169, "piece": [169]}]), "partial UTF-8 as bytes");
+    let (_, text) = post(router.clone(), "/tokenize", &json!({"messages": [{"role": "user", "content": "x"}]}).to_string()).await;
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["tokens"], json!([1, 2, 3]), "through the template");
+    let (status, text) = post(router.clone(), "/tokenize", &json!({"content": "a", "prompt": "b"}).to_string()).await;
+    assert_eq!((status, error(&text)["param"].clone()), (StatusCode::BAD_REQUEST, json!("content")));
+
+    let (status, text) = post(router.clone(), "/detokenize", &json!({"tokens": [104, 105]}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["content"].clone(), v["prompt"].clone()), (json!("hi"), json!("hi")));
+    let (status, text) = post(router, "/detokenize", &json!({"tokens": [1, 99999]}).to_string()).await;
+    assert_eq!((status, error(&text)["param"].clone()), (StatusCode::BAD_REQUEST, json!("tokens[1]")), "{text}");
 }
