@@ -30,6 +30,10 @@ pub struct ModelArgs {
     /// A Jinja chat template file overriding the model's own (a named `--template` still wins).
     #[arg(long, value_name = "FILE.jinja")]
     pub chat_template: Option<PathBuf>,
+    /// Serve a shorter context than the model's, in tokens (llama.cpp's `--ctx-size`): a
+    /// prompt plus its new tokens over it is refused.
+    #[arg(long, short = 'c')]
+    pub ctx_size: Option<usize>,
     /// Kernel threads (default: one per core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
@@ -76,6 +80,7 @@ impl ModelArgs {
         EngineConfig {
             threads: self.threads,
             kv_cache_mb: self.kv_cache_mb,
+            ctx_size: self.ctx_size,
             image_max_pixels: self.image_max_pixels,
             image_min_pixels: self.image_min_pixels,
             ..EngineConfig::default()

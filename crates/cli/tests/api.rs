@@ -119,7 +119,7 @@ fn openai_python_client() {
 fn bad_requests_get_openai_errors() {
     // Key and model name from LLaMA Factory's environment variables.
     // Strict model names: another model's name is OpenAI's 404.
-    let server = Server::start(&["--strict-model-name"], &[("API_KEY", "secret"), ("API_MODEL_NAME", "env-model")]);
+    let server = Server::start(&["--strict-model-name", "--ctx-size", "4096"], &[("API_KEY", "secret"), ("API_MODEL_NAME", "env-model")]);
     let a = agent();
     let chat_url = server.url("/v1/chat/completions");
     let key = Some("secret");
@@ -128,6 +128,7 @@ fn bad_requests_get_openai_errors() {
     let (status, body) = get(&a, &server.url("/v1/models"), key);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"env-model\""), "{body}");
+    assert!(body.contains("\"max_model_len\":4096"), "--ctx-size: {body}");
 
     let ok = json!({"model": "env-model", "messages": user, "max_tokens": 1}).to_string();
     for (given, what) in [(None, "missing key"), (Some("wrong"), "wrong key")] {
@@ -174,11 +175,15 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(status, 413, "{v}");
     openai_error(&v);
 
-    // Under the body limit, over the model's context (32768 tokens).
+    // Under the body limit, over the model's context (32768 tokens), and over --ctx-size.
     let long = json!({"model": "env-model", "messages": [{"role": "user", "content": "hello ".repeat(40_000)}], "stream": true});
     let (status, v) = post(&a, &chat_url, key, &long.to_string());
     assert_eq!(status, 400, "{v}");
     assert!(openai_error(&v)["message"].as_str().is_some_and(|m| m.contains("tokens")), "{v}");
+    let over = json!({"model": "env-model", "messages": [{"role": "user", "content": "hello ".repeat(5_000)}]});
+    let (status, v) = post(&a, &chat_url, key, &over.to_string());
+    assert_eq!(status, 400, "{v}");
+    assert!(openai_error(&v)["message"].as_str().is_some_and(|m| m.contains("context of 4096")), "{v}");
 
     let (status, body) = get(&a, &server.url("/v1/nothing-here"), key);
     assert_eq!(status, 404, "{body}");

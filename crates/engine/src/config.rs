@@ -18,6 +18,9 @@ pub struct EngineConfig {
     /// Keep finished sequences' caches so requests sharing a prefix skip recomputing it
     /// (off for benchmarks, which repeat the same prompt).
     pub prefix_cache: bool,
+    /// A context shorter than the model's (llama.cpp's `--ctx-size`): prompts plus new tokens
+    /// over it are refused. `None`: the model's.
+    pub ctx_size: Option<usize>,
     /// A named chat template overriding the model's own (`--template`).
     pub template: Option<String>,
     /// System prompt used when a chat request has none.
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             max_queue: 256,
             kv_cache_mb: 1024,
             prefix_cache: true,
+            ctx_size: None,
             template: None,
             default_system: None,
             template_kwargs: serde_json::Map::new(),

@@ -78,8 +78,15 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
     let queued = Arc::new(AtomicUsize::new(0));
     let reused_tokens = Arc::new(AtomicUsize::new(0));
+    let model_context = model.config().max_position_embeddings;
+    let context = match cfg.ctx_size {
+        Some(0) => return Err(EngineError::invalid("ctx_size", "ctx_size must be at least 1")),
+        Some(n) => n.min(model_context),
+        None => model_context,
+    };
     let validator = Validator {
         config: model.config().clone(),
+        context,
         tokenizer,
         media,
         template,
@@ -152,6 +159,11 @@ impl EngineHandle {
 
     pub fn model_config(&self) -> &ModelConfig {
         &self.shared.validator.config
+    }
+
+    /// The context requests get, in tokens (the model's, or the configured `ctx_size`).
+    pub fn context_length(&self) -> usize {
+        self.shared.validator.context
     }
 
     /// Whether the model takes images (it has a vision encoder).
@@ -267,7 +279,7 @@ impl EngineHandle {
         if !v.reward_model {
             return Err(EngineError::NoValueHead);
         }
-        let ctx = v.config.max_position_embeddings;
+        let ctx = v.context;
         if max_length == Some(0) {
             return Err(EngineError::invalid("max_length", "max_length must be at least 1"));
         }

@@ -137,6 +137,8 @@ pub(crate) struct Validator {
     /// The template chat requests are rendered with: the configured named one, else the model's.
     pub template: Option<ChatTemplate>,
     pub config: ModelConfig,
+    /// The context requests get: the model's, or a shorter one the engine was given.
+    pub context: usize,
     pub reward_model: bool,
     /// The front end's settings, which beat the model's generation config.
     pub params: GenParams,
@@ -244,7 +246,7 @@ impl Validator {
         }
         let explicit = params.clone().or(&s.params);
         let merged = explicit.clone().or(&s.defaults);
-        let limits = Limits { context: s.config.max_position_embeddings, budget: s.budget_positions, max_n: s.max_n, vocab };
+        let limits = Limits { context: s.context, budget: s.budget_positions, max_n: s.max_n, vocab };
         let r = params::resolve(&explicit, &merged, prompt_ids.len(), limits)?;
         let constraint = self.constraint_for(&merged, tools)?;
         Ok(ValidRequest {

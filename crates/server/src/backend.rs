@@ -98,7 +98,7 @@ impl Backend for EngineHandle {
     }
 
     fn context_length(&self) -> usize {
-        self.model_config().max_position_embeddings
+        EngineHandle::context_length(self)
     }
 
     fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool) {
