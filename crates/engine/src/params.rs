@@ -155,6 +155,9 @@ impl GenParams {
     }
 }
 
+/// Most stop strings a request may give (OpenAI allows 4; llama.cpp and vLLM more).
+pub const MAX_STOP: usize = 16;
+
 /// Parameters resolved for one prompt: what every sample of the request runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Resolved {
@@ -243,6 +246,9 @@ pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usiz
 
     let base = merged.sampling()?;
     let samples = (0..n as u64).map(|i| SamplingParams { seed: base.seed.map(|s| s.wrapping_add(i)), ..base.clone() }).collect();
+    if merged.stop.len() > MAX_STOP {
+        return Err(EngineError::invalid("stop", format!("at most {MAX_STOP} stop strings, got {}", merged.stop.len())));
+    }
     if let Some(i) = merged.stop.iter().position(String::is_empty) {
         return Err(EngineError::invalid(format!("stop[{i}]"), format!("stop[{i}] is an empty string")));
     }
@@ -337,6 +343,7 @@ mod tests {
             (GenParams { top_p: Some(1.5), ..Default::default() }, "top_p: top_p must be in (0, 1]"),
             (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature: temperature must be finite and >= 0"),
             (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]: stop[0]"),
+            (GenParams { stop: vec!["x".into(); 17], ..Default::default() }, "stop: at most 16 stop strings, got 17"),
         ];
         for (p, want) in cases {
             let e = run(p.clone(), 5).expect_err("invalid");

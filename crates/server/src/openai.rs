@@ -115,6 +115,9 @@ pub struct ChatCompletionRequest {
     /// switches tool-call parsing off), ...
     #[serde(flatten)]
     pub params: GenParams,
+    /// Every other field: refused unless [`IGNORED_FIELDS`] names it (see [`check_extra`]).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `/v1/completions`: a raw prompt, no chat template.
@@ -126,7 +129,46 @@ pub struct CompletionRequest {
     pub delivery: DeliveryFields,
     #[serde(flatten)]
     pub params: GenParams,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
+
+/// Fields OpenAI's API has that ingot accepts and ignores on purpose: bookkeeping for OpenAI's
+/// own service, with no effect on the reply.
+pub const IGNORED_FIELDS: [&str; 6] = ["user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"];
+
+/// Fields ingot does not implement are refused with a 400 naming them, rather than dropped:
+/// a client asking for `logprobs` or a `logit_bias` must not get a reply made without them.
+/// Values that ask for nothing (null, `false`, an empty `logit_bias`, `parallel_tool_calls:
+/// true`, OpenAI's default) pass.
+fn check_extra(extra: &Map<String, Value>) -> Result<(), ApiError> {
+    for (key, value) in extra {
+        let asks_nothing = match (key.as_str(), value) {
+            (_, Value::Null) => true,
+            ("logprobs" | "echo", Value::Bool(false)) => true,
+            ("logit_bias", Value::Object(m)) => m.is_empty(),
+            ("parallel_tool_calls", Value::Bool(true)) => true,
+            (k, _) => IGNORED_FIELDS.contains(&k) || params_take(k, value),
+        };
+        if !asks_nothing {
+            return Err(ApiError::invalid(
+                key.clone(),
+                format!("`{key}` is not supported by this server (ignored on purpose: {})", IGNORED_FIELDS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the parameters type takes `key` (under an alias serde's `flatten` left in the
+/// remaining fields).
+fn params_take(key: &str, value: &Value) -> bool {
+    let one = Map::from_iter([(key.to_owned(), value.clone())]);
+    serde_json::from_value::<GenParams>(Value::Object(one)).is_ok_and(|p| p != GenParams::default())
+}
+
+/// Most tools a request may define.
+pub const MAX_TOOLS: usize = 128;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -188,7 +230,11 @@ impl DeliveryFields {
 
 impl ChatCompletionRequest {
     pub fn validate(self) -> Result<ValidChat, ApiError> {
+        check_extra(&self.extra)?;
         let (params, delivery) = self.delivery.validate(self.params)?;
+        if let Some(tools) = self.tools.as_ref().filter(|t| t.len() > MAX_TOOLS) {
+            return Err(ApiError::invalid("tools", format!("at most {MAX_TOOLS} tools, got {}", tools.len())));
+        }
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must hold at least one message"));
         }
@@ -227,6 +273,7 @@ impl ChatCompletionRequest {
 
 impl CompletionRequest {
     pub fn validate(self) -> Result<ValidCompletion, ApiError> {
+        check_extra(&self.extra)?;
         let (params, delivery) = self.delivery.validate(self.params)?;
         let prompt = match self.prompt {
             Prompt::Text(t) => EnginePrompt::Text(t),
@@ -526,6 +573,9 @@ mod tests {
         let cases = [
             (json!({"model": "m", "messages": []}), "messages"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {}}), "stream_options"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"abc": 5}}), "logit_bias"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}), "logprobs"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}), "frobnicate"),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), "messages[0].content[0].type"),
@@ -552,6 +602,12 @@ mod tests {
         assert_eq!(p.stop, ["END"]);
         assert_eq!(p.temperature, Some(0.0));
         assert_eq!(p.tool_choice, None);
+        // Aliases, bookkeeping fields and values that ask for nothing pass.
+        chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1, "max_tokens": 3,
+            "user": "u", "store": false, "metadata": {"a": "b"}, "logprobs": false, "logit_bias": {},
+            "parallel_tool_calls": true, "seed": null}))
+        .map_err(|e| e.message)
+        .expect("valid");
         assert_eq!(v.delivery, Delivery { stream: true, include_usage: true });
         assert_eq!(v.tool_names, ["f"]);
         assert_eq!(v.chat.template_kwargs["enable_thinking"], false);
