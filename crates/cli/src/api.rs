@@ -46,6 +46,10 @@ pub struct ApiArgs {
     /// name gets the served model, as LLaMA Factory's and llama.cpp's servers do).
     #[arg(long)]
     pub strict_model_name: bool,
+    /// A web origin (`https://app.example`) whose pages may call the API from a browser,
+    /// besides this machine's (repeatable; `*` allows any).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
@@ -111,6 +115,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         model_name,
         aliases: args.model_aliases.clone(),
         strict_model_name: args.strict_model_name,
+        cors_origins: args.cors_origins.clone(),
         api_keys: args.api_keys.clone(),
         max_body_bytes: args.max_body_bytes,
         media,

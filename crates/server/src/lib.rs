@@ -26,6 +26,7 @@
 
 pub mod backend;
 mod completions;
+mod cors;
 mod error;
 pub mod media;
 mod metrics;
@@ -97,6 +98,9 @@ pub struct ServerConfig {
     pub media: MediaPolicy,
     /// Threads that validate requests (render, tokenize, decode media); 0 = one per core.
     pub request_workers: usize,
+    /// Web origins besides this machine's that may call the API from a browser (`*`: any);
+    /// see [`cors`].
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             media: MediaPolicy::default(),
             request_workers: 0,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -161,6 +166,7 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
         .with_state(state))
 }
 

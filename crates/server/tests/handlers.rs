@@ -330,3 +330,38 @@ async fn tokenize_and_detokenize_speak_llama_cpp_and_vllm() {
     let (status, text) = post(router, "/detokenize", &json!({"tokens": [1, 99999]}).to_string()).await;
     assert_eq!((status, error(&text)["param"].clone()), (StatusCode::BAD_REQUEST, json!("tokens[1]")), "{text}");
 }
+
+#[tokio::test]
+async fn browsers_on_this_machine_or_listed_origins_may_call_the_api() {
+    let (router, _) = server(Behaviour::Reply);
+    let preflight = |origin: &str| {
+        Request::options("/v1/chat/completions")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let resp = router.clone().oneshot(preflight("http://localhost:5173")).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://localhost:5173");
+    assert_eq!(h["access-control-allow-headers"], "authorization, content-type");
+    assert!(h["access-control-allow-methods"].to_str().is_ok_and(|m| m.contains("POST")));
+    let resp = router.clone().oneshot(preflight("http://evil.example")).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    let post_from = |origin: &str| {
+        Request::post("/v1/chat/completions").header("origin", origin).header("content-type", "application/json")
+            .body(Body::from(chat(json!({})))).expect("request")
+    };
+    let resp = router.clone().oneshot(post_from("http://127.0.0.1:8080")).await.expect("response");
+    assert_eq!((resp.status(), resp.headers()["access-control-allow-origin"].clone()), (StatusCode::OK, "http://127.0.0.1:8080".parse().expect("value")));
+    let resp = router.oneshot(post_from("http://evil.example")).await.expect("response");
+    assert!(!resp.headers().contains_key("access-control-allow-origin"), "no CORS grant for other origins");
+
+    let cfg = ServerConfig { model_name: "m".into(), cors_origins: vec!["https://app.example".into()], request_workers: 1, ..ServerConfig::default() };
+    let (listed, _) = server_with(Behaviour::Reply, cfg);
+    let resp = listed.oneshot(preflight("https://app.example")).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+}
