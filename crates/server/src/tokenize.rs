@@ -9,7 +9,9 @@
 //!   `{"tokens"}` → `{"prompt"}`.
 //!
 //! Every answer carries both families' fields. Text is tokenized as a prompt is (special-token
-//! text becomes its id), and ids are detokenized as llama.cpp does, special tokens kept.
+//! text becomes its id), and ids are detokenized as llama.cpp does, special tokens kept. Other
+//! fields are refused (422 naming them), and `add_generation_prompt: false` with a 400: a chat
+//! is always tokenized as the prompt the engine would run.
 
 use axum::extract::State;
 use axum::Json;
@@ -21,6 +23,7 @@ use crate::openai::ChatCompletionRequest;
 use crate::{ApiError, AppState, JsonBody};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
     model: Option<String>,
     /// llama.cpp's field.
@@ -29,6 +32,8 @@ pub struct TokenizeRequest {
     prompt: Option<String>,
     /// vLLM's chat form: rendered with the chat template first.
     messages: Option<Value>,
+    /// vLLM's switch for chats; only `true` (its default) is supported.
+    add_generation_prompt: Option<bool>,
     /// llama.cpp's switch (default false).
     add_special: Option<bool>,
     /// vLLM's switch (default true).
@@ -40,6 +45,7 @@ pub struct TokenizeRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DetokenizeRequest {
     model: Option<String>,
     tokens: Vec<u32>,
@@ -47,6 +53,9 @@ pub struct DetokenizeRequest {
 
 pub async fn tokenize(State(s): State<AppState>, JsonBody(req): JsonBody<TokenizeRequest>) -> Result<Json<Value>, ApiError> {
     s.check_model(req.model.as_deref())?;
+    if req.add_generation_prompt == Some(false) {
+        return Err(ApiError::invalid("add_generation_prompt", "add_generation_prompt: false is not supported (chats are tokenized as the prompt the engine runs)"));
+    }
     let ids = match (&req.content, &req.prompt, &req.messages) {
         (Some(text), None, None) => {
             let (engine, text, add) = (s.engine.clone(), text.clone(), req.add_special.unwrap_or(false));

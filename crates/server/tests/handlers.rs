@@ -322,6 +322,11 @@ async fn tokenize_and_detokenize_speak_llama_cpp_and_vllm() {
     assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["tokens"], json!([1, 2, 3]), "through the template");
     let (status, text) = post(router.clone(), "/tokenize", &json!({"content": "a", "prompt": "b"}).to_string()).await;
     assert_eq!((status, error(&text)["param"].clone()), (StatusCode::BAD_REQUEST, json!("content")));
+    let (status, text) = post(router.clone(), "/tokenize", &json!({"content": "a", "add_bos": true}).to_string()).await;
+    assert_eq!((status, error(&text)["param"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("add_bos")), "{text}");
+    let body = json!({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false});
+    let (status, text) = post(router.clone(), "/tokenize", &body.to_string()).await;
+    assert_eq!((status, error(&text)["param"].clone()), (StatusCode::BAD_REQUEST, json!("add_generation_prompt")));
 
     let (status, text) = post(router.clone(), "/detokenize", &json!({"tokens": [104, 105]}).to_string()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
