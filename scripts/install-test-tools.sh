@@ -2,6 +2,8 @@
 # Installs what the API server's end-to-end tests drive it with, beside the repository:
 #   .test-venv/    Python venv with the official `openai` client
 #   .test-node/    playwright-core (no browser download: it drives Debian's chromium)
+#   .router-venv/  sglang-router (SGLang's Rust router, a wheel with its binary), which the
+#                  replica tests put in front of two `ingot api` processes
 #   /usr/bin/chromium  Debian's package (apt-get; needs root, as on CI)
 # Idempotent: each part is skipped when already there.
 set -euo pipefail
@@ -10,6 +12,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x .test-venv/bin/python ] || ! .test-venv/bin/python -c 'import openai' 2>/dev/null; then
     python3 -m venv .test-venv
     .test-venv/bin/pip install --quiet --disable-pip-version-check 'openai>=1.40,<3'
+fi
+
+if [ ! -x .router-venv/bin/python ] || ! .router-venv/bin/python -c 'import sglang_router' 2>/dev/null; then
+    python3 -m venv .router-venv
+    .router-venv/bin/pip install --quiet --disable-pip-version-check 'sglang-router==0.3.2'
 fi
 
 if [ ! -f .test-node/node_modules/playwright-core/package.json ]; then

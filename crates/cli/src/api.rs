@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context};
 use clap::{ArgMatches, Args};
 use ingot_engine::EngineConfig;
-use ingot_server::{MediaPolicy, ServerConfig};
+use ingot_server::{Deployment, MediaPolicy, ServerConfig};
 
 use crate::chat::ChatArgs;
 use crate::infer_config::fill;
@@ -111,7 +111,13 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     chat.prompt.params().sampling()?;
     let engine_cfg = EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, ..chat.prompt.engine_config(&chat.model) };
     let engine = chat.model.start_engine(engine_cfg)?;
+    let deployment = Deployment {
+        model_path: path.display().to_string(),
+        model_type: Some(format!("{:?}", engine.model_config().arch).to_lowercase()),
+        max_running_requests: args.max_seqs,
+    };
     let cfg = ServerConfig {
+        deployment,
         model_name,
         aliases: args.model_aliases.clone(),
         strict_model_name: args.strict_model_name,

@@ -55,6 +55,9 @@ pub struct InferConfig {
     pub dataset: Option<String>,
     pub dataset_dir: Option<PathBuf>,
     pub max_samples: Option<usize>,
+    /// `remote_urls` (ingot's key, beside LLaMA Factory's `infer_backend`): the
+    /// OpenAI-compatible servers `ingot infer --remote` sends rows to.
+    pub remote_urls: Option<Vec<String>>,
     /// `media_dir`: where `ingot infer` finds a dataset's relative image paths (default:
     /// `dataset_dir`), and where `ingot api` lets `image_url` parts point.
     pub media_dir: Option<PathBuf>,
@@ -78,7 +81,7 @@ pub struct InferConfig {
 const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system"];
 
 /// The keys that only matter to commands that read a dataset.
-const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
+const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples", "remote_urls"];
 
 /// The keys that only matter to the API server. (`media_dir` serves `infer` too, so it is
 /// in neither list.)
@@ -202,6 +205,7 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             }
             "dataset_dir" => cfg.dataset_dir = Some(PathBuf::from(v.string()?)),
             "max_samples" => cfg.max_samples = Some(v.count()?),
+            "remote_urls" => cfg.remote_urls = Some(v.list()?),
             "media_dir" => cfg.media_dir = Some(PathBuf::from(v.string()?)),
             "allow_remote_media" => cfg.allow_remote_media = Some(v.bool()?),
             "image_min_pixels" => cfg.image_min_pixels = Some(v.count()?),
@@ -315,6 +319,11 @@ impl Typed<'_> {
 
     /// A comma-separated string or a YAML list of paths.
     fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(self.list()?.into_iter().map(PathBuf::from).collect())
+    }
+
+    /// A comma-separated string or a YAML list of strings, blanks dropped.
+    fn list(&self) -> anyhow::Result<Vec<String>> {
         let items: Vec<String> = match self.setting {
             Setting::File(Value::Sequence(items)) => items
                 .iter()
@@ -322,7 +331,7 @@ impl Typed<'_> {
                 .collect::<anyhow::Result<_>>()?,
             _ => self.string()?.split(',').map(str::to_owned).collect(),
         };
-        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect())
     }
 
     /// LLaMA Factory quantizes on the fly with bitsandbytes; ingot quantizes at load to the

@@ -12,6 +12,7 @@ mod infer;
 mod infer_config;
 mod media;
 mod model_args;
+mod remote;
 mod score;
 mod template;
 

@@ -21,6 +21,7 @@ use ingot_core::tokenizer::Tokenizer;
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
 use crate::media::MediaSupport;
+use crate::prompter::pick_template;
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
 use crate::{EngineConfig, EngineError, GenParams};
@@ -60,12 +61,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         }
         None => (None, None),
     };
-    let template = match (&cfg.template, &chat_template) {
-        (Some(name), _) => Some(ChatTemplate::named(name, tokenizer.bos_token(), tokenizer.eos_token())),
-        (None, Some(src)) => Some(ChatTemplate::from_jinja(src, tokenizer.bos_token(), tokenizer.eos_token())),
-        (None, None) => None,
-    }
-    .transpose()?;
+    let template = pick_template(cfg.template.as_deref(), chat_template.as_deref(), &tokenizer)?;
     let kv_budget_bytes = cfg.kv_cache_mb.saturating_mul(1 << 20);
     let budget_positions = kv_budget_bytes / SeqCache::bytes_per_position(model.config()).max(1);
     if budget_positions == 0 {

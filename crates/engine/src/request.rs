@@ -155,46 +155,9 @@ pub(crate) struct Validator {
 }
 
 impl Validator {
-    /// The prompt text a chat request renders to. For a model that takes images, image
-    /// content parts become `<image>` placeholders (prepended to the first user message when
-    /// the messages have none and images are given); they are expanded into the model's vision
-    /// tokens only when the prompt is tokenized.
+    /// The prompt text a chat request renders to (see [`render_chat`]).
     pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
-        let s = self;
-        let template = s.template.as_ref().ok_or(EngineError::NoTemplate)?;
-        if req.messages.is_empty() {
-            return Err(EngineError::invalid("messages", "messages must not be empty"));
-        }
-        for (i, m) in req.messages.iter().enumerate() {
-            if !m.get("role").is_some_and(Value::is_string) {
-                return Err(EngineError::invalid(format!("messages[{i}].role"), format!("messages[{i}] needs a string `role`")));
-            }
-        }
-        let has_system = req.messages[0]["role"] == "system";
-        let system = req.system.as_ref().or(s.default_system.as_ref().filter(|_| !has_system));
-        let mut messages = Vec::with_capacity(req.messages.len() + 1);
-        match system {
-            Some(_) if has_system && req.system.is_some() => {
-                return Err(EngineError::invalid("system", "the system prompt is given twice (`system` and a system message)"))
-            }
-            Some(text) => messages.push(serde_json::json!({"role": "system", "content": text})),
-            None => {}
-        }
-        messages.extend(req.messages.iter().cloned());
-        match &s.media {
-            Some(_) => place_media(&mut messages, req.media.len())?,
-            None if !req.media.is_empty() => {
-                return Err(EngineError::invalid(
-                    "messages",
-                    format!("{} image(s) given, but this model takes text only (it has no vision encoder)", req.media.len()),
-                ))
-            }
-            None => {}
-        }
-        let tools = req.tools.clone().map(Value::Array);
-        let mut kwargs = s.template_kwargs.clone();
-        kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?)
+        render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, self.media.is_some(), req)
     }
 
     /// Renders, tokenizes and validates a chat request.
@@ -295,6 +258,54 @@ impl Validator {
             .as_ref()
             .map_err(|e| EngineError::Constraint(e.clone()))
     }
+}
+
+/// The prompt text a chat request renders to with `template`: `default_system` applies when
+/// neither the request nor its messages give a system prompt, `template_kwargs` under the
+/// request's own. For a model that takes images (`takes_media`), image content parts become
+/// `<image>` placeholders (prepended to the first user message when the messages have none
+/// and images are given); they are expanded into the model's vision tokens only when the
+/// prompt is tokenized. Shared by the engine's validation and the weightless
+/// [`crate::prompter::Prompter`], so both render alike.
+pub(crate) fn render_chat(
+    template: Option<&ChatTemplate>,
+    default_system: Option<&String>,
+    template_kwargs: &Map<String, Value>,
+    takes_media: bool,
+    req: &ChatRequest,
+) -> Result<String, EngineError> {
+    let template = template.ok_or(EngineError::NoTemplate)?;
+    if req.messages.is_empty() {
+        return Err(EngineError::invalid("messages", "messages must not be empty"));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !m.get("role").is_some_and(Value::is_string) {
+            return Err(EngineError::invalid(format!("messages[{i}].role"), format!("messages[{i}] needs a string `role`")));
+        }
+    }
+    let has_system = req.messages[0]["role"] == "system";
+    let system = req.system.as_ref().or(default_system.filter(|_| !has_system));
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    match system {
+        Some(_) if has_system && req.system.is_some() => {
+            return Err(EngineError::invalid("system", "the system prompt is given twice (`system` and a system message)"))
+        }
+        Some(text) => messages.push(serde_json::json!({"role": "system", "content": text})),
+        None => {}
+    }
+    messages.extend(req.messages.iter().cloned());
+    if takes_media {
+        place_media(&mut messages, req.media.len())?;
+    } else if !req.media.is_empty() {
+        return Err(EngineError::invalid(
+            "messages",
+            format!("{} image(s) given, but this model takes text only (it has no vision encoder)", req.media.len()),
+        ));
+    }
+    let tools = req.tools.clone().map(Value::Array);
+    let mut kwargs = template_kwargs.clone();
+    kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?)
 }
 
 #[cfg(test)]

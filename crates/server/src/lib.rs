@@ -16,8 +16,10 @@
 //! `POST /tokenize` and `POST /detokenize` (llama.cpp's and vLLM's shapes, also under `/v1`),
 //! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
 //! prompt a chat request renders to, and its ids), `GET /health`,
-//! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, the API
-//! routes need `Authorization: Bearer KEY`; the page, health and metrics do not.
+//! `GET /metrics` (Prometheus text), `GET /` (the page), and what routers probe
+//! ([`router_info`]: `/model_info`, `/server_info`, their `get_` forms, `/health_generate`).
+//! With API keys configured, the API routes need `Authorization: Bearer KEY`; the page,
+//! health and metrics do not.
 //!
 //! Model names: one model is served, under its name and any aliases. A request naming
 //! another model is answered by the served one (LLaMA Factory's and llama.cpp's servers
@@ -32,6 +34,7 @@ pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
+mod router_info;
 pub mod sink;
 mod tokenize;
 mod workers;
@@ -53,6 +56,7 @@ use tokio_stream::StreamExt;
 pub use backend::Backend;
 pub use error::ApiError;
 pub use media::{fetch_media, MediaPolicy, MediaSourceError};
+pub use router_info::Deployment;
 use metrics::Metrics;
 use openai::{ModelCard, ModelList, ScoreRequest, ScoreResponse};
 use workers::Workers;
@@ -101,6 +105,8 @@ pub struct ServerConfig {
     /// Web origins besides this machine's that may call the API from a browser (`*`: any);
     /// see [`cors`].
     pub cors_origins: Vec<String>,
+    /// What routers probing `/server_info` and `/model_info` learn (see [`router_info`]).
+    pub deployment: Deployment,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +120,7 @@ impl Default for ServerConfig {
             media: MediaPolicy::default(),
             request_workers: 0,
             cors_origins: Vec::new(),
+            deployment: Deployment::default(),
         }
     }
 }
@@ -157,12 +164,14 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
+        .merge(router_info::keyed_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Ok(Router::new()
         .merge(v1)
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(metrics_text))
+        .merge(router_info::open_routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
@@ -199,7 +208,7 @@ async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Res
 async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> Response {
     // Only known routes become label values: unmatched paths are unbounded.
     let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    let route = ROUTES.iter().copied().find(|r| Some(*r) == matched).unwrap_or("other");
+    let route = ROUTES.iter().chain(&router_info::ROUTES).copied().find(|r| Some(*r) == matched).unwrap_or("other");
     let response = next.run(req).await;
     s.metrics.request(route, response.status().as_u16());
     response

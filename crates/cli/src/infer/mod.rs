@@ -18,13 +18,14 @@
 
 mod output;
 mod progress;
+mod remote;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Tagged};
 use serde_json::json;
 
@@ -63,6 +64,18 @@ pub struct InferArgs {
     /// Rows in flight at once (the engine batches them).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Generate on this OpenAI-compatible server (`ingot api`, vLLM, SGLang, llama.cpp's
+    /// server, a router) instead of loading the model's weights; repeat for several (config
+    /// key `remote_urls`). --model still gives the tokenizer and chat template.
+    #[arg(long = "remote", value_name = "URL")]
+    pub remote: Vec<String>,
+    /// Requests in flight per --remote server (default: --concurrency).
+    #[arg(long, value_name = "N")]
+    pub remote_concurrency: Option<usize>,
+    /// Longest one --remote request may take, and longest the run waits while every server
+    /// is down, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub remote_timeout: u64,
     /// Skip the rows OUTPUT (and the errors file) already hold: the default.
     #[arg(long, overrides_with = "no_resume")]
     pub resume: bool,
@@ -102,6 +115,7 @@ impl InferArgs {
         fill(&mut self.dataset_dir, cfg.dataset_dir.clone(), matches, "dataset_dir");
         fill(&mut self.media_dir, cfg.media_dir.clone().map(Some), matches, "media_dir");
         fill(&mut self.max_samples, cfg.max_samples.map(Some), matches, "max_samples");
+        fill(&mut self.remote, cfg.remote_urls.clone(), matches, "remote");
         Ok(())
     }
 
@@ -119,7 +133,8 @@ struct InFlight {
     place: Place,
     prompt: String,
     label: String,
-    cancel: Cancel,
+    /// `None` for a remote row (its server finishes it; the result is then dropped).
+    cancel: Option<Cancel>,
     text: String,
 }
 
@@ -139,9 +154,21 @@ impl From<EngineError> for StartError {
     }
 }
 
-/// Submits a row: its messages, system prompt and tools go to the chat template (the label
-/// stays out); its events go to `events` tagged with `seq`. Returns the prompt text (special
-/// tokens left out, as LLaMA Factory writes it) and the row's canceller.
+/// What generates rows: the local engine, or remote servers ([`remote`]).
+trait Generator {
+    /// Submits a row: its messages, system prompt and tools go to the chat template (the
+    /// label stays out); its events go to `events` tagged with `seq` (exactly one `Done` or
+    /// `Error` last). Returns the prompt text (special tokens left out, as LLaMA Factory
+    /// writes it) and the row's canceller, if it has one.
+    fn start(&self, row: &Row, media_dir: &Path, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError>;
+}
+
+impl Generator for EngineHandle {
+    fn start(&self, row: &Row, media_dir: &Path, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
+        start(self, row, media_dir, seq, events).map(|(prompt, cancel)| (prompt, Some(cancel)))
+    }
+}
+
 fn start(
     engine: &EngineHandle,
     row: &Row,
@@ -205,13 +232,28 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
 
     if !todo.is_empty() {
         let cfg = EngineConfig { max_seqs: args.concurrency, ..args.prompt.engine_config(&args.model) };
-        let engine = args.model.start_chat_engine(cfg)?;
+        // Every row's events, tagged with the row's `seq`.
+        let (events, received) = crossbeam_channel::unbounded::<(usize, Event)>();
+        let (generator, concurrency): (Box<dyn Generator>, usize) = if args.remote.is_empty() {
+            (Box::new(args.model.start_chat_engine(cfg)?), args.concurrency)
+        } else {
+            let limit = args.remote_concurrency.unwrap_or(args.concurrency);
+            anyhow::ensure!(limit >= 1, "--remote-concurrency must be at least 1");
+            let settings = remote::RemoteSettings {
+                urls: &args.remote,
+                model: &args.model.model_path()?,
+                limit,
+                timeout: Duration::from_secs(args.remote_timeout.max(1)),
+            };
+            (Box::new(remote::Remote::start(settings, &cfg, events.clone())?), limit * args.remote.len())
+        };
         let started = Instant::now();
         let mut progress = Progress::new(todo.len());
         let run = Run {
-            engine: &engine,
+            generator: generator.as_ref(),
+            events: (&events, &received),
             rows: &data.rows,
-            concurrency: args.concurrency,
+            concurrency,
             on_error: args.on_error,
             source: &source,
             media_dir: args.media_dir.as_deref().unwrap_or(&args.dataset_dir),
@@ -232,7 +274,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
 
 /// What a run needs to generate rows.
 struct Run<'a> {
-    engine: &'a EngineHandle,
+    generator: &'a dyn Generator,
+    /// The channel every row's events come through, tagged with the row's `seq`.
+    events: (&'a Sender<(usize, Event)>, &'a Receiver<(usize, Event)>),
     rows: &'a [(Place, Result<Row, String>)],
     concurrency: usize,
     on_error: OnError,
@@ -252,8 +296,7 @@ impl Run<'_> {
         // Under --on-error fail: the first failing row; nothing after it is started or written.
         let mut stop_at: Option<usize> = None;
         let mut fail: Option<RowError> = None;
-        // Every row's events, tagged with the row's `seq`.
-        let (events, received) = crossbeam_channel::unbounded::<(usize, Event)>();
+        let (events, received) = self.events;
 
         // Records a finished row, writing whatever is now in order; reports errors under skip.
         let finish = |sink: &mut Sink, progress: &mut Progress, seq: usize, item: Finished, tokens: usize| -> anyhow::Result<()> {
@@ -270,7 +313,7 @@ impl Run<'_> {
                 next += 1;
                 let (place, row) = &self.rows[index];
                 let started = match row {
-                    Ok(row) => start(self.engine, row, self.media_dir, seq, &events).map(|s| (s, row.label.clone())),
+                    Ok(row) => self.generator.start(row, self.media_dir, seq, events).map(|s| (s, row.label.clone())),
                     Err(e) => Err(StartError::Row(e.clone())),
                 };
                 match started {
@@ -292,8 +335,8 @@ impl Run<'_> {
             if let Some(stop) = stop_at {
                 // Rows after the failing one are cancelled in the engine and forgotten here.
                 in_flight.retain(|f| {
-                    if f.seq >= stop {
-                        f.cancel.cancel();
+                    if let Some(cancel) = f.cancel.as_ref().filter(|_| f.seq >= stop) {
+                        cancel.cancel();
                     }
                     f.seq < stop
                 });
@@ -319,6 +362,9 @@ impl Run<'_> {
                     };
                     finish(sink, progress, f.seq, Finished::Prediction(p), usage.completion_tokens)?;
                 }
+                // The engine (or every remote server) is gone: the rows not written yet are
+                // left for a rerun rather than recorded as failed.
+                Event::Error(EngineError::Stopped) => bail!("the engine stopped; rerun to finish the rows not written"),
                 Event::Error(error) => {
                     // An error while generating is the row's (its input was valid, but the
                     // model or its grammar failed on it).
