@@ -148,6 +148,7 @@ fn check_extra(extra: &Map<String, Value>) -> Result<(), ApiError> {
             ("logprobs" | "echo", Value::Bool(false)) => true,
             ("logit_bias", Value::Object(m)) => m.is_empty(),
             ("parallel_tool_calls", Value::Bool(true)) => true,
+            (k, v) if crate::router_info::asks_nothing_of_sglang(k, v) => true,
             (k, _) => IGNORED_FIELDS.contains(&k) || params_take(k, value),
         };
         if !asks_nothing {

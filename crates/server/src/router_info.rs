@@ -11,6 +11,9 @@
 //! be pointed at (`--health-check-endpoint /health_generate`): it generates one token, so it
 //! fails when the engine has stopped even though the HTTP side still answers.
 //!
+//! The router also writes SGLang's own request fields into every request it forwards, at
+//! their defaults; [`asks_nothing_of_sglang`] lets those through the unknown-field check.
+//!
 //! Invariant: the bodies only describe what is served (no engine state changes), and the
 //! info routes sit behind the API key like the other API routes, since they name a path on
 //! the server's disk.
@@ -36,6 +39,18 @@ pub struct Deployment {
     pub model_type: Option<String>,
     /// Sequences decoded together (`--max-seqs`).
     pub max_running_requests: usize,
+}
+
+/// Whether `key: value` is one of SGLang's request extensions at a value that asks for what
+/// ingot does anyway. sglang-router re-serializes every request it forwards with these
+/// fields filled in (`no_stop_trim: false`, `separate_reasoning: true`, ...), so they must
+/// pass `openai::check_extra`; any other value of them is still refused.
+pub(crate) fn asks_nothing_of_sglang(key: &str, value: &Value) -> bool {
+    matches!(
+        (key, value),
+        ("no_stop_trim" | "continue_final_message" | "return_hidden_states", Value::Bool(false))
+            | ("separate_reasoning" | "stream_reasoning", Value::Bool(true))
+    )
 }
 
 /// The model and server info routes, which need the API key when one is configured.
@@ -111,4 +126,19 @@ async fn health_generate(State(s): State<AppState>) -> Result<Json<Value>, ApiEr
         }
     }
     Err(ingot_engine::EngineError::Stopped.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sglang_fields_pass_only_at_the_values_ingot_honours() {
+        assert!(asks_nothing_of_sglang("no_stop_trim", &json!(false)));
+        assert!(asks_nothing_of_sglang("separate_reasoning", &json!(true)));
+        assert!(!asks_nothing_of_sglang("no_stop_trim", &json!(true)));
+        assert!(!asks_nothing_of_sglang("return_hidden_states", &json!(true)));
+        assert!(!asks_nothing_of_sglang("stream_reasoning", &json!(false)));
+        assert!(!asks_nothing_of_sglang("lora_path", &json!(false)));
+    }
 }

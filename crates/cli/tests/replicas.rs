@@ -1,0 +1,286 @@
+//! ingot beyond one process: two `ingot api` replicas of the real Qwen GGUF behind
+//! sglang-router (installed by scripts/install-test-tools.sh into `.router-venv`), and
+//! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{test_tool, Server};
+use ingot_testkit::{fixtures_dir, model_path, scratch_dir};
+use serde_json::{json, Value};
+
+const MODEL_NAME: &str = "qwen2.5-coder-0.5b-instruct";
+
+fn qwen() -> PathBuf {
+    model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(600))).build().into()
+}
+
+fn get(url: &str) -> Result<(u16, String), ureq::Error> {
+    let mut r = agent().get(url).call()?;
+    Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+}
+
+fn post(url: &str, body: &Value) -> Result<(u16, String), ureq::Error> {
+    let mut r = agent().post(url).header("content-type", "application/json").send(body.to_string())?;
+    Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// sglang-router with the cache-aware policy in front of `workers`, killed when dropped.
+struct Router {
+    child: Child,
+    base: String,
+}
+
+impl Router {
+    fn start(workers: &[&str]) -> Router {
+        let python = test_tool(".router-venv/bin/python");
+        let (port, metrics_port) = (free_port(), free_port());
+        let child = Command::new(python)
+            .args(["-m", "sglang_router.launch_router", "--policy", "cache_aware", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--prometheus-port", &metrics_port.to_string()])
+            // Imbalance past 2 requests in flight sends new conversations to the less loaded replica
+            // (the defaults, 64 and 1.5, let a burst of 32 land on one).
+            .args(["--balance-abs-threshold", "2", "--balance-rel-threshold", "1.2"])
+            .args(["--health-check-interval-secs", "1", "--log-level", "warn", "--worker-urls"])
+            .args(workers)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sglang-router");
+        let router = Router { child, base: format!("http://127.0.0.1:{port}") };
+        // Workers register in the background: wait until the router lists the model by its name.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok((200, body)) = get(&format!("{}/v1/models", router.base)) {
+                if body.contains(MODEL_NAME) {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "sglang-router did not list {MODEL_NAME} from the replicas' /model_info");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        router
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gauge or the sum of a counter's series in a replica's `/metrics`.
+fn metric(server: &Server, name: &str) -> f64 {
+    let (_, text) = get(&server.url("/metrics")).expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A streamed chat completion through `base`: whether it ended with a finish reason and
+/// `[DONE]`, without an error.
+fn stream_ok(base: &str, prompt: &str, max_tokens: usize, started: &AtomicUsize) -> bool {
+    let body = json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                      "temperature": 0, "ignore_eos": true, "stream": true});
+    let reply = agent().post(format!("{base}/v1/chat/completions")).header("content-type", "application/json").send(body.to_string());
+    let Ok(mut reply) = reply else {
+        started.fetch_add(1, Ordering::SeqCst);
+        return false;
+    };
+    started.fetch_add(1, Ordering::SeqCst);
+    if reply.status() != 200 {
+        return false;
+    }
+    let (mut finished, mut done) = (false, false);
+    for line in BufReader::new(reply.body_mut().as_reader()).lines() {
+        let Ok(line) = line else { return false };
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else { return false };
+        if v.get("error").is_some() {
+            return false;
+        }
+        finished |= v["choices"][0]["finish_reason"].is_string();
+    }
+    finished && done
+}
+
+#[test]
+fn replicas_behind_sglang_router() {
+    let a = Server::start(&[], &[]);
+    let b = Server::start(&[], &[]);
+    let router = Router::start(&[&a.base, &b.base]);
+
+    // What the router registered the replicas under comes from their /model_info.
+    let (_, info) = get(&a.url("/model_info")).expect("model_info");
+    let info: Value = serde_json::from_str(&info).expect("json");
+    assert_eq!(info["served_model_name"], MODEL_NAME);
+    assert_eq!(info["is_generation"], true);
+    assert_eq!(info["model_path"].as_str().map(Path::new), Some(qwen().as_path()));
+    let (status, _) = get(&a.url("/health_generate")).expect("health_generate");
+    assert_eq!(status, 200);
+
+    // The official client's checks, through the router.
+    let python = test_tool(".test-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_client.py");
+    let fixture = fixtures_dir().join("real/qwen2.5-coder-0.5b-greedy.json");
+    let out = Command::new(python).arg(script).arg(&router.base).arg(MODEL_NAME).arg(fixture).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(" passed, 0 failed"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    // 32 concurrent streams of different conversations spread over both replicas; one
+    // replica is SIGKILLed once every stream has reached a replica.
+    let started = Arc::new(AtomicUsize::new(0));
+    let streams: Vec<_> = (0..32)
+        .map(|i| {
+            let (base, started) = (router.base.clone(), started.clone());
+            std::thread::spawn(move || stream_ok(&base, &format!("Count from {i} to {}, one number a line.", i + 500), 160, &started))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while started.load(Ordering::SeqCst) < 32 {
+        assert!(Instant::now() < deadline, "the streams did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let on_a = metric(&a, "ingot_running_sequences") + metric(&a, "ingot_queue_depth");
+    let on_b = metric(&b, "ingot_running_sequences") + metric(&b, "ingot_queue_depth");
+    assert!(on_a >= 1.0 && on_b >= 1.0, "both replicas serve: {on_a} streams on A, {on_b} on B");
+    let served_b = metric(&b, "ingot_requests_total");
+    let mut a = a;
+    a.child.kill().expect("SIGKILL replica A");
+    let _ = a.child.wait();
+    let results: Vec<bool> = streams.into_iter().map(|t| t.join().expect("stream thread")).collect();
+    let failed = results.iter().filter(|ok| !**ok).count();
+    assert!(failed as f64 <= on_a, "{failed} streams failed, but only {on_a} were on the killed replica");
+
+    // New requests keep succeeding, on the replica left.
+    for i in 0..6 {
+        let body = json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": format!("Say {i}.")}], "max_tokens": 4});
+        let (status, text) = post(&format!("{}/v1/chat/completions", router.base), &body).expect("request after the kill");
+        assert_eq!(status, 200, "request {i} after the kill: {text}");
+    }
+    assert!(metric(&b, "ingot_requests_total") >= served_b + 6.0, "the requests after the kill went to replica B");
+}
+
+/// `ingot infer` of the first `rows` rows of alpaca_demo, greedy, 12 new tokens, plus `args`.
+fn infer_cmd(out: &Path, rows: usize, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
+    cmd.arg("infer")
+        .arg("--model")
+        .arg(qwen())
+        .arg("--dataset-dir")
+        .arg(fixtures_dir().join("datasets"))
+        .args(["--dataset", "alpaca_demo", "--max-samples", &rows.to_string(), "--temperature", "0", "--max-new-tokens", "12"])
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn ok(out: Output) {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// Waits until `path` holds at least `n` lines.
+fn wait_for_lines(path: &Path, n: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while lines_in(path) < n {
+        assert!(child.try_wait().expect("poll").is_none(), "infer ended before {n} rows were written");
+        assert!(Instant::now() < deadline, "no {n} rows written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn infer_remote_equals_local_and_is_exactly_once_across_kills() {
+    const ROWS: usize = 12;
+    let dir = scratch_dir("infer-remote");
+    let local = dir.join("local.jsonl");
+    ok(infer_cmd(&local, ROWS, &[]).output().expect("local infer"));
+    let expected = read(&local);
+    assert_eq!(expected.lines().count(), ROWS);
+
+    let a = Server::start(&[], &[]);
+    let b = Server::start(&[], &[]);
+    let remotes = ["--remote", a.base.as_str(), "--remote", b.base.as_str(), "--remote-concurrency", "2"];
+
+    // Clean run over both replicas: byte-identical to the local run.
+    let clean = dir.join("clean.jsonl");
+    ok(infer_cmd(&clean, ROWS, &[&remotes[..], &["--no-resume"]].concat()).output().expect("remote infer"));
+    assert_eq!(read(&clean), expected, "infer --remote differs from local infer");
+
+    // infer itself SIGKILLed mid-run, then rerun: every row exactly once.
+    let resumed = dir.join("resumed.jsonl");
+    let mut run = infer_cmd(&resumed, ROWS, &[&remotes[..], &["--no-resume"]].concat()).spawn().expect("start infer");
+    wait_for_lines(&resumed, 3, &mut run);
+    run.kill().expect("SIGKILL infer");
+    let _ = run.wait();
+    assert!(lines_in(&resumed) < ROWS, "the run finished before it was killed");
+    ok(infer_cmd(&resumed, ROWS, &remotes).output().expect("rerun"));
+    assert_eq!(read(&resumed), expected, "the resumed run differs");
+
+    // Replica A SIGKILLed mid-run: its rows finish on B, each exactly once.
+    let survived = dir.join("survived.jsonl");
+    let mut run = infer_cmd(&survived, ROWS, &[&remotes[..], &["--no-resume"]].concat()).spawn().expect("start infer");
+    wait_for_lines(&survived, 3, &mut run);
+    let a_base = a.base.clone();
+    let mut a = a;
+    a.child.kill().expect("SIGKILL replica A");
+    let _ = a.child.wait();
+    let out = run.wait_with_output().expect("wait for infer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{a_base} failed")), "the dead replica's rows were retried: {stderr}");
+    assert_eq!(read(&survived), expected, "the run that lost a replica differs");
+    drop(b);
+}
+
+#[test]
+fn infer_remote_refuses_bad_backends_before_any_row() {
+    let dir = scratch_dir("infer-remote-errors");
+    let out = dir.join("out.jsonl");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let o = infer_cmd(&out, 2, &["--remote", &dead]).output().expect("infer");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&dead) && stderr.contains("unreachable"), "{stderr}");
+    assert_eq!(lines_in(&out), 0);
+
+    // A replica of another model (its tokenizer disagrees with --model's).
+    let other = Server::start_model(&fixtures_dir().join("tiny-llama"), &[], &[]);
+    let o = infer_cmd(&out, 2, &["--remote", &other.base]).output().expect("infer");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&other.base) && stderr.contains("different model"), "{stderr}");
+    assert_eq!(lines_in(&out), 0);
+}
