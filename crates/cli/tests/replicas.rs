@@ -155,7 +155,7 @@ fn replicas_behind_sglang_router() {
     let streams: Vec<_> = (0..32)
         .map(|i| {
             let (base, started) = (router.base.clone(), started.clone());
-            std::thread::spawn(move || stream_ok(&base, &format!("Count from {i} to {}, one number a line.", i + 500), 160, &started))
+            std::thread::spawn(move || stream_ok(&base, &format!("Count from {i} to {}, one number a line.", i + 500), 96, &started))
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(600);

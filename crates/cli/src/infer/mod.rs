@@ -272,11 +272,14 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An event of the row whose `seq` it carries.
+type RowEvent = (usize, Event);
+
 /// What a run needs to generate rows.
 struct Run<'a> {
     generator: &'a dyn Generator,
     /// The channel every row's events come through, tagged with the row's `seq`.
-    events: (&'a Sender<(usize, Event)>, &'a Receiver<(usize, Event)>),
+    events: (&'a Sender<RowEvent>, &'a Receiver<RowEvent>),
     rows: &'a [(Place, Result<Row, String>)],
     concurrency: usize,
     on_error: OnError,

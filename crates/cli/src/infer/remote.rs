@@ -2,7 +2,8 @@
 //!
 //! The prompt is rendered with `--model`'s tokenizer and chat template (loaded without its
 //! weights) and the LLaMA Factory settings given (template, system prompt, template
-//! variables), exactly as a local run renders it, and sent as token ids to `/v1/completions`
+//! variables), exactly as a local run renders it, and sent as token ids (or, to a server that
+//! takes only text, as the rendered text) to `/v1/completions`
 //! with the template's stop strings and the generation flags given, so the server's own
 //! template never matters: against an ingot replica of the same model, greedy predictions
 //! are byte-identical to a local run's. Rows with images are refused (their error names the
@@ -49,15 +50,17 @@ impl Remote {
     pub fn start(s: RemoteSettings, cfg: &EngineConfig, events: Sender<(usize, Event)>) -> anyhow::Result<Self> {
         let prompting = load_prompting(s.model).with_context(|| format!("--model {}", s.model.display()))?;
         let prompter = Prompter::new(prompting, cfg)?;
-        let probe = prompter.tokenizer().encode("Hi", true).context("tokenizing a test prompt")?;
+        let probe_text = "Hi";
+        let probe = prompter.tokenizer().encode_prompt(probe_text).context("tokenizing a test prompt")?;
         let mut endpoints = Vec::with_capacity(s.urls.len());
         for url in s.urls {
-            let e = Endpoint::connect(url, s.timeout)?;
+            let mut e = Endpoint::connect(url, s.timeout)?;
             if !e.check_tokenizer(prompter.tokenizer())? {
                 eprintln!("warning: infer: {} has no /tokenize route: cannot check that it serves --model's tokenizer", e.url);
             }
-            e.check_completions(&probe)?;
-            eprintln!("infer: {} serves `{}`", e.url, e.model);
+            e.check_completions(&probe, probe_text)?;
+            let how = if e.text_prompts { "text prompts" } else { "token-id prompts" };
+            eprintln!("infer: {} serves `{}` ({how})", e.url, e.model);
             endpoints.push(e);
         }
         let pool = Pool::start(endpoints, s.limit, s.timeout, events);
@@ -81,12 +84,11 @@ impl Generator for Remote {
         let mut body = self.params.clone();
         let mut stop: Vec<Value> = body.remove("stop").and_then(|v| v.as_array().cloned()).unwrap_or_default();
         stop.extend(rendered.stop.into_iter().map(Value::String));
-        body.insert("prompt".into(), json!(rendered.ids));
         body.insert("n".into(), json!(1));
         if !stop.is_empty() {
             body.insert("stop".into(), Value::Array(stop));
         }
-        self.pool.submit(seq, Value::Object(body));
+        self.pool.submit(seq, Value::Object(body), rendered.ids, rendered.text);
         Ok((prompt, None))
     }
 }

@@ -2,6 +2,10 @@
 //! front of several) as `ingot infer --remote` uses it: checked once before any row runs,
 //! then asked for completions of prompts ingot rendered and tokenized itself.
 //!
+//! Prompts go as token ids where the server takes them (`ingot api`, vLLM, llama.cpp's
+//! server), else as the rendered text (sglang-router takes strings only), which a server of
+//! the same model tokenizes to the same ids (special-token text included).
+//!
 //! A failure is either the request's (a 4xx: the same request fails anywhere, so it is the
 //! row's error) or the server's (refused, reset, timed out, 5xx, an unreadable body: the row
 //! is retried elsewhere). The HTTP client is ureq, already in the tree for the server's media
@@ -40,6 +44,8 @@ pub struct Endpoint {
     pub url: String,
     /// The model it serves (the first in its `/v1/models`), named in every request.
     pub model: String,
+    /// Whether prompts go as text: the server (sglang-router, for one) refuses token ids.
+    pub text_prompts: bool,
     agent: ureq::Agent,
 }
 
@@ -50,7 +56,7 @@ impl Endpoint {
         anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "--remote {url}: not an http:// or https:// URL");
         let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).proxy(None).build();
         let agent: ureq::Agent = config.into();
-        let mut e = Self { url, model: String::new(), agent };
+        let mut e = Self { url, model: String::new(), text_prompts: false, agent };
         let (status, body) = e.get("/v1/models").map_err(|m| anyhow::anyhow!("--remote {}: unreachable: {m}", e.url))?;
         if status != 200 {
             bail!("--remote {}: GET /v1/models answered {status}: {}", e.url, excerpt(&body));
@@ -89,13 +95,24 @@ impl Endpoint {
         Ok(false)
     }
 
-    /// Checks that the server has `/v1/completions` by generating one token from `prompt`.
-    pub fn check_completions(&self, prompt: &[u32]) -> anyhow::Result<()> {
-        let body = json!({"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0});
-        match self.complete(&body) {
-            Ok(_) => Ok(()),
+    /// Checks that the server has `/v1/completions` by generating one token from `ids`
+    /// (the prompt `text` tokenizes to), and learns whether it takes token ids or only text.
+    pub fn check_completions(&mut self, ids: &[u32], text: &str) -> anyhow::Result<()> {
+        let body = |prompt: Value| json!({"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0});
+        let failed = match self.complete(&body(json!(ids))) {
+            Ok(_) => return Ok(()),
             Err(Failure::Request(m)) if m.starts_with("404") => bail!("--remote {}: has no /v1/completions ({m})", self.url),
-            Err(Failure::Request(m) | Failure::Server(m)) => bail!("--remote {}: a one-token test completion failed: {m}", self.url),
+            Err(Failure::Request(m)) => m,
+            Err(Failure::Server(m)) => bail!("--remote {}: a one-token test completion failed: {m}", self.url),
+        };
+        match self.complete(&body(json!(text))) {
+            Ok(_) => {
+                self.text_prompts = true;
+                Ok(())
+            }
+            Err(Failure::Request(m) | Failure::Server(m)) => {
+                bail!("--remote {}: a one-token test completion failed: with token ids {failed}; with text {m}", self.url)
+            }
         }
     }
 

@@ -32,7 +32,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// A row's request.
 struct Job {
     seq: usize,
+    /// The request without its `model` and `prompt`.
     body: Value,
+    ids: Vec<u32>,
+    text: String,
 }
 
 /// Whether each server is up, and since when every server has been down.
@@ -73,10 +76,11 @@ impl Pool {
         Self { jobs, closed }
     }
 
-    /// Queues a row's completion request; the pool fills in the `model` each server serves.
-    pub fn submit(&self, seq: usize, body: Value) {
+    /// Queues a row's completion request; the pool fills in the `model` each server serves
+    /// and the prompt, as `ids` or as `text` (which tokenizes to them) as the server takes it.
+    pub fn submit(&self, seq: usize, body: Value, ids: Vec<u32>, text: String) {
         // The workers hold the queue's receiver until the pool is dropped.
-        let _ = self.jobs.send(Job { seq, body });
+        let _ = self.jobs.send(Job { seq, body, ids, text });
     }
 }
 
@@ -116,6 +120,7 @@ impl Worker {
             }
             let Ok(mut job) = self.queue.recv_timeout(Duration::from_millis(200)) else { continue };
             job.body["model"] = Value::String(endpoint.model.clone());
+            job.body["prompt"] = if endpoint.text_prompts { Value::String(job.text.clone()) } else { serde_json::json!(job.ids) };
             match endpoint.complete(&job.body) {
                 Ok(c) => {
                     let usage = Usage {
