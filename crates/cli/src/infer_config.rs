@@ -478,6 +478,16 @@ mod tests {
     }
 
     #[test]
+    fn remote_urls_take_a_list_or_commas() {
+        let f = yaml("remote.yaml", "infer_backend: vllm\nremote_urls:\n  - http://a:8000\n  - http://b:8000\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!(cfg.remote_urls, Some(vec!["http://a:8000".to_owned(), "http://b:8000".to_owned()]));
+        assert_eq!((cfg.data_keys.as_slice(), cfg.ignored.as_slice()), (&["remote_urls".to_owned()][..], &["infer_backend".to_owned()][..]));
+        let cfg = resolve(&["remote_urls=http://a:1, http://b:2"]).expect("valid");
+        assert_eq!(cfg.remote_urls, Some(vec!["http://a:1".to_owned(), "http://b:2".to_owned()]));
+    }
+
+    #[test]
     fn media_keys_are_for_api() {
         let f = yaml("media.yaml", "media_dir: /srv/images\nallow_remote_media: true\n");
         let cfg = resolve(&[&f]).expect("valid");
