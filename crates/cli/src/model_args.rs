@@ -101,16 +101,31 @@ impl ModelArgs {
         Ok(engine)
     }
 
+    /// The `--chat-template` file's text, if one was given.
+    fn template_file(&self) -> anyhow::Result<Option<String>> {
+        self.chat_template
+            .as_ref()
+            .map(|file| std::fs::read_to_string(file).with_context(|| format!("reading --chat-template {}", file.display())))
+            .transpose()
+    }
+
+    /// The model's tokenizer and chat template (`--chat-template` over the model's own),
+    /// without its weights.
+    pub fn load_prompting(&self) -> anyhow::Result<ingot_core::load::Prompting> {
+        let path = self.model_path()?;
+        let template = self.template_file()?;
+        let mut prompting = ingot_core::load::load_prompting(&path).with_context(|| format!("--model {}", path.display()))?;
+        if template.is_some() {
+            prompting.chat_template = template;
+        }
+        Ok(prompting)
+    }
+
     /// Loads the model and starts the engine with `cfg` (see [`ModelArgs::engine_config`]).
     pub fn start_engine(&self, cfg: EngineConfig) -> anyhow::Result<EngineHandle> {
         let path = self.model_path()?;
         // Read before the (slow) model load, so a wrong path fails at once.
-        let template = match &self.chat_template {
-            Some(file) => Some(
-                std::fs::read_to_string(file).with_context(|| format!("reading --chat-template {}", file.display()))?,
-            ),
-            None => None,
-        };
+        let template = self.template_file()?;
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
         let mut loaded = ingot_core::load::load_with(&path, &opts)?;
         if template.is_some() {

@@ -241,7 +241,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             anyhow::ensure!(limit >= 1, "--remote-concurrency must be at least 1");
             let settings = remote::RemoteSettings {
                 urls: &args.remote,
-                model: &args.model.model_path()?,
+                model: &args.model,
                 limit,
                 timeout: Duration::from_secs(args.remote_timeout.max(1)),
             };
