@@ -433,3 +433,19 @@ fn tokenize_routes_round_trip_and_token_prompts_match_text_prompts() {
         assert_eq!(v["choices"][0]["message"]["content"], expected.as_str(), "{path}");
     }
 }
+
+/// The Responses API with the `openai` client and the Agents SDK, and the Messages API with
+/// the `anthropic` client, against one server.
+#[test]
+fn responses_and_messages_python_clients() {
+    let python = test_tool(".test-venv/bin/python");
+    let server = Server::start(&["--api-key", "test-key", "--model-name", "qwen-test"], &[]);
+    for script in ["responses_client.py", "anthropic_client.py"] {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
+        let out = Command::new(&python).arg(&script).arg(&server.base).arg("qwen-test").arg(greedy_fixture()).output().expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stdout}\nstderr: {stderr}\nserver: {}", script.display(), server.log());
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    }
+}

@@ -25,6 +25,7 @@
 //! without `model` gets the served one.
 
 pub mod backend;
+mod anthropic;
 mod completions;
 mod cors;
 mod error;
@@ -32,6 +33,7 @@ pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
+mod responses;
 pub mod sink;
 mod tokenize;
 mod workers;
@@ -61,7 +63,7 @@ use workers::Workers;
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 16] = [
+const ROUTES: [&str; 24] = [
     "/v1/models",
     "/v1/models/{id}",
     "/v1/chat/completions",
@@ -74,6 +76,14 @@ const ROUTES: [&str; 16] = [
     "/v1/tokenize",
     "/v1/detokenize",
     "/v1/score/evaluation",
+    "/v1/responses",
+    "/v1/responses/{id}",
+    "/responses",
+    "/responses/{id}",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/messages",
+    "/messages/count_tokens",
     "/apply-template",
     "/health",
     "/metrics",
@@ -157,9 +167,11 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
+        .merge(responses::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Ok(Router::new()
         .merge(v1)
+        .merge(anthropic::routes(state.clone()))
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(metrics_text))
@@ -183,16 +195,25 @@ fn new_id(prefix: &str) -> String {
 }
 
 async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if s.cfg.api_keys.is_empty() {
-        return next.run(req).await;
+    match check_key(&s.cfg, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+}
+
+/// Whether a request carries an accepted API key (when any is configured), as
+/// `Authorization: Bearer KEY` or as Anthropic's (and llama.cpp's) `x-api-key: KEY`.
+fn check_key(cfg: &ServerConfig, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if cfg.api_keys.is_empty() {
+        return Ok(());
+    }
+    let header = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let given = header(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).or_else(|| header(header::HeaderName::from_static("x-api-key")));
     match given {
-        Some(k) if s.cfg.api_keys.iter().any(|key| key == k.trim()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").with_code("invalid_api_key").into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send the header `Authorization: Bearer KEY`")
-            .with_code("invalid_api_key")
-            .into_response(),
+        Some(k) if cfg.api_keys.iter().any(|key| key == k.trim()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").with_code("invalid_api_key")),
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send the header `Authorization: Bearer KEY` (or `x-api-key: KEY`)")
+            .with_code("invalid_api_key")),
     }
 }
 
