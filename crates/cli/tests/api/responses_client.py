@@ -64,10 +64,10 @@ def instructions_and_previous_response():
         create(input="x", previous_response_id="resp_unknown", max_output_tokens=2)
         raise AssertionError("an unknown previous_response_id should be refused")
     except openai.BadRequestError as e:
-        assert "previous_response_id" in str(e), e
+        assert e.body["param"] == "previous_response_id", e.body
     pirate = cases["pirate_system"]
-    r = create(instructions=pirate["messages"][0]["content"], input=pirate["messages"][1]["content"], max_output_tokens=12)
-    assert pirate["text"].startswith(r.output_text), r.output_text
+    r = create(instructions=pirate["messages"][0]["content"], input=pirate["messages"][1]["content"], max_output_tokens=4)
+    assert r.usage.input_tokens == len(pirate["prompt_ids"]), r.usage
 
 
 @check
@@ -150,8 +150,8 @@ def agents_sdk_agent_calls_a_function_tool():
         return "sunny, 22 C"
 
     model = OpenAIResponsesModel(model=MODEL, openai_client=openai.AsyncOpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0))
-    agent = Agent(name="weather", instructions="Answer with the weather tool.", tools=[get_weather], model=model,
-                  model_settings=ModelSettings(temperature=0, max_tokens=48, tool_choice="required"),
+    agent = Agent(name="weather", instructions="Use the weather tool, then answer in one short sentence.", tools=[get_weather], model=model,
+                  model_settings=ModelSettings(temperature=0, max_tokens=128, tool_choice="required"),
                   reset_tool_choice=True)
     result = Runner.run_sync(agent, WEATHER_Q, max_turns=3)
     assert seen and isinstance(seen[0], str), seen

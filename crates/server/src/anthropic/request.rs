@@ -9,7 +9,8 @@
 //! Sampling fields (`temperature`, `top_p`, `top_k`, `max_tokens`, ...) are the engine's
 //! parameters, `stop_sequences` its stop strings; `max_tokens` is required, as Anthropic
 //! requires it. Unknown fields go through the chat route's check (a 400 naming them), except
-//! Anthropic's bookkeeping ones (`metadata`, `service_tier`), accepted and ignored.
+//! Anthropic's bookkeeping ones (`metadata`, `service_tier`, a top-level `cache_control`),
+//! accepted and ignored.
 
 use ingot_engine::{GenParams, ToolChoice};
 use serde::Deserialize;
@@ -140,8 +141,11 @@ impl MessagesRequest {
             return Err(ApiError::invalid("max_tokens", "max_tokens is required"));
         }
         let mut extra = self.extra;
-        // Anthropic's bookkeeping: no effect on the reply.
-        extra.remove("service_tier");
+        // Anthropic's bookkeeping and cache hints (prefix caching is automatic here): no
+        // effect on the reply.
+        for key in ["service_tier", "cache_control"] {
+            extra.remove(key);
+        }
         let mut params = self.params;
         if !self.stop_sequences.is_empty() {
             params.stop = self.stop_sequences;
