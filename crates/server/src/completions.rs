@@ -85,17 +85,21 @@ pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Ve
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
-    let request = PromptRequest { prompt: valid.prompt, params: valid.params };
-    let (mut sinks, events) = sink::channel(&s.metrics);
-    let engine = s.engine.clone();
-    let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
-    let submission = Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events };
+    let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params: valid.params }).await?;
     let ctx = Ctx { id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
     } else {
         ctx.complete_text(submission).await?.into_response()
     })
+}
+
+/// Queues a raw prompt (`/v1/completions`, llama.cpp's `/completion`).
+pub(crate) async fn queue_prompt(s: &AppState, request: PromptRequest) -> Result<Submission, ApiError> {
+    let (mut sinks, events) = sink::channel(&s.metrics);
+    let engine = s.engine.clone();
+    let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
+    Ok(Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events })
 }
 
 pub(crate) fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {

@@ -29,6 +29,7 @@ mod anthropic;
 mod completions;
 mod cors;
 mod error;
+mod llama_native;
 pub mod media;
 mod metrics;
 pub mod openai;
@@ -63,7 +64,7 @@ use workers::Workers;
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 24] = [
+const ROUTES: [&str; 28] = [
     "/v1/models",
     "/v1/models/{id}",
     "/v1/chat/completions",
@@ -84,6 +85,10 @@ const ROUTES: [&str; 24] = [
     "/v1/messages/count_tokens",
     "/messages",
     "/messages/count_tokens",
+    "/completion",
+    "/infill",
+    "/props",
+    "/slots",
     "/apply-template",
     "/health",
     "/metrics",
@@ -168,6 +173,10 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
         .merge(responses::routes())
+        .route("/completion", post(llama_native::completion))
+        .route("/infill", post(llama_native::infill))
+        .route("/props", get(llama_native::props))
+        .route("/slots", get(llama_native::slots))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Ok(Router::new()
         .merge(v1)
