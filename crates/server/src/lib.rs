@@ -34,6 +34,7 @@ pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
+mod reply_stream;
 mod responses;
 pub mod sink;
 mod tokenize;

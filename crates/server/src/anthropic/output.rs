@@ -14,14 +14,15 @@
 //! `end_turn` (the engine does not report which string matched, so `stop_sequence` is null).
 
 use axum::response::sse::Event as SseEvent;
-use ingot_engine::{Event, FinishReason};
+use ingot_engine::FinishReason;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::AnthropicError;
-use crate::completions::{collect, next_event, Submission};
+use crate::completions::{collect, Submission};
 use crate::openai::ToolCall;
-use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
+use crate::reply::{self, Piece, ReplyFormat};
+use crate::reply_stream::{stream_reply, EventWriter};
 use crate::ApiError;
 
 /// A reply's id and model.
@@ -70,40 +71,7 @@ impl Reply {
     }
 
     pub fn stream(self, submission: Submission, format: ReplyFormat) -> mpsc::Receiver<SseEvent> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            let Submission { prompt_tokens, mut events, .. } = submission;
-            let mut w = Writer { tx, blocks: 0, open: None, calls: 0 };
-            let start = json!({"message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": usage(prompt_tokens, 0, 0)}});
-            if !w.send("message_start", start).await || !w.send("ping", json!({})).await {
-                return;
-            }
-            let mut splitter = ReplySplitter::new(&format);
-            while let Some((_, event)) = next_event(&mut events, &w.tx).await {
-                let (pieces, done) = match event {
-                    Event::Text(t) => (splitter.push(&t), None),
-                    Event::Done(u) => (splitter.finish(), Some(u)),
-                    Event::Error(e) => {
-                        w.error(ApiError::from(e)).await;
-                        return;
-                    }
-                };
-                for piece in pieces {
-                    if !w.piece(piece).await {
-                        return;
-                    }
-                }
-                if let Some(u) = done {
-                    let delta = json!({"delta": {"stop_reason": stop_reason(&u, w.calls), "stop_sequence": null},
-                        "usage": usage(prompt_tokens, u.cached_tokens, u.completion_tokens)});
-                    let _ = w.close().await && w.send("message_delta", delta).await && w.send("message_stop", json!({})).await;
-                    return;
-                }
-            }
-            w.error(ApiError::from(ingot_engine::EngineError::Stopped)).await;
-        });
-        rx
+        stream_reply(submission, format, Writer { reply: self, blocks: 0, open: None, calls: 0 })
     }
 }
 
@@ -115,71 +83,87 @@ enum Open {
 }
 
 struct Writer {
-    tx: mpsc::Sender<SseEvent>,
+    reply: Reply,
     /// Blocks started so far.
     blocks: usize,
     open: Option<Open>,
     calls: usize,
 }
 
-impl Writer {
-    /// Sends one event; false when the client has gone.
-    async fn send(&mut self, kind: &str, mut body: Value) -> bool {
-        body["type"] = kind.into();
-        self.tx.send(SseEvent::default().event(kind).data(body.to_string())).await.is_ok()
+fn event(kind: &str, mut body: Value) -> SseEvent {
+    body["type"] = kind.into();
+    SseEvent::default().event(kind).data(body.to_string())
+}
+
+impl EventWriter for Writer {
+    fn start(&mut self, prompt_tokens: usize) -> Vec<SseEvent> {
+        let message = json!({"id": self.reply.id, "type": "message", "role": "assistant", "model": self.reply.model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": usage(prompt_tokens, 0, 0)});
+        vec![event("message_start", json!({"message": message})), event("ping", json!({}))]
     }
 
-    async fn error(&mut self, e: ApiError) {
-        if !self.tx.is_closed() {
-            let _ = self.tx.send(SseEvent::default().event("error").data(AnthropicError(e).body().to_string())).await;
-        }
-    }
-
-    /// Starts block `self.blocks` with `block` unless a block of kind `open` is open.
-    async fn start(&mut self, open: Option<Open>, block: Value) -> bool {
-        if open.is_some() && self.open == open {
-            return true;
-        }
-        if !self.close().await {
-            return false;
-        }
-        self.open = open;
-        self.blocks += 1;
-        self.send("content_block_start", json!({"index": self.blocks - 1, "content_block": block})).await
-    }
-
-    async fn delta(&mut self, delta: Value) -> bool {
-        self.send("content_block_delta", json!({"index": self.blocks - 1, "delta": delta})).await
-    }
-
-    async fn piece(&mut self, piece: Piece) -> bool {
+    fn piece(&mut self, piece: Piece) -> Vec<SseEvent> {
         match piece {
             Piece::Reasoning(t) => {
-                self.start(Some(Open::Thinking), json!({"type": "thinking", "thinking": "", "signature": ""})).await
-                    && self.delta(json!({"type": "thinking_delta", "thinking": t})).await
+                let mut out = self.start_block(Some(Open::Thinking), json!({"type": "thinking", "thinking": "", "signature": ""}));
+                out.push(self.delta(json!({"type": "thinking_delta", "thinking": t})));
+                out
             }
             Piece::Content(t) => {
-                self.start(Some(Open::Text), json!({"type": "text", "text": ""})).await && self.delta(json!({"type": "text_delta", "text": t})).await
+                let mut out = self.start_block(Some(Open::Text), json!({"type": "text", "text": ""}));
+                out.push(self.delta(json!({"type": "text_delta", "text": t})));
+                out
             }
             Piece::Call(c) => {
                 self.calls += 1;
-                self.start(None, tool_use(&c, json!({}))).await
-                    && self.delta(json!({"type": "input_json_delta", "partial_json": c.function.arguments})).await
-                    && self.close_block().await
+                let mut out = self.start_block(None, tool_use(&c, json!({})));
+                out.push(self.delta(json!({"type": "input_json_delta", "partial_json": c.function.arguments})));
+                out.push(self.stop_block());
+                out
             }
         }
     }
 
+    fn done(&mut self, prompt_tokens: usize, u: &ingot_engine::Usage) -> Vec<SseEvent> {
+        let mut out = self.close();
+        let delta = json!({"delta": {"stop_reason": stop_reason(u, self.calls), "stop_sequence": null},
+            "usage": usage(prompt_tokens, u.cached_tokens, u.completion_tokens)});
+        out.extend([event("message_delta", delta), event("message_stop", json!({}))]);
+        out
+    }
+
+    fn error(&mut self, e: &ApiError) -> SseEvent {
+        SseEvent::default().event("error").data(AnthropicError(e.clone()).body().to_string())
+    }
+}
+
+impl Writer {
+    /// Starts block `self.blocks` with `block`, unless a block of kind `open` is open.
+    fn start_block(&mut self, open: Option<Open>, block: Value) -> Vec<SseEvent> {
+        if open.is_some() && self.open == open {
+            return Vec::new();
+        }
+        let mut out = self.close();
+        self.open = open;
+        self.blocks += 1;
+        out.push(event("content_block_start", json!({"index": self.blocks - 1, "content_block": block})));
+        out
+    }
+
+    fn delta(&self, delta: Value) -> SseEvent {
+        event("content_block_delta", json!({"index": self.blocks - 1, "delta": delta}))
+    }
+
     /// Closes the open text or thinking block, if any.
-    async fn close(&mut self) -> bool {
-        match self.open.take() {
-            None => true,
-            Some(_) => self.close_block().await,
+    fn close(&mut self) -> Vec<SseEvent> {
+        match self.open {
+            None => Vec::new(),
+            Some(_) => vec![self.stop_block()],
         }
     }
 
-    async fn close_block(&mut self) -> bool {
+    fn stop_block(&mut self) -> SseEvent {
         self.open = None;
-        self.send("content_block_stop", json!({"index": self.blocks - 1})).await
+        event("content_block_stop", json!({"index": self.blocks - 1}))
     }
 }

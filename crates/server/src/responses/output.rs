@@ -13,14 +13,15 @@
 use std::sync::Arc;
 
 use axum::response::sse::Event as SseEvent;
-use ingot_engine::{Event, FinishReason};
+use ingot_engine::FinishReason;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::store::{Kept, Store};
-use crate::completions::{collect, next_event, Submission};
+use crate::completions::{collect, Submission};
 use crate::openai::{ChatMessage, Content, FunctionCallIn, Role, ToolCall, ToolCallIn};
-use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
+use crate::reply::{self, Piece, ReplyFormat};
+use crate::reply_stream::{stream_reply, EventWriter};
 use crate::{new_id, ApiError};
 
 /// What a response needs once the reply is generated.
@@ -124,44 +125,8 @@ impl Finish {
 
     /// The stream of Responses events for the reply.
     pub fn stream(self, submission: Submission, format: ReplyFormat) -> mpsc::Receiver<SseEvent> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut w = Writer { tx, sequence: 0, output: Vec::new(), open: None, content: String::new(), calls: Vec::new() };
-            let Submission { prompt_tokens, mut events, .. } = submission;
-            let start = self.response(Vec::new(), None);
-            if !w.send("response.created", json!({"response": start})).await || !w.send("response.in_progress", json!({"response": start})).await {
-                return;
-            }
-            let mut splitter = ReplySplitter::new(&format);
-            while let Some((_, event)) = next_event(&mut events, &w.tx).await {
-                let (pieces, done) = match event {
-                    Event::Text(t) => (splitter.push(&t), None),
-                    Event::Done(u) => (splitter.finish(), Some(u)),
-                    Event::Error(e) => {
-                        w.error(&ApiError::from(e)).await;
-                        return;
-                    }
-                };
-                for piece in pieces {
-                    if !w.piece(piece).await {
-                        return;
-                    }
-                }
-                if let Some(u) = done {
-                    if !w.close().await {
-                        return;
-                    }
-                    let response = self.response(std::mem::take(&mut w.output), Some((prompt_tokens, &u)));
-                    let kind = if response["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
-                    w.send(kind, json!({"response": response})).await;
-                    self.keep(&response, &w.content, &w.calls);
-                    return;
-                }
-            }
-            // The engine stopped before the reply ended (or the client went away).
-            w.error(&ApiError::from(ingot_engine::EngineError::Stopped)).await;
-        });
-        rx
+        let w = Writer { finish: Some(self), sequence: 0, output: Vec::new(), open: None, content: String::new(), calls: Vec::new() };
+        stream_reply(submission, format, w)
     }
 }
 
@@ -173,7 +138,8 @@ enum Open {
 
 /// A stream's writer: numbers the events and tracks the output items.
 struct Writer {
-    tx: mpsc::Sender<SseEvent>,
+    /// Taken when the response is finished.
+    finish: Option<Finish>,
     sequence: u64,
     /// Finished items.
     output: Vec<Value>,
@@ -183,96 +149,105 @@ struct Writer {
     calls: Vec<ToolCall>,
 }
 
+impl EventWriter for Writer {
+    fn start(&mut self, _: usize) -> Vec<SseEvent> {
+        let start = self.finish.as_ref().map(|f| f.response(Vec::new(), None));
+        vec![self.event("response.created", json!({"response": start})), self.event("response.in_progress", json!({"response": start}))]
+    }
+
+    fn piece(&mut self, piece: Piece) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        match piece {
+            Piece::Reasoning(t) => {
+                if !matches!(self.open, Some(Open::Reasoning { .. })) {
+                    out.extend(self.close());
+                    let id = new_id("rs_");
+                    out.push(self.event("response.output_item.added", json!({"output_index": self.index(), "item": reasoning_item(&id, "", "in_progress")})));
+                    self.open = Some(Open::Reasoning { id, text: String::new() });
+                }
+                let i = self.index();
+                let Some(Open::Reasoning { id, text }) = &mut self.open else { return out };
+                text.push_str(&t);
+                let body = json!({"item_id": id, "output_index": i, "content_index": 0, "delta": t});
+                out.push(self.event("response.reasoning_text.delta", body));
+            }
+            Piece::Content(t) => {
+                if !matches!(self.open, Some(Open::Message { .. })) {
+                    out.extend(self.close());
+                    let (id, i) = (new_id("msg_"), self.index());
+                    out.push(self.event("response.output_item.added", json!({"output_index": i, "item": message_item(&id, "", "in_progress")})));
+                    out.push(self.event("response.content_part.added", json!({"item_id": id, "output_index": i, "content_index": 0, "part": text_part("")})));
+                    self.open = Some(Open::Message { id, text: String::new() });
+                }
+                let i = self.index();
+                let Some(Open::Message { id, text }) = &mut self.open else { return out };
+                text.push_str(&t);
+                self.content.push_str(&t);
+                let body = json!({"item_id": id, "output_index": i, "content_index": 0, "delta": t, "logprobs": []});
+                out.push(self.event("response.output_text.delta", body));
+            }
+            Piece::Call(c) => {
+                out.extend(self.close());
+                let (id, i) = (new_id("fc_"), self.index());
+                let (name, arguments) = (&c.function.name, &c.function.arguments);
+                let item = call_item(&id, &c, "completed");
+                out.push(self.event("response.output_item.added", json!({"output_index": i, "item": call_item(&id, &c, "in_progress")})));
+                out.push(self.event("response.function_call_arguments.delta", json!({"item_id": id, "output_index": i, "delta": arguments})));
+                out.push(self.event("response.function_call_arguments.done", json!({"item_id": id, "output_index": i, "name": name, "arguments": arguments})));
+                out.push(self.event("response.output_item.done", json!({"output_index": i, "item": item})));
+                self.output.push(item);
+                self.calls.push(c);
+            }
+        }
+        out
+    }
+
+    fn done(&mut self, prompt_tokens: usize, usage: &ingot_engine::Usage) -> Vec<SseEvent> {
+        let mut out = self.close();
+        let Some(finish) = self.finish.take() else { return out };
+        let response = finish.response(std::mem::take(&mut self.output), Some((prompt_tokens, usage)));
+        let kind = if response["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
+        out.push(self.event(kind, json!({"response": response})));
+        finish.keep(&response, &self.content, &self.calls);
+        out
+    }
+
+    fn error(&mut self, e: &ApiError) -> SseEvent {
+        self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))
+    }
+}
+
 impl Writer {
-    /// Sends one event; false when the client has gone.
-    async fn send(&mut self, kind: &str, mut body: Value) -> bool {
+    /// One event, numbered.
+    fn event(&mut self, kind: &str, mut body: Value) -> SseEvent {
         body["type"] = kind.into();
         body["sequence_number"] = self.sequence.into();
         self.sequence += 1;
-        let event = SseEvent::default().event(kind).data(body.to_string());
-        self.tx.send(event).await.is_ok()
-    }
-
-    async fn error(&mut self, e: &ApiError) {
-        if !self.tx.is_closed() {
-            self.send("error", json!({"code": e.code, "message": e.message, "param": e.param})).await;
-        }
+        SseEvent::default().event(kind).data(body.to_string())
     }
 
     fn index(&self) -> usize {
         self.output.len()
     }
 
-    async fn piece(&mut self, piece: Piece) -> bool {
-        let i = self.index();
-        match piece {
-            Piece::Reasoning(t) => {
-                if !matches!(self.open, Some(Open::Reasoning { .. })) {
-                    let id = new_id("rs_");
-                    if !self.close().await || !self.send("response.output_item.added", json!({"output_index": i, "item": reasoning_item(&id, "", "in_progress")})).await {
-                        return false;
-                    }
-                    self.open = Some(Open::Reasoning { id, text: String::new() });
-                }
-                let Some(Open::Reasoning { id, text }) = &mut self.open else { return false };
-                text.push_str(&t);
-                let id = id.clone();
-                self.send("response.reasoning_text.delta", json!({"item_id": id, "output_index": i, "content_index": 0, "delta": t})).await
-            }
-            Piece::Content(t) => {
-                if !matches!(self.open, Some(Open::Message { .. })) {
-                    let id = new_id("msg_");
-                    if !self.close().await
-                        || !self.send("response.output_item.added", json!({"output_index": i, "item": message_item(&id, "", "in_progress")})).await
-                        || !self.send("response.content_part.added", json!({"item_id": id, "output_index": i, "content_index": 0, "part": text_part("")})).await
-                    {
-                        return false;
-                    }
-                    self.open = Some(Open::Message { id, text: String::new() });
-                }
-                let Some(Open::Message { id, text }) = &mut self.open else { return false };
-                text.push_str(&t);
-                self.content.push_str(&t);
-                let id = id.clone();
-                self.send("response.output_text.delta", json!({"item_id": id, "output_index": i, "content_index": 0, "delta": t, "logprobs": []})).await
-            }
-            Piece::Call(c) => {
-                if !self.close().await {
-                    return false;
-                }
-                let i = self.index();
-                let id = new_id("fc_");
-                let item = call_item(&id, &c, "completed");
-                let ok = self.send("response.output_item.added", json!({"output_index": i, "item": call_item(&id, &c, "in_progress")})).await
-                    && self.send("response.function_call_arguments.delta", json!({"item_id": id, "output_index": i, "delta": c.function.arguments})).await
-                    && self
-                        .send("response.function_call_arguments.done", json!({"item_id": id, "output_index": i, "name": c.function.name, "arguments": c.function.arguments}))
-                        .await
-                    && self.send("response.output_item.done", json!({"output_index": i, "item": item})).await;
-                self.output.push(item);
-                self.calls.push(c);
-                ok
-            }
-        }
-    }
-
     /// Closes the open item, if any: its `.done` events.
-    async fn close(&mut self) -> bool {
+    fn close(&mut self) -> Vec<SseEvent> {
         let i = self.index();
-        let (item, ok) = match self.open.take() {
-            None => return true,
+        let (item, mut out) = match self.open.take() {
+            None => return Vec::new(),
             Some(Open::Reasoning { id, text }) => {
-                let ok = self.send("response.reasoning_text.done", json!({"item_id": id, "output_index": i, "content_index": 0, "text": text})).await;
-                (reasoning_item(&id, &text, "completed"), ok)
+                let done = self.event("response.reasoning_text.done", json!({"item_id": id, "output_index": i, "content_index": 0, "text": text}));
+                (reasoning_item(&id, &text, "completed"), vec![done])
             }
             Some(Open::Message { id, text }) => {
-                let ok = self.send("response.output_text.done", json!({"item_id": id, "output_index": i, "content_index": 0, "text": text, "logprobs": []})).await
-                    && self.send("response.content_part.done", json!({"item_id": id, "output_index": i, "content_index": 0, "part": text_part(&text)})).await;
-                (message_item(&id, &text, "completed"), ok)
+                let body = json!({"item_id": id, "output_index": i, "content_index": 0, "text": text, "logprobs": []});
+                let text_done = self.event("response.output_text.done", body);
+                let part_done = self.event("response.content_part.done", json!({"item_id": id, "output_index": i, "content_index": 0, "part": text_part(&text)}));
+                (message_item(&id, &text, "completed"), vec![text_done, part_done])
             }
         };
-        let ok = ok && self.send("response.output_item.done", json!({"output_index": i, "item": item})).await;
+        out.push(self.event("response.output_item.done", json!({"output_index": i, "item": item})));
         self.output.push(item);
-        ok
+        out
     }
 }
