@@ -7,25 +7,14 @@ greedy run of the same GGUF).
 """
 
 import base64
-import json
-import sys
 
 import anthropic
-from checks import check, report
+from checks import WEATHER_FUNCTION, check, command_line, report
 
-BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, MODEL, cases = command_line()
 client = anthropic.Anthropic(base_url=BASE, api_key="test-key", max_retries=0, timeout=300)
-cases = {item["name"]: item for item in json.load(open(FIXTURE))["items"]}
 capital = cases["capital"]
-WEATHER = {
-    "name": "get_weather",
-    "description": "Get the current weather in a city.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string", "description": "The city name"}},
-        "required": ["city"],
-    },
-}
+WEATHER = {"name": "get_weather", "description": WEATHER_FUNCTION["description"], "input_schema": WEATHER_FUNCTION["parameters"]}
 WEATHER_Q = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
 
 

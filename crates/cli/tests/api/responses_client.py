@@ -8,25 +8,14 @@ greedy run of the same GGUF).
 
 import json
 import os
-import sys
 
 import openai
-from checks import check, report
+from checks import WEATHER_FUNCTION, check, command_line, report
 
-BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, MODEL, cases = command_line()
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0, timeout=300)
-cases = {item["name"]: item for item in json.load(open(FIXTURE))["items"]}
 capital = cases["capital"]
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Get the current weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string", "description": "The city name"}},
-        "required": ["city"],
-    },
-}
+WEATHER = {"type": "function", **WEATHER_FUNCTION}
 WEATHER_Q = "What is the weather like in Paris right now?"
 
 

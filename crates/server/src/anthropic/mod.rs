@@ -109,6 +109,6 @@ async fn count_tokens(State(s): State<AppState>, body: Result<JsonBody<CountRequ
     let mut chat = valid.chat;
     chat.media = crate::completions::fetch_images(&s, &valid.images).await?;
     let engine = s.engine.clone();
-    let (_, ids) = s.workers.run(move || engine.apply_template(chat)).await.map_err(ApiError::from)?.map_err(ApiError::from)?;
+    let (_, ids) = s.workers.run(move || engine.apply_template(chat)).await?.map_err(ApiError::from)?;
     Ok(Json(json!({"input_tokens": ids.len()})))
 }

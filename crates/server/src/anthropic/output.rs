@@ -58,8 +58,8 @@ impl Reply {
         if let Some(thinking) = &r.reasoning {
             content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
         }
-        if !r.content.is_empty() && !(r.content.trim().is_empty() && !r.calls.is_empty()) {
-            content.push(json!({"type": "text", "text": r.content}));
+        if let Some(text) = r.shown_content() {
+            content.push(json!({"type": "text", "text": text}));
         }
         for c in &r.calls {
             // The template's parser has checked the arguments are a JSON object.

@@ -114,8 +114,8 @@ impl Finish {
         if let Some(reasoning) = &r.reasoning {
             output.push(reasoning_item(&new_id("rs_"), reasoning, "completed"));
         }
-        if !r.content.is_empty() && !(r.content.trim().is_empty() && !r.calls.is_empty()) {
-            output.push(message_item(&new_id("msg_"), &r.content, "completed"));
+        if let Some(text) = r.shown_content() {
+            output.push(message_item(&new_id("msg_"), text, "completed"));
         }
         output.extend(r.calls.iter().map(|c| call_item(&new_id("fc_"), c, "completed")));
         let response = self.response(output, Some((prompt_tokens, &u)));
