@@ -16,8 +16,11 @@
 //! `POST /tokenize` and `POST /detokenize` (llama.cpp's and vLLM's shapes, also under `/v1`),
 //! `POST /v1/score/evaluation` (LLaMA Factory's reward route), `POST /apply-template` (the
 //! prompt a chat request renders to, and its ids), `GET /health`,
-//! `GET /metrics` (Prometheus text), `GET /` (the page). With API keys configured, the API
-//! routes need `Authorization: Bearer KEY`; the page, health and metrics do not.
+//! `GET /metrics` (Prometheus text), `GET /` (the page). Other APIs' shapes on the same path:
+//! OpenAI's Responses ([`responses`]), Anthropic's Messages ([`anthropic`]) and llama.cpp's
+//! native `/completion`, `/infill`, `/props`, `/slots` ([`llama_native`]). With API keys
+//! configured, the API routes need `Authorization: Bearer KEY` (or `x-api-key: KEY`); the page,
+//! health and metrics do not.
 //!
 //! Model names: one model is served, under its name and any aliases. A request naming
 //! another model is answered by the served one (LLaMA Factory's and llama.cpp's servers
