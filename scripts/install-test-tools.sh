@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the API server's end-to-end tests drive it with, beside the repository:
-#   .test-venv/    Python venv with the official `openai` client
+#   .test-venv/    Python venv with the official `openai` and `anthropic` clients and openai-agents
 #   .test-node/    playwright-core (no browser download: it drives Debian's chromium)
 #   .router-venv/  sglang-router (SGLang's Rust router, a wheel with its binary), which the
 #                  replica tests put in front of two `ingot api` processes
@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .test-venv/bin/python ] || ! .test-venv/bin/python -c 'import openai' 2>/dev/null; then
-    python3 -m venv .test-venv
-    .test-venv/bin/pip install --quiet --disable-pip-version-check 'openai>=1.40,<3'
+if [ ! -x .test-venv/bin/python ] || ! .test-venv/bin/python -c 'import openai, agents, anthropic' 2>/dev/null; then
+    [ -x .test-venv/bin/python ] || python3 -m venv .test-venv
+    # openai-agents drives the Responses API (and needs openai 3); anthropic the Messages API.
+    .test-venv/bin/pip install --quiet --disable-pip-version-check 'openai>=3,<4' 'openai-agents>=0.24,<1' 'anthropic>=2,<3'
 fi
 
 if [ ! -x .router-venv/bin/python ] || ! .router-venv/bin/python -c 'import sglang_router' 2>/dev/null; then

@@ -433,3 +433,42 @@ fn tokenize_routes_round_trip_and_token_prompts_match_text_prompts() {
         assert_eq!(v["choices"][0]["message"]["content"], expected.as_str(), "{path}");
     }
 }
+
+/// llama.cpp's `/completion` (text and ids give the same greedy answer, streamed too) and
+/// `/infill` with Qwen2.5-Coder's fill-in-the-middle tokens.
+fn llama_cpp_native_routes(server: &Server) {
+    let a = agent();
+    let (status, text) = post(&a, &server.url("/completion"), Some("test-key"), &json!({"prompt": "The capital of France is", "n_predict": 6, "temperature": 0}).to_string());
+    assert_eq!(status, 200, "{text}");
+    let content = text["content"].as_str().expect("content").to_owned();
+    assert!(!content.is_empty() && text["tokens_predicted"] == 6 && text["stop_type"] == "limit", "{text}");
+    assert_eq!(text["timings"]["predicted_n"], 6, "{text}");
+    let (_, ids) = post(&a, &server.url("/tokenize"), Some("test-key"), &json!({"content": "The capital of France is"}).to_string());
+    let by_ids = json!({"prompt": ids["tokens"], "n_predict": 6, "temperature": 0, "stream": true});
+    let mut resp = a.post(&server.url("/completion")).header("Authorization", "Bearer test-key").send(by_ids.to_string()).expect("request");
+    let lines: Vec<Value> = sse_events(resp.body_mut().as_reader()).iter().map(|d| serde_json::from_str(d).expect("json")).collect();
+    let streamed: String = lines.iter().filter_map(|l| l["content"].as_str()).collect();
+    assert_eq!(streamed, content, "{lines:?}");
+    assert_eq!(lines.last().map(|l| l["stop"].clone()), Some(json!(true)));
+    let fim = json!({"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n\nprint(add(1, 2))\n", "n_predict": 8, "temperature": 0});
+    let (status, v) = post(&a, &server.url("/infill"), Some("test-key"), &fim.to_string());
+    assert_eq!(status, 200, "{v}");
+    assert!(v["content"].as_str().is_some_and(|c| c.contains('a') && c.contains('b')), "{v}");
+}
+
+/// The Responses API with the `openai` client and the Agents SDK, the Messages API with the
+/// `anthropic` client, and llama.cpp's native routes, against one server.
+#[test]
+fn responses_messages_and_llama_cpp_routes() {
+    let python = test_tool(".test-venv/bin/python");
+    let server = Server::start(&["--api-key", "test-key", "--model-name", "qwen-test"], &[]);
+    for script in ["responses_client.py", "anthropic_client.py"] {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
+        let out = Command::new(&python).arg(&script).arg(&server.base).arg("qwen-test").arg(greedy_fixture()).output().expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stdout}\nstderr: {stderr}\nserver: {}", script.display(), server.log());
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    }
+    llama_cpp_native_routes(&server);
+}

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
     CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ImageRef, ToolCall, ToolCallDelta,
-    Usage,
+    Usage, ValidChat,
 };
 use crate::media::fetch_media;
 use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
@@ -31,28 +31,35 @@ use crate::{new_id, sink, unix_now, ApiError, AppState, JsonBody};
 
 /// A queued request: its prompt's length, its choices and their events.
 pub(crate) struct Submission {
-    prompt_tokens: usize,
-    samples: usize,
-    events: mpsc::UnboundedReceiver<(usize, Event)>,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) samples: usize,
+    pub(crate) events: mpsc::UnboundedReceiver<(usize, Event)>,
 }
 
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
+    let delivery = valid.delivery;
+    let (submission, format) = queue_chat(&s, valid).await?;
+    let ctx = Ctx { id: new_id("chatcmpl-"), created: unix_now(), model };
+    Ok(if delivery.stream {
+        sse(ctx.stream_chat(submission, delivery, format))
+    } else {
+        ctx.complete_chat(submission, &format).await?.into_response()
+    })
+}
+
+/// Fetches a validated chat request's images and queues it: what every chat-shaped route
+/// (chat completions, Responses, Messages) does before it reads the events.
+pub(crate) async fn queue_chat(s: &AppState, valid: ValidChat) -> Result<(Submission, ReplyFormat), ApiError> {
     let mut chat = valid.chat;
-    chat.media = fetch_images(&s, &valid.images).await?;
+    chat.media = fetch_images(s, &valid.images).await?;
     let (mut sinks, events) = sink::channel(&s.metrics);
     let engine = s.engine.clone();
     let submitted = s.workers.run(move || engine.submit_chat(chat, &mut sinks)).await??;
     let (tools, prompt_opens_thinking) = s.engine.reply_format(&submitted.prompt_ids);
     let format = ReplyFormat { tools, tool_names: valid.tool_names, prompt_opens_thinking };
-    let submission = Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events };
-    let ctx = Ctx { id: new_id("chatcmpl-"), created: unix_now(), model };
-    Ok(if valid.delivery.stream {
-        sse(ctx.stream_chat(submission, valid.delivery, format))
-    } else {
-        ctx.complete_chat(submission, &format).await?.into_response()
-    })
+    Ok((Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events }, format))
 }
 
 /// Fetches and decodes a request's images, in order, under the server's media policy. A
@@ -78,11 +85,7 @@ pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Ve
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
-    let request = PromptRequest { prompt: valid.prompt, params: valid.params };
-    let (mut sinks, events) = sink::channel(&s.metrics);
-    let engine = s.engine.clone();
-    let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
-    let submission = Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events };
+    let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params: valid.params }).await?;
     let ctx = Ctx { id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
@@ -91,14 +94,22 @@ pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<Comp
     })
 }
 
-fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
+/// Queues a raw prompt (`/v1/completions`, llama.cpp's `/completion`).
+pub(crate) async fn queue_prompt(s: &AppState, request: PromptRequest) -> Result<Submission, ApiError> {
+    let (mut sinks, events) = sink::channel(&s.metrics);
+    let engine = s.engine.clone();
+    let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
+    Ok(Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events })
+}
+
+pub(crate) fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
     let events = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// The next engine event, or `None` when every choice is done or the client has gone away
 /// (so a request still waiting in the engine's queue is cancelled too).
-async fn next_event(events: &mut mpsc::UnboundedReceiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
+pub(crate) async fn next_event(events: &mut mpsc::UnboundedReceiver<(usize, Event)>, client: &mpsc::Sender<SseEvent>) -> Option<(usize, Event)> {
     tokio::select! {
         e = events.recv() => e,
         () = client.closed() => None,
@@ -144,29 +155,29 @@ struct Ctx {
 }
 
 /// Every choice's text and usage, once all are done.
-struct Finished {
-    texts: Vec<String>,
-    usages: Vec<ingot_engine::Usage>,
+pub(crate) struct Finished {
+    pub(crate) texts: Vec<String>,
+    pub(crate) usages: Vec<ingot_engine::Usage>,
+}
+
+/// Waits for every choice; the first engine error fails the request.
+pub(crate) async fn collect(mut submission: Submission) -> Result<Finished, ApiError> {
+    let n = submission.samples;
+    let mut texts = vec![String::new(); n];
+    let mut usages = vec![None; n];
+    while let Some((i, event)) = submission.events.recv().await {
+        match event {
+            Event::Text(t) => texts[i].push_str(&t),
+            Event::Done(u) => usages[i] = Some(u),
+            Event::Error(e) => return Err(e.into()),
+        }
+    }
+    // Every sink is gone: a choice without its `Done` means the engine stopped.
+    let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::from(EngineError::Stopped))?;
+    Ok(Finished { texts, usages })
 }
 
 impl Ctx {
-    /// Waits for every choice; the first engine error fails the request.
-    async fn collect(&self, mut submission: Submission) -> Result<Finished, ApiError> {
-        let n = submission.samples;
-        let mut texts = vec![String::new(); n];
-        let mut usages = vec![None; n];
-        while let Some((i, event)) = submission.events.recv().await {
-            match event {
-                Event::Text(t) => texts[i].push_str(&t),
-                Event::Done(u) => usages[i] = Some(u),
-                Event::Error(e) => return Err(e.into()),
-            }
-        }
-        // Every sink is gone: a choice without its `Done` means the engine stopped.
-        let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::from(EngineError::Stopped))?;
-        Ok(Finished { texts, usages })
-    }
-
     fn usage(prompt_tokens: usize, usages: &[ingot_engine::Usage]) -> Usage {
         let completion = usages.iter().map(|u| u.completion_tokens).sum();
         let cached = usages.first().map_or(0, |u| u.cached_tokens);
@@ -175,7 +186,7 @@ impl Ctx {
 
     async fn complete_chat(&self, submission: Submission, format: &ReplyFormat) -> Result<Json<ChatCompletion>, ApiError> {
         let prompt_tokens = submission.prompt_tokens;
-        let f = self.collect(submission).await?;
+        let f = collect(submission).await?;
         let choices = f
             .texts
             .iter()
@@ -201,7 +212,7 @@ impl Ctx {
 
     async fn complete_text(&self, submission: Submission) -> Result<Json<Completion>, ApiError> {
         let prompt_tokens = submission.prompt_tokens;
-        let f = self.collect(submission).await?;
+        let f = collect(submission).await?;
         let choices = f
             .texts
             .into_iter()

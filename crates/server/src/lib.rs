@@ -18,7 +18,10 @@
 //! prompt a chat request renders to, and its ids), `GET /health`,
 //! `GET /metrics` (Prometheus text), `GET /` (the page), and what routers probe
 //! ([`router_info`]: `/model_info`, `/server_info`, their `get_` forms, `/health_generate`).
-//! With API keys configured, the API routes need `Authorization: Bearer KEY`; the page,
+//! Other APIs' shapes on the same path:
+//! OpenAI's Responses ([`responses`]), Anthropic's Messages ([`anthropic`]) and llama.cpp's
+//! native `/completion`, `/infill`, `/props`, `/slots` ([`llama_native`]). With API keys
+//! configured, the API routes need `Authorization: Bearer KEY` (or `x-api-key: KEY`); the page,
 //! health and metrics do not.
 //!
 //! Model names: one model is served, under its name and any aliases. A request naming
@@ -27,14 +30,18 @@
 //! without `model` gets the served one.
 
 pub mod backend;
+mod anthropic;
 mod completions;
 mod cors;
 mod error;
+mod llama_native;
 pub mod media;
 mod metrics;
 pub mod openai;
 mod reply;
 mod router_info;
+mod reply_stream;
+mod responses;
 pub mod sink;
 mod tokenize;
 mod workers;
@@ -65,7 +72,7 @@ use workers::Workers;
 const PAGE: &str = include_str!("page.html");
 
 /// Every route, as the request metrics label them.
-const ROUTES: [&str; 16] = [
+const ROUTES: [&str; 28] = [
     "/v1/models",
     "/v1/models/{id}",
     "/v1/chat/completions",
@@ -78,6 +85,18 @@ const ROUTES: [&str; 16] = [
     "/v1/tokenize",
     "/v1/detokenize",
     "/v1/score/evaluation",
+    "/v1/responses",
+    "/v1/responses/{id}",
+    "/responses",
+    "/responses/{id}",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/messages",
+    "/messages/count_tokens",
+    "/completion",
+    "/infill",
+    "/props",
+    "/slots",
     "/apply-template",
     "/health",
     "/metrics",
@@ -165,9 +184,15 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .route("/v1/score/evaluation", post(score))
         .route("/apply-template", post(apply_template))
         .merge(router_info::keyed_routes())
+        .merge(responses::routes())
+        .route("/completion", post(llama_native::completion))
+        .route("/infill", post(llama_native::infill))
+        .route("/props", get(llama_native::props))
+        .route("/slots", get(llama_native::slots))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Ok(Router::new()
         .merge(v1)
+        .merge(anthropic::routes(state.clone()))
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(metrics_text))
@@ -192,16 +217,25 @@ fn new_id(prefix: &str) -> String {
 }
 
 async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if s.cfg.api_keys.is_empty() {
-        return next.run(req).await;
+    match check_key(&s.cfg, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+}
+
+/// Whether a request carries an accepted API key (when any is configured), as
+/// `Authorization: Bearer KEY` or as Anthropic's (and llama.cpp's) `x-api-key: KEY`.
+fn check_key(cfg: &ServerConfig, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if cfg.api_keys.is_empty() {
+        return Ok(());
+    }
+    let header = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let given = header(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).or_else(|| header(header::HeaderName::from_static("x-api-key")));
     match given {
-        Some(k) if s.cfg.api_keys.iter().any(|key| key == k.trim()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").with_code("invalid_api_key").into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send the header `Authorization: Bearer KEY`")
-            .with_code("invalid_api_key")
-            .into_response(),
+        Some(k) if cfg.api_keys.iter().any(|key| key == k.trim()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").with_code("invalid_api_key")),
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send the header `Authorization: Bearer KEY` (or `x-api-key: KEY`)")
+            .with_code("invalid_api_key")),
     }
 }
 

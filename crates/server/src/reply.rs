@@ -29,6 +29,14 @@ pub struct Reply {
     pub calls: Vec<ToolCall>,
 }
 
+impl Reply {
+    /// The content worth an output block of its own (Responses, Messages): none when empty,
+    /// or only whitespace beside tool calls.
+    pub fn shown_content(&self) -> Option<&str> {
+        (!self.content.is_empty() && (self.calls.is_empty() || !self.content.trim().is_empty())).then_some(self.content.as_str())
+    }
+}
+
 /// How replies of one request are read.
 #[derive(Debug, Clone)]
 pub struct ReplyFormat {

@@ -370,3 +370,116 @@ async fn browsers_on_this_machine_or_listed_origins_may_call_the_api() {
     let resp = listed.oneshot(preflight("https://app.example")).await.expect("response");
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 }
+
+/// The SSE events of a body: (event name, data) pairs.
+fn sse_pairs(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_owned();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((std::mem::take(&mut name), d.to_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn responses_route_answers_streams_and_continues() {
+    let (router, seen) = server(Behaviour::Reply);
+    let body = json!({"input": "hi", "instructions": "be brief", "max_output_tokens": 5});
+    let (status, text) = post(router.clone(), "/v1/responses", &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["object"].clone(), v["status"].clone()), (json!("response"), json!("completed")));
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello world");
+    assert_eq!((v["usage"]["input_tokens"].clone(), v["usage"]["output_tokens"].clone()), (json!(3), json!(2)));
+    // Continued: the first turn and its reply come before the new input; instructions do not.
+    let next = json!({"input": "again", "previous_response_id": v["id"]});
+    let (status, _) = post(router.clone(), "/responses", &next.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let msgs = seen.lock().expect("lock").clone().expect("request").messages;
+    let roles: Vec<_> = msgs.iter().map(|m| m["content"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(roles, ["hi", "Hello world", "again"]);
+    let (status, got) = get(router.clone(), &format!("/v1/responses/{}", v["id"].as_str().expect("id"))).await;
+    assert_eq!((status, got["id"].clone()), (StatusCode::OK, v["id"].clone()));
+    let (status, text) = post(router.clone(), "/v1/responses", &json!({"input": "x", "previous_response_id": "resp_x"}).to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("\"param\":\"previous_response_id\""), "{text}");
+    // Streamed: the event sequence, numbered.
+    let (status, text) = post(router, "/v1/responses", &json!({"input": "hi", "stream": true}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = sse_pairs(&text);
+    let names: Vec<_> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]);
+    for (i, (name, data)) in events.iter().enumerate() {
+        let d: Value = serde_json::from_str(data).expect("json");
+        assert_eq!((d["type"].as_str(), d["sequence_number"].as_u64()), (Some(name.as_str()), Some(i as u64)));
+    }
+}
+
+#[tokio::test]
+async fn messages_route_speaks_anthropic_including_errors() {
+    let cfg = ServerConfig { model_name: "m".into(), api_keys: vec!["k".into()], request_workers: 1, ..ServerConfig::default() };
+    let (router, _) = server_with(Behaviour::Reply, cfg);
+    let body = json!({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let send = |path: &str, body: String, key: Option<&str>| {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        let router = router.clone();
+        async move {
+            let resp = router.oneshot(req.body(Body::from(body)).expect("request")).await.expect("response");
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+            (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+        }
+    };
+    let (status, text) = send("/v1/messages", body.clone(), Some("k")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["content"][0]["text"].clone(), v["stop_reason"].clone()), (json!("Hello world"), json!("end_turn")));
+    let (status, text) = send("/v1/messages", body.clone(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let e: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((e["type"].clone(), e["error"]["type"].clone()), (json!("error"), json!("authentication_error")));
+    for bad in [json!({"messages": [{"role": "user", "content": "hi"}]}), json!({"max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]})] {
+        let (status, text) = send("/v1/messages", bad.to_string(), Some("k")).await;
+        assert!(status.is_client_error(), "{status} {text}");
+        let e: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{text}");
+    }
+    let (status, text) = send("/v1/messages/count_tokens", json!({"messages": [{"role": "user", "content": "hi"}]}).to_string(), Some("k")).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "{\"input_tokens\":3}"));
+    let stream = json!({"max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let (_, text) = send("/messages", stream, Some("k")).await;
+    let names: Vec<_> = sse_pairs(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
+        "message_delta", "message_stop"]);
+}
+
+#[tokio::test]
+async fn llama_cpp_native_routes() {
+    let (router, _) = server(Behaviour::Reply);
+    let (status, text) = post(router.clone(), "/completion", &json!({"prompt": "hi", "n_predict": 4, "cache_prompt": true}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["content"].clone(), v["tokens_predicted"].clone(), v["stop_type"].clone()), (json!("Hello world"), json!(2), json!("eos")));
+    assert_eq!(v["timings"]["predicted_n"], 2);
+    let (_, text) = post(router.clone(), "/completion", &json!({"prompt": [1, 2], "stream": true}).to_string()).await;
+    let lines: Vec<Value> = sse_pairs(&text).iter().map(|(_, d)| serde_json::from_str(d).expect("json")).collect();
+    let content: String = lines.iter().filter_map(|l| l["content"].as_str()).collect();
+    assert_eq!((content.as_str(), lines.last().map(|l| l["stop"].clone())), ("Hello world", Some(json!(true))));
+    // The stub's vocabulary is bytes: no fill-in-the-middle tokens.
+    let (status, text) = post(router.clone(), "/infill", &json!({"input_prefix": "def f(", "input_suffix": ")"}).to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("<|fim_prefix|>"), "{text}");
+    let (status, v) = get(router.clone(), "/props").await;
+    assert_eq!((status, v["default_generation_settings"]["n_ctx"].clone()), (StatusCode::OK, json!(4096)));
+    let (status, _) = get(router, "/slots").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}

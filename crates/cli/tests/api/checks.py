@@ -1,9 +1,29 @@
 """The tiny check harness the client scripts share: `@check` runs a function at once and
-records its failure; `report()` prints one line per check and exits non-zero on any failure."""
+records its failure; `report()` prints one line per check and exits non-zero on any failure;
+`command_line()` reads the scripts' arguments."""
 
+import json
 import sys
 
 results = []
+
+
+# A function tool the scripts offer, in no API's wrapping.
+WEATHER_FUNCTION = {
+    "name": "get_weather",
+    "description": "Get the current weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "The city name"}},
+        "required": ["city"],
+    },
+}
+
+
+def command_line():
+    """BASE_URL and MODEL from the command line, and the greedy fixture's items by name."""
+    base, model, fixture = sys.argv[1], sys.argv[2], sys.argv[3]
+    return base, model, {item["name"]: item for item in json.load(open(fixture))["items"]}
 
 
 def check(fn):
