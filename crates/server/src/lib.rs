@@ -28,6 +28,7 @@ pub mod backend;
 mod completions;
 mod cors;
 mod error;
+mod logprobs;
 pub mod media;
 mod metrics;
 pub mod openai;
