@@ -6,24 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{test_tool, Server};
+use common::{run_checks, Server};
 
 #[test]
 fn real_clients_work_unmodified() {
-    let python = test_tool(".test-venv/bin/python");
     let server = Server::start(&[], &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/real_clients.py");
-    let out = Command::new(python).arg(script).arg(&server.base).output().expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{stdout}\nstderr: {}\nserver: {}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_checks(&server, "real_clients.py", &[server.base.as_ref()]);
 }

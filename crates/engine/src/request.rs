@@ -277,12 +277,12 @@ impl Validator {
         let format = params.response_format.as_ref().filter(|f| **f != ResponseFormat::Text);
         let choice = params.tool_choice.clone().unwrap_or(ToolChoice::Auto);
         let rules = ToolRules { single_call: params.parallel_tool_calls == Some(false), response_format: format };
-        let tools = tools.filter(|t| !t.is_empty());
-        if choice.forces_call() || (choice == ToolChoice::Auto && tools.is_some() && format.is_some()) {
+        let calls_or_text = choice == ToolChoice::Auto && format.is_some() && tools.is_some_and(|t| !t.is_empty());
+        if choice.forces_call() || calls_or_text {
             let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
                 return Err(EngineError::invalid(
                     "tool_choice",
-                    "tool_choice: forcing a tool call needs a chat request with tools (and a chat template)",
+                    "tool_choice: forcing a tool call needs a chat request (its tools and chat template)",
                 ));
             };
             return Ok(self.constraint_compiler()?.compile_tool_choice(template.tool_format(), tools, &choice, rules)?);

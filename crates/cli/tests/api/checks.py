@@ -1,9 +1,23 @@
 """The tiny check harness the client scripts share: `@check` runs a function at once and
-records its failure; `report()` prints one line per check and exits non-zero on any failure."""
+records its failure; `report()` prints one line per check and exits non-zero on any failure.
+Also the tool definition the scripts offer (`WEATHER`)."""
 
 import sys
 
 results = []
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 def check(fn):

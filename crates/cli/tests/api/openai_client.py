@@ -9,24 +9,12 @@ import json
 import sys
 
 import openai
-from checks import check, report
+from checks import WEATHER, check, report
 
 BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0, timeout=300)
 cases = {item["name"]: item for item in json.load(open(FIXTURE))["items"]}
 capital = cases["capital"]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "description": "The city name"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def chat(messages, **kw):

@@ -18,7 +18,7 @@ import sys
 import openai
 from pydantic import BaseModel
 
-from checks import check, report
+from checks import WEATHER, check, report
 
 BASE = sys.argv[1]
 V1 = BASE + "/v1"
@@ -26,18 +26,6 @@ KEY = "0"  # LLaMA Factory's examples send API_KEY or "0"; the server runs witho
 client = openai.OpenAI(base_url=V1, api_key=KEY, max_retries=0, timeout=300)
 
 WEATHER_Q = "What is the weather like in Paris right now?"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "description": "The city name"}},
-            "required": ["city"],
-        },
-    },
-}
 WEATHER_RESULT = '{"temperature_c": 22, "sky": "sunny"}'
 
 
@@ -108,7 +96,7 @@ def openai_completions_logprobs():
 def openai_tools_with_response_format():
     q = [{"role": "user", "content": WEATHER_Q}]
     # Forced: the call is the whole reply; the format waits for the text turn (no 400).
-    forced = chat(q, tools=[WEATHER_TOOL], tool_choice="required", response_format=CITY_SCHEMA, max_tokens=48)
+    forced = chat(q, tools=[WEATHER], tool_choice="required", response_format=CITY_SCHEMA, max_tokens=48)
     call = forced.choices[0].message.tool_calls[0]
     assert forced.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather", forced
     turn = q + [
@@ -116,7 +104,7 @@ def openai_tools_with_response_format():
         {"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT},
     ]
     # auto: either a call or schema-valid text; after the tool's answer this model answers.
-    final = chat(turn, tools=[WEATHER_TOOL], response_format=CITY_SCHEMA, max_tokens=48).choices[0]
+    final = chat(turn, tools=[WEATHER], response_format=CITY_SCHEMA, max_tokens=48).choices[0]
     if final.message.tool_calls:
         assert final.message.tool_calls[0].function.name == "get_weather", final
     else:
@@ -128,7 +116,7 @@ def openai_parallel_tool_calls_false_gives_one_call():
     q = [{"role": "user", "content": "What is the weather in Paris, London and Rome?"}]
     for parallel in (False, None):
         kw = {} if parallel is None else {"parallel_tool_calls": parallel}
-        c = chat(q, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96, **kw).choices[0]
+        c = chat(q, tools=[WEATHER], tool_choice="required", max_tokens=96, **kw).choices[0]
         assert c.finish_reason == "tool_calls", c
         if parallel is False:
             assert len(c.message.tool_calls) == 1, c.message.tool_calls
@@ -252,7 +240,7 @@ def litellm_client():
     stream = litellm.completion(messages=[{"role": "user", "content": "Say hello."}], stream=True, **kw)
     assert "".join(c.choices[0].delta.content or "" for c in stream).strip()
     q = [{"role": "user", "content": WEATHER_Q}]
-    forced = litellm.completion(messages=q, tools=[WEATHER_TOOL], tool_choice="required", **kw).choices[0].message
+    forced = litellm.completion(messages=q, tools=[WEATHER], tool_choice="required", **kw).choices[0].message
     call = forced.tool_calls[0]
     assert call.function.name == "get_weather", forced
     turn = q + [
@@ -260,7 +248,7 @@ def litellm_client():
                                                                "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
         {"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT},
     ]
-    final = litellm.completion(messages=turn, tools=[WEATHER_TOOL], **kw).choices[0].message
+    final = litellm.completion(messages=turn, tools=[WEATHER], **kw).choices[0].message
     assert not final.tool_calls and "22" in final.content, final
     city = litellm.completion(messages=[{"role": "user", "content": "Name a city in Japan."}], response_format=City, **kw)
     City.model_validate_json(city.choices[0].message.content)
