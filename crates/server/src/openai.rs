@@ -631,15 +631,15 @@ mod tests {
         .map_err(|e| e.message)
         .expect("valid");
         assert_eq!(v.delivery, Delivery { stream: true, include_usage: true, logprobs: false, single_call: false });
-        let v = chat(json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}))
-            .map_err(|e| e.message)
-            .expect("valid");
-        assert_eq!((v.chat.params.logprobs, v.delivery.logprobs), (Some(3), true));
-        let v = chat(json!({"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": false}))
-            .map_err(|e| e.message)
-            .expect("valid");
-        assert_eq!((v.chat.params.parallel_tool_calls, v.delivery.single_call), (Some(false), true));
         assert_eq!(v.tool_names, ["f"]);
         assert_eq!(v.chat.template_kwargs["enable_thinking"], false);
+        let lp = chat(json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}))
+            .map_err(|e| e.message)
+            .expect("valid");
+        assert_eq!((lp.chat.params.logprobs, lp.delivery.logprobs), (Some(3), true));
+        let one = chat(json!({"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": false}))
+            .map_err(|e| e.message)
+            .expect("valid");
+        assert_eq!((one.chat.params.parallel_tool_calls, one.delivery.single_call), (Some(false), true));
     }
 }
