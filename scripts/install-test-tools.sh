@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the API server's end-to-end tests drive it with, beside the repository:
-#   .test-venv/    Python venv with the official `openai` and `anthropic` clients and openai-agents
+#   .test-venv/    Python venv with the official `openai` and `anthropic` clients, and the client
+#                  libraries tests/clients.rs drives the server with (langchain-openai,
+#                  openai-agents, pydantic-ai-slim[openai], litellm: ~375 MB, ~2 min to install)
 #   .test-node/    playwright-core (no browser download: it drives Debian's chromium)
 #   .router-venv/  sglang-router (SGLang's Rust router, a wheel with its binary), which the
 #                  replica tests put in front of two `ingot api` processes
@@ -18,6 +20,10 @@ fi
 if [ ! -x .router-venv/bin/python ] || ! .router-venv/bin/python -c 'import sglang_router' 2>/dev/null; then
     python3 -m venv .router-venv
     .router-venv/bin/pip install --quiet --disable-pip-version-check 'sglang-router==0.3.2'
+fi
+if ! .test-venv/bin/python -c 'import langchain_openai, agents, pydantic_ai, litellm' 2>/dev/null; then
+    .test-venv/bin/pip install --quiet --disable-pip-version-check \
+        'langchain-openai>=0.3' 'pydantic-ai-slim[openai]>=1.0' 'litellm>=1.60'
 fi
 
 if [ ! -f .test-node/node_modules/playwright-core/package.json ]; then

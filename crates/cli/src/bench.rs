@@ -101,7 +101,7 @@ fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize)
     let stream = engine.stream(valid)?.pop().context("the engine queued no sample")?;
     for event in stream.events.iter() {
         match event {
-            Event::Text(_) => {}
+            Event::Text(_) | Event::Logprobs(_) => {}
             Event::Done(usage) => return Ok(usage),
             Event::Error(e) => return Err(e.into()),
         }

@@ -193,6 +193,7 @@ impl Session {
         for event in stream.events.iter() {
             match event {
                 Event::Text(t) => show(&mut out, thinking.push(&t))?,
+                Event::Logprobs(_) => {}
                 Event::Done(usage) => {
                     stopped = usage.finish_reason == FinishReason::Cancelled;
                     break;

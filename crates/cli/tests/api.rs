@@ -7,11 +7,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_browser, test_tool, Server};
+use common::{run_browser, run_checks, Server};
 use ingot_testkit::{fixtures_dir, scratch_dir};
 use serde_json::{json, Value};
 
@@ -101,18 +101,8 @@ fn stream_chat(agent: &ureq::Agent, base: &str, body: &Value) -> (String, Option
 
 #[test]
 fn openai_python_client() {
-    let python = test_tool(".test-venv/bin/python");
     let server = Server::start(&["--api-key", "other-key", "--api-key", "test-key", "--model-name", "qwen-test"], &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_client.py");
-    let out = Command::new(python).arg(script).arg(&server.base).arg("qwen-test").arg(greedy_fixture()).output().expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\nstderr: {}\nserver: {}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_checks(&server, "openai_client.py", &[server.base.as_ref(), "qwen-test".as_ref(), greedy_fixture().as_os_str()]);
 }
 
 #[test]
@@ -460,15 +450,10 @@ fn llama_cpp_native_routes(server: &Server) {
 /// `anthropic` client, and llama.cpp's native routes, against one server.
 #[test]
 fn responses_messages_and_llama_cpp_routes() {
-    let python = test_tool(".test-venv/bin/python");
     let server = Server::start(&["--api-key", "test-key", "--model-name", "qwen-test"], &[]);
+    let fixture = greedy_fixture();
     for script in ["responses_client.py", "anthropic_client.py"] {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
-        let out = Command::new(&python).arg(&script).arg(&server.base).arg("qwen-test").arg(greedy_fixture()).output().expect("run python");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{}: {stdout}\nstderr: {stderr}\nserver: {}", script.display(), server.log());
-        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        run_checks(&server, script, &[server.base.as_ref(), "qwen-test".as_ref(), fixture.as_os_str()]);
     }
     llama_cpp_native_routes(&server);
 }

@@ -39,6 +39,17 @@
 //! `allOf`, local `$ref`/`$defs`, common `format`s); anything else is a compile error naming
 //! the keyword.
 //!
+//! Numbers are bounded as llama.cpp's schema converter bounds them: at most
+//! [`MAX_DIGITS`] digits in the integer part, the fraction and the exponent ([`digits`]), so
+//! an unbounded `number` cannot fill the token budget. Strings are not bounded beyond the
+//! schema's `maxLength` (as in llama.cpp): only `max_new_tokens` ends a runaway string.
+//!
+//! Tools and structured output together, as OpenAI defines them
+//! ([`ConstraintCompiler::compile_tool_choice`] with a [`ToolRules`]): a forced call is the
+//! whole reply (the format is for a later text turn); under `"auto"` with tools and a
+//! `response_format` the reply is either calls or schema-valid JSON; `parallel_tool_calls:
+//! false` admits one call.
+//!
 //! A sequence cut short by `max_new_tokens` (finish reason "length") is a prefix of valid
 //! JSON, not valid JSON, as with OpenAI.
 
@@ -50,7 +61,11 @@ use llguidance::earley::SlicedBiasComputer;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 
-use crate::template::{ToolChoice, ToolError, ToolFormat};
+use crate::template::{CallRules, ToolChoice, ToolError, ToolFormat};
+
+mod digits;
+use digits::{DigitGuard, DigitTable};
+pub use digits::MAX_DIGITS;
 use crate::tokenizer::Tokenizer;
 
 /// OpenAI's `response_format` request field.
@@ -105,6 +120,7 @@ pub struct ConstraintCompiler {
     factory: ParserFactory,
     /// Ids the trie knows: logits at or past this index are never allowed.
     vocab_size: usize,
+    digits: Arc<DigitTable>,
 }
 
 impl std::fmt::Debug for ConstraintCompiler {
@@ -151,13 +167,69 @@ impl ConstraintCompiler {
         // Errors go back to the caller, never to stderr; they need not carry the parser state.
         factory.quiet();
         factory.limits_mut().verbose_errors = false;
-        Ok(Self { factory, vocab_size: tokens.len() })
+        Ok(Self { factory, vocab_size: tokens.len(), digits: Arc::new(DigitTable::new(tokens)) })
     }
 
     /// The constraint for a response format (`None` for `text`). Errors name the field.
     pub fn compile(&self, format: &ResponseFormat) -> Result<Option<Constraint>, ConstraintError> {
-        const SCHEMA: &str = "response_format.json_schema.schema";
-        let (field, mut schema) = match format {
+        match schema_of(format)? {
+            None => Ok(None),
+            Some((field, schema)) => self.build(field, TopLevelGrammar::from_json_schema(schema)).map(Some),
+        }
+    }
+
+    /// The constraint that forces the tool calls `choice` asks for, written in `format`, under
+    /// `rules` (see the module doc); `None` when nothing is constrained (`none`; `auto`
+    /// without a response format). `tools` are the request's definitions. Errors name
+    /// `tool_choice` (a choice the tools cannot honour), `tools` (a definition, or a
+    /// `parameters` schema the grammar engine does not support) or the response format.
+    pub fn compile_tool_choice(
+        &self,
+        format: ToolFormat,
+        tools: &[Value],
+        choice: &ToolChoice,
+        rules: ToolRules<'_>,
+    ) -> Result<Option<Constraint>, ConstraintError> {
+        let text = match rules.response_format {
+            Some(f) => schema_of(f)?.map(|(_, schema)| schema),
+            None => None,
+        };
+        let call_rules = CallRules { single_call: rules.single_call, text_schema: text.as_ref() };
+        let Some(grammar) = format.call_grammar(tools, choice, call_rules)? else {
+            return Ok(None);
+        };
+        self.build("tools", TopLevelGrammar::from_lark(grammar)).map(Some)
+    }
+
+    /// Compiles a grammar; its errors are `field`'s.
+    fn build(&self, field: &'static str, grammar: TopLevelGrammar) -> Result<Constraint, ConstraintError> {
+        let parser = self
+            .factory
+            .create_parser(grammar)
+            .map_err(|e| ConstraintError::Invalid { field, message: e.to_string() })?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(ConstraintError::Invalid { field, message: e });
+        }
+        Ok(Constraint { matcher: Box::new(matcher), vocab_size: self.vocab_size, digits: DigitGuard::new(self.digits.clone()) })
+    }
+}
+
+/// What shapes a reply besides `tool_choice`: OpenAI's `parallel_tool_calls` and
+/// `response_format`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToolRules<'a> {
+    /// `parallel_tool_calls: false`: at most one call.
+    pub single_call: bool,
+    /// The format text replies follow (only under `"auto"`; a forced call ignores it).
+    pub response_format: Option<&'a ResponseFormat>,
+}
+
+/// A response format's JSON schema with the layout options (`None` for `text`), and the field
+/// its errors name.
+fn schema_of(format: &ResponseFormat) -> Result<Option<(&'static str, Value)>, ConstraintError> {
+    const SCHEMA: &str = "response_format.json_schema.schema";
+    let (field, mut schema) = match format {
             ResponseFormat::Text => return Ok(None),
             ResponseFormat::JsonObject => ("response_format", json!({"type": "object"})),
             ResponseFormat::JsonSchema { json_schema } => {
@@ -182,43 +254,11 @@ impl ConstraintCompiler {
                 }
             }
         };
-        if let Value::Object(map) = &mut schema {
-            map.entry("x-guidance").or_insert_with(|| {
-                json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
-            });
-        }
-        self.build(field, TopLevelGrammar::from_json_schema(schema)).map(Some)
+    if let Value::Object(map) = &mut schema {
+        map.entry("x-guidance")
+            .or_insert_with(|| json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}));
     }
-
-    /// The constraint that forces the tool calls `choice` asks for, written in `format`
-    /// (`None` when it forces nothing: `none`, `auto`); see [`ToolFormat::call_grammar`].
-    /// `tools` are the request's definitions. Errors name `tool_choice` (a choice the tools
-    /// cannot honour) or `tools` (a definition, or a `parameters` schema the grammar engine
-    /// does not support).
-    pub fn compile_tool_choice(
-        &self,
-        format: ToolFormat,
-        tools: &[Value],
-        choice: &ToolChoice,
-    ) -> Result<Option<Constraint>, ConstraintError> {
-        let Some(grammar) = format.call_grammar(tools, choice)? else {
-            return Ok(None);
-        };
-        self.build("tools", TopLevelGrammar::from_lark(grammar)).map(Some)
-    }
-
-    /// Compiles a grammar; its errors are `field`'s.
-    fn build(&self, field: &'static str, grammar: TopLevelGrammar) -> Result<Constraint, ConstraintError> {
-        let parser = self
-            .factory
-            .create_parser(grammar)
-            .map_err(|e| ConstraintError::Invalid { field, message: e.to_string() })?;
-        let matcher = Matcher::new(Ok(parser));
-        if let Some(e) = matcher.get_error() {
-            return Err(ConstraintError::Invalid { field, message: e });
-        }
-        Ok(Constraint { matcher: Box::new(matcher), vocab_size: self.vocab_size })
-    }
+    Ok(Some((field, schema)))
 }
 
 /// One sequence's grammar state. Cloning gives an independent copy in the same state.
@@ -226,11 +266,12 @@ pub struct Constraint {
     /// Boxed: the parser state is large, and requests carrying a constraint are moved around.
     matcher: Box<Matcher>,
     vocab_size: usize,
+    digits: DigitGuard,
 }
 
 impl Clone for Constraint {
     fn clone(&self) -> Self {
-        Self { matcher: Box::new(self.matcher.deep_clone()), vocab_size: self.vocab_size }
+        Self { matcher: Box::new(self.matcher.deep_clone()), vocab_size: self.vocab_size, digits: self.digits.clone() }
     }
 }
 
@@ -266,6 +307,7 @@ impl Constraint {
             }
         }
         if any {
+            self.digits.mask(inside);
             Ok(())
         } else {
             Err(ConstraintError::Step("the grammar allows no token".into()))
@@ -275,7 +317,9 @@ impl Constraint {
     /// Moves past a sampled token (one [`Constraint::mask_logits`] allowed; not an
     /// end-of-generation token).
     pub fn advance(&mut self, id: u32) -> Result<(), ConstraintError> {
-        self.matcher.consume_token(id).map_err(step_error)
+        self.matcher.consume_token(id).map_err(step_error)?;
+        self.digits.advance(id);
+        Ok(())
     }
 
     /// Whether the grammar is complete: nothing but end of generation can follow.

@@ -20,10 +20,18 @@
 //! - Cost per token on a 150k–260k vocabulary: O(vocab) plus a partial selection; no full sort
 //!   unless top_p needs most of the vocabulary, and no allocation once the sampler's buffers
 //!   have grown to the vocabulary size.
+//!
+//! Log-probabilities ([`token_logprobs`], OpenAI's `logprobs`) are a separate pass, run only
+//! for requests that ask: they describe the model's own distribution (`log_softmax` of the raw
+//! logits, before penalties, temperature, filters or a grammar mask), as OpenAI and vLLM
+//! report them; the distribution after those stages is degenerate for greedy decoding.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
+
+mod logprobs;
+pub use logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 
 /// A [`SamplingParams`] field outside its allowed range (or NaN).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -363,13 +371,13 @@ mod tests {
     }
 
     /// A fixed pseudo-random logit vector (no RNG dependency in the expectation).
-    fn wavy_logits(n: usize) -> Vec<f32> {
+    pub(super) fn wavy_logits(n: usize) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as f32 * 0.37).sin() * 3.0) + ((i * 7919) % 13) as f32 * 0.1)
             .collect()
     }
 
-    fn softmax(logits: &[f32], temperature: f32) -> Vec<f64> {
+    pub(super) fn softmax(logits: &[f32], temperature: f32) -> Vec<f64> {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let w: Vec<f64> = logits
             .iter()

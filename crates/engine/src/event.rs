@@ -1,8 +1,9 @@
 //! What the engine sends back for a request, and where it sends it.
 //!
 //! Every sample of a request streams into its own [`EventSink`], given by the caller: text
-//! deltas that never split a UTF-8 character, then exactly one terminal event (`Done` or
-//! `Error`). The engine thread calls the sink directly, so there is no thread per stream and
+//! deltas that never split a UTF-8 character (each generated token's [`TokenLogprobs`] just
+//! before them, when the request asks for logprobs), then exactly one terminal event (`Done`
+//! or `Error`). The engine thread calls the sink directly, so there is no thread per stream and
 //! no polling: a front end on tokio implements the trait over a tokio channel (sending
 //! never blocks), a plain thread uses a crossbeam channel ([`Stream`], [`Tagged`]).
 //!
@@ -43,10 +44,33 @@ impl FinishReason {
 pub enum Event {
     /// Newly completed text.
     Text(String),
+    /// One generated token's log-probabilities, sent only when the request asks for them
+    /// (`GenParams::logprobs`), right after the token is sampled: before the `Text` that
+    /// holds its text, which a stop string may still hold back. End-of-generation and stop
+    /// tokens, which add no text, get none.
+    Logprobs(TokenLogprobs),
     /// The sample ended; always the last event.
     Done(Usage),
     /// The sample failed; always the last event.
     Error(EngineError),
+}
+
+/// A token and its log-probability under the model (`log_softmax` of the raw logits, see
+/// [`ingot_core::sampling::token_logprobs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    /// The text the token adds (a control token's own text, e.g. `<|im_end|>`); a token
+    /// that ends inside a UTF-8 character holds only part of one.
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// A generated token and the most likely tokens at its step (most likely first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: TokenLogprob,
+    pub top: Vec<TokenLogprob>,
 }
 
 /// Summary of a finished sample.

@@ -303,6 +303,7 @@ fn collect(stream: Stream, prompt_length: usize) -> Result<Response, EngineError
     for event in stream.events.iter() {
         match event {
             Event::Text(t) => text.push_str(&t),
+            Event::Logprobs(_) => {}
             Event::Done(usage) => {
                 return Ok(Response {
                     text,

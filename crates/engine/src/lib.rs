@@ -28,7 +28,7 @@ mod scheduler;
 
 pub use config::EngineConfig;
 pub use error::EngineError;
-pub use event::{Cancel, Closed, Event, EventSink, FinishReason, Stream, Tagged, Usage};
+pub use event::{Cancel, Closed, Event, EventSink, FinishReason, Stream, Tagged, TokenLogprob, TokenLogprobs, Usage};
 pub use handle::{start, EngineHandle, Response};
 pub use ingot_core::constraint::{JsonSchemaFormat, ResponseFormat};
 pub use ingot_core::media::{Image, Media, MediaError, MediaLimits};

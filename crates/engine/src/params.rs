@@ -12,7 +12,7 @@
 
 use ingot_core::constraint::ResponseFormat;
 use ingot_core::hf_files::GenerationDefaults;
-use ingot_core::sampling::SamplingParams;
+use ingot_core::sampling::{SamplingParams, MAX_TOP_LOGPROBS};
 use ingot_core::template::ToolChoice;
 use serde::{Deserialize, Deserializer};
 
@@ -65,10 +65,22 @@ pub struct GenParams {
     /// then parses with the template's [`ToolFormat::parse`](ingot_core::template::ToolFormat::parse)
     /// into calls whose arguments validate against their tools' schemas. `"none"` and `"auto"`
     /// change nothing here: whether calls are extracted from the reply (never for `"none"`)
-    /// is the front end's decision. A forcing choice that cannot be honoured (no tools, a
-    /// function not among them, a prompt request, together with a `response_format`) is
+    /// is the front end's decision, except that `"auto"` with tools and a `response_format`
+    /// admits either calls or schema-valid text. A forced call is the whole reply (a
+    /// `response_format` applies to a later text turn). A forcing choice that cannot be
+    /// honoured (no tools, a function not among them, a prompt request) is
     /// [`crate::EngineError::Invalid`] naming `tool_choice`.
     pub tool_choice: Option<ToolChoice>,
+    /// Report each generated token's log-probability and this many most likely alternatives
+    /// (0 to [`MAX_TOP_LOGPROBS`]) as [`crate::Event::Logprobs`]: the model's own distribution
+    /// (`log_softmax` of its logits, before penalties, temperature, filters or a grammar), as
+    /// OpenAI and vLLM report them. `/v1/completions`' `logprobs: N`; chat's `logprobs: true`
+    /// with `top_logprobs: N` becomes `Some(N)`.
+    pub logprobs: Option<usize>,
+    /// OpenAI's `parallel_tool_calls`: `false` admits at most one call where the grammar
+    /// constrains calls (a forcing `tool_choice`, or `auto` with a `response_format`; see
+    /// [`crate::ChatRequest`]); a front end also keeps only the first call it parses.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl GenParams {
@@ -93,6 +105,8 @@ impl GenParams {
             seed: None,
             response_format: None,
             tool_choice: None,
+            logprobs: None,
+            parallel_tool_calls: None,
         }
     }
 
@@ -109,7 +123,7 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format, tool_choice, ignore_eos
+            response_format, tool_choice, ignore_eos, logprobs, parallel_tool_calls
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();
@@ -168,6 +182,7 @@ pub(crate) struct Resolved {
     pub stop_ids: Vec<u32>,
     pub skip_special_tokens: bool,
     pub ignore_eos: bool,
+    pub logprobs: Option<usize>,
 }
 
 /// Limits the engine enforces on every request.
@@ -258,6 +273,9 @@ pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usiz
             format!("stop_token_ids[{i}] = {} is outside the vocabulary (size {})", merged.stop_token_ids[i], limits.vocab),
         ));
     }
+    if let Some(n) = merged.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+        return Err(EngineError::invalid("logprobs", format!("at most {MAX_TOP_LOGPROBS} alternatives per token (logprobs), got {n}")));
+    }
     Ok(Resolved {
         samples,
         max_new_tokens,
@@ -265,6 +283,7 @@ pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usiz
         stop_ids: merged.stop_token_ids.clone(),
         skip_special_tokens: merged.skip_special_tokens.unwrap_or(true),
         ignore_eos: merged.ignore_eos.unwrap_or(false),
+        logprobs: merged.logprobs,
     })
 }
 
@@ -344,6 +363,7 @@ mod tests {
             (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature: temperature must be finite and >= 0"),
             (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]: stop[0]"),
             (GenParams { stop: vec!["x".into(); 17], ..Default::default() }, "stop: at most 16 stop strings, got 17"),
+            (GenParams { logprobs: Some(21), ..Default::default() }, "logprobs: at most 20 alternatives per token (logprobs), got 21"),
         ];
         for (p, want) in cases {
             let e = run(p.clone(), 5).expect_err("invalid");

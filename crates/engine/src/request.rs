@@ -13,17 +13,19 @@
 //! a copy and masks its own logits row to what the grammar allows, so the reply parses
 //! whenever it finishes with "stop". `tool_choice` `"required"` or a named function compiles
 //! the chat request's `tools` and the template's tool format into a grammar that admits only
-//! well-formed calls to those tools.
+//! well-formed calls to those tools; under `"auto"` with a `response_format` the reply is
+//! either such calls or schema-valid text (OpenAI's semantics: the format constrains text
+//! replies only), and `parallel_tool_calls: false` admits one call.
 
 use std::sync::Arc;
 
 use std::sync::OnceLock;
 
 use ingot_core::config::ModelConfig;
-use ingot_core::constraint::{Constraint, ConstraintCompiler, ConstraintError, ResponseFormat};
+use ingot_core::constraint::{Constraint, ConstraintCompiler, ConstraintError, ResponseFormat, ToolRules};
 use ingot_core::media::Media;
 use ingot_core::sampling::SamplingParams;
-use ingot_core::template::ChatTemplate;
+use ingot_core::template::{ChatTemplate, ToolChoice};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
@@ -92,6 +94,8 @@ pub struct ValidRequest {
     pub(crate) stop_ids: Vec<u32>,
     pub(crate) skip_special_tokens: bool,
     pub(crate) ignore_eos: bool,
+    /// Report each generated token's log-probability and this many alternatives.
+    pub(crate) logprobs: Option<usize>,
     /// The grammar every sampled token must follow, in its start state; each sample gets a
     /// copy. `None` costs nothing per step.
     pub(crate) constraint: Option<Constraint>,
@@ -222,33 +226,34 @@ impl Validator {
             stop_ids: r.stop_ids,
             skip_special_tokens: r.skip_special_tokens,
             ignore_eos: r.ignore_eos,
+            logprobs: r.logprobs,
             constraint,
         })
     }
 
-    /// The grammar a request's replies follow: a forcing `tool_choice` (which needs the chat
-    /// request's tools and the template's tool format) or a `response_format`, not both.
+    /// The grammar a request's replies follow. With the chat request's tools and the template's
+    /// tool format: a forcing `tool_choice` (the calls are the whole reply; a `response_format`
+    /// waits for a later text turn), or under `auto` with a `response_format` calls or
+    /// schema-valid text; `parallel_tool_calls: false` admits one call. Otherwise the
+    /// `response_format` alone.
     fn constraint_for(&self, params: &GenParams, tools: Option<&[Value]>) -> Result<Option<Constraint>, EngineError> {
         let format = params.response_format.as_ref().filter(|f| **f != ResponseFormat::Text);
-        let Some(choice) = params.tool_choice.as_ref().filter(|c| c.forces_call()) else {
-            return match format {
-                Some(f) => Ok(self.constraint_compiler()?.compile(f)?),
-                None => Ok(None),
+        let choice = params.tool_choice.clone().unwrap_or(ToolChoice::Auto);
+        let rules = ToolRules { single_call: params.parallel_tool_calls == Some(false), response_format: format };
+        let calls_or_text = choice == ToolChoice::Auto && format.is_some() && tools.is_some_and(|t| !t.is_empty());
+        if choice.forces_call() || calls_or_text {
+            let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
+                return Err(EngineError::invalid(
+                    "tool_choice",
+                    "tool_choice: forcing a tool call needs a chat request (its tools and chat template)",
+                ));
             };
-        };
-        if format.is_some() {
-            return Err(EngineError::invalid(
-                "tool_choice",
-                "tool_choice: a forced tool call cannot also follow a response_format (give one of them)",
-            ));
+            return Ok(self.constraint_compiler()?.compile_tool_choice(template.tool_format(), tools, &choice, rules)?);
         }
-        let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
-            return Err(EngineError::invalid(
-                "tool_choice",
-                "tool_choice: forcing a tool call needs a chat request (its tools and chat template)",
-            ));
-        };
-        Ok(self.constraint_compiler()?.compile_tool_choice(template.tool_format(), tools, choice)?)
+        match format {
+            Some(f) => Ok(self.constraint_compiler()?.compile(f)?),
+            None => Ok(None),
+        }
     }
 
     /// The vocabulary's grammar compiler, built on first use.
@@ -323,6 +328,7 @@ impl ValidRequest {
             stop_ids: Vec::new(),
             skip_special_tokens: true,
             ignore_eos: true,
+            logprobs: None,
             constraint: None,
         }
     }

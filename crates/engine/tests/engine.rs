@@ -44,6 +44,7 @@ fn collect_stream(stream: ingot_engine::Stream) -> (Vec<String>, Usage) {
     for event in stream.events.iter() {
         match event {
             Event::Text(t) => deltas.push(t),
+            Event::Logprobs(_) => {}
             Event::Done(u) => return (deltas, u),
             Event::Error(e) => panic!("engine error: {e}"),
         }

@@ -162,6 +162,7 @@ fn collect(stream: Stream) -> (String, FinishReason) {
     for event in stream.events.iter() {
         match event {
             Event::Text(t) => text.push_str(&t),
+            Event::Logprobs(_) => {}
             Event::Done(usage) => return (text, usage.finish_reason),
             Event::Error(e) => panic!("generation failed: {e}"),
         }

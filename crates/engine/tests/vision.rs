@@ -69,6 +69,7 @@ fn first_sample_text(sub: Submission) -> String {
     for ev in sub.streams.into_iter().next().expect("stream").events.iter() {
         match ev {
             ingot_engine::Event::Text(t) => got.push_str(&t),
+            ingot_engine::Event::Logprobs(_) => {}
             ingot_engine::Event::Done(_) => break,
             ingot_engine::Event::Error(e) => panic!("{e}"),
         }

@@ -25,6 +25,7 @@ use crate::openai::{
     CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ImageRef, ToolCall, ToolCallDelta,
     Usage, ValidChat,
 };
+use crate::logprobs::{ChatLogprobs, CompletionLogprobsBuilder};
 use crate::media::fetch_media;
 use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
 use crate::{new_id, sink, unix_now, ApiError, AppState, JsonBody};
@@ -45,7 +46,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     Ok(if delivery.stream {
         sse(ctx.stream_chat(submission, delivery, format))
     } else {
-        ctx.complete_chat(submission, &format).await?.into_response()
+        ctx.complete_chat(submission, &format, delivery).await?.into_response()
     })
 }
 
@@ -90,7 +91,7 @@ pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<Comp
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))
     } else {
-        ctx.complete_text(submission).await?.into_response()
+        ctx.complete_text(submission, valid.delivery).await?.into_response()
     })
 }
 
@@ -154,10 +155,11 @@ struct Ctx {
     model: String,
 }
 
-/// Every choice's text and usage, once all are done.
+/// Every choice's text, usage and token log-probabilities (if asked for), once all are done.
 pub(crate) struct Finished {
     pub(crate) texts: Vec<String>,
     pub(crate) usages: Vec<ingot_engine::Usage>,
+    pub(crate) logprobs: Vec<Vec<ingot_engine::TokenLogprobs>>,
 }
 
 /// Waits for every choice; the first engine error fails the request.
@@ -165,16 +167,18 @@ pub(crate) async fn collect(mut submission: Submission) -> Result<Finished, ApiE
     let n = submission.samples;
     let mut texts = vec![String::new(); n];
     let mut usages = vec![None; n];
+    let mut logprobs = vec![Vec::new(); n];
     while let Some((i, event)) = submission.events.recv().await {
         match event {
             Event::Text(t) => texts[i].push_str(&t),
+            Event::Logprobs(lp) => logprobs[i].push(lp),
             Event::Done(u) => usages[i] = Some(u),
             Event::Error(e) => return Err(e.into()),
         }
     }
     // Every sink is gone: a choice without its `Done` means the engine stopped.
     let usages = usages.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::from(EngineError::Stopped))?;
-    Ok(Finished { texts, usages })
+    Ok(Finished { texts, usages, logprobs })
 }
 
 impl Ctx {
@@ -184,20 +188,29 @@ impl Ctx {
         Usage::new(prompt_tokens, completion, cached)
     }
 
-    async fn complete_chat(&self, submission: Submission, format: &ReplyFormat) -> Result<Json<ChatCompletion>, ApiError> {
+    async fn complete_chat(&self, submission: Submission, format: &ReplyFormat, delivery: Delivery) -> Result<Json<ChatCompletion>, ApiError> {
         let prompt_tokens = submission.prompt_tokens;
         let f = collect(submission).await?;
         let choices = f
             .texts
             .iter()
             .zip(&f.usages)
+            .zip(f.logprobs)
             .enumerate()
-            .map(|(index, (text, u))| {
-                let r = reply::split(text, format);
+            .map(|(index, ((text, u), lps))| {
+                let logprobs = delivery.logprobs.then(|| {
+                    let mut l = ChatLogprobs::default();
+                    lps.into_iter().for_each(|lp| l.push(lp));
+                    l
+                });
+                let mut r = reply::split(text, format);
+                if delivery.single_call {
+                    r.calls.truncate(1);
+                }
                 let finish_reason = finish_reason(u.finish_reason, r.calls.len());
                 let content = (r.calls.is_empty() || !r.content.trim().is_empty()).then_some(r.content);
                 let message = AssistantMessage { role: "assistant", content, reasoning_content: r.reasoning, tool_calls: r.calls };
-                ChatChoice { index, message, finish_reason, logprobs: None }
+                ChatChoice { index, message, finish_reason, logprobs }
             })
             .collect();
         Ok(Json(ChatCompletion {
@@ -210,15 +223,23 @@ impl Ctx {
         }))
     }
 
-    async fn complete_text(&self, submission: Submission) -> Result<Json<Completion>, ApiError> {
+    async fn complete_text(&self, submission: Submission, delivery: Delivery) -> Result<Json<Completion>, ApiError> {
         let prompt_tokens = submission.prompt_tokens;
         let f = collect(submission).await?;
         let choices = f
             .texts
             .into_iter()
             .zip(&f.usages)
+            .zip(f.logprobs)
             .enumerate()
-            .map(|(index, (text, u))| CompletionChoice { index, text, finish_reason: Some(finish_reason(u.finish_reason, 0)), logprobs: None })
+            .map(|(index, ((text, u), lps))| {
+                let logprobs = delivery.logprobs.then(|| {
+                    let mut b = CompletionLogprobsBuilder::default();
+                    lps.into_iter().for_each(|lp| b.push(lp));
+                    b.take()
+                });
+                CompletionChoice { index, text, finish_reason: Some(finish_reason(u.finish_reason, 0)), logprobs }
+            })
             .collect();
         Ok(Json(Completion {
             id: self.id.clone(),
@@ -231,12 +252,24 @@ impl Ctx {
     }
 
     fn chunk(&self, index: usize, delta: Delta, finish_reason: Option<&'static str>, include_usage: bool) -> ChatCompletionChunk {
+        self.chunk_with(index, delta, finish_reason, include_usage, None)
+    }
+
+    /// A chunk carrying `logprobs` (the entries sampled since the choice's previous chunk).
+    fn chunk_with(
+        &self,
+        index: usize,
+        delta: Delta,
+        finish_reason: Option<&'static str>,
+        include_usage: bool,
+        logprobs: Option<ChatLogprobs>,
+    ) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice { index, delta, finish_reason, logprobs: None }],
+            choices: vec![ChunkChoice { index, delta, finish_reason, logprobs }],
             usage: include_usage.then_some(None),
         }
     }
@@ -250,6 +283,7 @@ impl Ctx {
             let mut splitters: Vec<ReplySplitter> = (0..n).map(|_| ReplySplitter::new(&format)).collect();
             let mut calls = vec![0usize; n];
             let mut usages = Vec::with_capacity(n);
+            let mut logprobs = vec![ChatLogprobs::default(); n];
             let inc = delivery.include_usage;
             for i in 0..n {
                 let delta = Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() };
@@ -259,6 +293,10 @@ impl Ctx {
             }
             while let Some((i, event)) = next_event(&mut events, &tx).await {
                 let (pieces, usage) = match event {
+                    Event::Logprobs(lp) => {
+                        logprobs[i].push(lp);
+                        continue;
+                    }
                     Event::Text(t) => (splitters[i].push(&t), None),
                     Event::Done(u) => (splitters[i].finish(), Some(u)),
                     Event::Error(e) => {
@@ -270,6 +308,7 @@ impl Ctx {
                     let delta = match piece {
                         Piece::Content(t) => Delta { content: Some(t), ..Delta::default() },
                         Piece::Reasoning(t) => Delta { reasoning_content: Some(t), ..Delta::default() },
+                        Piece::Call(_) if delivery.single_call && calls[i] > 0 => continue,
                         Piece::Call(c) => {
                             calls[i] += 1;
                             let ToolCall { id, function: FunctionCall { name, arguments }, .. } = c;
@@ -282,14 +321,16 @@ impl Ctx {
                             Delta { tool_calls: vec![call], ..Delta::default() }
                         }
                     };
-                    if tx.send(data(&self.chunk(i, delta, None, inc))).await.is_err() {
+                    let lps = delivery.logprobs.then(|| logprobs[i].take());
+                    if tx.send(data(&self.chunk_with(i, delta, None, inc, lps))).await.is_err() {
                         return;
                     }
                 }
                 if let Some(u) = usage {
                     let reason = finish_reason(u.finish_reason, calls[i]);
                     usages.push(u);
-                    if tx.send(data(&self.chunk(i, Delta::default(), Some(reason), inc))).await.is_err() {
+                    let lps = delivery.logprobs.then(|| logprobs[i].take());
+                    if tx.send(data(&self.chunk_with(i, Delta::default(), Some(reason), inc, lps))).await.is_err() {
                         return;
                     }
                 }
@@ -310,22 +351,27 @@ impl Ctx {
         tokio::spawn(async move {
             let Submission { prompt_tokens, samples: n, mut events } = submission;
             let mut usages = Vec::new();
+            let mut logprobs: Vec<CompletionLogprobsBuilder> = (0..n).map(|_| CompletionLogprobsBuilder::default()).collect();
             let inc = delivery.include_usage;
-            let chunk = |index, text, finish_reason| Completion {
+            let chunk = |index, text, finish_reason, logprobs| Completion {
                 id: self.id.clone(),
                 object: "text_completion",
                 created: self.created,
                 model: self.model.clone(),
-                choices: vec![CompletionChoice { index, text, finish_reason, logprobs: None }],
+                choices: vec![CompletionChoice { index, text, finish_reason, logprobs }],
                 usage: inc.then_some(None),
             };
             while let Some((i, event)) = next_event(&mut events, &tx).await {
                 let c = match event {
-                    Event::Text(t) => chunk(i, t, None),
+                    Event::Logprobs(lp) => {
+                        logprobs[i].push(lp);
+                        continue;
+                    }
+                    Event::Text(t) => chunk(i, t, None, delivery.logprobs.then(|| logprobs[i].take())),
                     Event::Done(u) => {
                         let reason = finish_reason(u.finish_reason, 0);
                         usages.push(u);
-                        chunk(i, String::new(), Some(reason))
+                        chunk(i, String::new(), Some(reason), delivery.logprobs.then(|| logprobs[i].take()))
                     }
                     Event::Error(e) => {
                         let _ = tx.send(ApiError::from(e).sse_event()).await;
@@ -337,7 +383,7 @@ impl Ctx {
                 }
             }
             let usage = inc.then(|| {
-                let mut last = chunk(0, String::new(), None);
+                let mut last = chunk(0, String::new(), None, None);
                 last.choices.clear();
                 last.usage = Some(Some(Self::usage(prompt_tokens, &usages)));
                 data(&last)

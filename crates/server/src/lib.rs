@@ -35,6 +35,7 @@ mod completions;
 mod cors;
 mod error;
 mod llama_native;
+mod logprobs;
 pub mod media;
 mod metrics;
 pub mod openai;

@@ -190,6 +190,8 @@ fn stream(submission: Submission, model: String) -> mpsc::Receiver<SseEvent> {
         while let Some((_, event)) = next_event(&mut events, &tx).await {
             let line = match event {
                 Event::Text(t) => json!({"content": t, "stop": false, "id_slot": 0}),
+                // Not asked for by this route.
+                Event::Logprobs(_) => continue,
                 Event::Done(u) => {
                     let _ = tx.send(SseEvent::default().data(last(String::new(), &u, prompt_tokens, &model).to_string())).await;
                     return;

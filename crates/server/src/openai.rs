@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
+use crate::logprobs::{ChatLogprobs, CompletionLogprobs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +110,10 @@ pub struct ChatCompletionRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Option<Vec<Value>>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
+    /// Report each generated token's log-probability (`choices[].logprobs.content`).
+    pub logprobs: Option<bool>,
+    /// And this many alternatives per token (0 to 20; needs `logprobs: true`).
+    pub top_logprobs: Option<usize>,
     #[serde(flatten)]
     pub delivery: DeliveryFields,
     /// Sampling, `n`, `stop`, `max_tokens`, `response_format`, `tool_choice` (`"none"` also
@@ -138,16 +143,14 @@ pub struct CompletionRequest {
 pub const IGNORED_FIELDS: [&str; 6] = ["user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"];
 
 /// Fields ingot does not implement are refused with a 400 naming them, rather than dropped:
-/// a client asking for `logprobs` or a `logit_bias` must not get a reply made without them.
-/// Values that ask for nothing (null, `false`, an empty `logit_bias`, `parallel_tool_calls:
-/// true`, OpenAI's default) pass.
+/// a client asking for `echo` or a `logit_bias` must not get a reply made without them.
+/// Values that ask for nothing (null, `echo: false`, an empty `logit_bias`) pass.
 fn check_extra(extra: &Map<String, Value>) -> Result<(), ApiError> {
     for (key, value) in extra {
         let asks_nothing = match (key.as_str(), value) {
             (_, Value::Null) => true,
-            ("logprobs" | "echo", Value::Bool(false)) => true,
+            ("echo", Value::Bool(false)) => true,
             ("logit_bias", Value::Object(m)) => m.is_empty(),
-            ("parallel_tool_calls", Value::Bool(true)) => true,
             (k, v) if crate::router_info::asks_nothing_of_sglang(k, v) => true,
             (k, _) => IGNORED_FIELDS.contains(&k) || params_take(k, value),
         };
@@ -196,6 +199,11 @@ pub struct ScoreRequest {
 pub struct Delivery {
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices carry `logprobs` (the engine sends them as `Event::Logprobs`).
+    pub logprobs: bool,
+    /// `parallel_tool_calls: false`: a reply carries at most its first call (the grammar
+    /// admits one where it constrains calls; a free reply may still write more).
+    pub single_call: bool,
 }
 
 /// A chat request past the edge: every field checked, messages in the template's format.
@@ -225,14 +233,26 @@ impl DeliveryFields {
             params.max_new_tokens = Some(m);
         }
         let include_usage = self.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        Ok((params, Delivery { stream: self.stream, include_usage }))
+        let logprobs = params.logprobs.is_some();
+        let single_call = params.parallel_tool_calls == Some(false);
+        Ok((params, Delivery { stream: self.stream, include_usage, logprobs, single_call }))
     }
 }
 
 impl ChatCompletionRequest {
     pub fn validate(self) -> Result<ValidChat, ApiError> {
         check_extra(&self.extra)?;
-        let (params, delivery) = self.delivery.validate(self.params)?;
+        let mut params = self.params;
+        params.logprobs = match (self.logprobs, self.top_logprobs) {
+            (Some(true), n) => Some(n.unwrap_or(0)),
+            (_, Some(_)) => return Err(ApiError::invalid("top_logprobs", "top_logprobs needs `logprobs: true`")),
+            (_, None) => None,
+        };
+        if let Some(n) = self.top_logprobs.filter(|&n| n > ingot_core::sampling::MAX_TOP_LOGPROBS) {
+            let max = ingot_core::sampling::MAX_TOP_LOGPROBS;
+            return Err(ApiError::invalid("top_logprobs", format!("top_logprobs must be between 0 and {max}, got {n}")));
+        }
+        let (params, delivery) = self.delivery.validate(params)?;
         if let Some(tools) = self.tools.as_ref().filter(|t| t.len() > MAX_TOOLS) {
             return Err(ApiError::invalid("tools", format!("at most {MAX_TOOLS} tools, got {}", tools.len())));
         }
@@ -432,7 +452,7 @@ pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
     pub finish_reason: &'static str,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -480,7 +500,7 @@ pub struct ChunkChoice {
     pub index: usize,
     pub delta: Delta,
     pub finish_reason: Option<&'static str>,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -500,7 +520,7 @@ pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
     pub finish_reason: Option<&'static str>,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<CompletionLogprobs>,
 }
 
 /// A `/v1/completions` response, and (with `usage` absent or null) one of its stream chunks.
@@ -575,7 +595,9 @@ mod tests {
             (json!({"model": "m", "messages": []}), "messages"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {}}), "stream_options"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"abc": 5}}), "logit_bias"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}), "logprobs"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}), "top_logprobs"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "echo": true}), "echo"),
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}), "frobnicate"),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
@@ -609,8 +631,16 @@ mod tests {
             "parallel_tool_calls": true, "seed": null}))
         .map_err(|e| e.message)
         .expect("valid");
-        assert_eq!(v.delivery, Delivery { stream: true, include_usage: true });
+        assert_eq!(v.delivery, Delivery { stream: true, include_usage: true, logprobs: false, single_call: false });
         assert_eq!(v.tool_names, ["f"]);
         assert_eq!(v.chat.template_kwargs["enable_thinking"], false);
+        let lp = chat(json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}))
+            .map_err(|e| e.message)
+            .expect("valid");
+        assert_eq!((lp.chat.params.logprobs, lp.delivery.logprobs), (Some(3), true));
+        let one = chat(json!({"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": false}))
+            .map_err(|e| e.message)
+            .expect("valid");
+        assert_eq!((one.chat.params.parallel_tool_calls, one.delivery.single_call), (Some(false), true));
     }
 }

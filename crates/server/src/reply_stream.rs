@@ -48,6 +48,8 @@ pub(crate) fn stream_reply(submission: Submission, format: ReplyFormat, mut writ
             let Some((_, event)) = next_event(&mut events, &tx).await else { break ApiError::from(EngineError::Stopped) };
             let (pieces, done) = match event {
                 Event::Text(t) => (splitter.push(&t), None),
+                // Neither API asks for them.
+                Event::Logprobs(_) => continue,
                 Event::Done(u) => (splitter.finish(), Some(u)),
                 Event::Error(e) => break ApiError::from(e),
             };

@@ -120,7 +120,7 @@ async fn health_generate(State(s): State<AppState>) -> Result<Json<Value>, ApiEr
         .await??;
     while let Some((_, event)) = events.recv().await {
         match event {
-            Event::Text(_) => {}
+            Event::Text(_) | Event::Logprobs(_) => {}
             Event::Done(_) => return Ok(Json(json!({"status": "ok"}))),
             Event::Error(e) => return Err(e.into()),
         }

@@ -357,6 +357,7 @@ impl Run<'_> {
             let Some(i) = in_flight.iter().position(|f| f.seq == tag) else { continue };
             match event {
                 Event::Text(t) => in_flight[i].text.push_str(&t),
+                Event::Logprobs(_) => {}
                 Event::Done(usage) => {
                     let f = in_flight.swap_remove(i);
                     let p = Prediction {

@@ -1,12 +1,11 @@
 """The tiny check harness the client scripts share: `@check` runs a function at once and
 records its failure; `report()` prints one line per check and exits non-zero on any failure;
-`command_line()` reads the scripts' arguments."""
+`command_line()` reads the scripts' arguments. Also the tool the scripts offer (`WEATHER`)."""
 
 import json
 import sys
 
 results = []
-
 
 # A function tool the scripts offer, in no API's wrapping.
 WEATHER_FUNCTION = {
@@ -18,6 +17,8 @@ WEATHER_FUNCTION = {
         "required": ["city"],
     },
 }
+# The same tool as chat completions' `tools` take it.
+WEATHER = {"type": "function", "function": WEATHER_FUNCTION}
 
 
 def command_line():

@@ -9,13 +9,12 @@ import json
 import sys
 
 import openai
-from checks import WEATHER_FUNCTION, check, report
+from checks import WEATHER, check, report
 
 BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0, timeout=300)
 cases = {item["name"]: item for item in json.load(open(FIXTURE))["items"]}
 capital = cases["capital"]
-WEATHER = {"type": "function", "function": WEATHER_FUNCTION}
 
 
 def chat(messages, **kw):

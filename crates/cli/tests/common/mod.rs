@@ -115,6 +115,18 @@ pub fn test_tool(rel: &str) -> PathBuf {
 
 /// Drives the server's web page in headless Chromium (`tests/api/browser.js`, with `extra`
 /// arguments after the screenshot path) and returns what the script reports.
+/// Runs a check script of `tests/api` (built on its `checks.py`) with the test venv's Python
+/// and `args`; fails with the script's report and the server's log unless every check passed.
+pub fn run_checks(server: &Server, script: &str, args: &[&OsStr]) {
+    let python = test_tool(".test-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
+    let out = Command::new(python).arg(script).args(args).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
 pub fn run_browser(server: &Server, screenshot: &Path, extra: &[&OsStr]) -> serde_json::Value {
     let node_modules = test_tool(".test-node/node_modules");
     test_tool("/usr/bin/chromium");

@@ -245,7 +245,7 @@ fn feed(c: &mut Constraint, text: &str) -> Result<(), usize> {
 }
 
 fn forced(format: ToolFormat, choice: &ToolChoice) -> Constraint {
-    compiler().compile_tool_choice(format, &tools(), choice).expect("compiles").expect("forces a call")
+    compiler().compile_tool_choice(format, &tools(), choice, ToolRules::default()).expect("compiles").expect("forces a call")
 }
 
 #[test]
@@ -321,10 +321,10 @@ fn tool_choice_accepts_exactly_the_rendered_calls() {
 #[test]
 fn tool_choice_errors_name_the_field() {
     let compiler = compiler();
-    let message = |format, tools: &[Value], choice| compiler.compile_tool_choice(format, tools, &choice).expect_err("invalid").to_string();
+    let message = |format, tools: &[Value], choice| compiler.compile_tool_choice(format, tools, &choice, ToolRules::default()).expect_err("invalid").to_string();
     for choice in [ToolChoice::None, ToolChoice::Auto] {
-        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &tools(), &choice).expect("valid").is_none());
-        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &[], &choice).expect("valid").is_none());
+        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &tools(), &choice, ToolRules::default()).expect("valid").is_none());
+        assert!(compiler.compile_tool_choice(ToolFormat::Qwen, &[], &choice, ToolRules::default()).expect("valid").is_none());
     }
     let e = message(ToolFormat::Qwen, &[], ToolChoice::Required);
     assert!(e.starts_with("tool_choice: ") && e.contains("at least one tool"), "{e}");
@@ -341,9 +341,9 @@ fn tool_choice_errors_name_the_field() {
     let e = message(ToolFormat::Qwen, &[json!({"name": "f", "parameters": {"properties": {"x": {"type": "objekt"}}}})], ToolChoice::Required);
     assert!(e.starts_with("tools: ") && e.contains("objekt"), "{e}");
     // A function without parameters takes exactly `{}`.
-    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required).expect("valid").expect("forces");
+    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required, ToolRules::default()).expect("valid").expect("forces");
     assert_eq!(feed(&mut c, "<tool_call>\n{\"name\": \"now\", \"arguments\": {\"x\""), Err(42), "refused at the first key");
-    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required).expect("valid").expect("forces");
+    let mut c = compiler.compile_tool_choice(ToolFormat::Qwen, &[json!({"name": "now"})], &ToolChoice::Required, ToolRules::default()).expect("valid").expect("forces");
     assert_eq!(feed(&mut c, "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>"), Ok(()));
 }
 
@@ -365,4 +365,57 @@ fn tool_choice_openai_shapes() {
         let e = serde_json::from_value::<ToolChoice>(bad.clone()).expect_err("invalid").to_string();
         assert!(e.contains("tool_choice must be") && e.contains(&bad.to_string()), "{e}");
     }
+}
+
+#[test]
+fn parallel_tool_calls_false_admits_one_call() {
+    let one = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"timezone\": \"utc\"}}\n</tool_call>";
+    let rules = ToolRules { single_call: true, response_format: None };
+    let compile = |rules| compiler().compile_tool_choice(ToolFormat::Qwen, &tools(), &ToolChoice::Required, rules).expect("valid").expect("forces");
+    let mut c = compile(rules);
+    assert_eq!(feed(&mut c, one), Ok(()));
+    assert!(c.is_complete(), "nothing may follow the one call");
+    let mut c = compile(ToolRules::default());
+    assert_eq!(feed(&mut c, &format!("{one}\n{one}")), Ok(()), "parallel calls by default");
+}
+
+#[test]
+fn auto_with_a_response_format_admits_calls_or_schema_json() {
+    let format = schema(json!({"type": "object", "properties": {"answer": {"type": "string", "maxLength": 5}}, "required": ["answer"]}));
+    let rules = |single_call| ToolRules { single_call, response_format: Some(&format) };
+    let compile = |r| compiler().compile_tool_choice(ToolFormat::Qwen, &tools(), &ToolChoice::Auto, r).expect("valid").expect("a grammar");
+    let call = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"timezone\": \"utc\"}}\n</tool_call>";
+    assert_eq!(feed(&mut compile(rules(false)), &format!("{call}\n{call}")), Ok(()));
+    let mut c = compile(rules(true));
+    assert_eq!(feed(&mut c, call), Ok(()));
+    assert!(c.is_complete(), "one call only");
+    assert_eq!(feed(&mut compile(rules(false)), "{\"answer\": \"ok\"}"), Ok(()));
+    assert_eq!(feed(&mut compile(rules(false)), "Sure"), Err(0), "free text is neither");
+    assert_eq!(feed(&mut compile(rules(false)), "{\"answer\": 3"), Err(11), "the schema holds");
+    // A forced call ignores the format (it is for a later text turn); `none` constrains nothing.
+    let mut c = compiler().compile_tool_choice(ToolFormat::Qwen, &tools(), &ToolChoice::Required, rules(false)).expect("valid").expect("forces");
+    assert_eq!(feed(&mut c, "{"), Err(0));
+    assert!(compiler().compile_tool_choice(ToolFormat::Qwen, &tools(), &ToolChoice::None, rules(false)).expect("valid").is_none());
+}
+
+#[test]
+fn numbers_stop_at_sixteen_digits() {
+    for ty in ["integer", "number"] {
+        let format = schema(json!({"type": "object", "properties": {"n": {"type": ty}}, "required": ["n"]}));
+        let mut c = compiler().compile(&format).expect("valid").expect("a grammar");
+        let sixteen = "1234567890123456";
+        assert_eq!(feed(&mut c, &format!("{{\"n\": {sixteen}")), Ok(()));
+        assert!(!allowed(&mut c).iter().any(|&id| id < 256 && (id as u8).is_ascii_digit()), "{ty}: a 17th digit");
+        assert_eq!(feed(&mut c, "}"), Ok(()));
+    }
+    // The fraction and the exponent are bounded on their own.
+    let mut c = compiler().compile(&schema(json!({"type": "number"}))).expect("valid").expect("a grammar");
+    assert_eq!(feed(&mut c, "-1.1234567890123456"), Ok(()));
+    assert!(!allowed(&mut c).iter().any(|&id| id < 256 && (id as u8).is_ascii_digit()));
+    assert_eq!(feed(&mut c, "e+1234567890123456"), Ok(()));
+    assert!(allowed(&mut c).contains(&EOS));
+    // Digits inside strings are text.
+    let mut c = compiler().compile(&schema(json!({"type": "string"}))).expect("valid").expect("a grammar");
+    assert_eq!(feed(&mut c, "\"12345678901234567890\""), Ok(()));
+    assert_eq!(MAX_DIGITS, 16);
 }

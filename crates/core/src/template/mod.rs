@@ -38,7 +38,7 @@ mod tools;
 
 pub use limits::{Limit, FUEL, MAX_OUTPUT_BYTES, MAX_RECURSION, MAX_TEMPLATE_BYTES, MAX_WIDTH};
 pub use reasoning::{prompt_opens_thinking, split_reasoning, ReasoningDelta, ReasoningStream};
-pub use tools::{ParsedReply, ToolCall, ToolCallStream, ToolChoice, ToolError, ToolFormat};
+pub use tools::{CallRules, ParsedReply, ToolCall, ToolCallStream, ToolChoice, ToolError, ToolFormat};
 
 use std::sync::OnceLock;
 

@@ -31,7 +31,7 @@ use serde_json::{json, Value as Json};
 use super::pyjson;
 
 mod choice;
-pub use choice::ToolChoice;
+pub use choice::{CallRules, ToolChoice};
 
 /// How tool definitions and calls are written as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -43,11 +43,11 @@ use ingot_core::kv_cache::SeqCache;
 use ingot_core::model::vision::VisionModel;
 use ingot_core::model::{Embeds, ForwardError, Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
-use ingot_core::sampling::Sampler;
+use ingot_core::sampling::{token_logprobs, Sampler};
 use ingot_core::stop::StopMatcher;
 use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::event::{Cancel, Event, EventSink, FinishReason, Usage};
+use crate::event::{Cancel, Event, EventSink, FinishReason, TokenLogprob, TokenLogprobs, Usage};
 use crate::prefix_pool::PrefixPool;
 use crate::request::ValidRequest;
 use crate::EngineError;
@@ -103,6 +103,9 @@ struct Seq<'t> {
     /// The request's grammar state (taken out of the request), if it asked for structured
     /// output.
     constraint: Option<Constraint>,
+    /// The step's logits as the model gave them, kept only when the request asks for
+    /// logprobs (which describe the model's distribution, not the penalised or masked one).
+    raw_logits: Vec<f32>,
     generated: Vec<u32>,
     started: Instant,
     prefill_done: Option<Instant>,
@@ -296,6 +299,7 @@ impl<'m> Scheduler<'m> {
             prefilled: cached,
             cached_tokens: cached,
             reserved,
+            raw_logits: Vec::new(),
             generated: Vec::new(),
             started: Instant::now(),
             prefill_done: None,
@@ -404,6 +408,10 @@ impl<'m> Scheduler<'m> {
     /// Samples the next token of a decoding sequence and streams its text; returns why the
     /// sequence ends, if it does.
     fn advance(&self, seq: &mut Seq<'m>, logits: &mut [f32]) -> Option<Result<FinishReason, EngineError>> {
+        if seq.job.request.logprobs.is_some() {
+            seq.raw_logits.clear();
+            seq.raw_logits.extend_from_slice(logits);
+        }
         // Structured output: only what the grammar allows (this sequence's row alone).
         if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.mask_logits(logits)) {
             return Some(Err(e.into()));
@@ -418,6 +426,12 @@ impl<'m> Scheduler<'m> {
         }
         if let Some(Err(e)) = seq.constraint.as_mut().map(|c| c.advance(id)) {
             return Some(Err(e.into()));
+        }
+        if let Some(n) = req.logprobs {
+            let event = Event::Logprobs(self.named(token_logprobs(&seq.raw_logits, id, n)));
+            if seq.job.sink.send(event).is_err() {
+                return Some(Ok(FinishReason::Cancelled));
+            }
         }
         let text = match seq.decoder.push(id) {
             Ok(t) => t,
@@ -435,6 +449,19 @@ impl<'m> Scheduler<'m> {
             return Some(Ok(FinishReason::Length));
         }
         None
+    }
+
+    /// Log-probabilities with each token's text.
+    fn named(&self, lp: ingot_core::sampling::TokenLogprobs) -> TokenLogprobs {
+        let entry = |id: u32, logprob: f32| {
+            // Control tokens are not text; they are reported by their own text, as vLLM does.
+            let bytes = self
+                .tokenizer
+                .text_bytes(id)
+                .unwrap_or_else(|| self.tokenizer.id_to_token(id).unwrap_or_default().as_bytes().to_vec());
+            TokenLogprob { id, bytes, logprob }
+        };
+        TokenLogprobs { token: entry(lp.id, lp.logprob), top: lp.top.into_iter().map(|(id, l)| entry(id, l)).collect() }
     }
 
     /// Sends the terminal event and offers the cache to the prefix pool.

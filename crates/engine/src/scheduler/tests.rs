@@ -41,6 +41,7 @@ impl Recorder {
         for (tag, e) in self.events.lock().expect("lock").iter() {
             match e {
                 Event::Text(t) => out[*tag].0.push_str(t),
+                Event::Logprobs(_) => {}
                 Event::Done(u) => out[*tag].1 = Some(u.clone()),
                 Event::Error(e) => panic!("tag {tag}: {e}"),
             }

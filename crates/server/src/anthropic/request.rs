@@ -213,7 +213,17 @@ impl CountRequest {
                 .collect()
         });
         let delivery = DeliveryFields::default();
-        let chat = ChatCompletionRequest { model: self.model, messages, tools, chat_template_kwargs: None, delivery, params, extra };
+        let chat = ChatCompletionRequest {
+            model: self.model,
+            messages,
+            tools,
+            chat_template_kwargs: None,
+            logprobs: None,
+            top_logprobs: None,
+            delivery,
+            params,
+            extra,
+        };
         Ok(Translated { chat, image_fields })
     }
 }

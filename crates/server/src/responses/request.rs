@@ -100,7 +100,17 @@ impl ResponsesRequest {
         }
         let tools = self.tools.map(|t| t.iter().enumerate().map(|(i, t)| chat_tool(i, t)).collect::<Result<Vec<_>, _>>()).transpose()?;
         let delivery = DeliveryFields { stream: self.stream, stream_options: None, max_completion_tokens: self.max_output_tokens };
-        let chat = ChatCompletionRequest { model: self.model, messages, tools, chat_template_kwargs: None, delivery, params, extra };
+        let chat = ChatCompletionRequest {
+            model: self.model,
+            messages,
+            tools,
+            chat_template_kwargs: None,
+            logprobs: None,
+            top_logprobs: None,
+            delivery,
+            params,
+            extra,
+        };
         Ok(Turn { chat, conversation, image_fields })
     }
 }

@@ -11,6 +11,11 @@
 //!
 //! The shapes of the calls are listed at [`ToolChoice`].
 //!
+//! With [`CallRules`], OpenAI's two other knobs: `parallel_tool_calls: false` admits one call
+//! where `"required"` admits several, and a structured-output schema for text replies makes
+//! `"auto"` a grammar too (either the calls, or JSON valid against the schema), while a forced
+//! call is the whole reply and the schema waits for a later text turn.
+//!
 //! Invariants: the JSON has the fixed separators `", "` and `": "` and no other whitespace (as
 //! [`ToolFormat::render_calls`] writes it, and so a small model cannot spin in whitespace); a
 //! tool's `parameters` must describe an object (absent means no arguments: `{}`).
@@ -95,6 +100,16 @@ impl From<ToolChoice> for Json {
     }
 }
 
+/// What else shapes the reply besides `tool_choice` (OpenAI's request fields).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallRules<'a> {
+    /// `parallel_tool_calls: false`: at most one call per reply.
+    pub single_call: bool,
+    /// The JSON schema a text reply must follow (`response_format`), with its layout options:
+    /// under `"auto"` the reply is either calls or such JSON.
+    pub text_schema: Option<&'a Json>,
+}
+
 /// One offered function, as the grammar needs it.
 struct Function {
     name: String,
@@ -110,10 +125,16 @@ impl ToolFormat {
     /// Errors: a tool without a name or with `parameters` that do not describe an object
     /// ([`ToolError::Definition`]); `"required"` without tools, a named function that is not
     /// among them, a name the `default` format cannot write ([`ToolError::Choice`]).
-    pub fn call_grammar(self, tools: &[Json], choice: &ToolChoice) -> Result<Option<String>, ToolError> {
-        if !choice.forces_call() {
-            return Ok(None);
-        }
+    ///
+    /// Under `rules`: `"required"` admits one call only when `rules.single_call`; `"auto"`
+    /// with tools and a `rules.text_schema` admits the calls (one if `single_call`) or JSON
+    /// valid against the schema; `"auto"` without a schema and `"none"` give `None`.
+    pub fn call_grammar(self, tools: &[Json], choice: &ToolChoice, rules: CallRules<'_>) -> Result<Option<String>, ToolError> {
+        let text = match (choice, rules.text_schema) {
+            (ToolChoice::Auto, Some(schema)) if !tools.is_empty() => Some(schema),
+            _ if choice.forces_call() => None,
+            _ => return Ok(None),
+        };
         let offered = tools.iter().enumerate().map(|(i, t)| function_of(i, t)).collect::<Result<Vec<_>, _>>()?;
         let (functions, several) = match choice {
             ToolChoice::Function(name) => match offered.into_iter().find(|f| &f.name == name) {
@@ -129,7 +150,7 @@ impl ToolFormat {
             _ if offered.is_empty() => {
                 return Err(ToolError::Choice("\"required\" needs at least one tool in `tools`".into()))
             }
-            _ => (offered, true),
+            _ => (offered, !rules.single_call),
         };
         if self == Self::Default {
             if let Some(f) = functions.iter().find(|f| f.name.is_empty() || !f.name.chars().all(is_name_char)) {
@@ -139,7 +160,13 @@ impl ToolFormat {
                 )));
             }
         }
-        Ok(Some(self.grammar(&functions, several)))
+        let mut grammar = self.grammar(&functions, several);
+        if let Some(schema) = text {
+            // The calls' start rule becomes one alternative, the schema's JSON the other.
+            grammar = grammar.replacen("start: ", "calls: ", 1);
+            grammar.insert_str(0, &format!("start: calls | text\ntext: %json {schema}\n"));
+        }
+        Ok(Some(grammar))
     }
 
     fn grammar(self, functions: &[Function], several: bool) -> String {

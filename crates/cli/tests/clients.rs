@@ -1,0 +1,15 @@
+//! Real client libraries, unmodified, against one `ingot api` on the real Qwen GGUF:
+//! `tests/api/real_clients.py` drives it with the `openai` SDK (logprobs, tools with
+//! `response_format`, `parallel_tool_calls`), langchain-openai, openai-agents, pydantic-ai and
+//! litellm, and LLaMA Factory's two API example scripts as published (model "test", the GPA tool
+//! call, an image to a text model). The libraries come from `scripts/install-test-tools.sh`.
+
+mod common;
+
+use common::{run_checks, Server};
+
+#[test]
+fn real_clients_work_unmodified() {
+    let server = Server::start(&[], &[]);
+    run_checks(&server, "real_clients.py", &[server.base.as_ref()]);
+}
