@@ -27,7 +27,7 @@ use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
-use crate::media::{place_media, MediaPrompt, MediaSupport};
+use crate::media::{count_kinds, place_media, refuse_untaken, MediaPrompt, MediaSupport};
 use crate::params::{self, GenParams, Limits};
 use crate::EngineError;
 
@@ -155,10 +155,11 @@ pub(crate) struct Validator {
 }
 
 impl Validator {
-    /// The prompt text a chat request renders to. For a model that takes images, image
-    /// content parts become `<image>` placeholders (prepended to the first user message when
-    /// the messages have none and images are given); they are expanded into the model's vision
-    /// tokens only when the prompt is tokenized.
+    /// The prompt text a chat request renders to. For a model that takes media, media content
+    /// parts become placeholders or canonical parts (see [`crate::media`]; placeholders are
+    /// prepended to the first user message when the messages have none and items are given);
+    /// they are expanded into the model's media tokens only when the prompt is tokenized. Media
+    /// of a modality the model does not take is refused, naming its field (`videos`).
     pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
         let s = self;
         let template = s.template.as_ref().ok_or(EngineError::NoTemplate)?;
@@ -181,15 +182,10 @@ impl Validator {
             None => {}
         }
         messages.extend(req.messages.iter().cloned());
-        match &s.media {
-            Some(_) => place_media(&mut messages, req.media.len())?,
-            None if !req.media.is_empty() => {
-                return Err(EngineError::invalid(
-                    "messages",
-                    format!("{} image(s) given, but this model takes text only (it has no vision encoder)", req.media.len()),
-                ))
-            }
-            None => {}
+        let given = count_kinds(&req.media);
+        refuse_untaken(s.media.as_ref(), given)?;
+        if let Some(support) = &s.media {
+            place_media(&mut messages, given, &support.template_kinds(&s.tokenizer, template.source()))?;
         }
         let tools = req.tools.clone().map(Value::Array);
         let mut kwargs = s.template_kwargs.clone();
