@@ -179,7 +179,7 @@ pub(crate) fn refuse_untaken(support: Option<&MediaSupport>, given: [usize; 3]) 
             let encoder = if kind == MediaKind::Audio { "audio" } else { "vision" };
             return Err(EngineError::invalid(
                 kind.field(),
-                format!("{n} {}(s) given, but this model does not take {}s (it has no {encoder} encoder for them)", kind.name(), kind.name()),
+                format!("{}: {n} {}(s) given, but this model does not take {}s (it has no {encoder} encoder for them)", kind.field(), kind.name(), kind.name()),
             ));
         }
     }
