@@ -136,3 +136,54 @@ fn infer_reads_videos_and_audios_columns() {
     assert!(errors.contains("videos") && errors.contains("does not take videos"), "{errors}");
     assert!(errors.contains("column `audios`") && errors.contains("no-such.wav"), "{errors}");
 }
+
+/// A mono 16 kHz 16-bit PCM WAV of `seconds` of silence.
+fn silent_wav(seconds: u32) -> Vec<u8> {
+    let data = 16_000 * 2 * seconds;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&16_000u32.to_le_bytes());
+    w.extend_from_slice(&32_000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data.to_le_bytes());
+    w.resize(w.len() + data as usize, 0);
+    w
+}
+
+#[test]
+fn api_serves_audio_to_the_openai_client() {
+    let python = common::test_tool(".test-venv/bin/python");
+    let c = case(audio_dir().join("reference.json"), 0);
+    let dir = scratch_dir("audio-api");
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).expect("media dir");
+    let long = dir.join("long.wav");
+    std::fs::write(&long, silent_wav(3)).expect("write");
+    let expected = dir.join("expected.json");
+    let spec = json!({
+        "wav": fixtures_dir().join("audio/tone_chirp_16k.wav"),
+        "long_wav": long,
+        "outside_path": fixtures_dir().join("audio/tone_chirp_16k.wav"),
+        "text": text_of(&audio_dir(), &c["greedy_new_ids"]),
+        "prompt_tokens": c["input_ids"].as_array().expect("ids").len(),
+        "max_tokens": 10,
+    });
+    std::fs::write(&expected, spec.to_string()).expect("write");
+    let server = common::Server::start_model(
+        &audio_dir(),
+        &["--media-dir", media.to_str().expect("path"), "--threads", "2", "--model-name", "tiny-audio", "--max-audio-seconds", "2"],
+        &[],
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/audio_client.py");
+    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg("tiny-audio").arg(&expected).output().expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
