@@ -91,16 +91,15 @@ fn infer(model: &PathBuf, name: &str, rows: &[Value]) -> (Vec<Value>, String) {
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");
     let output = dir.join("out.jsonl");
-    let out = ingot()
-        .arg("infer")
-        .arg("--model")
-        .arg(model)
-        .arg("--dataset")
-        .arg(&data)
-        .arg("--media-dir")
-        .arg(fixtures_dir())
-        .arg("--output")
-        .arg(&output)
+    let media = fixtures_dir();
+    let paths = [model.as_os_str(), data.as_os_str(), media.as_os_str(), output.as_os_str()];
+    let flags = ["--model", "--dataset", "--media-dir", "--output"];
+    let mut cmd = ingot();
+    cmd.arg("infer");
+    for (flag, path) in flags.iter().zip(paths) {
+        cmd.arg(flag).arg(path);
+    }
+    let out = cmd
         .args(["--format", "openai", "--temperature", "0", "--max-new-tokens", "10", "--threads", "2", "--no-resume"])
         .output()
         .expect("run infer");
