@@ -186,3 +186,15 @@ fn api_serves_audio_to_the_openai_client() {
     assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn the_web_page_sends_an_attached_audio_clip() {
+    let c = case(audio_dir().join("reference.json"), 0);
+    let server = common::Server::start_model(&audio_dir(), &["--threads", "2"], &[]);
+    let shot = scratch_dir("audio-browser").join("chat.png");
+    let clip = fixtures_dir().join("audio/tone_chirp_16k.wav");
+    let v = common::run_browser(&server, &shot, &["What do you hear?".as_ref(), "10".as_ref(), clip.as_os_str()]);
+    // The page sends the clip as an audio_url part before the text: the reference prompt.
+    assert_eq!(v["reply"].as_str().map(str::trim), Some(text_of(&audio_dir(), &c["greedy_new_ids"]).trim()), "{v}");
+    assert_eq!(v["thumbnails"], 1, "{v}");
+}
