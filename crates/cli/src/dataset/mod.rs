@@ -723,6 +723,13 @@ mod tests {
         assert_eq!((r.messages, r.label, r.system), (vec![user("q")], "ans".to_owned(), None));
         let bad = json!({"formatting": "csv"});
         assert!(Schema::from_info("x", bad.as_object().expect("object")).is_err());
+        // Media columns renamed; an unknown column is an error naming it.
+        let entry = json!({"columns": {"prompt": "q", "videos": "clips", "audios": "sounds"}});
+        let Schema::Alpaca(a) = Schema::from_info("x", entry.as_object().expect("object")).expect("valid") else { panic!("alpaca") };
+        assert_eq!((a.media.videos.as_deref(), a.media.audios.as_deref(), a.media.images), (Some("clips"), Some("sounds"), None));
+        let typo = json!({"columns": {"prompt": "q", "video": "clips"}});
+        let e = Schema::from_info("x", typo.as_object().expect("object")).expect_err("unknown column").to_string();
+        assert!(e.contains("unknown column `video`"), "{e}");
     }
 
     #[test]
