@@ -59,14 +59,14 @@ pub struct ApiArgs {
     /// Requests that may wait for a place in the batch; beyond it requests get a 429.
     #[arg(long, default_value_t = EngineConfig::default().max_queue)]
     pub max_queue: usize,
-    /// Directory whose files `image_url` parts may name (a plain path, relative to DIR, or
+    /// Directory whose files `image_url`, `audio_url` and `video_url` parts may name (a plain path, relative to DIR, or
     /// a file:// URL); symlinks and `..` may not leave it. Without it, local paths are refused.
     #[arg(long, value_name = "DIR")]
     pub media_dir: Option<PathBuf>,
-    /// Let `image_url` parts name http(s) URLs (hosts with public addresses only).
+    /// Let media parts name http(s) URLs (hosts with public addresses only).
     #[arg(long)]
     pub allow_remote_media: bool,
-    /// Largest image an `image_url` part may bring, in MiB (decoded, for data URLs).
+    /// Largest media item a part may bring, in MiB (decoded, for data URLs).
     #[arg(long, value_name = "MB", default_value_t = MediaPolicy::default().max_bytes >> 20)]
     pub max_media_mb: usize,
 }
@@ -88,7 +88,8 @@ impl ApiArgs {
         ensure!(self.max_media_mb >= 1, "--max-media-mb must be at least 1");
         let max_bytes = self.max_media_mb.checked_mul(1 << 20).context("--max-media-mb is too large")?;
         let media_dir = self.media_dir.as_deref().map(media_dir).transpose()?;
-        Ok(MediaPolicy { media_dir, allow_remote: self.allow_remote_media, max_bytes, ..MediaPolicy::default() })
+        let max_audio_seconds = self.chat.model.media_reading()?.limits.max_audio_seconds;
+        Ok(MediaPolicy { media_dir, allow_remote: self.allow_remote_media, max_bytes, max_audio_seconds, ..MediaPolicy::default() })
     }
 }
 

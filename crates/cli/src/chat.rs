@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
-use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, IMAGE_PLACEHOLDER};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, MediaKind};
+
+use crate::media::MediaReading;
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
@@ -29,6 +31,14 @@ pub struct ChatArgs {
     /// `/image PATH` attaches one to the next turn.
     #[arg(long = "image", value_name = "PATH")]
     pub images: Vec<std::path::PathBuf>,
+    /// A video for the first turn (repeatable; Qwen2-VL-family models): a video file, or a
+    /// directory of frame images taken at `--video-fps`. In the chat, `/video PATH`.
+    #[arg(long = "video", value_name = "PATH|DIR")]
+    pub videos: Vec<std::path::PathBuf>,
+    /// An audio clip for the first turn (repeatable; Qwen2-Audio): WAV, FLAC, MP3 or
+    /// OGG/Vorbis. In the chat, `/audio PATH`.
+    #[arg(long = "audio", value_name = "PATH")]
+    pub audios: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -149,10 +159,12 @@ impl From<&GenArgs> for GenParams {
 struct Session {
     engine: EngineHandle,
     history: Vec<Message>,
-    /// The images of the turns in `history`, in placeholder order.
+    /// The media of the turns in `history`, in placeholder order.
     history_media: Vec<Media>,
-    /// Images attached to the next turn.
+    /// Media attached to the next turn.
     pending: Vec<Media>,
+    /// How media files are read.
+    reading: MediaReading,
     /// The running reply's canceller, for the Ctrl-C handler.
     current: Arc<Mutex<Option<Cancel>>>,
 }
@@ -160,15 +172,17 @@ struct Session {
 impl Session {
     /// Sends one user turn and streams the reply to stdout.
     fn turn(&mut self, user: &str) -> anyhow::Result<()> {
-        // This turn's images go before its text unless the text places them itself.
-        let user = if self.pending.is_empty() || user.contains(IMAGE_PLACEHOLDER) {
-            user.to_string()
-        } else {
-            IMAGE_PLACEHOLDER.repeat(self.pending.len()) + user
-        };
+        let text = user;
+        let user = place_pending(text, &self.pending);
         let turns = self.history.iter().map(|m| (m.role.as_str(), m.content.as_str())).chain([("user", user.as_str())]);
         // The system prompt and the generation settings are the engine's (`--system`, flags).
         let mut request = ChatRequest::from_turns(turns, GenParams::default());
+        // Media the text does not place goes in as content parts before it, as transformers'
+        // chat template renders them (Qwen2-Audio's writes `Audio 1: ` before a clip); the
+        // history keeps the placeholders.
+        if let (Some(last), Some(parts)) = (request.messages.last_mut(), leading_parts(text, &self.pending)) {
+            last["content"] = parts;
+        }
         request.media = self.history_media.iter().chain(&self.pending).cloned().collect();
         let mut thinking = ReasoningStream::new(prompt_opens_thinking(&self.engine.render_chat(&request)?));
         let stream = self.engine.stream_chat(request)?;
@@ -217,13 +231,13 @@ impl Session {
         Ok(())
     }
 
-    /// Reads an image for the next turn; a bad file is reported and the session goes on.
-    fn attach(&mut self, path: &std::path::Path) {
-        if !self.engine.takes_images() {
-            eprintln!("error: this model takes text only (it has no vision encoder)");
+    /// Reads a media file for the next turn; a bad file is reported and the session goes on.
+    fn attach(&mut self, kind: MediaKind, path: &std::path::Path) {
+        if !self.engine.takes(kind) {
+            eprintln!("error: this model does not take {}s", kind.name());
             return;
         }
-        match crate::media::read_image(path) {
+        match read_media(kind, path, &self.reading) {
             Ok(media) => {
                 eprintln!("Attached {} to your next message.", path.display());
                 self.pending.push(media);
@@ -242,12 +256,12 @@ impl Session {
                 self.pending.clear();
                 println!("History has been removed.");
             }
-            cmd if cmd.starts_with("/image") => {
-                let path = cmd["/image".len()..].trim();
-                if path.is_empty() {
-                    eprintln!("usage: /image PATH (attaches an image to your next message)");
-                } else {
-                    self.attach(std::path::Path::new(path));
+            cmd if ["/image", "/video", "/audio"].iter().any(|c| cmd.split_whitespace().next() == Some(*c)) => {
+                let (command, path) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+                let kind = MediaKind::ALL.into_iter().find(|k| command == format!("/{}", k.name())).unwrap_or(MediaKind::Image);
+                match path.trim() {
+                    "" => eprintln!("usage: {command} PATH (attaches a{} {} to your next message)", if kind == MediaKind::Image { "n" } else { "" }, kind.name()),
+                    path => self.attach(kind, std::path::Path::new(path)),
                 }
             }
             "" => {}
@@ -262,6 +276,45 @@ impl Session {
     }
 }
 
+/// One media file of the given modality.
+fn read_media(kind: MediaKind, path: &std::path::Path, reading: &MediaReading) -> anyhow::Result<Media> {
+    match kind {
+        MediaKind::Image => crate::media::read_image(path),
+        MediaKind::Video => crate::media::read_video(path, reading),
+        MediaKind::Audio => crate::media::read_audio(path, reading),
+    }
+}
+
+/// The turn's text with placeholders for its attached media in front, for each modality the
+/// text does not place itself (LLaMA Factory's order: audios, videos, images, then the text).
+fn place_pending(user: &str, pending: &[Media]) -> String {
+    let mut text = user.to_string();
+    for kind in MediaKind::ALL {
+        let n = pending.iter().filter(|m| MediaKind::of(m) == kind).count();
+        if n > 0 && !user.contains(kind.placeholder()) {
+            text = kind.placeholder().repeat(n) + &text;
+        }
+    }
+    text
+}
+
+/// Content parts for the attached media the text does not place (audios, videos, images,
+/// LLaMA Factory's order), then the text; `None` when there are none.
+fn leading_parts(user: &str, pending: &[Media]) -> Option<serde_json::Value> {
+    let mut parts = Vec::new();
+    for kind in MediaKind::ALL.into_iter().rev() {
+        let n = pending.iter().filter(|m| MediaKind::of(m) == kind).count();
+        if !user.contains(kind.placeholder()) {
+            parts.extend(std::iter::repeat_n(serde_json::json!({"type": kind.name()}), n));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(serde_json::json!({"type": "text", "text": user}));
+    Some(serde_json::Value::Array(parts))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded value is a plain flag slot; a panic elsewhere cannot leave it inconsistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -270,11 +323,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     // Checked before loading: a failed turn only prints its error and keeps the session going.
     args.prompt.params().sampling()?;
-    // Images given on the command line are read before the model loads, so a bad path fails fast.
-    let pending = args.images.iter().map(|p| crate::media::read_image(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    // Media given on the command line is read before the model loads, so a bad path fails fast.
+    let reading = args.model.media_reading()?;
+    let given = [(MediaKind::Image, &args.images), (MediaKind::Video, &args.videos), (MediaKind::Audio, &args.audios)];
+    let mut pending = Vec::new();
+    for (kind, paths) in given {
+        for p in paths {
+            pending.push(read_media(kind, p, &reading)?);
+        }
+    }
     let engine = args.model.start_chat_engine(args.prompt.engine_config(&args.model))?;
-    if !pending.is_empty() && !engine.takes_images() {
-        anyhow::bail!("--image: this model takes text only (it has no vision encoder)");
+    if let Some(kind) = MediaKind::ALL.into_iter().find(|&k| pending.iter().any(|m| MediaKind::of(m) == k) && !engine.takes(k)) {
+        anyhow::bail!("--{}: this model does not take {}s", kind.name(), kind.name());
     }
     let current: Arc<Mutex<Option<Cancel>>> = Arc::new(Mutex::new(None));
     let interactive = std::io::stdin().is_terminal();
@@ -287,9 +347,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let mut session = Session { engine, history: Vec::new(), history_media: Vec::new(), pending, current };
-    let images = if session.engine.takes_images() { ", `/image PATH` attaches an image" } else { "" };
-    eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits{images}.");
+    let mut session = Session { engine, history: Vec::new(), history_media: Vec::new(), pending, reading, current };
+    let attach: Vec<String> = MediaKind::ALL.into_iter().filter(|&k| session.engine.takes(k)).map(|k| format!("`/{} PATH`", k.name())).collect();
+    let attach = if attach.is_empty() { String::new() } else { format!(", {} attach media", attach.join(", ")) };
+    eprintln!("Welcome to ingot chat: `clear` removes the history, `exit` quits{attach}.");
     if interactive {
         let mut editor = rustyline::DefaultEditor::new()?;
         loop {

@@ -66,6 +66,13 @@ pub struct InferConfig {
     /// `image_min_pixels` / `image_max_pixels`: bounds on an image's size after resizing.
     pub image_min_pixels: Option<usize>,
     pub image_max_pixels: Option<usize>,
+    /// `video_min_pixels` / `video_max_pixels`, `video_fps`, `video_maxlen`,
+    /// `audio_sampling_rate`: LLaMA Factory's video and audio preprocessing.
+    pub video_min_pixels: Option<usize>,
+    pub video_max_pixels: Option<usize>,
+    pub video_fps: Option<f64>,
+    pub video_maxlen: Option<usize>,
+    pub audio_sampling_rate: Option<u32>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
@@ -99,11 +106,6 @@ const IGNORED_KEYS: &[&str] = &[
     "double_quantization",
     "quantization_device_map",
     "rope_scaling",
-    "video_max_pixels",
-    "video_min_pixels",
-    "video_fps",
-    "video_maxlen",
-    "audio_sampling_rate",
     "cache_dir",
     "hf_hub_token",
     "ms_hub_token",
@@ -210,6 +212,11 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "allow_remote_media" => cfg.allow_remote_media = Some(v.bool()?),
             "image_min_pixels" => cfg.image_min_pixels = Some(v.count()?),
             "image_max_pixels" => cfg.image_max_pixels = Some(v.count()?),
+            "video_min_pixels" => cfg.video_min_pixels = Some(v.count()?),
+            "video_max_pixels" => cfg.video_max_pixels = Some(v.count()?),
+            "video_fps" => cfg.video_fps = Some(v.positive()?),
+            "video_maxlen" => cfg.video_maxlen = Some(v.count()?),
+            "audio_sampling_rate" => cfg.audio_sampling_rate = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k if gen_keys.iter().any(|g| g == k) => {
                 params.insert(k.to_owned(), v.gen_param()?);
@@ -303,6 +310,15 @@ impl Typed<'_> {
             Setting::File(_) => None,
         };
         n.and_then(|n| T::try_from(n).ok()).ok_or_else(|| self.wrong("a non-negative integer"))
+    }
+
+    fn positive(&self) -> anyhow::Result<f64> {
+        let n = match self.setting {
+            Setting::File(Value::Number(n)) => n.as_f64(),
+            Setting::Override(s) => s.trim().parse::<f64>().ok(),
+            Setting::File(_) => None,
+        };
+        n.filter(|n| n.is_finite() && *n > 0.0).ok_or_else(|| self.wrong("a positive number"))
     }
 
     fn bool(&self) -> anyhow::Result<bool> {

@@ -6,9 +6,11 @@ use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::load::{models_dir, LoadOptions, DEFAULT_MODEL_FILE};
 use ingot_core::weights::{Quantization, WeightDType};
-use ingot_engine::{EngineConfig, EngineError, EngineHandle};
+use ingot_core::media::FrameSampling;
+use ingot_engine::{EngineConfig, EngineError, EngineHandle, MediaLimits};
 
 use crate::infer_config::{fill, InferConfig};
+use crate::media::MediaReading;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -49,6 +51,26 @@ pub struct ModelArgs {
     /// (`image_min_pixels`).
     #[arg(long)]
     pub image_min_pixels: Option<usize>,
+    /// Video models: every frame is first scaled to at most this many pixels (LLaMA Factory's
+    /// `video_max_pixels`, default 65536) and at least `--video-min-pixels` (default 256).
+    #[arg(long)]
+    pub video_max_pixels: Option<usize>,
+    #[arg(long)]
+    pub video_min_pixels: Option<usize>,
+    /// Video files: frames sampled per second (`video_fps`, default 2); a list or directory
+    /// of frames is taken to be at this rate.
+    #[arg(long, default_value_t = FrameSampling::default().fps)]
+    pub video_fps: f64,
+    /// Video files: at most this many frames (`video_maxlen`, default 128).
+    #[arg(long, default_value_t = FrameSampling::default().maxlen)]
+    pub video_maxlen: usize,
+    /// Audio models: the rate clips are resampled to (`audio_sampling_rate`; default: the
+    /// model's feature extractor's, 16000 for Qwen2-Audio).
+    #[arg(long)]
+    pub audio_sampling_rate: Option<u32>,
+    /// Audio: longest clip accepted, in seconds; a longer one is an error naming this limit.
+    #[arg(long, default_value_t = MediaLimits::default().max_audio_seconds)]
+    pub max_audio_seconds: f64,
 }
 
 impl ModelArgs {
@@ -60,6 +82,11 @@ impl ModelArgs {
         fill(&mut self.quantize, cfg.quantize.map(Some), matches, "quantize");
         fill(&mut self.image_max_pixels, cfg.image_max_pixels.map(Some), matches, "image_max_pixels");
         fill(&mut self.image_min_pixels, cfg.image_min_pixels.map(Some), matches, "image_min_pixels");
+        fill(&mut self.video_max_pixels, cfg.video_max_pixels.map(Some), matches, "video_max_pixels");
+        fill(&mut self.video_min_pixels, cfg.video_min_pixels.map(Some), matches, "video_min_pixels");
+        fill(&mut self.video_fps, cfg.video_fps, matches, "video_fps");
+        fill(&mut self.video_maxlen, cfg.video_maxlen, matches, "video_maxlen");
+        fill(&mut self.audio_sampling_rate, cfg.audio_sampling_rate.map(Some), matches, "audio_sampling_rate");
     }
 
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
@@ -83,8 +110,26 @@ impl ModelArgs {
             ctx_size: self.ctx_size,
             image_max_pixels: self.image_max_pixels,
             image_min_pixels: self.image_min_pixels,
+            video_max_pixels: self.video_max_pixels,
+            video_min_pixels: self.video_min_pixels,
+            audio_sampling_rate: self.audio_sampling_rate,
             ..EngineConfig::default()
         }
+    }
+
+    /// How media files named on the command line or in datasets are read.
+    pub fn media_reading(&self) -> anyhow::Result<MediaReading> {
+        anyhow::ensure!(self.video_fps.is_finite() && self.video_fps > 0.0, "--video-fps must be positive, got {}", self.video_fps);
+        anyhow::ensure!(self.video_maxlen > 0, "--video-maxlen must be at least 1");
+        anyhow::ensure!(
+            self.max_audio_seconds.is_finite() && self.max_audio_seconds > 0.0,
+            "--max-audio-seconds must be positive, got {}",
+            self.max_audio_seconds
+        );
+        Ok(MediaReading {
+            limits: MediaLimits { max_audio_seconds: self.max_audio_seconds, ..MediaLimits::default() },
+            sampling: FrameSampling { fps: self.video_fps, maxlen: self.video_maxlen },
+        })
     }
 
     /// [`ModelArgs::start_engine`] for commands that generate chat replies: a reward model,

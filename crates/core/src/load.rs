@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::vision::{MultimodalTokens, VisionArch};
-use crate::media::{MediaProcessor, Qwen2VlImageProcessor, WhisperFeatureExtractor};
+use crate::media::{MediaProcessor, Qwen2VlImageProcessor, Qwen2VlVideoProcessor, WhisperFeatureExtractor};
 use crate::model::audio::AudioEncoder;
 use crate::model::vision::VisionModel;
 use crate::model::Model;
@@ -60,6 +60,9 @@ pub struct Vision {
     /// The checkpoint's image preprocessing (`preprocessor_config.json`; transformers'
     /// defaults for the family when the file is absent).
     pub image_processor: Box<dyn MediaProcessor>,
+    /// The checkpoint's video preprocessing (`video_preprocessor_config.json` or the image
+    /// processor's file; the family's defaults when absent).
+    pub video_processor: Box<dyn MediaProcessor>,
 }
 
 /// How to load a model.
@@ -190,10 +193,15 @@ fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<(Model, Option<Visi
                     ),
                 });
             }
-            let processor = Qwen2VlImageProcessor::from_dir(dir)
-                .map_err(|e| LoadError::Invalid { path: dir.display().to_string(), problem: e.to_string() })?
-                .unwrap_or_default();
-            Some(Vision { encoder: VisionModel::load(&weights, vcfg)?, tokens, image_processor: Box::new(processor) })
+            let invalid = |e: crate::media::MediaError| LoadError::Invalid { path: dir.display().to_string(), problem: e.to_string() };
+            let processor = Qwen2VlImageProcessor::from_dir(dir).map_err(invalid)?.unwrap_or_default();
+            let video = Qwen2VlVideoProcessor::from_dir(dir).map_err(invalid)?.unwrap_or_default();
+            Some(Vision {
+                encoder: VisionModel::load(&weights, vcfg)?,
+                tokens,
+                image_processor: Box::new(processor),
+                video_processor: Box::new(video),
+            })
         }
     };
     let audio = load_audio(dir, &weights, cfg.hidden_size)?;

@@ -40,6 +40,13 @@ pub struct EngineConfig {
     /// `image_max_pixels`), over the model's preprocessor config.
     pub image_min_pixels: Option<usize>,
     pub image_max_pixels: Option<usize>,
+    /// LLaMA Factory's `video_min_pixels` / `video_max_pixels`: bounds every video frame is
+    /// first scaled into (defaults 16·16 and 256·256).
+    pub video_min_pixels: Option<usize>,
+    pub video_max_pixels: Option<usize>,
+    /// LLaMA Factory's `audio_sampling_rate`: the rate audio is resampled to before its
+    /// features are taken. `None`: the model's feature extractor's (16 kHz for Qwen2-Audio).
+    pub audio_sampling_rate: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +66,9 @@ impl Default for EngineConfig {
             max_n: 16,
             image_min_pixels: None,
             image_max_pixels: None,
+            video_min_pixels: None,
+            video_max_pixels: None,
+            audio_sampling_rate: None,
         }
     }
 }

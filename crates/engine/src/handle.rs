@@ -15,12 +15,14 @@ use std::sync::{Arc, OnceLock};
 use crossbeam_channel::Sender;
 use ingot_core::config::ModelConfig;
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::load::LoadedModel;
+use ingot_core::load::{AudioSupport, LoadedModel, Vision};
+use ingot_core::model::audio::AudioEncoder;
+use ingot_core::model::vision::VisionModel;
 use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
-use crate::media::MediaSupport;
+use crate::media::{AudioInput, Encoders, MediaKind, MediaSupport, VisionInput};
 use crate::prompter::pick_template;
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
@@ -47,20 +49,8 @@ pub struct EngineHandle {
 /// Starts the engine thread with a loaded model and returns the first handle to it. The
 /// thread ends when the last handle is dropped.
 pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, EngineError> {
-    // Audio checkpoints are not wired to requests yet: they serve as text models.
-    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision, audio: _ } = loaded;
-    let (vision, media) = match vision {
-        Some(v) => {
-            let mut image = v.image_processor;
-            if cfg.image_min_pixels.is_some() || cfg.image_max_pixels.is_some() {
-                image
-                    .set_pixel_limits(cfg.image_min_pixels, cfg.image_max_pixels)
-                    .map_err(|source| EngineError::Media { field: "image_max_pixels".into(), source })?;
-            }
-            (Some(v.encoder), Some(MediaSupport { tokens: v.tokens, image }))
-        }
-        None => (None, None),
-    };
+    let LoadedModel { model, tokenizer, chat_template, value_head, generation, vision, audio } = loaded;
+    let (vision, audio, media) = media_support(vision, audio, &cfg)?;
     let template = pick_template(cfg.template.as_deref(), chat_template.as_deref(), &tokenizer)?;
     let kv_budget_bytes = cfg.kv_cache_mb.saturating_mul(1 << 20);
     let budget_positions = kv_budget_bytes / SeqCache::bytes_per_position(model.config()).max(1);
@@ -109,7 +99,8 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .name("ingot-engine".into())
         .spawn(move || {
             let tokenizer = &worker_shared.validator.tokenizer;
-            let mut scheduler = Scheduler::new(&model, vision.as_ref(), tokenizer, value_head.as_ref(), capacity);
+            let encoders = Encoders { vision: vision.as_ref(), audio: audio.as_ref() };
+            let mut scheduler = Scheduler::new(&model, encoders, tokenizer, value_head.as_ref(), capacity);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(EngineError::Start)?;
@@ -124,6 +115,47 @@ pub struct Response {
     pub prompt_length: usize,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+}
+
+/// The encoders of a loaded model and the request-side support for its media, with the
+/// configured preprocessing bounds applied.
+fn media_support(
+    vision: Option<Vision>,
+    audio: Option<AudioSupport>,
+    cfg: &EngineConfig,
+) -> Result<(Option<VisionModel>, Option<AudioEncoder>, Option<MediaSupport>), EngineError> {
+    let media_err = |field: &str| {
+        let field = field.to_string();
+        move |source| EngineError::Media { field, source }
+    };
+    let (vision_encoder, vision_input) = match vision {
+        Some(v) => {
+            let (mut image, mut video) = (v.image_processor, v.video_processor);
+            if cfg.image_min_pixels.is_some() || cfg.image_max_pixels.is_some() {
+                image.set_pixel_limits(cfg.image_min_pixels, cfg.image_max_pixels).map_err(media_err("image_max_pixels"))?;
+            }
+            if cfg.video_min_pixels.is_some() || cfg.video_max_pixels.is_some() {
+                video.set_pixel_limits(cfg.video_min_pixels, cfg.video_max_pixels).map_err(media_err("video_max_pixels"))?;
+            }
+            (Some(v.encoder), Some(VisionInput { tokens: v.tokens, image, video }))
+        }
+        None => (None, None),
+    };
+    let (audio_encoder, audio_input) = match audio {
+        Some(a) => {
+            let extractor = match cfg.audio_sampling_rate {
+                Some(rate) if rate != a.feature_extractor.sampling_rate() => a
+                    .feature_extractor
+                    .with_sampling_rate(rate)
+                    .map_err(|e| EngineError::invalid("audio_sampling_rate", format!("audio_sampling_rate {rate}: {e}")))?,
+                _ => a.feature_extractor,
+            };
+            (Some(a.encoder), Some(AudioInput { token_id: a.audio_token_id, extractor }))
+        }
+        None => (None, None),
+    };
+    let support = (vision_input.is_some() || audio_input.is_some()).then_some(MediaSupport { vision: vision_input, audio: audio_input });
+    Ok((vision_encoder, audio_encoder, support))
 }
 
 impl EngineHandle {
@@ -164,7 +196,12 @@ impl EngineHandle {
 
     /// Whether the model takes images (it has a vision encoder).
     pub fn takes_images(&self) -> bool {
-        self.shared.validator.media.is_some()
+        self.takes(MediaKind::Image)
+    }
+
+    /// Whether the model takes media of `kind`.
+    pub fn takes(&self, kind: MediaKind) -> bool {
+        self.shared.validator.media.as_ref().is_some_and(|m| m.takes(kind))
     }
 
     /// Whether the model has a value head: it scores texts and does not generate.

@@ -33,7 +33,7 @@ pub use handle::{start, EngineHandle, Response};
 pub use ingot_core::constraint::{JsonSchemaFormat, ResponseFormat};
 pub use ingot_core::media::{Image, Media, MediaError, MediaLimits};
 pub use ingot_core::template::ToolChoice;
-pub use media::{MediaPrompt, IMAGE_PLACEHOLDER};
+pub use media::{MediaKind, MediaPrompt, IMAGE_PLACEHOLDER};
 pub use params::GenParams;
 pub use prompter::{Prompter, Rendered};
 pub use request::{ChatRequest, Prompt, PromptRequest, ValidRequest};

@@ -62,7 +62,7 @@ impl Prompter {
 
     /// Renders and tokenizes a text chat request.
     pub fn render(&self, req: &ChatRequest) -> Result<Rendered, EngineError> {
-        let text = render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, false, req)?;
+        let text = render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, None, req)?;
         let ids = self.tokenizer.encode_prompt(&text)?;
         let stop = self.template.as_ref().map_or(&[][..], |t| t.stop_strings()).iter().filter(|s| !s.is_empty()).cloned().collect();
         Ok(Rendered { text, ids, stop })

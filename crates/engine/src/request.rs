@@ -29,7 +29,7 @@ use ingot_core::template::{ChatTemplate, ToolChoice};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
-use crate::media::{place_media, MediaPrompt, MediaSupport};
+use crate::media::{count_kinds, place_media, refuse_untaken, MediaPrompt, MediaSupport};
 use crate::params::{self, GenParams, Limits};
 use crate::EngineError;
 
@@ -161,7 +161,8 @@ pub(crate) struct Validator {
 impl Validator {
     /// The prompt text a chat request renders to (see [`render_chat`]).
     pub fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
-        render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, self.media.is_some(), req)
+        let media = self.media.as_ref().map(|m| (m, &self.tokenizer));
+        render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, media, req)
     }
 
     /// Renders, tokenizes and validates a chat request.
@@ -276,7 +277,7 @@ pub(crate) fn render_chat(
     template: Option<&ChatTemplate>,
     default_system: Option<&String>,
     template_kwargs: &Map<String, Value>,
-    takes_media: bool,
+    media: Option<(&MediaSupport, &Tokenizer)>,
     req: &ChatRequest,
 ) -> Result<String, EngineError> {
     let template = template.ok_or(EngineError::NoTemplate)?;
@@ -299,13 +300,10 @@ pub(crate) fn render_chat(
         None => {}
     }
     messages.extend(req.messages.iter().cloned());
-    if takes_media {
-        place_media(&mut messages, req.media.len())?;
-    } else if !req.media.is_empty() {
-        return Err(EngineError::invalid(
-            "messages",
-            format!("{} image(s) given, but this model takes text only (it has no vision encoder)", req.media.len()),
-        ));
+    let given = count_kinds(&req.media);
+    refuse_untaken(media.map(|(support, _)| support), given)?;
+    if let Some((support, tokenizer)) = media {
+        place_media(&mut messages, given, &support.template_kinds(tokenizer, template.source()))?;
     }
     let tools = req.tools.clone().map(Value::Array);
     let mut kwargs = template_kwargs.clone();

@@ -5,7 +5,7 @@
 //! that events arrive through the sinks given, on the engine's own schedule.
 
 use ingot_core::template::{prompt_opens_thinking, ToolFormat};
-use ingot_engine::{ChatRequest, EngineError, EngineHandle, PromptRequest};
+use ingot_engine::{ChatRequest, EngineError, EngineHandle, MediaKind, PromptRequest};
 
 use crate::sink::ChannelSink;
 
@@ -41,6 +41,10 @@ pub trait Backend: Send + Sync + 'static {
     fn piece(&self, id: u32) -> Vec<u8>;
     /// Whether the model takes images.
     fn takes_images(&self) -> bool;
+    /// Whether the model takes media of `kind` (a model that takes images only, unless told).
+    fn takes(&self, kind: MediaKind) -> bool {
+        kind == MediaKind::Image && self.takes_images()
+    }
     /// The model's context length, in tokens.
     fn context_length(&self) -> usize;
     /// How replies to a prompt are read: the template's tool format, and whether the prompt
@@ -95,6 +99,10 @@ impl Backend for EngineHandle {
 
     fn takes_images(&self) -> bool {
         EngineHandle::takes_images(self)
+    }
+
+    fn takes(&self, kind: MediaKind) -> bool {
+        EngineHandle::takes(self, kind)
     }
 
     fn context_length(&self) -> usize {

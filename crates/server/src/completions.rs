@@ -15,16 +15,18 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ingot_engine::{EngineError, Event, FinishReason, Image, Media, MediaLimits, PromptRequest};
+use ingot_core::media::{Audio, FrameSampling, Video};
+use ingot_engine::{EngineError, Event, FinishReason, Image, Media, MediaKind, MediaLimits, PromptRequest};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
-    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, ImageRef, ToolCall, ToolCallDelta,
-    Usage, ValidChat,
+    CompletionChoice, CompletionRequest, Delivery, Delta, FunctionCall, FunctionCallDelta, MediaRef, ToolCall, ToolCallDelta,
+    Usage,
 };
+use crate::openai::ValidChat;
 use crate::logprobs::{ChatLogprobs, CompletionLogprobsBuilder};
 use crate::media::fetch_media;
 use crate::reply::{self, Piece, ReplyFormat, ReplySplitter};
@@ -54,7 +56,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
 /// (chat completions, Responses, Messages) does before it reads the events.
 pub(crate) async fn queue_chat(s: &AppState, valid: ValidChat) -> Result<(Submission, ReplyFormat), ApiError> {
     let mut chat = valid.chat;
-    chat.media = fetch_images(s, &valid.images).await?;
+    chat.media = fetch_all_media(s, &valid.media).await?;
     let (mut sinks, events) = sink::channel(&s.metrics);
     let engine = s.engine.clone();
     let submitted = s.workers.run(move || engine.submit_chat(chat, &mut sinks)).await??;
@@ -63,22 +65,30 @@ pub(crate) async fn queue_chat(s: &AppState, valid: ValidChat) -> Result<(Submis
     Ok((Submission { prompt_tokens: submitted.prompt_ids.len(), samples: submitted.samples, events }, format))
 }
 
-/// Fetches and decodes a request's images, in order, under the server's media policy. A
-/// model without a vision encoder refuses them up front, before anything is fetched.
-pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Vec<Media>, ApiError> {
-    let Some(first) = images.first() else { return Ok(Vec::new()) };
-    if !s.engine.takes_images() {
-        return Err(ApiError::invalid(first.field.clone(), "this model takes text only (it has no vision encoder)"));
+/// Fetches and decodes a request's media, in order, under the server's media policy. Media of
+/// a modality the model does not take is refused up front (400 naming the part), before
+/// anything is fetched.
+pub(crate) async fn fetch_all_media(s: &AppState, refs: &[MediaRef]) -> Result<Vec<Media>, ApiError> {
+    if let Some(r) = refs.iter().find(|r| !s.engine.takes(r.kind)) {
+        return Err(ApiError::invalid(r.field.clone(), format!("this model does not take {}s", r.kind.name())));
     }
-    let mut out = Vec::with_capacity(images.len());
-    for image in images {
-        let param = format!("{}.url", image.field);
-        let bytes = fetch_media(&image.url, &s.cfg.media).await.map_err(|e| ApiError::media(param.clone(), e))?;
-        let limits = MediaLimits { max_bytes: s.cfg.media.max_bytes, ..MediaLimits::default() };
-        let field = image.field.clone();
-        // Decoding a large image takes a while: off the runtime.
-        let decoded = s.workers.run(move || Image::decode(&bytes, &field, &limits)).await?;
-        out.push(Media::Image(decoded.map_err(|source| ApiError::from(EngineError::Media { field: param, source }))?));
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let param = format!("{}.url", r.field);
+        let bytes = fetch_media(&r.url, &s.cfg.media).await.map_err(|e| ApiError::media(param.clone(), e))?;
+        let limits =
+            MediaLimits { max_bytes: s.cfg.media.max_bytes, max_audio_seconds: s.cfg.media.max_audio_seconds, ..MediaLimits::default() };
+        let (field, kind) = (r.field.clone(), r.kind);
+        // Decoding a large item takes a while: off the runtime.
+        let decoded = s
+            .workers
+            .run(move || match kind {
+                MediaKind::Image => Image::decode(&bytes, &field, &limits).map(Media::Image),
+                MediaKind::Video => Video::decode(&bytes, &field, &limits, &FrameSampling::default()).map(Media::Video),
+                MediaKind::Audio => Audio::decode(&bytes, &field, &limits).map(Media::Audio),
+            })
+            .await?;
+        out.push(decoded.map_err(|source| ApiError::from(EngineError::Media { field: param, source }))?);
     }
     Ok(out)
 }

@@ -377,7 +377,7 @@ async fn apply_template(
     s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
     let mut chat = valid.chat;
-    chat.media = completions::fetch_images(&s, &valid.images).await?;
+    chat.media = completions::fetch_all_media(&s, &valid.media).await?;
     let engine = s.engine.clone();
     let (prompt, ids) = s.workers.run(move || engine.apply_template(chat)).await??;
     Ok(Json(serde_json::json!({"prompt": prompt, "prompt_ids": ids, "prompt_tokens": ids.len()})))

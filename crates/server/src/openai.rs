@@ -4,14 +4,15 @@
 //! Deserialization checks the shape (a wrong type or an unknown role is a 422 naming the
 //! field's path); the sampling fields are the engine's one parameters type, [`GenParams`],
 //! flattened into each body (OpenAI's names are its serde aliases). `validate` translates:
-//! OpenAI messages become the Hugging Face message objects chat templates expect (content
-//! parts joined into one string, an `image_url` part becoming LLaMA Factory's `<image>`
-//! placeholder, its URL kept in [`ValidChat::images`] for the route to fetch; assistant
+//! OpenAI messages become the Hugging Face message objects chat templates expect (text parts
+//! joined; `image_url`, `video_url`, `audio_url` and `input_audio` parts becoming Hugging
+//! Face's `{"type": "image"}`-style parts, their URLs kept in [`ValidChat::media`] for the
+//! route to fetch; assistant
 //! tool-call `arguments`, a JSON *string* in OpenAI's format, decoded into JSON objects, so
 //! they are rendered once, not twice). Values are the engine's to check (it names the field
 //! and the limit); nothing here duplicates them.
 
-use ingot_engine::{ChatRequest, GenParams, Prompt as EnginePrompt, ToolChoice};
+use ingot_engine::{ChatRequest, GenParams, MediaKind, Prompt as EnginePrompt, ToolChoice};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -43,6 +44,30 @@ pub struct ContentPart {
     pub kind: String,
     pub text: Option<String>,
     pub image_url: Option<ImageUrl>,
+    /// vLLM's (and LLaMA Factory's API's) `video_url` / `audio_url` parts, shaped as `image_url`.
+    pub video_url: Option<ImageUrl>,
+    pub audio_url: Option<ImageUrl>,
+    /// OpenAI's `{"type": "input_audio", "input_audio": {"data": base64, "format": "wav"}}`.
+    pub input_audio: Option<InputAudio>,
+}
+
+impl ContentPart {
+    /// A text part, as other APIs' translations build it.
+    pub(crate) fn text(text: String) -> Self {
+        Self { kind: "text".into(), text: Some(text), image_url: None, video_url: None, audio_url: None, input_audio: None }
+    }
+
+    /// An `image_url` part with a bare URL, as other APIs' translations build it.
+    pub(crate) fn image(url: String) -> Self {
+        Self { kind: "image_url".into(), text: None, image_url: Some(ImageUrl::Bare(url)), video_url: None, audio_url: None, input_audio: None }
+    }
+}
+
+/// An `input_audio` part's value: the clip's bytes in base64 and its format (`wav`, `mp3`, ...).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputAudio {
+    pub data: String,
+    pub format: String,
 }
 
 /// An `image_url` part's value: OpenAI's `{"url", "detail"}`, or the bare URL some clients send.
@@ -55,9 +80,11 @@ pub enum ImageUrl {
     Bare(String),
 }
 
-/// An image a request names: where in the request, and its URL (data, file or http(s)).
+/// A media item a request names: its modality, where in the request, and its URL (data,
+/// file or http(s); an `input_audio` part's data as a data URL).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImageRef {
+pub struct MediaRef {
+    pub kind: MediaKind,
     /// `messages[i].content[j].image_url`.
     pub field: String,
     pub url: String,
@@ -213,8 +240,8 @@ pub struct ValidChat {
     /// The names of the tools given (none when switched off by `tool_choice: "none"`):
     /// replies are parsed for calls to them.
     pub tool_names: Vec<String>,
-    /// The request's images in message order; the route fetches them into `chat.media`.
-    pub images: Vec<ImageRef>,
+    /// The request's media in message order; the route fetches them into `chat.media`.
+    pub media: Vec<MediaRef>,
 }
 
 pub struct ValidCompletion {
@@ -259,12 +286,12 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must hold at least one message"));
         }
-        let mut images = Vec::new();
+        let mut media = Vec::new();
         let messages = self
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| hf_message(i, m, &mut images))
+            .map(|(i, m)| hf_message(i, m, &mut media))
             .collect::<Result<Vec<_>, _>>()?;
         let tools_off = params.tool_choice == Some(ToolChoice::None);
         let tools = self.tools.filter(|t| !t.is_empty() && !tools_off);
@@ -288,7 +315,7 @@ impl ChatCompletionRequest {
             params,
             media: Vec::new(),
         };
-        Ok(ValidChat { chat, delivery, tool_names, images })
+        Ok(ValidChat { chat, delivery, tool_names, media })
     }
 }
 
@@ -311,44 +338,70 @@ impl CompletionRequest {
     }
 }
 
-/// One OpenAI message as the Hugging Face message object chat templates read; its images'
-/// URLs are appended to `images`.
-fn hf_message(i: usize, m: &ChatMessage, images: &mut Vec<ImageRef>) -> Result<Value, ApiError> {
+/// One OpenAI message as the Hugging Face message object chat templates read: text parts
+/// joined, and with media parts, Hugging Face's parts (`{"type": "audio"}`, ...) that the
+/// engine places; the media's URLs are appended to `media`.
+/// A media content part (`field` is `messages[i].content[j]`): `image_url`, `video_url`,
+/// `audio_url` (a URL under the media policy) or `input_audio` (base64 data and a format).
+fn media_part(p: &ContentPart, field: &str) -> Result<MediaRef, ApiError> {
+    let url_of = |key: &str, value: &Option<ImageUrl>, kind: MediaKind| match value {
+        Some(ImageUrl::Object { url } | ImageUrl::Bare(url)) => Ok(MediaRef { kind, field: format!("{field}.{key}"), url: url.clone() }),
+        None => Err(ApiError::invalid(format!("{field}.{key}"), format!("a {key} part needs `{key}: {{\"url\": ...}}`"))),
+    };
+    match p.kind.as_str() {
+        "image_url" => url_of("image_url", &p.image_url, MediaKind::Image),
+        "video_url" => url_of("video_url", &p.video_url, MediaKind::Video),
+        "audio_url" => url_of("audio_url", &p.audio_url, MediaKind::Audio),
+        "input_audio" => {
+            let a = p.input_audio.as_ref().ok_or_else(|| {
+                ApiError::invalid(format!("{field}.input_audio"), "an input_audio part needs `input_audio: {\"data\": base64, \"format\": \"wav\"}`")
+            })?;
+            let format = a.format.trim().to_ascii_lowercase();
+            if format.is_empty() || !format.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ApiError::invalid(format!("{field}.input_audio.format"), format!("`{}` is not an audio format name (wav, mp3, flac, ogg)", a.format)));
+            }
+            // The data URL path decodes and bounds it like any other media.
+            Ok(MediaRef { kind: MediaKind::Audio, field: format!("{field}.input_audio"), url: format!("data:audio/{format};base64,{}", a.data) })
+        }
+        kind => Err(ApiError::invalid(
+            format!("{field}.type"),
+            format!("content parts of type `{kind}` are not supported (text, image_url, video_url, audio_url and input_audio are)"),
+        )),
+    }
+}
+
+fn hf_message(i: usize, m: &ChatMessage, media: &mut Vec<MediaRef>) -> Result<Value, ApiError> {
     let field = |f: &str| format!("messages[{i}].{f}");
     let content = match &m.content {
         None => None,
-        Some(Content::Text(t)) => Some(t.clone()),
+        Some(Content::Text(t)) => Some(Value::String(t.clone())),
         Some(Content::Parts(parts)) => {
+            let mut out: Vec<Value> = Vec::new();
             let mut text = String::new();
             for (j, p) in parts.iter().enumerate() {
-                match (p.kind.as_str(), &p.text) {
-                    ("text", Some(t)) => text.push_str(t),
-                    ("text", None) => return Err(ApiError::invalid(field(&format!("content[{j}].text")), "a text part needs text")),
-                    ("image_url", _) => {
-                        let url = match &p.image_url {
-                            Some(ImageUrl::Object { url, .. } | ImageUrl::Bare(url)) => url.clone(),
-                            None => {
-                                return Err(ApiError::invalid(
-                                    field(&format!("content[{j}].image_url")),
-                                    "an image_url part needs `image_url: {\"url\": ...}`",
-                                ))
-                            }
-                        };
-                        if m.role != Role::User {
-                            return Err(ApiError::invalid(field(&format!("content[{j}]")), "images go in user messages"));
-                        }
-                        text.push_str(ingot_engine::IMAGE_PLACEHOLDER);
-                        images.push(ImageRef { field: field(&format!("content[{j}].image_url")), url });
-                    }
-                    (kind, _) => {
-                        return Err(ApiError::invalid(
-                            field(&format!("content[{j}].type")),
-                            format!("content parts of type `{kind}` are not supported (text and image_url are)"),
-                        ))
-                    }
+                if p.kind == "text" {
+                    let t = p.text.as_ref().ok_or_else(|| ApiError::invalid(field(&format!("content[{j}].text")), "a text part needs text"))?;
+                    text.push_str(t);
+                    continue;
                 }
+                let item = media_part(p, &field(&format!("content[{j}]")))?;
+                if m.role != Role::User {
+                    return Err(ApiError::invalid(field(&format!("content[{j}]")), format!("{}s go in user messages", item.kind.name())));
+                }
+                if !text.is_empty() {
+                    out.push(json!({"type": "text", "text": std::mem::take(&mut text)}));
+                }
+                out.push(json!({"type": item.kind.name()}));
+                media.push(item);
             }
-            Some(text)
+            Some(if out.is_empty() {
+                Value::String(text)
+            } else {
+                if !text.is_empty() {
+                    out.push(json!({"type": "text", "text": text}));
+                }
+                Value::Array(out)
+            })
         }
     };
     let role = match m.role {
@@ -363,7 +416,7 @@ fn hf_message(i: usize, m: &ChatMessage, images: &mut Vec<ImageRef>) -> Result<V
     }
     let mut out = Map::new();
     out.insert("role".into(), role.into());
-    out.insert("content".into(), content.unwrap_or_default().into());
+    out.insert("content".into(), content.unwrap_or_else(|| Value::String(String::new())));
     if let Some(calls) = &m.tool_calls {
         if m.role != Role::Assistant {
             return Err(ApiError::invalid(field("tool_calls"), "only assistant messages carry tool_calls"));
@@ -601,7 +654,8 @@ mod tests {
             (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}), "frobnicate"),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
             (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), "messages[0].content[0].type"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), "messages[0].content[0].input_audio"),
+            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_file"}]}]}), "messages[0].content[0].type"),
             (json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
              "messages[0].tool_calls[0].function.arguments"),
         ];

@@ -31,13 +31,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
 use crossbeam_channel::{Receiver, Sender};
-use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Tagged};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, GenParams, Media, Tagged};
 use serde_json::json;
 
 use crate::chat::PromptArgs;
-use crate::dataset::{self, Format, Place, Row};
+use crate::dataset::{self, Format, Place, Row, RowMedia, VideoRef};
 use crate::infer_config::{fill, ConfigArgs};
 use crate::bleu_rouge::{self, Similarity};
+use crate::media::{read_audio, read_frames, read_image, read_video, MediaReading};
 use crate::model_args::ModelArgs;
 use output::{Finished, Prediction, RowError, Sink};
 use progress::Progress;
@@ -165,28 +166,58 @@ trait Generator {
     /// label stays out); its events go to `events` tagged with `seq` (exactly one `Done` or
     /// `Error` last). Returns the prompt text (special tokens left out, as LLaMA Factory
     /// writes it) and the row's canceller, if it has one.
-    fn start(&self, row: &Row, media_dir: &Path, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError>;
+    fn start(&self, row: &Row, media: &MediaFiles, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError>;
+}
+
+/// Where a row's media files are and how they are read.
+struct MediaFiles<'a> {
+    /// Where relative media paths point.
+    dir: &'a Path,
+    reading: MediaReading,
 }
 
 impl Generator for EngineHandle {
-    fn start(&self, row: &Row, media_dir: &Path, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
-        start(self, row, media_dir, seq, events).map(|(prompt, cancel)| (prompt, Some(cancel)))
+    fn start(&self, row: &Row, media: &MediaFiles, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
+        start(self, row, media, seq, events).map(|(prompt, cancel)| (prompt, Some(cancel)))
     }
 }
 
+/// A row's media, read and decoded: images, then videos, then audios (the engine places each
+/// modality by its own placeholders). Errors name the column and the file.
+fn row_media(m: &RowMedia, dir: &Path, reading: &MediaReading) -> anyhow::Result<Vec<Media>> {
+    let mut media = Vec::with_capacity(m.images.len() + m.videos.len() + m.audios.len());
+    for p in &m.images {
+        media.push(read_image(&dir.join(p)).context("column `images`")?);
+    }
+    for v in &m.videos {
+        let video = match v {
+            VideoRef::Path(p) => read_video(&dir.join(p), reading),
+            VideoRef::Frames(frames) => {
+                let paths: Vec<_> = frames.iter().map(|f| dir.join(f)).collect();
+                let source = format!("the {} frames from {}", paths.len(), paths.first().map_or(String::new(), |p| p.display().to_string()));
+                read_frames(&paths, &source, reading)
+            }
+        };
+        media.push(video.context("column `videos`")?);
+    }
+    for p in &m.audios {
+        media.push(read_audio(&dir.join(p), reading).context("column `audios`")?);
+    }
+    Ok(media)
+}
+
+/// Submits a row: its messages, system prompt and tools go to the chat template (the label
+/// stays out); its events go to `events` tagged with `seq`. Returns the prompt text (special
+/// tokens left out, as LLaMA Factory writes it) and the row's canceller.
 fn start(
     engine: &EngineHandle,
     row: &Row,
-    media_dir: &Path,
+    files: &MediaFiles,
     seq: usize,
     events: &Sender<(usize, Event)>,
 ) -> Result<(String, Cancel), StartError> {
-    // A missing or broken image is the row's fault, reported like any bad row.
-    let media = row
-        .images
-        .iter()
-        .map(|p| crate::media::read_image(&media_dir.join(p)).map_err(|e| StartError::Row(format!("{e:#}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    // A missing or broken media file is the row's fault, reported like any bad row.
+    let media = row_media(&row.media, files.dir, &files.reading).map_err(|e| StartError::Row(format!("{e:#}")))?;
     let request = ChatRequest {
         media,
         messages: row.messages.clone(),
@@ -261,7 +292,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             concurrency,
             on_error: args.on_error,
             source: &source,
-            media_dir: args.media_dir.as_deref().unwrap_or(&args.dataset_dir),
+            media: MediaFiles { dir: args.media_dir.as_deref().unwrap_or(&args.dataset_dir), reading: args.model.media_reading()? },
         };
         let failed = run.generate(&todo, &mut sink, &mut progress)?;
         runtime = started.elapsed().as_secs_f64();
@@ -290,8 +321,8 @@ struct Run<'a> {
     on_error: OnError,
     /// The dataset file, for messages.
     source: &'a str,
-    /// Where relative image paths point.
-    media_dir: &'a Path,
+    /// Where the rows' media files are.
+    media: MediaFiles<'a>,
 }
 
 impl Run<'_> {
@@ -321,7 +352,7 @@ impl Run<'_> {
                 next += 1;
                 let (place, row) = &self.rows[index];
                 let started = match row {
-                    Ok(row) => self.generator.start(row, self.media_dir, seq, events).map(|s| (s, row.label.clone())),
+                    Ok(row) => self.generator.start(row, &self.media, seq, events).map(|s| (s, row.label.clone())),
                     Err(e) => Err(StartError::Row(e.clone())),
                 };
                 match started {

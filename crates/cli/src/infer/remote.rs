@@ -14,7 +14,6 @@
 //! completion. Output order and exactly-once come from the same reorder buffer as a local
 //! run; the pool retries a failed server's rows on the others.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +21,7 @@ use crossbeam_channel::Sender;
 use ingot_engine::{Cancel, ChatRequest, EngineConfig, Event, GenParams, Prompter};
 use serde_json::{json, Map, Value};
 
-use super::{Generator, StartError};
+use super::{Generator, MediaFiles, StartError};
 use crate::dataset::Row;
 use crate::model_args::ModelArgs;
 use crate::remote::{Endpoint, Pool};
@@ -68,9 +67,9 @@ impl Remote {
 }
 
 impl Generator for Remote {
-    fn start(&self, row: &Row, _media_dir: &Path, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
-        if !row.images.is_empty() {
-            return Err(StartError::Row("rows with images cannot go to --remote servers (they get token ids); run them locally".into()));
+    fn start(&self, row: &Row, _media: &MediaFiles, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
+        if !(row.media.images.is_empty() && row.media.videos.is_empty() && row.media.audios.is_empty()) {
+            return Err(StartError::Row("rows with media cannot go to --remote servers (they get token ids); run them locally".into()));
         }
         let request = ChatRequest {
             messages: row.messages.clone(),

@@ -1,7 +1,7 @@
 // Opens the web chat page of a running `ingot api` in Debian's headless chromium (through
 // playwright-core), sends a message and waits for the streamed reply (see tests/api.rs).
 // Usage: NODE_PATH=.test-node/node_modules node browser.js BASE_URL SCREENSHOT.png [MESSAGE MAX_TOKENS [IMAGE]]
-// (IMAGE is attached with the page's Image button before the message is sent.)
+// (IMAGE, an image, audio or video file, is attached with the page's Attach button before the message is sent.)
 "use strict";
 const { chromium } = require("playwright-core");
 const fs = require("fs");
@@ -30,7 +30,7 @@ const [base, screenshot, message = "What is the capital of France?", maxTokens =
     await page.fill("#max_tokens", maxTokens);
     if (image) {
       await page.setInputFiles("#image", image);
-      await page.waitForFunction(() => /1 image/.test(document.getElementById("attached").textContent));
+      await page.waitForFunction(() => /1 (image|audio|video)/.test(document.getElementById("attached").textContent));
     }
     await page.fill("#input", message);
     // Record every length the reply takes while it arrives: a streamed reply grows in steps.
@@ -49,7 +49,7 @@ const [base, screenshot, message = "What is the capital of France?", maxTokens =
     await page.screenshot({ path: screenshot });
     if (errors.length) throw new Error("page errors: " + errors.join("; "));
     if ((await page.$$(".msg.error")).length) throw new Error("the page shows an error: " + (await page.textContent(".msg.error")));
-    const thumbnails = (await page.$$(".msg.user img.thumb")).length;
+    const thumbnails = (await page.$$(".msg.user .thumb")).length;
     console.log(JSON.stringify({ reply, status, steps, thumbnails }));
   } finally {
     await context.close();

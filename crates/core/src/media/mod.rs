@@ -130,6 +130,12 @@ pub trait MediaProcessor: Send + Sync + std::fmt::Debug {
     /// `image_min_pixels` / `image_max_pixels`); `None` keeps the configured bound. Refuses
     /// bounds that leave no valid size.
     fn set_pixel_limits(&mut self, min_pixels: Option<usize>, max_pixels: Option<usize>) -> Result<(), MediaError>;
+
+    /// Seconds of input per temporal patch of `media` (Qwen2.5-VL's `second_per_grid_t`,
+    /// which scales video time positions); `None` for inputs without time (images).
+    fn second_per_grid_t(&self, _media: &Media) -> Option<f32> {
+        None
+    }
 }
 
 /// Why a media item or a processor configuration was rejected. Every variant names the item

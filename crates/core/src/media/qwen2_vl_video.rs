@@ -198,6 +198,13 @@ impl MediaProcessor for Qwen2VlVideoProcessor {
         (self.video_min_pixels, self.video_max_pixels) = (min, max);
         Ok(())
     }
+
+    fn second_per_grid_t(&self, media: &Media) -> Option<f32> {
+        match media {
+            Media::Video(video) => Some(video.second_per_grid_t(self.frame.temporal_patch_size)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,12 @@
 //! Events go straight into each sample's [`EventSink`]; a sink that is closed or refuses an
 //! event cancels its sequence at the next step, as does its [`Cancel`].
 //!
-//! Media: a multimodal request's items are encoded by the vision encoder once, when the
-//! request is admitted (an item wholly inside a reused prefix is not encoded at all), and
+//! Media: a multimodal request's items are encoded by their modality's encoder
+//! ([`Encoders`], the one place encoders run) once, when the request is admitted (an item wholly inside a reused prefix is not encoded at all), and
 //! their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
-//! through the model, with the request's M-RoPE positions. The prefix pool keys such tokens by
-//! the item's bytes (see `MediaPrompt::keys`), so a cached image is reused only for the very
-//! same image.
+//! through the model, with the request's M-RoPE positions (vision models). The prefix pool keys
+//! such tokens by the item's bytes (see `MediaPrompt::keys`), so a cached image, video or clip is
+//! reused only for the very same bytes.
 //!
 //! Score jobs (reward models, which never generate) run at once when they arrive: their
 //! texts, in batches of at most `max_seqs`, each go through one forward pass from an empty
@@ -40,7 +40,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use ingot_core::constraint::Constraint;
 use ingot_core::kv_cache::SeqCache;
-use ingot_core::model::vision::VisionModel;
 use ingot_core::model::{Embeds, ForwardError, Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
 use ingot_core::sampling::{token_logprobs, Sampler};
@@ -48,6 +47,7 @@ use ingot_core::stop::StopMatcher;
 use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, TokenLogprob, TokenLogprobs, Usage};
+use crate::media::Encoders;
 use crate::prefix_pool::PrefixPool;
 use crate::request::ValidRequest;
 use crate::EngineError;
@@ -133,7 +133,7 @@ pub(crate) struct Capacity {
 
 pub(crate) struct Scheduler<'m> {
     model: &'m Model,
-    vision: Option<&'m VisionModel>,
+    encoders: Encoders<'m>,
     tokenizer: &'m Tokenizer,
     value_head: Option<&'m ValueHead>,
     eog: Vec<u32>,
@@ -147,14 +147,14 @@ pub(crate) struct Scheduler<'m> {
 impl<'m> Scheduler<'m> {
     pub(crate) fn new(
         model: &'m Model,
-        vision: Option<&'m VisionModel>,
+        encoders: Encoders<'m>,
         tokenizer: &'m Tokenizer,
         value_head: Option<&'m ValueHead>,
         cap: Capacity,
     ) -> Self {
         Self {
             model,
-            vision,
+            encoders,
             tokenizer,
             value_head,
             eog: tokenizer.eog_ids(),
@@ -238,22 +238,18 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Runs the vision encoder over the request's media items that the reused prefix does
-    /// not already hold and that no other sample of the request has encoded yet.
+    /// Runs the encoders over the request's media items that the reused prefix does not
+    /// already hold and that no other sample of the request has encoded yet.
     fn encode_media(&self, seq: &Seq<'m>) -> Result<(), EngineError> {
         let Some(media) = &seq.job.request.media else { return Ok(()) };
-        // The handle only lays out media for a model with an encoder.
-        let Some(vision) = self.vision else {
-            return Err(EngineError::invalid("messages", "this model has no vision encoder"));
-        };
-        for (i, item) in media.items.iter().enumerate() {
+        for item in &media.items {
             if item.start + item.len <= seq.prefilled || item.features.get().is_some() {
                 continue;
             }
-            let rows = vision.encode(&item.processed.pixel_values, item.processed.grid_thw).map_err(|e| EngineError::Invalid {
-                field: "messages".into(),
-                message: format!("image {}: {e}", i + 1),
-            })?;
+            let rows = self
+                .encoders
+                .encode(&item.input)
+                .map_err(|e| EngineError::invalid(item.field.clone(), format!("{}: {e}", item.field)))?;
             // Only this thread sets it, and it was empty just above.
             let _ = item.features.set(rows);
         }
@@ -513,7 +509,7 @@ fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
         if seq.decoding() {
             let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
             let at = seq.cache.len();
-            let positions = media.map(|m| m.positions_after_prompt(at..at + 1));
+            let positions = media.and_then(|m| m.positions_after_prompt(at..at + 1));
             feeds.push(Feed { idx, tokens: vec![last], logits: Logits::Last, positions, embeds: Vec::new() });
         } else if budget > 0 {
             let prompt = &seq.job.request.prompt_ids;
@@ -530,7 +526,7 @@ fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
                     }
                 }
             }
-            let positions = media.map(|m| m.positions[start..end].to_vec());
+            let positions = media.and_then(|m| m.prompt_positions(start..end));
             feeds.push(Feed { idx, tokens: prompt[start..end].to_vec(), logits, positions, embeds });
         }
     }

@@ -82,7 +82,7 @@ async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Res
 /// A validated chat request from a Messages body, images named in this API's terms.
 fn validate(chat: request::Translated) -> Result<ValidChat, ApiError> {
     let mut valid = chat.chat.validate()?;
-    for (image, field) in valid.images.iter_mut().zip(chat.image_fields) {
+    for (image, field) in valid.media.iter_mut().zip(chat.image_fields) {
         image.field = field;
     }
     if valid.chat.params.num_return_sequences.is_some_and(|n| n != 1) {
@@ -107,7 +107,7 @@ async fn count_tokens(State(s): State<AppState>, body: Result<JsonBody<CountRequ
     s.check_model(req.model.as_deref())?;
     let valid = validate(req.into_chat(ingot_engine::GenParams::default())?)?;
     let mut chat = valid.chat;
-    chat.media = crate::completions::fetch_images(&s, &valid.images).await?;
+    chat.media = crate::completions::fetch_all_media(&s, &valid.media).await?;
     let engine = s.engine.clone();
     let (_, ids) = s.workers.run(move || engine.apply_template(chat)).await?.map_err(ApiError::from)?;
     Ok(Json(json!({"input_tokens": ids.len()})))

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, DeliveryFields, FunctionCallIn, ImageUrl, Role, ToolCallIn};
+use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, DeliveryFields, FunctionCallIn, Role, ToolCallIn};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessagesRequest {
@@ -249,14 +249,14 @@ fn push_turn(messages: &mut Vec<ChatMessage>, i: usize, turn: Turn, images: &mut
     let (mut parts, mut calls) = (Vec::new(), Vec::new());
     for (j, block) in blocks.into_iter().enumerate() {
         match (block, role) {
-            (Block::Text { text }, _) => parts.push(ContentPart { kind: "text".into(), text: Some(text), image_url: None }),
+            (Block::Text { text }, _) => parts.push(ContentPart::text(text)),
             (Block::Image { source }, Role::User) => {
                 let url = match source {
                     ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
                     ImageSource::Url { url } => url,
                 };
                 images.push(format!("{}.source", field(j)));
-                parts.push(ContentPart { kind: "image_url".into(), text: None, image_url: Some(ImageUrl::Bare(url)) });
+                parts.push(ContentPart::image(url));
             }
             (Block::ToolUse { id, name, input }, Role::Assistant) => {
                 let arguments = input.to_string();
@@ -338,6 +338,6 @@ mod tests {
         let t = translate(user(json!([{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]))).map_err(|e| e.message).expect("valid");
         assert_eq!(t.image_fields, ["messages[0].content[0].source"]);
         let v = t.chat.validate().map_err(|e| e.message).expect("valid chat");
-        assert_eq!(v.images[0].url, "data:image/png;base64,AAAA");
+        assert_eq!(v.media[0].url, "data:image/png;base64,AAAA");
     }
 }

@@ -1,5 +1,7 @@
 //! The bytes behind an OpenAI `image_url` content part
-//! (`{"type": "image_url", "image_url": {"url": "..."}}`), fetched under a [`MediaPolicy`].
+//! (`{"type": "image_url", "image_url": {"url": "..."}}`), and likewise vLLM's `audio_url` and
+//! `video_url` parts and OpenAI's `input_audio` (taken as a data URL), fetched under a
+//! [`MediaPolicy`].
 //!
 //! [`fetch_media`] accepts four kinds of source:
 //!
@@ -80,7 +82,7 @@ const SHOWN_CHARS: usize = 80;
 const BASE64: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, PAD_INDIFFERENT);
 
 /// Where media may come from, and how much of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaPolicy {
     /// Local files may be named (as a plain path or `file://` URL) only inside this directory
     /// (canonicalised; symlinks and `..` must not escape it). `None`: local paths are refused.
@@ -91,12 +93,20 @@ pub struct MediaPolicy {
     pub max_bytes: usize,
     /// Time limit of one whole fetch (resolution, redirects and body).
     pub timeout: Duration,
+    /// Longest accepted audio clip, in seconds (`--max-audio-seconds`).
+    pub max_audio_seconds: f64,
 }
 
 impl Default for MediaPolicy {
-    /// Data URLs only: no local files, no remote URLs, 20 MiB, 10 s.
+    /// Data URLs only: no local files, no remote URLs, 20 MiB, 10 s, 30 s of audio.
     fn default() -> Self {
-        Self { media_dir: None, allow_remote: false, max_bytes: DEFAULT_MAX_MEDIA_BYTES, timeout: DEFAULT_MEDIA_TIMEOUT }
+        Self {
+            media_dir: None,
+            allow_remote: false,
+            max_bytes: DEFAULT_MAX_MEDIA_BYTES,
+            timeout: DEFAULT_MEDIA_TIMEOUT,
+            max_audio_seconds: ingot_engine::MediaLimits::default().max_audio_seconds,
+        }
     }
 }
 
@@ -161,7 +171,7 @@ pub async fn fetch_media(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
         }
         Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => fetch_remote(url, policy).await,
         Some(s) => Err(Invalid(format!(
-            "unsupported URL scheme `{s}:` in {}; supported: data:image/...;base64,..., http(s):// (with --allow-remote-media), \
+            "unsupported URL scheme `{s}:` in {}; supported: data:image/...;base64,... (or audio/..., video/...), http(s):// (with --allow-remote-media), \
              file:// or a plain path (with --media-dir)",
             shorten(url)
         ))),
@@ -202,9 +212,12 @@ fn decode_data_url(url: &str, max_bytes: usize) -> Result<Vec<u8>> {
     let mut params = meta.split(';');
     let mime = params.next().unwrap_or_default().trim();
     let base64 = params.any(|p| p.trim().eq_ignore_ascii_case("base64"));
-    if !mime.to_ascii_lowercase().starts_with("image/") {
+    let lower = mime.to_ascii_lowercase();
+    if !["image/", "audio/", "video/"].iter().any(|m| lower.starts_with(m)) {
         let mime = if mime.is_empty() { "text/plain (none given)" } else { mime };
-        return Err(Invalid(format!("the data URL {shown} has MIME type `{mime}`; only images (image/*) are accepted")));
+        return Err(Invalid(format!(
+            "the data URL {shown} has MIME type `{mime}`; only images, audio and video (image/*, audio/*, video/*) are accepted"
+        )));
     }
     if !base64 {
         return Err(Invalid(format!("the data URL {shown} is not base64-encoded; send data:{mime};base64,<data>")));

@@ -54,7 +54,7 @@ async fn create(State(s): State<AppState>, Extension(store): Extension<Arc<Store
     if valid.chat.params.num_return_sequences.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "a response has one output: n must be 1"));
     }
-    for (image, field) in valid.images.iter_mut().zip(turn.image_fields) {
+    for (image, field) in valid.media.iter_mut().zip(turn.image_fields) {
         image.field = field;
     }
     let stream = valid.delivery.stream;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, DeliveryFields, FunctionCallIn, ImageUrl, Role, ToolCallIn};
+use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, DeliveryFields, FunctionCallIn, Role, ToolCallIn};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ResponsesRequest {
@@ -211,14 +211,14 @@ fn content_part(field: &str, p: &Value, images: &mut Vec<String>) -> Result<Cont
         "input_text" | "output_text" | "text" | "refusal" => {
             let t = text(p.get("text").or_else(|| p.get("refusal")))
                 .ok_or_else(|| ApiError::invalid(format!("{field}.text"), "a text part needs text"))?;
-            Ok(ContentPart { kind: "text".into(), text: Some(t), image_url: None })
+            Ok(ContentPart::text(t))
         }
         "input_image" => {
             let url = text(p.get("image_url")).ok_or_else(|| {
                 ApiError::invalid(format!("{field}.image_url"), "an input_image part needs `image_url` (uploaded file ids are not supported)")
             })?;
             images.push(format!("{field}.image_url"));
-            Ok(ContentPart { kind: "image_url".into(), text: None, image_url: Some(ImageUrl::Bare(url)) })
+            Ok(ContentPart::image(url))
         }
         other => Err(ApiError::invalid(
             format!("{field}.type"),

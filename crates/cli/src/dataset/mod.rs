@@ -29,6 +29,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 
+mod media;
+pub use media::{MediaColumns, RowMedia, VideoRef};
+
 /// The row shapes, for `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -63,9 +66,10 @@ pub struct Row {
     pub system: Option<String>,
     /// Tool schemas as `{"type": "function", "function": {...}}`.
     pub tools: Option<Vec<Value>>,
-    /// Image paths as the row gives them (LLaMA Factory's `images` column), relative to the
-    /// media directory unless absolute; in the order of the messages' `<image>` placeholders.
-    pub images: Vec<String>,
+    /// Media paths as the row gives them (LLaMA Factory's `images`, `videos`, `audios`
+    /// columns), relative to the media directory unless absolute; each modality in the order
+    /// of the messages' placeholders.
+    pub media: RowMedia,
 }
 
 /// A dataset's rows in order, each converted or with the reason it could not be.
@@ -84,7 +88,7 @@ struct AlpacaColumns {
     history: Option<String>,
     system: Option<String>,
     tools: Option<String>,
-    images: Option<String>,
+    media: MediaColumns,
 }
 
 /// Column and role names of a conversation (sharegpt or openai) dataset.
@@ -93,7 +97,7 @@ struct ConversationColumns {
     messages: Option<String>,
     system: Option<String>,
     tools: Option<String>,
-    images: Option<String>,
+    media: MediaColumns,
     role: Option<String>,
     content: Option<String>,
     user: Option<String>,
@@ -110,6 +114,11 @@ enum Schema {
     Conversation(ConversationColumns),
 }
 
+/// The `columns` keys of LLaMA Factory's `DatasetAttr` (the preference ones are read by
+/// training only, and accepted here so such datasets still predict).
+const KNOWN_COLUMNS: [&str; 13] =
+    ["prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag"];
+
 fn some(s: &str) -> Option<String> {
     Some(s.to_owned())
 }
@@ -125,13 +134,13 @@ impl Schema {
                 history: some("history"),
                 system: some("system"),
                 tools: some("tools"),
-                images: some("images"),
+                media: MediaColumns::defaults(),
             }),
             Format::Sharegpt => Schema::Conversation(ConversationColumns {
                 messages: some("conversations"),
                 system: some("system"),
                 tools: some("tools"),
-                images: some("images"),
+                media: MediaColumns::defaults(),
                 role: some("from"),
                 content: some("value"),
                 user: some("human"),
@@ -144,7 +153,7 @@ impl Schema {
                 messages: some("messages"),
                 system: some("system"),
                 tools: some("tools"),
-                images: some("images"),
+                media: MediaColumns::defaults(),
                 role: some("role"),
                 content: some("content"),
                 user: some("user"),
@@ -189,6 +198,10 @@ impl Schema {
             }
         };
         let columns = names("columns")?;
+        // A column ingot does not read would be dropped silently (media above all): refuse it.
+        if let Some(unknown) = columns.iter().flat_map(|m| m.keys()).find(|k| !KNOWN_COLUMNS.contains(&k.as_str())) {
+            bail!("dataset `{name}`: unknown column `{unknown}` in `columns` (known: {})", KNOWN_COLUMNS.join(", "));
+        }
         let tags = names("tags")?;
         Ok(match format {
             Format::Alpaca => Schema::Alpaca(AlpacaColumns {
@@ -198,13 +211,13 @@ impl Schema {
                 history: pick(&columns, "history", None)?,
                 system: pick(&columns, "system", None)?,
                 tools: pick(&columns, "tools", None)?,
-                images: pick(&columns, "images", None)?,
+                media: MediaColumns { images: pick(&columns, "images", None)?, videos: pick(&columns, "videos", None)?, audios: pick(&columns, "audios", None)? },
             }),
             _ => Schema::Conversation(ConversationColumns {
                 messages: pick(&columns, "messages", some("conversations"))?,
                 system: pick(&columns, "system", None)?,
                 tools: pick(&columns, "tools", None)?,
-                images: pick(&columns, "images", None)?,
+                media: MediaColumns { images: pick(&columns, "images", None)?, videos: pick(&columns, "videos", None)?, audios: pick(&columns, "audios", None)? },
                 role: pick(&tags, "role_tag", some("from"))?,
                 content: pick(&tags, "content_tag", some("value"))?,
                 user: pick(&tags, "user_tag", some("human"))?,
@@ -314,7 +327,7 @@ fn read_file(path: &Path, reader: &Reader) -> anyhow::Result<Dataset> {
     Ok(Dataset { path: path.to_owned(), rows })
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -326,7 +339,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// The value of an optional column: absent and null are both "not there".
-fn column<'a>(row: &'a Map<String, Value>, name: &Option<String>) -> Option<(&'a str, &'a Value)> {
+pub(crate) fn column<'a>(row: &'a Map<String, Value>, name: &Option<String>) -> Option<(&'a str, &'a Value)> {
     let name = name.as_deref()?;
     match row.get_key_value(name) {
         Some((k, v)) if !v.is_null() => Some((k.as_str(), v)),
@@ -380,25 +393,8 @@ fn alpaca(c: &AlpacaColumns, row: &Map<String, Value>) -> Result<Row, String> {
         label: text_column(row, &c.response)?.unwrap_or_default(),
         system: text_column(row, &c.system)?,
         tools: tools(row, &c.tools)?,
-        images: images(row, &c.images)?,
+        media: RowMedia::read(row, &c.media)?,
     })
-}
-
-/// Image paths from a column holding a list of strings (or one string).
-fn images(row: &Map<String, Value>, name: &Option<String>) -> Result<Vec<String>, String> {
-    let Some((k, v)) = column(row, name) else { return Ok(Vec::new()) };
-    match v {
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(format!("`{k}` item {} must be a path string, got {}", i + 1, kind(other))),
-            })
-            .collect(),
-        other => Err(format!("`{k}` must be a list of image paths, got {}", kind(other))),
-    }
 }
 
 /// Tool schemas from a column holding a JSON string (LLaMA Factory's way) or the JSON itself;
@@ -533,7 +529,7 @@ fn conversation(c: &ConversationColumns, row: &Map<String, Value>) -> Result<Row
         label,
         system,
         tools: tools(row, &c.tools)?,
-        images: images(row, &c.images)?,
+        media: RowMedia::read(row, &c.media)?,
     })
 }
 
@@ -727,6 +723,13 @@ mod tests {
         assert_eq!((r.messages, r.label, r.system), (vec![user("q")], "ans".to_owned(), None));
         let bad = json!({"formatting": "csv"});
         assert!(Schema::from_info("x", bad.as_object().expect("object")).is_err());
+        // Media columns renamed; an unknown column is an error naming it.
+        let entry = json!({"columns": {"prompt": "q", "videos": "clips", "audios": "sounds"}});
+        let Schema::Alpaca(a) = Schema::from_info("x", entry.as_object().expect("object")).expect("valid") else { panic!("alpaca") };
+        assert_eq!((a.media.videos.as_deref(), a.media.audios.as_deref(), a.media.images), (Some("clips"), Some("sounds"), None));
+        let typo = json!({"columns": {"prompt": "q", "video": "clips"}});
+        let e = Schema::from_info("x", typo.as_object().expect("object")).expect_err("unknown column").to_string();
+        assert!(e.contains("unknown column `video`"), "{e}");
     }
 
     #[test]
