@@ -40,6 +40,12 @@ pub struct EngineConfig {
     /// `image_max_pixels`), over the model's preprocessor config.
     pub image_min_pixels: Option<usize>,
     pub image_max_pixels: Option<usize>,
+    /// LoRA adapters served unmerged over the model, as (name, PEFT adapter directory); a
+    /// request picks one by name ([`GenParams::adapter`]). See `crate::lora`.
+    pub loras: Vec<(String, std::path::PathBuf)>,
+    /// Adapters held in memory at once (`None`: all of them); others are read again, least
+    /// recently used evicted, when a request needs them.
+    pub max_loras: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +65,8 @@ impl Default for EngineConfig {
             max_n: 16,
             image_min_pixels: None,
             image_max_pixels: None,
+            loras: Vec::new(),
+            max_loras: None,
         }
     }
 }

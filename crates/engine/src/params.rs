@@ -69,6 +69,10 @@ pub struct GenParams {
     /// function not among them, a prompt request, together with a `response_format`) is
     /// [`crate::EngineError::Invalid`] naming `tool_choice`.
     pub tool_choice: Option<ToolChoice>,
+    /// The LoRA adapter to run with, by its `--lora` name (`None`: the base model). Set by
+    /// front ends (a request's `model`, `--use-lora`), never read from a request body or YAML.
+    #[serde(skip)]
+    pub adapter: Option<String>,
 }
 
 impl GenParams {
@@ -93,6 +97,7 @@ impl GenParams {
             seed: None,
             response_format: None,
             tool_choice: None,
+            adapter: None,
         }
     }
 
@@ -109,7 +114,7 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format, tool_choice, ignore_eos
+            response_format, tool_choice, ignore_eos, adapter
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();

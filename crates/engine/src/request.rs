@@ -27,6 +27,7 @@ use ingot_core::template::ChatTemplate;
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
+use crate::lora::{AdapterId, AdapterNames};
 use crate::media::{place_media, MediaPrompt, MediaSupport};
 use crate::params::{self, GenParams, Limits};
 use crate::EngineError;
@@ -95,6 +96,8 @@ pub struct ValidRequest {
     /// The grammar every sampled token must follow, in its start state; each sample gets a
     /// copy. `None` costs nothing per step.
     pub(crate) constraint: Option<Constraint>,
+    /// The LoRA adapter the request runs with (`None`: the base model).
+    pub(crate) adapter: Option<AdapterId>,
 }
 
 impl ValidRequest {
@@ -152,6 +155,8 @@ pub(crate) struct Validator {
     /// The vocabulary indexed for constrained decoding, built by the first request that needs
     /// one (about a second on a 150k vocabulary; once per engine).
     pub constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    /// The LoRA adapters requests may name ([`GenParams::adapter`]).
+    pub adapters: AdapterNames,
 }
 
 impl Validator {
@@ -249,6 +254,7 @@ impl Validator {
         let limits = Limits { context: s.context, budget: s.budget_positions, max_n: s.max_n, vocab };
         let r = params::resolve(&explicit, &merged, prompt_ids.len(), limits)?;
         let constraint = self.constraint_for(&merged, tools)?;
+        let adapter = merged.adapter.as_deref().map(|name| self.adapter_id(name)).transpose()?;
         Ok(ValidRequest {
             prompt_ids,
             text: None,
@@ -260,6 +266,18 @@ impl Validator {
             skip_special_tokens: r.skip_special_tokens,
             ignore_eos: r.ignore_eos,
             constraint,
+            adapter,
+        })
+    }
+
+    /// The id of the LoRA adapter called `name`.
+    pub(crate) fn adapter_id(&self, name: &str) -> Result<AdapterId, EngineError> {
+        self.adapters.id(name).ok_or_else(|| {
+            let served = match self.adapters.names() {
+                [] => "none".to_string(),
+                names => names.join(", "),
+            };
+            EngineError::invalid("lora", format!("no LoRA adapter is called '{name}' (adapters served: {served})"))
         })
     }
 
@@ -313,6 +331,7 @@ impl ValidRequest {
             skip_special_tokens: true,
             ignore_eos: true,
             constraint: None,
+            adapter: None,
         }
     }
 }
