@@ -42,6 +42,12 @@ enum Setting {
 pub struct InferConfig {
     pub model: Option<PathBuf>,
     pub adapters: Option<Vec<PathBuf>>,
+    /// `lora_adapters`: `NAME=DIR` adapters served unmerged (`--lora`).
+    pub loras: Option<Vec<(String, PathBuf)>>,
+    /// `max_loras` (`--max-loras`).
+    pub max_loras: Option<usize>,
+    /// `use_lora`: the adapter chat and infer run with (`--use-lora`).
+    pub use_lora: Option<String>,
     pub template: Option<String>,
     pub system: Option<String>,
     pub dtype: Option<WeightDType>,
@@ -75,7 +81,7 @@ pub struct InferConfig {
 }
 
 /// The keys besides [`GenParams`]' own that only matter to commands that generate text.
-const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system"];
+const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system", "use_lora"];
 
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples"];
@@ -188,6 +194,9 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
         match key.as_str() {
             "model_name_or_path" => cfg.model = Some(PathBuf::from(v.string()?)),
             "adapter_name_or_path" => cfg.adapters = Some(v.paths()?),
+            "lora_adapters" => cfg.loras = Some(v.loras()?),
+            "max_loras" => cfg.max_loras = Some(v.count()?),
+            "use_lora" => cfg.use_lora = Some(v.string()?),
             "quantization_bit" => cfg.quantize = Some(v.quantization()?),
             "enable_thinking" => cfg.enable_thinking = Some(v.bool()?),
             "infer_dtype" => cfg.dtype = Some(v.dtype()?),
@@ -313,8 +322,8 @@ impl Typed<'_> {
         }
     }
 
-    /// A comma-separated string or a YAML list of paths.
-    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+    /// A comma-separated string or a YAML list of strings, trimmed, empty ones dropped.
+    fn strings(&self) -> anyhow::Result<Vec<String>> {
         let items: Vec<String> = match self.setting {
             Setting::File(Value::Sequence(items)) => items
                 .iter()
@@ -322,7 +331,18 @@ impl Typed<'_> {
                 .collect::<anyhow::Result<_>>()?,
             _ => self.string()?.split(',').map(str::to_owned).collect(),
         };
-        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// A comma-separated string or a YAML list of paths.
+    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(self.strings()?.into_iter().map(PathBuf::from).collect())
+    }
+
+    /// `NAME=DIR` adapters: a comma-separated string or a YAML list.
+    fn loras(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let parse = |s: String| crate::model_args::parse_lora(&s).map_err(|e| anyhow::anyhow!("{}: `{}`: {e}", self.origin(), self.key));
+        self.strings()?.into_iter().map(parse).collect()
     }
 
     /// LLaMA Factory quantizes on the fly with bitsandbytes; ingot quantizes at load to the

@@ -10,6 +10,16 @@ use ingot_engine::{EngineConfig, EngineError, EngineHandle};
 
 use crate::infer_config::{fill, InferConfig};
 
+/// One `NAME=DIR` LoRA adapter (`--lora`, the config's `lora_adapters`).
+pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.trim().is_empty() && !dir.trim().is_empty() => {
+            Ok((name.trim().to_string(), PathBuf::from(dir.trim())))
+        }
+        _ => Err(format!("expected NAME=DIR (a name for the adapter, then its directory), got `{s}`")),
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model file (.gguf) or Hugging Face checkpoint directory (config.json + safetensors).
@@ -27,6 +37,14 @@ pub struct ModelArgs {
     /// load, in order (comma-separated or repeated).
     #[arg(long = "adapter", value_delimiter = ',')]
     pub adapters: Vec<PathBuf>,
+    /// A PEFT LoRA adapter served unmerged under NAME (repeatable): API requests pick it by
+    /// `model`, chat and infer by `--use-lora`. Checked against the model at start.
+    #[arg(long = "lora", value_name = "NAME=DIR", value_parser = parse_lora)]
+    pub loras: Vec<(String, PathBuf)>,
+    /// LoRA adapters held in memory at once (default: all); others are read again when a
+    /// request needs them, the least recently used one evicted.
+    #[arg(long)]
+    pub max_loras: Option<usize>,
     /// A Jinja chat template file overriding the model's own (a named `--template` still wins).
     #[arg(long, value_name = "FILE.jinja")]
     pub chat_template: Option<PathBuf>,
@@ -56,6 +74,8 @@ impl ModelArgs {
     pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
         fill(&mut self.model, cfg.model.clone().map(Some), matches, "model");
         fill(&mut self.adapters, cfg.adapters.clone(), matches, "adapters");
+        fill(&mut self.loras, cfg.loras.clone(), matches, "loras");
+        fill(&mut self.max_loras, cfg.max_loras.map(Some), matches, "max_loras");
         fill(&mut self.dtype, cfg.dtype, matches, "dtype");
         fill(&mut self.quantize, cfg.quantize.map(Some), matches, "quantize");
         fill(&mut self.image_max_pixels, cfg.image_max_pixels.map(Some), matches, "image_max_pixels");
@@ -83,6 +103,8 @@ impl ModelArgs {
             ctx_size: self.ctx_size,
             image_max_pixels: self.image_max_pixels,
             image_min_pixels: self.image_min_pixels,
+            loras: self.loras.clone(),
+            max_loras: self.max_loras,
             ..EngineConfig::default()
         }
     }

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ingot_engine::{EngineError, Event, FinishReason, Image, Media, MediaLimits, PromptRequest};
+use ingot_engine::{EngineError, Event, FinishReason, GenParams, Image, Media, MediaLimits, PromptRequest};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,6 +41,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     let valid = req.validate()?;
     let mut chat = valid.chat;
     chat.media = fetch_images(&s, &valid.images).await?;
+    chat.params.adapter = s.adapter(&model);
     let (mut sinks, events) = sink::channel(&s.metrics);
     let engine = s.engine.clone();
     let submitted = s.workers.run(move || engine.submit_chat(chat, &mut sinks)).await??;
@@ -78,7 +79,8 @@ pub(crate) async fn fetch_images(s: &AppState, images: &[ImageRef]) -> Result<Ve
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
-    let request = PromptRequest { prompt: valid.prompt, params: valid.params };
+    let params = GenParams { adapter: s.adapter(&model), ..valid.params };
+    let request = PromptRequest { prompt: valid.prompt, params };
     let (mut sinks, events) = sink::channel(&s.metrics);
     let engine = s.engine.clone();
     let submitted = s.workers.run(move || engine.submit_prompt(request, &mut sinks)).await??;
