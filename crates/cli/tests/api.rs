@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_browser, test_tool, Server};
-use ingot_testkit::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir, write_random_lora};
 use serde_json::{json, Value};
 
 fn greedy_fixture() -> PathBuf {
@@ -432,4 +432,30 @@ fn tokenize_routes_round_trip_and_token_prompts_match_text_prompts() {
         assert_eq!(status, 200, "{path}: {v}");
         assert_eq!(v["choices"][0]["message"]["content"], expected.as_str(), "{path}");
     }
+}
+
+/// Two LoRA adapters (the fixture's and a random one made here) over tiny-llama, one resident
+/// at a time (`--max-loras 1`: the other loads on demand while its requests wait): the
+/// official client sees both in `/v1/models`, and each of 12 concurrent requests over the base
+/// and both adapters equals the same request alone. Under `--strict-model-name` an unknown
+/// name is a 404 listing what is served.
+#[test]
+fn lora_adapters_picked_by_model_name() {
+    let second = scratch_dir("lora-api-second");
+    write_random_lora(&fixtures_dir().join("tiny-llama-lora"), &second, 7);
+    let tuned = format!("tuned={}", fixtures_dir().join("tiny-llama-lora").display());
+    let other = format!("other={}", second.display());
+    let args = ["--lora", &tuned, "--lora", &other, "--max-loras", "1", "--strict-model-name"];
+    let server = Server::start_model(&fixtures_dir().join("tiny-llama"), &args, &[]);
+    let (status, body) = get(&agent(), &server.url("/v1/models/no-such-model"), None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("`tiny-llama`, `tuned`, `other`"), "{body}");
+    drop(server);
+
+    let server = Server::start_model(&fixtures_dir().join("tiny-llama"), &args[..6], &[]);
+    let python = test_tool(".test-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_lora.py");
+    let out = Command::new(python).arg(script).args([&server.base, "tiny-llama", "tuned", "other"]).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), server.log());
 }
