@@ -237,6 +237,16 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
     Ok(cfg)
 }
 
+/// One `NAME=DIR` LoRA adapter (`--lora`, the config's `lora_adapters`).
+pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.trim().is_empty() && !dir.trim().is_empty() => {
+            Ok((name.trim().to_string(), PathBuf::from(dir.trim())))
+        }
+        _ => Err(format!("expected NAME=DIR (a name for the adapter, then its directory), got `{s}`")),
+    }
+}
+
 /// The names of [`GenParams`]' fields (LLaMA Factory's), as the config takes them.
 fn gen_params_keys() -> Vec<String> {
     match serde_json::to_value(GenParams::default()) {
@@ -341,7 +351,7 @@ impl Typed<'_> {
 
     /// `NAME=DIR` adapters: a comma-separated string or a YAML list.
     fn loras(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
-        let parse = |s: String| crate::model_args::parse_lora(&s).map_err(|e| anyhow::anyhow!("{}: `{}`: {e}", self.origin(), self.key));
+        let parse = |s: String| parse_lora(&s).map_err(|e| anyhow::anyhow!("{}: `{}`: {e}", self.origin(), self.key));
         self.strings()?.into_iter().map(parse).collect()
     }
 
@@ -425,6 +435,16 @@ mod tests {
         let bad = yaml("badlist.yaml", "adapter_name_or_path:\n  - 1\n");
         let e = resolve(&[&bad]).expect_err("not a path").to_string();
         assert!(e.contains("a string or a list of strings"), "{e}");
+    }
+
+    #[test]
+    fn maps_unmerged_lora_keys() {
+        let f = yaml("loras.yaml", "lora_adapters:\n  - tuned=saves/a\n  - other = saves/b\nmax_loras: 1\nuse_lora: tuned\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        let expected = vec![("tuned".to_string(), PathBuf::from("saves/a")), ("other".to_string(), PathBuf::from("saves/b"))];
+        assert_eq!((cfg.loras, cfg.max_loras, cfg.use_lora.as_deref()), (Some(expected), Some(1), Some("tuned")));
+        let e = resolve(&["lora_adapters=saves/a"]).expect_err("no name").to_string();
+        assert!(e.contains("`lora_adapters`") && e.contains("NAME=DIR"), "{e}");
     }
 
     #[test]

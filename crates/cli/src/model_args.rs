@@ -8,17 +8,7 @@ use ingot_core::load::{models_dir, LoadOptions, DEFAULT_MODEL_FILE};
 use ingot_core::weights::{Quantization, WeightDType};
 use ingot_engine::{EngineConfig, EngineError, EngineHandle};
 
-use crate::infer_config::{fill, InferConfig};
-
-/// One `NAME=DIR` LoRA adapter (`--lora`, the config's `lora_adapters`).
-pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
-    match s.split_once('=') {
-        Some((name, dir)) if !name.trim().is_empty() && !dir.trim().is_empty() => {
-            Ok((name.trim().to_string(), PathBuf::from(dir.trim())))
-        }
-        _ => Err(format!("expected NAME=DIR (a name for the adapter, then its directory), got `{s}`")),
-    }
-}
+use crate::infer_config::{fill, parse_lora, InferConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
