@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use clap::{ArgMatches, Args};
 use ingot_engine::EngineConfig;
 use ingot_server::{Deployment, MediaPolicy, ServerConfig};
@@ -110,6 +110,10 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     };
     // Checked before loading, as `chat` does.
     chat.prompt.params().sampling()?;
+    ensure!(chat.prompt.use_lora.is_none(), "--use-lora (use_lora) is for chat and infer: API requests pick an adapter by their `model`");
+    if let Some((name, _)) = chat.model.loras.iter().find(|(n, _)| *n == model_name || args.model_aliases.contains(n)) {
+        bail!("--lora {name}=...: the adapter name is the served model's own name; pick another");
+    }
     let engine_cfg = EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, ..chat.prompt.engine_config(&chat.model) };
     let engine = chat.model.start_engine(engine_cfg)?;
     let deployment = Deployment {

@@ -6,7 +6,9 @@
 //! prompt, end-of-generation ignored; TTFT = a ~200-token chat prompt until its first token;
 //! each the best of `--repeats`. Peak RSS is the process's high-water mark. With
 //! `--concurrency N`, N decode streams start together; aggregate decode tok/s is all their
-//! tokens over the wall time (prefills included).
+//! tokens over the wall time (prefills included). With LoRA adapters (`--lora NAME=DIR`), the
+//! concurrent streams are spread round-robin over them (stream `i` runs with adapter
+//! `i mod adapters`), so the figure compares with the same run without `--lora`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,6 +60,8 @@ struct Figures {
 #[derive(Debug, Clone, Serialize)]
 struct Concurrent {
     streams: usize,
+    /// LoRA adapters the streams were spread over (0: all on the base model).
+    adapters: usize,
     aggregate_decode_tok_s: f64,
     ttft_p50_s: f64,
     ttft_p99_s: f64,
@@ -95,8 +99,10 @@ fn filler(words: usize) -> String {
     TEXT.split_whitespace().cycle().take(words).collect::<Vec<_>>().join(" ")
 }
 
-fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize) -> anyhow::Result<Usage> {
-    let params = GenParams { max_new_tokens: Some(max_new_tokens), ignore_eos: Some(true), ..GenParams::greedy() };
+/// One greedy request of `max_new_tokens`, with LoRA adapter `adapter` (`None`: the base).
+fn run_request(engine: &EngineHandle, prompt_ids: &[u32], max_new_tokens: usize, adapter: Option<&str>) -> anyhow::Result<Usage> {
+    let adapter = adapter.map(str::to_string);
+    let params = GenParams { max_new_tokens: Some(max_new_tokens), ignore_eos: Some(true), adapter, ..GenParams::greedy() };
     let valid = engine.validate_prompt(PromptRequest { prompt: Prompt::Ids(prompt_ids.to_vec()), params })?;
     let stream = engine.stream(valid)?.pop().context("the engine queued no sample")?;
     for event in stream.events.iter() {
@@ -142,7 +148,7 @@ fn prompts(engine: &EngineHandle) -> anyhow::Result<Prompts> {
 }
 
 fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result<Figures> {
-    run_request(engine, &p.decode, 4).context("warm-up")?;
+    run_request(engine, &p.decode, 4, None).context("warm-up")?;
     let best = |f: &dyn Fn() -> anyhow::Result<f64>| -> anyhow::Result<f64> {
         let mut best = f64::INFINITY;
         for _ in 0..repeats.max(1) {
@@ -150,10 +156,10 @@ fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result
         }
         Ok(best)
     };
-    let prefill_s = best(&|| Ok(run_request(engine, &p.prefill, 1)?.prefill_seconds))?;
+    let prefill_s = best(&|| Ok(run_request(engine, &p.prefill, 1, None)?.prefill_seconds))?;
     // Decode time runs from the first token to the last: DECODE_TOKENS - 1 forward passes.
-    let decode_s = best(&|| Ok(run_request(engine, &p.decode, DECODE_TOKENS)?.decode_seconds))?;
-    let ttft_s = best(&|| Ok(run_request(engine, &p.ttft, 1)?.time_to_first_token))?;
+    let decode_s = best(&|| Ok(run_request(engine, &p.decode, DECODE_TOKENS, None)?.decode_seconds))?;
+    let ttft_s = best(&|| Ok(run_request(engine, &p.ttft, 1, None)?.time_to_first_token))?;
     Ok(Figures {
         prefill_tok_s: p.prefill.len() as f64 / prefill_s,
         decode_tok_s: (DECODE_TOKENS - 1) as f64 / decode_s,
@@ -165,7 +171,10 @@ fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result
 fn measure_concurrent(engine: &EngineHandle, p: &Prompts, streams: usize) -> anyhow::Result<Concurrent> {
     let started = std::time::Instant::now();
     let usages = std::thread::scope(|s| {
-        let jobs: Vec<_> = (0..streams).map(|_| s.spawn(|| run_request(engine, &p.decode, DECODE_TOKENS))).collect();
+        let adapters = engine.adapters();
+        let adapter = |i: usize| (!adapters.is_empty()).then(|| adapters[i % adapters.len()].as_str());
+        let jobs: Vec<_> =
+            (0..streams).map(|i| s.spawn(move || run_request(engine, &p.decode, DECODE_TOKENS, adapter(i)))).collect();
         jobs.into_iter()
             .map(|j| j.join().map_err(|_| anyhow::anyhow!("a benchmark stream panicked"))?)
             .collect::<anyhow::Result<Vec<Usage>>>()
@@ -175,7 +184,8 @@ fn measure_concurrent(engine: &EngineHandle, p: &Prompts, streams: usize) -> any
     ttft.sort_by(f64::total_cmp);
     let pct = |q: f64| ttft[((ttft.len() - 1) as f64 * q).round() as usize];
     let tokens: usize = usages.iter().map(|u| u.completion_tokens).sum();
-    Ok(Concurrent { streams, aggregate_decode_tok_s: tokens as f64 / wall, ttft_p50_s: pct(0.5), ttft_p99_s: pct(0.99) })
+    let adapters = engine.adapters().len();
+    Ok(Concurrent { streams, adapters, aggregate_decode_tok_s: tokens as f64 / wall, ttft_p50_s: pct(0.5), ttft_p99_s: pct(0.99) })
 }
 
 fn llama_cpp_python(args: &BenchArgs) -> PathBuf {
@@ -272,8 +282,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     row("ingot", &report.ingot);
     if let Some(c) = &report.concurrent {
         println!(
-            "ingot x{:<3}  aggregate decode {:.1} tok/s, TTFT p50 {:.3} s, p99 {:.3} s",
-            c.streams, c.aggregate_decode_tok_s, c.ttft_p50_s, c.ttft_p99_s
+            "ingot x{:<3}  aggregate decode {:.1} tok/s, TTFT p50 {:.3} s, p99 {:.3} s{}",
+            c.streams,
+            c.aggregate_decode_tok_s,
+            c.ttft_p50_s,
+            c.ttft_p99_s,
+            if c.adapters > 0 { format!(" (over {} LoRA adapters)", c.adapters) } else { String::new() }
         );
     }
     if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratio) {

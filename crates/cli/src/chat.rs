@@ -74,6 +74,10 @@ pub struct PromptArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// Run with the LoRA adapter served as NAME (`--lora NAME=DIR`) instead of the base
+    /// model (chat and infer; API requests pick one by `model`).
+    #[arg(long, value_name = "NAME")]
+    pub use_lora: Option<String>,
     /// The config file's generation keys, below the flags.
     #[arg(skip)]
     pub config_params: GenParams,
@@ -94,13 +98,14 @@ impl PromptArgs {
 
     /// The generation settings: flags given, then the config file's keys.
     pub fn params(&self) -> GenParams {
-        GenParams::from(&self.gen).or(&self.config_params)
+        GenParams { adapter: self.use_lora.clone(), ..GenParams::from(&self.gen) }.or(&self.config_params)
     }
 
     /// Takes the config's settings where no flag was given for them.
     pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
         fill(&mut self.template, cfg.template.clone().map(Some), matches, "template");
         fill(&mut self.system, cfg.system.clone().map(Some), matches, "system");
+        fill(&mut self.use_lora, cfg.use_lora.clone().map(Some), matches, "use_lora");
         fill(&mut self.gen.enable_thinking, cfg.enable_thinking.map(Some), matches, "enable_thinking");
         self.config_params = cfg.params.clone();
     }

@@ -42,6 +42,12 @@ enum Setting {
 pub struct InferConfig {
     pub model: Option<PathBuf>,
     pub adapters: Option<Vec<PathBuf>>,
+    /// `lora_adapters`: `NAME=DIR` adapters served unmerged (`--lora`).
+    pub loras: Option<Vec<(String, PathBuf)>>,
+    /// `max_loras` (`--max-loras`).
+    pub max_loras: Option<usize>,
+    /// `use_lora`: the adapter chat and infer run with (`--use-lora`).
+    pub use_lora: Option<String>,
     pub template: Option<String>,
     pub system: Option<String>,
     pub dtype: Option<WeightDType>,
@@ -85,7 +91,7 @@ pub struct InferConfig {
 }
 
 /// The keys besides [`GenParams`]' own that only matter to commands that generate text.
-const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system"];
+const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system", "use_lora"];
 
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples", "remote_urls"];
@@ -193,6 +199,9 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
         match key.as_str() {
             "model_name_or_path" => cfg.model = Some(PathBuf::from(v.string()?)),
             "adapter_name_or_path" => cfg.adapters = Some(v.paths()?),
+            "lora_adapters" => cfg.loras = Some(v.loras()?),
+            "max_loras" => cfg.max_loras = Some(v.count()?),
+            "use_lora" => cfg.use_lora = Some(v.string()?),
             "quantization_bit" => cfg.quantize = Some(v.quantization()?),
             "enable_thinking" => cfg.enable_thinking = Some(v.bool()?),
             "infer_dtype" => cfg.dtype = Some(v.dtype()?),
@@ -207,7 +216,7 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             }
             "dataset_dir" => cfg.dataset_dir = Some(PathBuf::from(v.string()?)),
             "max_samples" => cfg.max_samples = Some(v.count()?),
-            "remote_urls" => cfg.remote_urls = Some(v.list()?),
+            "remote_urls" => cfg.remote_urls = Some(v.strings()?),
             "media_dir" => cfg.media_dir = Some(PathBuf::from(v.string()?)),
             "allow_remote_media" => cfg.allow_remote_media = Some(v.bool()?),
             "image_min_pixels" => cfg.image_min_pixels = Some(v.count()?),
@@ -237,6 +246,16 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
     // Each value was checked alone, so together they deserialize.
     cfg.params = serde_json::from_value(serde_json::Value::Object(params)).context("generation keys")?;
     Ok(cfg)
+}
+
+/// One `NAME=DIR` LoRA adapter (`--lora`, the config's `lora_adapters`).
+pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.trim().is_empty() && !dir.trim().is_empty() => {
+            Ok((name.trim().to_string(), PathBuf::from(dir.trim())))
+        }
+        _ => Err(format!("expected NAME=DIR (a name for the adapter, then its directory), got `{s}`")),
+    }
 }
 
 /// The names of [`GenParams`]' fields (LLaMA Factory's), as the config takes them.
@@ -333,13 +352,8 @@ impl Typed<'_> {
         }
     }
 
-    /// A comma-separated string or a YAML list of paths.
-    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(self.list()?.into_iter().map(PathBuf::from).collect())
-    }
-
-    /// A comma-separated string or a YAML list of strings, blanks dropped.
-    fn list(&self) -> anyhow::Result<Vec<String>> {
+    /// A comma-separated string or a YAML list of strings, trimmed, empty ones dropped.
+    fn strings(&self) -> anyhow::Result<Vec<String>> {
         let items: Vec<String> = match self.setting {
             Setting::File(Value::Sequence(items)) => items
                 .iter()
@@ -348,6 +362,17 @@ impl Typed<'_> {
             _ => self.string()?.split(',').map(str::to_owned).collect(),
         };
         Ok(items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// A comma-separated string or a YAML list of paths.
+    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(self.strings()?.into_iter().map(PathBuf::from).collect())
+    }
+
+    /// `NAME=DIR` adapters: a comma-separated string or a YAML list.
+    fn loras(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let parse = |s: String| parse_lora(&s).map_err(|e| anyhow::anyhow!("{}: `{}`: {e}", self.origin(), self.key));
+        self.strings()?.into_iter().map(parse).collect()
     }
 
     /// LLaMA Factory quantizes on the fly with bitsandbytes; ingot quantizes at load to the
@@ -430,6 +455,16 @@ mod tests {
         let bad = yaml("badlist.yaml", "adapter_name_or_path:\n  - 1\n");
         let e = resolve(&[&bad]).expect_err("not a path").to_string();
         assert!(e.contains("a string or a list of strings"), "{e}");
+    }
+
+    #[test]
+    fn maps_unmerged_lora_keys() {
+        let f = yaml("loras.yaml", "lora_adapters:\n  - tuned=saves/a\n  - other = saves/b\nmax_loras: 1\nuse_lora: tuned\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        let expected = vec![("tuned".to_string(), PathBuf::from("saves/a")), ("other".to_string(), PathBuf::from("saves/b"))];
+        assert_eq!((cfg.loras, cfg.max_loras, cfg.use_lora.as_deref()), (Some(expected), Some(1), Some("tuned")));
+        let e = resolve(&["lora_adapters=saves/a"]).expect_err("no name").to_string();
+        assert!(e.contains("`lora_adapters`") && e.contains("NAME=DIR"), "{e}");
     }
 
     #[test]

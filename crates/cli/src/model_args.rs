@@ -9,7 +9,7 @@ use ingot_core::weights::{Quantization, WeightDType};
 use ingot_core::media::FrameSampling;
 use ingot_engine::{EngineConfig, EngineError, EngineHandle, MediaLimits};
 
-use crate::infer_config::{fill, InferConfig};
+use crate::infer_config::{fill, parse_lora, InferConfig};
 use crate::media::MediaReading;
 
 #[derive(Args, Debug, Clone)]
@@ -29,6 +29,14 @@ pub struct ModelArgs {
     /// load, in order (comma-separated or repeated).
     #[arg(long = "adapter", value_delimiter = ',')]
     pub adapters: Vec<PathBuf>,
+    /// A PEFT LoRA adapter served unmerged under NAME (repeatable): API requests pick it by
+    /// `model`, chat and infer by `--use-lora`. Checked against the model at start.
+    #[arg(long = "lora", value_name = "NAME=DIR", value_parser = parse_lora)]
+    pub loras: Vec<(String, PathBuf)>,
+    /// LoRA adapters held in memory at once (default: all); others are read again when a
+    /// request needs them, the least recently used one evicted.
+    #[arg(long)]
+    pub max_loras: Option<usize>,
     /// A Jinja chat template file overriding the model's own (a named `--template` still wins).
     #[arg(long, value_name = "FILE.jinja")]
     pub chat_template: Option<PathBuf>,
@@ -78,6 +86,8 @@ impl ModelArgs {
     pub fn apply_config(&mut self, cfg: &InferConfig, matches: &ArgMatches) {
         fill(&mut self.model, cfg.model.clone().map(Some), matches, "model");
         fill(&mut self.adapters, cfg.adapters.clone(), matches, "adapters");
+        fill(&mut self.loras, cfg.loras.clone(), matches, "loras");
+        fill(&mut self.max_loras, cfg.max_loras.map(Some), matches, "max_loras");
         fill(&mut self.dtype, cfg.dtype, matches, "dtype");
         fill(&mut self.quantize, cfg.quantize.map(Some), matches, "quantize");
         fill(&mut self.image_max_pixels, cfg.image_max_pixels.map(Some), matches, "image_max_pixels");
@@ -113,6 +123,8 @@ impl ModelArgs {
             video_max_pixels: self.video_max_pixels,
             video_min_pixels: self.video_min_pixels,
             audio_sampling_rate: self.audio_sampling_rate,
+            loras: self.loras.clone(),
+            max_loras: self.max_loras,
             ..EngineConfig::default()
         }
     }

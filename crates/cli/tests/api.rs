@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_browser, run_checks, Server};
-use ingot_testkit::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir, write_random_lora};
 use serde_json::{json, Value};
 
 fn greedy_fixture() -> PathBuf {
@@ -456,4 +456,26 @@ fn responses_messages_and_llama_cpp_routes() {
         run_checks(&server, script, &[server.base.as_ref(), "qwen-test".as_ref(), fixture.as_os_str()]);
     }
     llama_cpp_native_routes(&server);
+}
+
+/// Two LoRA adapters (the fixture's and a random one made here) over tiny-llama, one resident
+/// at a time (`--max-loras 1`: the other loads on demand while its requests wait): the
+/// official client sees both in `/v1/models`, and each of 12 concurrent requests over the base
+/// and both adapters equals the same request alone. Under `--strict-model-name` an unknown
+/// name is a 404 listing what is served.
+#[test]
+fn lora_adapters_picked_by_model_name() {
+    let second = scratch_dir("lora-api-second");
+    write_random_lora(&fixtures_dir().join("tiny-llama-lora"), &second, 7);
+    let tuned = format!("tuned={}", fixtures_dir().join("tiny-llama-lora").display());
+    let other = format!("other={}", second.display());
+    let args = ["--lora", &tuned, "--lora", &other, "--max-loras", "1", "--strict-model-name"];
+    let server = Server::start_model(&fixtures_dir().join("tiny-llama"), &args, &[]);
+    let (status, body) = get(&agent(), &server.url("/v1/models/no-such-model"), None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("`tiny-llama`, `tuned`, `other`"), "{body}");
+    drop(server);
+
+    let server = Server::start_model(&fixtures_dir().join("tiny-llama"), &args[..6], &[]);
+    run_checks(&server, "openai_lora.py", &[server.base.as_ref(), "tiny-llama".as_ref(), "tuned".as_ref(), "other".as_ref()]);
 }

@@ -234,6 +234,52 @@ fn chat_merges_lora_adapters_given_with_adapter() {
     assert!(stderr.contains("no-such-adapter") && stderr.contains("adapter_config.json"), "{stderr}");
 }
 
+/// `--lora NAME=DIR --use-lora NAME` (unmerged, per sequence) replies as `--adapter DIR`
+/// (merged at load) does; the same adapter served but not used leaves the base replies.
+#[test]
+fn chat_with_an_unmerged_lora_replies_as_the_merged_adapter() {
+    let fixtures = ingot_testkit::fixtures_dir();
+    let (base, adapter) = (fixtures.join("tiny-llama"), fixtures.join("tiny-llama-lora"));
+    let adapter_arg = adapter.to_str().expect("utf-8 fixture path");
+    let lora = format!("tuned={adapter_arg}");
+    let greedy = ["--temperature", "0", "--max-new-tokens", "8"];
+    let run = |extra: &[&str]| {
+        let out = chat_with(&base, &[&greedy[..], extra].concat(), "hello\nwhat now?\n");
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        replies(&out)
+    };
+    let merged = run(&["--adapter", adapter_arg]);
+    assert_eq!(run(&["--lora", &lora, "--use-lora", "tuned"]), merged);
+    assert_eq!(run(&["--lora", &lora]), run(&[]), "an adapter served but not used changed the base replies");
+}
+
+/// Bad adapters stop `ingot chat` at start, naming the adapter, its file and the setting.
+#[test]
+fn bad_unmerged_adapters_are_refused_at_start() {
+    let fixtures = ingot_testkit::fixtures_dir();
+    let (llama, gemma, adapter) = (fixtures.join("tiny-llama"), fixtures.join("tiny-gemma3"), fixtures.join("tiny-llama-lora"));
+    let refused = |model: &std::path::Path, args: &[&str], expected: &[&str]| {
+        let out = chat_with(model, &[&["--max-new-tokens", "4"][..], args].concat(), "hello\n");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for part in expected {
+            assert!(stderr.contains(part), "{args:?}: {stderr:?} should mention {part:?}");
+        }
+    };
+    let for_llama = format!("tuned={}", adapter.display());
+    refused(&gemma, &["--lora", &for_llama], &["'tuned'", "adapter_model.safetensors", "do not fit", "another model"]);
+    let missing = scratch("no-such-lora");
+    refused(&llama, &["--lora", &format!("gone={}", missing.display())], &["'gone'", "no-such-lora", "adapter_config.json"]);
+    let dora = scratch("dora-lora");
+    std::fs::create_dir_all(&dora).expect("scratch dir");
+    std::fs::copy(adapter.join("adapter_model.safetensors"), dora.join("adapter_model.safetensors")).expect("copy weights");
+    let config = std::fs::read_to_string(adapter.join("adapter_config.json")).expect("adapter config");
+    std::fs::write(dora.join("adapter_config.json"), config.replace("\"use_dora\": false", "\"use_dora\": true")).expect("write config");
+    refused(&llama, &["--lora", &format!("dora={}", dora.display())], &["'dora'", "adapter_config.json", "use_dora: true (DoRA)", "not supported"]);
+    refused(&llama, &["--lora", &for_llama, "--use-lora", "nope"], &["no LoRA adapter is called 'nope'", "tuned"]);
+    refused(&llama, &["--lora", "no-equals-sign"], &["NAME=DIR"]);
+}
+
 /// Runs `ingot chat` with `args` (config file and overrides first) and one user turn.
 fn chat_args(args: &[&str]) -> Output {
     run_chat(args.iter().map(OsStr::new), "hello\n")

@@ -3,17 +3,19 @@
 //! Gemma 3 sliding layers) must give transformers' full prompt logits within 1e-3 and its
 //! 20 greedy tokens exactly, alone and batched; broken checkpoints must fail with errors that
 //! name the file and the key or tensor at fault. The same checks cover `tiny-llama` with the
-//! `tiny-llama-lora` PEFT adapter merged at load (against PEFT's `merge_and_unload`), and broken
-//! adapters must fail naming the adapter file and tensor.
+//! `tiny-llama-lora` PEFT adapter merged at load (against PEFT's `merge_and_unload`) and kept
+//! unmerged (applied per sequence, mixed in one batch with another adapter and with none), and
+//! broken adapters must fail naming the adapter file and tensor or setting.
 
 use std::path::{Path, PathBuf};
 
 use ingot_core::kv_cache::SeqCache;
 use ingot_core::load::{load_checkpoint_model, load_with, LoadOptions};
+use ingot_core::model::lora::LoraAdapter;
 use ingot_core::model::{Logits, Model, SeqInput};
 use ingot_core::weights::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use ingot_core::weights::{Quantization, WeightDType};
-use ingot_testkit::{fixtures_dir, scratch_dir};
+use ingot_testkit::{fixtures_dir, scratch_dir, write_random_lora};
 use safetensors::SafeTensors;
 use ingot_core::sampling::argmax;
 use ingot_testkit::json_ids;
@@ -36,16 +38,17 @@ fn reference(name: &str) -> Value {
 }
 
 /// Full prompt logits (`[len][vocab]`) and the greedy continuation decoded one token at a
-/// time with the KV cache.
-fn prompt_logits_and_greedy(model: &Model, prompt: &[u32], n_new: usize) -> (Vec<f32>, Vec<u32>) {
+/// time with the KV cache, with `adapter` unmerged (or none).
+fn prompt_logits_and_greedy(model: &Model, adapter: Option<&LoraAdapter>, prompt: &[u32], n_new: usize) -> (Vec<f32>, Vec<u32>) {
     let vocab = model.config().vocab_size;
     let mut cache = SeqCache::new(model.config());
-    let all = model.forward(&mut [SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::All, positions: None, embeds: &[] }]).expect("prefill").remove(0);
+    let input = SeqInput { tokens: prompt, cache: &mut cache, logits: Logits::All, positions: None, embeds: &[] };
+    let all = model.forward_with_adapters(&mut [input], &[adapter]).expect("prefill").remove(0);
     let mut next = argmax(&all[all.len() - vocab..]);
     let mut out = vec![next];
     while out.len() < n_new {
-        let logits =
-            model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] }]).expect("decode").remove(0);
+        let input = SeqInput { tokens: &[next], cache: &mut cache, logits: Logits::Last, positions: None, embeds: &[] };
+        let logits = model.forward_with_adapters(&mut [input], &[adapter]).expect("decode").remove(0);
         next = argmax(&logits);
         out.push(next);
     }
@@ -53,15 +56,15 @@ fn prompt_logits_and_greedy(model: &Model, prompt: &[u32], n_new: usize) -> (Vec
 }
 
 /// Greedy continuations of several prompts run as one batch: the prompts in one forward call,
-/// then every decode step for all sequences in one call.
-fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<u32>> {
+/// then every decode step for all sequences in one call; prompt `i` with `adapters[i]`.
+fn batched_greedy(model: &Model, adapters: &[Option<&LoraAdapter>], prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<u32>> {
     let mut caches: Vec<SeqCache> = prompts.iter().map(|_| SeqCache::new(model.config())).collect();
     let mut inputs: Vec<SeqInput> = prompts
         .iter()
         .zip(caches.iter_mut())
         .map(|(p, cache)| SeqInput { tokens: p, cache, logits: Logits::Last, positions: None, embeds: &[] })
         .collect();
-    let mut next: Vec<u32> = model.forward(&mut inputs).expect("batched prefill").iter().map(|l| argmax(l)).collect();
+    let mut next: Vec<u32> = model.forward_with_adapters(&mut inputs, adapters).expect("batched prefill").iter().map(|l| argmax(l)).collect();
     let mut out: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
     for _ in 1..n_new {
         let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
@@ -70,7 +73,7 @@ fn batched_greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize) -> Vec<Vec<
             .zip(caches.iter_mut())
             .map(|(t, cache)| SeqInput { tokens: t, cache, logits: Logits::Last, positions: None, embeds: &[] })
             .collect();
-        next = model.forward(&mut inputs).expect("batched decode").iter().map(|l| argmax(l)).collect();
+        next = model.forward_with_adapters(&mut inputs, adapters).expect("batched decode").iter().map(|l| argmax(l)).collect();
         out.iter_mut().zip(&next).for_each(|(o, &t)| o.push(t));
     }
     out
@@ -85,10 +88,15 @@ fn check_model(name: &str, opts: &LoadOptions) -> f32 {
 /// Checks every case of the tiny model `name`, loaded with `opts`, against the reference files
 /// of fixture `reference_name`; returns the largest logit difference seen.
 fn check_against(name: &str, opts: &LoadOptions, reference_name: &str) -> f32 {
-    let model = load(name, opts);
-    let reference = reference(reference_name);
     // Messages name the model, and the reference when it is another fixture's.
-    let name = &if name == reference_name { name.to_string() } else { format!("{name} vs {reference_name}") };
+    let label = if name == reference_name { name.to_string() } else { format!("{name} vs {reference_name}") };
+    check_loaded(&load(name, opts), None, &label, reference_name)
+}
+
+/// Checks every case of `model` with `adapter` unmerged (or none) against the reference files
+/// of fixture `reference_name`, alone and batched; returns the largest logit difference seen.
+fn check_loaded(model: &Model, adapter: Option<&LoraAdapter>, name: &str, reference_name: &str) -> f32 {
+    let reference = reference(reference_name);
     let logits_path = model_dir(reference_name).join("reference_logits.safetensors");
     let logits_file = std::fs::read(&logits_path).expect("reference_logits.safetensors");
     let ref_logits = SafeTensors::deserialize(&logits_file).expect("reference logits");
@@ -98,7 +106,7 @@ fn check_against(name: &str, opts: &LoadOptions, reference_name: &str) -> f32 {
     for case in reference["cases"].as_array().expect("cases") {
         let case_name = case["name"].as_str().expect("case name");
         let prompt = json_ids(&case["input_ids"]);
-        let (logits, greedy) = prompt_logits_and_greedy(&model, &prompt, n_new);
+        let (logits, greedy) = prompt_logits_and_greedy(model, adapter, &prompt, n_new);
 
         let expected = ref_logits.tensor(case_name).expect("case logits");
         assert_eq!(expected.shape(), [prompt.len(), model.config().vocab_size], "{name}/{case_name}: logits shape");
@@ -117,7 +125,8 @@ fn check_against(name: &str, opts: &LoadOptions, reference_name: &str) -> f32 {
     let prompts: Vec<Vec<u32>> =
         batched["members"].as_array().expect("members").iter().map(|m| case_prompts[m.as_str().expect("member")].clone()).collect();
     let expected: Vec<Vec<u32>> = batched["greedy_new_ids"].as_array().expect("batched ids").iter().map(json_ids).collect();
-    assert_eq!(batched_greedy(&model, &prompts, n_new), expected, "{name}: batched greedy tokens differ");
+    let adapters = vec![adapter; prompts.len()];
+    assert_eq!(batched_greedy(model, &adapters, &prompts, n_new), expected, "{name}: batched greedy tokens differ");
     worst
 }
 
@@ -420,4 +429,93 @@ fn adapters_are_refused_for_gguf_files() {
         panic!("adapter accepted for a GGUF file")
     };
     assert_mentions(&e.to_string(), &["model.gguf", "merge the adapter before converting to GGUF"]);
+}
+
+/// The fixture adapter loaded unmerged for `model`.
+fn unmerged_fixture(model: &Model) -> LoraAdapter {
+    LoraAdapter::load(&model_dir("tiny-llama-lora"), model).unwrap_or_else(|e| panic!("unmerged adapter: {e}"))
+}
+
+/// The unmerged path (`x·Wᵀ + scale·(x·Aᵀ)·Bᵀ` per sequence) against PEFT's merged reference:
+/// greedy tokens exactly and logits within 1e-4, alone and batched; the same model without the
+/// adapter still gives the base reference.
+#[test]
+fn unmerged_lora_matches_the_merged_reference() {
+    let base = load("tiny-llama", &LoadOptions::default());
+    let adapter = unmerged_fixture(&base);
+    let worst = check_loaded(&base, Some(&adapter), "tiny-llama + unmerged tiny-llama-lora", "tiny-llama-lora");
+    eprintln!("unmerged tiny-llama-lora vs PEFT's merged reference: worst |logit diff| = {worst:.2e}");
+    assert!(worst <= 1e-4, "unmerged logits differ from the merged reference by {worst}");
+    // And against our own merged load, which sees the same base weights.
+    let merged = load("tiny-llama", &with_adapters(vec![model_dir("tiny-llama-lora")]));
+    for case in reference("tiny-llama-lora")["cases"].as_array().expect("cases") {
+        let prompt = json_ids(&case["input_ids"]);
+        let (ours, _) = prompt_logits_and_greedy(&base, Some(&adapter), &prompt, 1);
+        let (theirs, _) = prompt_logits_and_greedy(&merged, None, &prompt, 1);
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "{}: unmerged vs merged at load differ by {diff}", case["name"]);
+    }
+    check_loaded(&base, None, "tiny-llama beside an unmerged adapter", "tiny-llama");
+    // 2 layers × (q, k, v, o, gate, up, down) × r 8 × (in + out) f32 values.
+    let cfg = base.config();
+    let (h, q, kv, ffn) = (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.kv_dim(), cfg.intermediate_size);
+    let per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + ffn) + (ffn + h);
+    assert_eq!(adapter.size_in_bytes(), cfg.num_layers() * per_layer * 8 * 4);
+}
+
+/// One batch mixing the fixture adapter, a second adapter (random A/B written here) and no
+/// adapter, with an adapter shared by sequences that are not neighbours: every sequence gets
+/// exactly its solo greedy tokens.
+#[test]
+fn a_batch_mixing_adapters_gives_each_sequence_its_solo_tokens() {
+    let base = load("tiny-llama", &LoadOptions::default());
+    let first = unmerged_fixture(&base);
+    let dir = scratch_dir("lora-second");
+    write_random_lora(&model_dir("tiny-llama-lora"), &dir, 0x9e37_79b9_7f4a_7c15);
+    let second = LoraAdapter::load(&dir, &base).expect("second adapter");
+    let reference = reference("tiny-llama-lora");
+    let n_new = reference["n_new"].as_u64().expect("n_new") as usize;
+    let cases: Vec<Vec<u32>> = reference["cases"].as_array().expect("cases").iter().map(|c| json_ids(&c["input_ids"])).collect();
+    let plan: [(usize, Option<&LoraAdapter>); 5] =
+        [(0, Some(&first)), (1, Some(&second)), (2, None), (1, Some(&first)), (0, Some(&second))];
+    let prompts: Vec<Vec<u32>> = plan.iter().map(|&(c, _)| cases[c].clone()).collect();
+    let adapters: Vec<Option<&LoraAdapter>> = plan.iter().map(|&(_, a)| a).collect();
+    let solo: Vec<Vec<u32>> =
+        plan.iter().map(|&(c, a)| prompt_logits_and_greedy(&base, a, &cases[c], n_new).1).collect();
+    // The adapters matter: the same prompt continues differently under each.
+    assert_ne!(solo[0], solo[4], "the second adapter changed nothing");
+    assert_ne!(solo[1], solo[3], "the second adapter changed nothing");
+    assert_eq!(batched_greedy(&base, &adapters, &prompts, n_new), solo, "a mixed batch changed some sequence's tokens");
+}
+
+/// Unmerged adapters are checked against the model at load: errors name the adapter file and
+/// the setting or tensor at fault.
+#[test]
+fn unmerged_adapter_errors_name_the_file_and_setting() {
+    let base = load("tiny-llama", &LoadOptions::default());
+    let error = |dir: &Path| match LoraAdapter::load(dir, &base) {
+        Ok(_) => panic!("{}: adapter loaded, expected an error", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    // Made for another model: tiny-llama's adapter on tiny-gemma3.
+    let gemma = load("tiny-gemma3", &LoadOptions::default());
+    let Err(e) = LoraAdapter::load(&model_dir("tiny-llama-lora"), &gemma) else { panic!("tiny-llama's adapter fit tiny-gemma3") };
+    assert_mentions(&e.to_string(), &[ADAPTER_WEIGHTS, "do not fit", "another model"]);
+
+    let missing = scratch_dir("lora-unmerged-missing").join("no-such-adapter");
+    assert_mentions(&error(&missing), &["no-such-adapter", ADAPTER_CONFIG, "cannot read"]);
+
+    let dir = scratch_dir("lora-unmerged-settings");
+    copy("tiny-llama-lora", &[ADAPTER_WEIGHTS], &dir);
+    let refused: [(&str, Value, &str); 5] = [
+        ("use_dora", true.into(), "use_dora: true (DoRA)"),
+        ("modules_to_save", serde_json::json!(["lm_head"]), "modules_to_save (lm_head)"),
+        ("bias", "all".into(), "bias: \"all\""),
+        ("layers_to_transform", serde_json::json!([0]), "layers_to_transform"),
+        ("lora_bias", true.into(), "lora_bias: true"),
+    ];
+    for (key, value, expected) in refused {
+        write_adapter_config(&dir, |c| c[key] = value);
+        assert_mentions(&error(&dir), &[ADAPTER_CONFIG, expected, "not supported"]);
+    }
 }

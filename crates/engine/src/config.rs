@@ -47,6 +47,12 @@ pub struct EngineConfig {
     /// LLaMA Factory's `audio_sampling_rate`: the rate audio is resampled to before its
     /// features are taken. `None`: the model's feature extractor's (16 kHz for Qwen2-Audio).
     pub audio_sampling_rate: Option<u32>,
+    /// LoRA adapters served unmerged over the model, as (name, PEFT adapter directory); a
+    /// request picks one by name ([`GenParams::adapter`]). See `crate::lora`.
+    pub loras: Vec<(String, std::path::PathBuf)>,
+    /// Adapters held in memory at once (`None`: all of them); others are read again, least
+    /// recently used evicted, when a request needs them.
+    pub max_loras: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +75,8 @@ impl Default for EngineConfig {
             video_min_pixels: None,
             video_max_pixels: None,
             audio_sampling_rate: None,
+            loras: Vec::new(),
+            max_loras: None,
         }
     }
 }

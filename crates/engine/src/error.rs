@@ -46,6 +46,14 @@ pub enum EngineError {
     NoValueHead,
     #[error("this model has no chat template; choose a named one (one of: {})", ChatTemplate::names().join(", "))]
     NoTemplate,
+    /// A LoRA adapter (`--lora NAME=DIR`) could not be read or does not fit the base model;
+    /// `source` names the adapter's file and the setting or tensor at fault.
+    #[error("LoRA adapter '{name}': {source}")]
+    Adapter {
+        name: String,
+        #[source]
+        source: ingot_core::weights::LoadError,
+    },
     /// The engine thread or its kernel threads could not start.
     #[error("cannot start the engine: {0}")]
     Start(#[source] std::io::Error),
@@ -83,6 +91,7 @@ impl EngineError {
             | Self::RewardModel
             | Self::NoValueHead
             | Self::NoTemplate
+            | Self::Adapter { .. }
             | Self::Start(_)
             | Self::Stopped => false,
         }

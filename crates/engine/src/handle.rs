@@ -23,6 +23,7 @@ use ingot_core::tokenizer::Tokenizer;
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
 use crate::media::{AudioInput, Encoders, MediaKind, MediaSupport, VisionInput};
+use crate::lora::Resident;
 use crate::prompter::pick_template;
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
@@ -64,6 +65,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
     let queued = Arc::new(AtomicUsize::new(0));
     let reused_tokens = Arc::new(AtomicUsize::new(0));
+    let (resident, adapters) = Resident::load(&model, &cfg.loras, cfg.max_loras)?;
     let model_context = model.config().max_position_embeddings;
     let context = match cfg.ctx_size {
         Some(0) => return Err(EngineError::invalid("ctx_size", "ctx_size must be at least 1")),
@@ -84,7 +86,12 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         max_n: cfg.max_n.max(1),
         budget_positions,
         constraints: OnceLock::new(),
+        adapters,
     };
+    // A default adapter (`--use-lora`) must be one of those served.
+    if let Some(name) = &cfg.params.adapter {
+        validator.adapter_id(name)?;
+    }
     let shared = Arc::new(Shared {
         validator,
         chat_template,
@@ -100,7 +107,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .spawn(move || {
             let tokenizer = &worker_shared.validator.tokenizer;
             let encoders = Encoders { vision: vision.as_ref(), audio: audio.as_ref() };
-            let mut scheduler = Scheduler::new(&model, encoders, tokenizer, value_head.as_ref(), capacity);
+            let mut scheduler = Scheduler::new(&model, encoders, tokenizer, value_head.as_ref(), capacity).with_adapters(resident);
             pool.install(|| scheduler.run(&rx));
         })
         .map_err(EngineError::Start)?;
@@ -162,6 +169,12 @@ impl EngineHandle {
     /// The model's tokenizer, for callers to encode prompts in their own thread.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.shared.validator.tokenizer
+    }
+
+    /// The names of the LoRA adapters requests may pick ([`GenParams::adapter`]), in the
+    /// order they were given.
+    pub fn adapters(&self) -> &[String] {
+        self.shared.validator.adapters.names()
     }
 
     /// The model file's own chat template source, if any.

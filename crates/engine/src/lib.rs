@@ -9,6 +9,7 @@
 //! - `scheduler`: the engine thread's continuous batching (admission, chunked prefill,
 //!   one forward pass per step, sampling, stop conditions), with the KV budget and prefix
 //!   reuse in `prefix_pool`;
+//! - `lora`: LoRA adapters served unmerged (names, which are resident, loading on demand);
 //! - [`event`]: text deltas that never split a UTF-8 character, then exactly one `Done` or
 //!   `Error`, straight into the caller's sink.
 //!
@@ -19,6 +20,7 @@ mod config;
 mod error;
 pub mod event;
 mod handle;
+mod lora;
 mod media;
 mod params;
 mod prefix_pool;

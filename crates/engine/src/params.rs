@@ -81,6 +81,10 @@ pub struct GenParams {
     /// constrains calls (a forcing `tool_choice`, or `auto` with a `response_format`; see
     /// [`crate::ChatRequest`]); a front end also keeps only the first call it parses.
     pub parallel_tool_calls: Option<bool>,
+    /// The LoRA adapter to run with, by its `--lora` name (`None`: the base model). Set by
+    /// front ends (a request's `model`, `--use-lora`), never read from a request body or YAML.
+    #[serde(skip)]
+    pub adapter: Option<String>,
 }
 
 impl GenParams {
@@ -107,6 +111,7 @@ impl GenParams {
             tool_choice: None,
             logprobs: None,
             parallel_tool_calls: None,
+            adapter: None,
         }
     }
 
@@ -123,7 +128,7 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format, tool_choice, ignore_eos, logprobs, parallel_tool_calls
+            response_format, tool_choice, ignore_eos, logprobs, parallel_tool_calls, adapter
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();

@@ -29,6 +29,7 @@ use ingot_core::template::{ChatTemplate, ToolChoice};
 use ingot_core::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 
+use crate::lora::{AdapterId, AdapterNames};
 use crate::media::{count_kinds, place_media, refuse_untaken, MediaPrompt, MediaSupport};
 use crate::params::{self, GenParams, Limits};
 use crate::EngineError;
@@ -99,6 +100,8 @@ pub struct ValidRequest {
     /// The grammar every sampled token must follow, in its start state; each sample gets a
     /// copy. `None` costs nothing per step.
     pub(crate) constraint: Option<Constraint>,
+    /// The LoRA adapter the request runs with (`None`: the base model).
+    pub(crate) adapter: Option<AdapterId>,
 }
 
 impl ValidRequest {
@@ -156,6 +159,8 @@ pub(crate) struct Validator {
     /// The vocabulary indexed for constrained decoding, built by the first request that needs
     /// one (about a second on a 150k vocabulary; once per engine).
     pub constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    /// The LoRA adapters requests may name ([`GenParams::adapter`]).
+    pub adapters: AdapterNames,
 }
 
 impl Validator {
@@ -217,6 +222,7 @@ impl Validator {
         let limits = Limits { context: s.context, budget: s.budget_positions, max_n: s.max_n, vocab };
         let r = params::resolve(&explicit, &merged, prompt_ids.len(), limits)?;
         let constraint = self.constraint_for(&merged, tools)?;
+        let adapter = merged.adapter.as_deref().map(|name| self.adapter_id(name)).transpose()?;
         Ok(ValidRequest {
             prompt_ids,
             text: None,
@@ -229,6 +235,18 @@ impl Validator {
             ignore_eos: r.ignore_eos,
             logprobs: r.logprobs,
             constraint,
+            adapter,
+        })
+    }
+
+    /// The id of the LoRA adapter called `name`.
+    pub(crate) fn adapter_id(&self, name: &str) -> Result<AdapterId, EngineError> {
+        self.adapters.id(name).ok_or_else(|| {
+            let served = match self.adapters.names() {
+                [] => "none".to_string(),
+                names => names.join(", "),
+            };
+            EngineError::invalid("lora", format!("no LoRA adapter is called '{name}' (adapters served: {served})"))
         })
     }
 
@@ -328,6 +346,7 @@ impl ValidRequest {
             ignore_eos: true,
             logprobs: None,
             constraint: None,
+            adapter: None,
         }
     }
 }

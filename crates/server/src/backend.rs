@@ -50,6 +50,11 @@ pub trait Backend: Send + Sync + 'static {
     /// How replies to a prompt are read: the template's tool format, and whether the prompt
     /// ends inside a thinking block.
     fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool);
+    /// The LoRA adapters a request's `model` may name (each runs over the base model); a
+    /// backend without adapters serves none.
+    fn adapters(&self) -> &[String] {
+        &[]
+    }
 }
 
 impl Backend for EngineHandle {
@@ -114,5 +119,9 @@ impl Backend for EngineHandle {
         // The thinking marker is among the prompt's last tokens.
         let tail = self.tokenizer().decode(&prompt_ids[prompt_ids.len().saturating_sub(8)..], false).unwrap_or_default();
         (tools, prompt_opens_thinking(&tail))
+    }
+
+    fn adapters(&self) -> &[String] {
+        EngineHandle::adapters(self)
     }
 }

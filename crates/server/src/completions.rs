@@ -16,7 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ingot_core::media::{Audio, FrameSampling, Video};
-use ingot_engine::{EngineError, Event, FinishReason, Image, Media, MediaKind, MediaLimits, PromptRequest};
+use ingot_engine::{EngineError, Event, FinishReason, GenParams, Image, Media, MediaKind, MediaLimits, PromptRequest};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,7 +41,8 @@ pub(crate) struct Submission {
 
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
-    let valid = req.validate()?;
+    let mut valid = req.validate()?;
+    valid.chat.params.adapter = s.adapter(&model);
     let delivery = valid.delivery;
     let (submission, format) = queue_chat(&s, valid).await?;
     let ctx = Ctx { id: new_id("chatcmpl-"), created: unix_now(), model };
@@ -96,7 +97,8 @@ pub(crate) async fn fetch_all_media(s: &AppState, refs: &[MediaRef]) -> Result<V
 pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let valid = req.validate()?;
-    let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params: valid.params }).await?;
+    let params = GenParams { adapter: s.adapter(&model), ..valid.params };
+    let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params }).await?;
     let ctx = Ctx { id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
         sse(ctx.stream_completion(submission, valid.delivery))

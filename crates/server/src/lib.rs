@@ -24,10 +24,11 @@
 //! configured, the API routes need `Authorization: Bearer KEY` (or `x-api-key: KEY`); the page,
 //! health and metrics do not.
 //!
-//! Model names: one model is served, under its name and any aliases. A request naming
-//! another model is answered by the served one (LLaMA Factory's and llama.cpp's servers
-//! accept any name), or refused with OpenAI's 404 under `strict_model_name`; a request
-//! without `model` gets the served one.
+//! Model names: one model is served, under its name and any aliases, and each LoRA adapter
+//! the engine serves under its own name (`/v1/models` lists them all, adapters with their
+//! `parent`). A request naming an adapter runs with it; one naming another model is answered
+//! by the base model (LLaMA Factory's and llama.cpp's servers accept any name), or refused
+//! with OpenAI's 404 under `strict_model_name`; a request without `model` gets the base one.
 
 pub mod backend;
 mod anthropic;
@@ -317,33 +318,44 @@ async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 impl AppState {
-    /// The served model's name for a request naming `model` (see the module doc): a name
-    /// that is not served is a 404 only under `strict_model_name`.
+    /// The served model's name for a request naming `model` (see the module doc): an
+    /// adapter's name, or the base model's; a name that is not served is a 404 only under
+    /// `strict_model_name`.
     fn check_model(&self, model: Option<&str>) -> Result<String, ApiError> {
         let cfg = &self.cfg;
+        let adapters = self.engine.adapters();
         match model {
+            Some(m) if adapters.iter().any(|a| a == m) => Ok(m.to_string()),
             Some(m) if cfg.strict_model_name && m != cfg.model_name && !cfg.aliases.iter().any(|a| a == m) => {
-                Err(ApiError::not_found(format!("model `{m}` does not exist; this server serves `{}`", cfg.model_name))
+                let served = std::iter::once(&cfg.model_name).chain(adapters).map(|n| format!("`{n}`")).collect::<Vec<_>>();
+                Err(ApiError::not_found(format!("model `{m}` does not exist; this server serves {}", served.join(", ")))
                     .with_code("model_not_found"))
             }
             _ => Ok(cfg.model_name.clone()),
         }
     }
 
-    fn card(&self) -> ModelCard {
-        let id = self.cfg.model_name.clone();
-        ModelCard { id, object: "model", created: self.started, owned_by: "ingot", max_model_len: self.engine.context_length() }
+    /// The LoRA adapter a served name (from [`check_model`](Self::check_model)) runs with.
+    fn adapter(&self, served: &str) -> Option<String> {
+        self.engine.adapters().iter().find(|a| *a == served).cloned()
+    }
+
+    /// The card of served name `id`: the base model's, or an adapter's.
+    fn card(&self, id: String) -> ModelCard {
+        let parent = (id != self.cfg.model_name).then(|| self.cfg.model_name.clone());
+        ModelCard { id, object: "model", created: self.started, owned_by: "ingot", max_model_len: self.engine.context_length(), parent }
     }
 }
 
 async fn models(State(s): State<AppState>) -> Json<ModelList> {
-    Json(ModelList { object: "list", data: vec![s.card()] })
+    let names = std::iter::once(s.cfg.model_name.clone()).chain(s.engine.adapters().iter().cloned());
+    Json(ModelList { object: "list", data: names.map(|n| s.card(n)).collect() })
 }
 
 /// `GET /v1/models/{id}` (the SDK's `models.retrieve`), under the same naming rule.
 async fn model(State(s): State<AppState>, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Json<ModelCard>, ApiError> {
-    s.check_model(Some(&id))?;
-    Ok(Json(s.card()))
+    let served = s.check_model(Some(&id))?;
+    Ok(Json(s.card(served)))
 }
 
 async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>) -> Result<Json<ScoreResponse>, ApiError> {

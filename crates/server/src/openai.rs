@@ -596,6 +596,9 @@ pub struct ModelCard {
     pub owned_by: &'static str,
     /// The context length, in tokens (vLLM's field).
     pub max_model_len: usize,
+    /// For a LoRA adapter: the base model it runs over (vLLM's field); absent for the base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

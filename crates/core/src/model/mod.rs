@@ -21,12 +21,15 @@ mod ops;
 
 use rayon::prelude::*;
 
+use lora::{LoraAdapter, Proj, Routing};
+
 use crate::config::{LayerKind, ModelConfig};
 use crate::kernels::QMatrix;
 use crate::kv_cache::SeqCache;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 pub mod audio;
+pub mod lora;
 pub mod mrope;
 pub mod vision;
 
@@ -89,6 +92,9 @@ pub enum ForwardError {
     /// Audio features the audio encoder cannot take.
     #[error("audio features: {problem}")]
     AudioFeatures { problem: String },
+    /// A LoRA adapter loaded for a model of other dimensions.
+    #[error("LoRA adapter {path} was loaded for another model")]
+    AdapterMismatch { path: std::path::PathBuf },
     /// The image tokens of a prompt do not match the images given with it.
     #[error("image tokens do not match the images: {problem}")]
     ImageTokens { problem: String },
@@ -112,6 +118,13 @@ struct Layer {
     up: QMatrix,
     down: QMatrix,
     post_ffn_norm: Option<Vec<f32>>,
+}
+
+impl Layer {
+    /// Projection `p` in [`Proj`] order (q, k, v, o, gate, up, down).
+    fn projection(&self, p: usize) -> &QMatrix {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down][p]
+    }
 }
 
 /// Where one sequence's new tokens are in a forward pass.
@@ -254,6 +267,19 @@ impl Model {
     ///
     /// On error nothing has been appended to any cache.
     pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ForwardError> {
+        self.forward_with_adapters(batch, &[])
+    }
+
+    /// [`forward`](Self::forward) with sequence `i`'s rows going through `adapters[i]`'s LoRA
+    /// updates as well (none for `None`, or past the end of `adapters`); see [`lora`].
+    pub fn forward_with_adapters(
+        &self,
+        batch: &mut [SeqInput<'_>],
+        adapters: &[Option<&LoraAdapter>],
+    ) -> Result<Vec<Vec<f32>>, ForwardError> {
+        if let Some(a) = adapters.iter().flatten().find(|a| !a.fits(self)) {
+            return Err(ForwardError::AdapterMismatch { path: a.path().to_path_buf() });
+        }
         let (spans, positions) = self.layout(batch)?;
         let t = positions.len();
         if t == 0 {
@@ -262,9 +288,10 @@ impl Model {
         let mut x = self.embed(batch, &spans, t);
         let tables = self.rope_tables(batch, &spans, &positions);
         let mut scratch = Scratch::new(&self.cfg, t);
-        for (li, layer) in self.layers.iter().enumerate() {
-            self.attention_block(li, batch, &spans, &tables, &mut x, &mut scratch);
-            self.mlp_block(layer, t, &mut x, &mut scratch);
+        let lora = Routing::new(adapters, &spans);
+        for li in 0..self.layers.len() {
+            self.attention_block(li, batch, &spans, &tables, &lora, &mut x, &mut scratch);
+            self.mlp_block(li, &lora, &mut x, &mut scratch);
         }
         for (s, span) in batch.iter_mut().zip(&spans) {
             s.cache.commit(span.len);
@@ -357,13 +384,16 @@ impl Model {
 
     /// Layer `li`'s attention half: norm, q/k/v projections (biases, q/k norms, RoPE), the new
     /// keys and values appended to the caches, attention, output projection and its optional
-    /// post-norm, added into the residual stream `x`.
+    /// post-norm, added into the residual stream `x`. Every projection gets its rows' LoRA
+    /// updates (`lora`) right after the base matmul, as PEFT adds them to the layer's output.
+    #[allow(clippy::too_many_arguments)]
     fn attention_block(
         &self,
         li: usize,
         batch: &mut [SeqInput<'_>],
         spans: &[Span],
         tables: &RopeTables<'_>,
+        lora: &Routing<'_>,
         x: &mut [f32],
         sc: &mut Scratch,
     ) {
@@ -373,6 +403,9 @@ impl Model {
         ops::rms_norm_into(x, &layer.attn_norm, cfg.rms_norm_eps, &mut sc.hbuf);
         // One activation quantization for all three projections.
         QMatrix::matmul_many(&[&layer.q, &layer.k, &layer.v], &sc.hbuf, t, &mut [&mut sc.q, &mut sc.k, &mut sc.v]);
+        lora.apply(li, Proj::Q, &sc.hbuf, &mut sc.q);
+        lora.apply(li, Proj::K, &sc.hbuf, &mut sc.k);
+        lora.apply(li, Proj::V, &sc.hbuf, &mut sc.v);
         for (buf, bias) in [(&mut sc.q, &layer.q_bias), (&mut sc.k, &layer.k_bias), (&mut sc.v, &layer.v_bias)] {
             if let Some(b) = bias {
                 ops::add_bias(buf, b);
@@ -402,20 +435,26 @@ impl Model {
         self.attention(batch, spans, li, &sc.q, window, &mut sc.attn);
 
         layer.o.matmul(&sc.attn, t, &mut sc.proj);
+        lora.apply(li, Proj::O, &sc.attn, &mut sc.proj);
         if let Some(w) = &layer.post_attn_norm {
             ops::rms_norm(&mut sc.proj, w, cfg.rms_norm_eps);
         }
         x.iter_mut().zip(&sc.proj).for_each(|(a, b)| *a += b);
     }
 
-    /// A layer's MLP half: norm, gated activation of gate/up, down projection and its optional
-    /// post-norm, added into the residual stream `x` of `t` rows.
-    fn mlp_block(&self, layer: &Layer, t: usize, x: &mut [f32], sc: &mut Scratch) {
-        let cfg = &self.cfg;
+    /// Layer `li`'s MLP half: norm, gated activation of gate/up, down projection and its
+    /// optional post-norm, added into the residual stream `x`; LoRA updates as in
+    /// [`attention_block`](Self::attention_block).
+    fn mlp_block(&self, li: usize, lora: &Routing<'_>, x: &mut [f32], sc: &mut Scratch) {
+        let (cfg, layer) = (&self.cfg, &self.layers[li]);
+        let t = x.len() / cfg.hidden_size;
         ops::rms_norm_into(x, &layer.ffn_norm, cfg.rms_norm_eps, &mut sc.hbuf);
         QMatrix::matmul_many(&[&layer.gate, &layer.up], &sc.hbuf, t, &mut [&mut sc.gate, &mut sc.up]);
+        lora.apply(li, Proj::Gate, &sc.hbuf, &mut sc.gate);
+        lora.apply(li, Proj::Up, &sc.hbuf, &mut sc.up);
         ops::gated_activation(&mut sc.gate, &sc.up, cfg.activation);
         layer.down.matmul(&sc.gate, t, &mut sc.proj);
+        lora.apply(li, Proj::Down, &sc.gate, &mut sc.proj);
         if let Some(w) = &layer.post_ffn_norm {
             ops::rms_norm(&mut sc.proj, w, cfg.rms_norm_eps);
         }

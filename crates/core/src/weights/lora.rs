@@ -1,5 +1,6 @@
 //! PEFT LoRA adapters merged into a checkpoint's weights at load, as LLaMA Factory does with
-//! `adapter_name_or_path` (PEFT's `merge_and_unload`).
+//! `adapter_name_or_path` (PEFT's `merge_and_unload`). The same reading and checks serve
+//! adapters kept unmerged and applied per sequence ([`crate::model::lora`]).
 //!
 //! An adapter directory holds `adapter_config.json` and `adapter_model.safetensors`, whose
 //! tensors are `base_model.model.{module}.lora_A.weight` `[r, in]` and `...lora_B.weight`
@@ -16,7 +17,9 @@
 //! - Several adapters are applied in the order given, each with its own scale.
 //! - Only what the merge formula above covers is accepted; PEFT features that would change it
 //!   (DoRA, per-module rank/alpha patterns, transposed `fan_in_fan_out` weights, regex targets,
-//!   extra trained modules) are refused rather than ignored.
+//!   extra trained modules (`modules_to_save`), trained biases (`bias` other than `none`),
+//!   `layers_to_transform`, `layer_replication`) are refused rather than ignored, naming
+//!   `adapter_config.json` and the setting.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -67,8 +70,14 @@ struct AdapterConfig {
     fan_in_fan_out: bool,
     #[serde(default)]
     use_dora: bool,
+    #[serde(default)]
+    lora_bias: bool,
     rank_pattern: Option<HashMap<String, serde_json::Value>>,
     alpha_pattern: Option<HashMap<String, serde_json::Value>>,
+    modules_to_save: Option<Vec<String>>,
+    bias: Option<String>,
+    layers_to_transform: Option<serde_json::Value>,
+    layer_replication: Option<serde_json::Value>,
 }
 
 /// PEFT saves target modules as a list of names, or a regex string.
@@ -80,28 +89,28 @@ enum TargetModules {
 }
 
 /// One adapted weight: `scale · B · A` is added to it.
-struct LoraPair {
+pub(crate) struct LoraPair {
     /// The adapter's A and B tensor names, for messages.
     a_tensor: String,
     b_tensor: String,
     /// `[r, k]`, row-major.
-    a: Vec<f32>,
+    pub(crate) a: Vec<f32>,
     /// `[n, r]`, row-major.
-    b: Vec<f32>,
-    r: usize,
-    scale: f32,
+    pub(crate) b: Vec<f32>,
+    pub(crate) r: usize,
+    pub(crate) scale: f32,
 }
 
 /// One adapter directory, read and validated on its own.
-struct Adapter {
+pub(crate) struct Adapter {
     /// The weights file, for messages.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Weight name (`model.layers.0.self_attn.q_proj.weight`) → its update.
-    pairs: BTreeMap<String, LoraPair>,
+    pub(crate) pairs: BTreeMap<String, LoraPair>,
 }
 
 impl Adapter {
-    fn open(dir: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, LoadError> {
         let config_path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&config_path).map_err(|source| LoadError::Io { path: config_path.clone(), source })?;
         let bad = |problem: String| AdapterError::BadConfig { path: config_path.clone(), problem };
@@ -121,6 +130,22 @@ impl Adapter {
         }
         if cfg.rank_pattern.is_some_and(|p| !p.is_empty()) || cfg.alpha_pattern.is_some_and(|p| !p.is_empty()) {
             return Err(unsupported("a per-module rank_pattern or alpha_pattern").into());
+        }
+        if cfg.lora_bias {
+            return Err(unsupported("lora_bias: true (a bias on lora_B)").into());
+        }
+        if cfg.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+            let modules = cfg.modules_to_save.unwrap_or_default().join(", ");
+            return Err(unsupported(&format!("modules_to_save ({modules}): fully trained extra modules")).into());
+        }
+        if let Some(bias) = cfg.bias.as_deref().filter(|b| *b != "none") {
+            return Err(unsupported(&format!("bias: \"{bias}\" (trained biases; only \"none\")")).into());
+        }
+        if cfg.layers_to_transform.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(unsupported("layers_to_transform (an adapter for some layers only)").into());
+        }
+        if cfg.layer_replication.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(unsupported("layer_replication").into());
         }
         let targets = match cfg.target_modules {
             TargetModules::Names(names) => names,
@@ -180,14 +205,17 @@ impl Adapter {
         Ok(Self { path, pairs })
     }
 
-    /// Checks every adapted module against the base model's weights.
-    fn check_against(&self, base: &dyn MergeSource) -> Result<(), LoadError> {
+    /// Checks every adapted module against the base model: `shape_of` gives a weight's
+    /// `[n, k]`, or `None` when the model has no such weight.
+    pub(crate) fn check_against(
+        &self,
+        shape_of: impl Fn(&str) -> Result<Option<[usize; 2]>, LoadError>,
+    ) -> Result<(), LoadError> {
         for (weight, pair) in &self.pairs {
-            if !base.has(weight) {
+            let Some([n, k]) = shape_of(weight)? else {
                 let module = weight.trim_end_matches(".weight").to_string();
                 return Err(AdapterError::UnknownModule { path: self.path.clone(), tensor: pair.a_tensor.clone(), module }.into());
-            }
-            let [n, k] = base.matrix_shape(weight)?;
+            };
             let (a_fits, b_fits) = (pair.a.len() == pair.r * k, pair.b.len() == n * pair.r);
             if !(a_fits && b_fits) {
                 let tensor = if a_fits { pair.b_tensor.clone() } else { pair.a_tensor.clone() };
@@ -232,7 +260,7 @@ impl<S: MergeSource> LoraMerged<S> {
     pub fn new(base: S, dirs: &[PathBuf]) -> Result<Self, LoadError> {
         let adapters = dirs.iter().map(|d| Adapter::open(d)).collect::<Result<Vec<_>, _>>()?;
         for adapter in &adapters {
-            adapter.check_against(&base)?;
+            adapter.check_against(|w| if base.has(w) { base.matrix_shape(w).map(Some) } else { Ok(None) })?;
         }
         Ok(Self { base, adapters })
     }

@@ -23,6 +23,12 @@
 //! such tokens by the item's bytes (see `MediaPrompt::keys`), so a cached image, video or clip is
 //! reused only for the very same bytes.
 //!
+//! LoRA adapters: a request naming an adapter runs with it unmerged; each step passes every
+//! sequence's adapter to the forward pass, which groups rows by adapter. Admission makes the
+//! adapter resident first (`crate::lora`: read between steps, at most one per admission
+//! pass; the request waits at the head of the queue while no slot is free), and the prefix
+//! pool only shares caches computed with the same adapter.
+//!
 //! Score jobs (reward models, which never generate) run at once when they arrive: their
 //! texts, in batches of at most `max_seqs`, each go through one forward pass from an empty
 //! cache, and the value head turns each last hidden state into a score.
@@ -40,6 +46,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use ingot_core::constraint::Constraint;
 use ingot_core::kv_cache::SeqCache;
+use ingot_core::model::lora::LoraAdapter;
 use ingot_core::model::{Embeds, ForwardError, Logits, Model, SeqInput};
 use ingot_core::reward::ValueHead;
 use ingot_core::sampling::{token_logprobs, Sampler};
@@ -47,6 +54,7 @@ use ingot_core::stop::StopMatcher;
 use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, TokenLogprob, TokenLogprobs, Usage};
+use crate::lora::{Acquired, Resident};
 use crate::media::Encoders;
 use crate::prefix_pool::PrefixPool;
 use crate::request::ValidRequest;
@@ -106,6 +114,8 @@ struct Seq<'t> {
     /// The step's logits as the model gave them, kept only when the request asks for
     /// logprobs (which describe the model's distribution, not the penalised or masked one).
     raw_logits: Vec<f32>,
+    /// The request's LoRA adapter, held while the sequence runs.
+    adapter: Option<Arc<LoraAdapter>>,
     generated: Vec<u32>,
     started: Instant,
     prefill_done: Option<Instant>,
@@ -142,6 +152,8 @@ pub(crate) struct Scheduler<'m> {
     waiting: VecDeque<GenerateJob>,
     /// The KV budget and the finished caches kept for reuse.
     pool: PrefixPool<SeqCache>,
+    /// The LoRA adapters in memory.
+    adapters: Resident,
 }
 
 impl<'m> Scheduler<'m> {
@@ -162,7 +174,13 @@ impl<'m> Scheduler<'m> {
             pool: PrefixPool::new(cap.kv_budget_bytes, cap.prefix_cache),
             cap: Capacity { max_seqs: cap.max_seqs.max(1), ..cap },
             waiting: VecDeque::new(),
+            adapters: Resident::default(),
         }
+    }
+
+    /// Serves the LoRA adapters of `resident` (none by default).
+    pub(crate) fn with_adapters(self, resident: Resident) -> Self {
+        Self { adapters: resident, ..self }
     }
 
     /// Serves jobs until the channel closes and every sequence has finished.
@@ -217,25 +235,50 @@ impl<'m> Scheduler<'m> {
                 i += 1;
             }
         }
+        let mut may_read = true;
         while active.len() < self.cap.max_seqs {
             let Some(job) = self.waiting.front() else { break };
+            let adapter = match job.request.adapter.map(|id| self.adapter_for(id, may_read, active)) {
+                None => None,
+                Some(Ok(Acquired::Resident(a))) => Some(a),
+                Some(Ok(Acquired::Read(a))) => {
+                    may_read = false;
+                    Some(a)
+                }
+                Some(Ok(Acquired::Wait)) => break,
+                Some(Err(e)) => {
+                    let mut job = self.waiting.pop_front().expect("front exists");
+                    self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+                    let _ = job.sink.send(Event::Error(e));
+                    continue;
+                }
+            };
+            let job = self.waiting.front().expect("front exists");
             let prompt_len = job.request.prompt_ids.len();
             let need = (prompt_len + job.request.max_new_tokens) * self.bytes_per_position;
             let keys = job.request.prefix_keys();
             // The last prompt token is always recomputed, since its logits are needed.
-            let Some(admission) = self.pool.admit(&keys, prompt_len - 1, need) else { break };
+            let Some(admission) = self.pool.admit(job.request.adapter, &keys, prompt_len - 1, need) else { break };
             let job = self.waiting.pop_front().expect("front exists");
             self.cap.queued.fetch_sub(1, Ordering::Relaxed);
             let (mut cache, cached) = admission.reused.unwrap_or_else(|| (SeqCache::new(self.model.config()), 0));
             cache.truncate(cached);
             cache.reserve_positions(prompt_len + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
-            let seq = self.start(job, keys, cache, cached, need);
+            let mut seq = self.start(job, keys, cache, cached, need);
+            seq.adapter = adapter;
             match self.encode_media(&seq) {
                 Ok(()) => active.push(seq),
                 Err(e) => self.finish(seq, Err(e)),
             }
         }
+    }
+
+    /// Adapter `id`, for a queued request, made resident if need be; reads
+    /// one from disk only if `may_read`, evicting one no sequence in `active` uses.
+    fn adapter_for(&mut self, id: usize, may_read: bool, active: &[Seq<'m>]) -> Result<Acquired, EngineError> {
+        let in_use = |i| active.iter().any(|s| s.job.request.adapter == Some(i));
+        self.adapters.acquire(self.model, id, may_read, in_use)
     }
 
     /// Runs the encoders over the request's media items that the reused prefix does not
@@ -287,6 +330,7 @@ impl<'m> Scheduler<'m> {
         let req = &job.request;
         Seq {
             constraint: req.constraint.clone(),
+            adapter: None,
             sampler: Sampler::new(req.samples[job.sample].clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
@@ -363,13 +407,15 @@ impl<'m> Scheduler<'m> {
         let hidden = self.model.config().hidden_size;
         // Each feed's cache and feature rows, borrowed from its sequence.
         let mut parts: Vec<(&mut SeqCache, Vec<Embeds<'_>>)> = Vec::with_capacity(feeds.len());
+        let mut adapters: Vec<Option<&LoraAdapter>> = Vec::with_capacity(feeds.len());
         let mut rest: &mut [Seq<'m>] = active;
         let mut offset = 0;
         for feed in feeds {
             // Feeds are in increasing index order: split off each sequence.
             let (_, tail) = std::mem::take(&mut rest).split_at_mut(feed.idx - offset);
             let (seq, tail) = tail.split_first_mut().expect("index within active");
-            let Seq { cache, job, .. } = seq;
+            let Seq { cache, job, adapter, .. } = seq;
+            adapters.push(adapter.as_deref());
             let embeds = match &job.request.media {
                 None => Vec::new(),
                 Some(media) => feed
@@ -397,8 +443,7 @@ impl<'m> Scheduler<'m> {
                 embeds,
             })
             .collect();
-        self.model.forward(&mut inputs)
-    
+        self.model.forward_with_adapters(&mut inputs, &adapters)
     }
 
     /// Samples the next token of a decoding sequence and streams its text; returns why the
@@ -495,7 +540,7 @@ impl<'m> Scheduler<'m> {
         cache.truncate(keys.len());
         cache.shrink_to_fit();
         let bytes = cache.size_in_bytes();
-        self.pool.offer(keys, cache, bytes);
+        self.pool.offer(job.request.adapter, keys, cache, bytes);
     }
 }
 

@@ -94,7 +94,8 @@ fn validate(chat: request::Translated) -> Result<ValidChat, ApiError> {
 async fn messages(State(s): State<AppState>, body: Result<JsonBody<MessagesRequest>, ApiError>) -> Result<Response, AnthropicError> {
     let JsonBody(req) = body?;
     let model = s.check_model(req.model.as_deref())?;
-    let valid = validate(req.into_chat()?)?;
+    let mut valid = validate(req.into_chat()?)?;
+    valid.chat.params.adapter = s.adapter(&model);
     let stream = valid.delivery.stream;
     let (submission, format) = queue_chat(&s, valid).await?;
     let reply = Reply { id: new_id("msg_"), model };

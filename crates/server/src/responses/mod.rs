@@ -38,6 +38,8 @@ pub(crate) fn routes() -> Router<AppState> {
 
 async fn create(State(s): State<AppState>, Extension(store): Extension<Arc<Store>>, JsonBody(req): JsonBody<ResponsesRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
+    // The LoRA adapter the name picks, if any.
+    let adapter = s.adapter(&model);
     let history = match &req.previous_response_id {
         None => Vec::new(),
         Some(id) => store.get(id).map(|k| k.conversation).ok_or_else(|| {
@@ -57,6 +59,7 @@ async fn create(State(s): State<AppState>, Extension(store): Extension<Arc<Store
     for (image, field) in valid.media.iter_mut().zip(turn.image_fields) {
         image.field = field;
     }
+    valid.chat.params.adapter = adapter;
     let stream = valid.delivery.stream;
     let (submission, format) = queue_chat(&s, valid).await.map_err(own_param)?;
     let finish = Finish { head, store: keep.then_some(store), conversation: turn.conversation };
