@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// `image_max_pixels`), over the model's preprocessor config.
     pub image_min_pixels: Option<usize>,
     pub image_max_pixels: Option<usize>,
+    /// Multiply-adds of media encoder work between two steps of the running batch: a large
+    /// image, video or clip is encoded in slices of about this size, so running streams wait
+    /// at most one slice per token. 0: each item whole at once (running streams wait for it).
+    pub encode_slice_macs: u64,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +63,8 @@ impl Default for EngineConfig {
             max_n: 16,
             image_min_pixels: None,
             image_max_pixels: None,
+            // About a decode step of a small model on a few cores (tens of milliseconds).
+            encode_slice_macs: 1_000_000_000,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::kv_cache::SeqCache;
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 pub mod audio;
+pub mod encode_job;
 pub mod mrope;
 pub mod vision;
 

@@ -16,9 +16,9 @@
 //! Events go straight into each sample's [`EventSink`]; a sink that is closed or refuses an
 //! event cancels its sequence at the next step, as does its [`Cancel`].
 //!
-//! Media: a multimodal request's items are encoded by the vision encoder once, when the
-//! request is admitted (an item wholly inside a reused prefix is not encoded at all), and
-//! their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
+//! Media: a multimodal request's items are encoded once, after admission, in bounded slices
+//! between the steps ([`encode`]; an item wholly inside a reused prefix is not encoded at
+//! all), and their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
 //! through the model, with the request's M-RoPE positions. The prefix pool keys such tokens by
 //! the item's bytes (see `MediaPrompt::keys`), so a cached image is reused only for the very
 //! same image.
@@ -51,6 +51,7 @@ use crate::event::{Cancel, Event, EventSink, FinishReason, Usage};
 use crate::prefix_pool::PrefixPool;
 use crate::request::ValidRequest;
 use crate::EngineError;
+use self::encode::Encoding;
 
 /// Prompt tokens processed per step, over all prefilling sequences: bounds both the
 /// activation memory of a step and how long decoding streams wait behind a new prompt.
@@ -74,7 +75,7 @@ pub(crate) struct GenerateJob {
 
 impl GenerateJob {
     /// Whether the caller cancelled or stopped listening.
-    fn abandoned(&self) -> bool {
+    pub(super) fn abandoned(&self) -> bool {
         self.cancel.is_cancelled() || self.sink.is_closed()
     }
 }
@@ -126,6 +127,8 @@ pub(crate) struct Capacity {
     pub queued: Arc<AtomicUsize>,
     /// Prompt tokens served from the prefix pool since the start (shared with the handles).
     pub reused_tokens: Arc<AtomicUsize>,
+    /// Multiply-adds of one media encoder slice between two steps (0: a whole item at once).
+    pub encode_slice_macs: u64,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -137,6 +140,8 @@ pub(crate) struct Scheduler<'m> {
     cap: Capacity,
     bytes_per_position: usize,
     waiting: VecDeque<GenerateJob>,
+    /// Admitted requests whose media are being encoded, in admission order.
+    encoding: VecDeque<Encoding<'m>>,
     /// The KV budget and the finished caches kept for reuse.
     pool: PrefixPool<SeqCache>,
 }
@@ -159,6 +164,7 @@ impl<'m> Scheduler<'m> {
             pool: PrefixPool::new(cap.kv_budget_bytes, cap.prefix_cache),
             cap: Capacity { max_seqs: cap.max_seqs.max(1), ..cap },
             waiting: VecDeque::new(),
+            encoding: VecDeque::new(),
         }
     }
 
@@ -169,7 +175,7 @@ impl<'m> Scheduler<'m> {
         loop {
             // Take what has arrived; block only when there is nothing else to do.
             while open {
-                let idle = active.is_empty() && self.waiting.is_empty();
+                let idle = active.is_empty() && self.waiting.is_empty() && self.encoding.is_empty();
                 let next = if idle { jobs.recv().map_err(|_| TryRecvError::Disconnected) } else { jobs.try_recv() };
                 match next {
                     Ok(Job::Generate(job)) => self.waiting.push_back(job),
@@ -179,7 +185,8 @@ impl<'m> Scheduler<'m> {
                 }
             }
             self.admit_waiting(&mut active);
-            if active.is_empty() {
+            self.encode_slice(&mut active);
+            if active.is_empty() && self.encoding.is_empty() {
                 if let Some(job) = self.waiting.pop_front() {
                     // Cannot happen (the handle rejects requests larger than the whole
                     // budget, and an empty batch frees every byte), but never spin.
@@ -214,7 +221,7 @@ impl<'m> Scheduler<'m> {
                 i += 1;
             }
         }
-        while active.len() < self.cap.max_seqs {
+        while active.len() + self.encoding.len() < self.cap.max_seqs {
             let Some(job) = self.waiting.front() else { break };
             let prompt_len = job.request.prompt_ids.len();
             let need = (prompt_len + job.request.max_new_tokens) * self.bytes_per_position;
@@ -228,33 +235,8 @@ impl<'m> Scheduler<'m> {
             cache.reserve_positions(prompt_len + job.request.max_new_tokens);
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
             let seq = self.start(job, keys, cache, cached, need);
-            match self.encode_media(&seq) {
-                Ok(()) => active.push(seq),
-                Err(e) => self.finish(seq, Err(e)),
-            }
+            self.enter(seq, active);
         }
-    }
-
-    /// Runs the vision encoder over the request's media items that the reused prefix does
-    /// not already hold and that no other sample of the request has encoded yet.
-    fn encode_media(&self, seq: &Seq<'m>) -> Result<(), EngineError> {
-        let Some(media) = &seq.job.request.media else { return Ok(()) };
-        // The handle only lays out media for a model with an encoder.
-        let Some(vision) = self.vision else {
-            return Err(EngineError::invalid("messages", "this model has no vision encoder"));
-        };
-        for (i, item) in media.items.iter().enumerate() {
-            if item.start + item.len <= seq.prefilled || item.features.get().is_some() {
-                continue;
-            }
-            let rows = vision.encode(&item.processed.pixel_values, item.processed.grid_thw).map_err(|e| EngineError::Invalid {
-                field: "messages".into(),
-                message: format!("image {}: {e}", i + 1),
-            })?;
-            // Only this thread sets it, and it was empty just above.
-            let _ = item.features.set(rows);
-        }
-        Ok(())
     }
 
     /// Scores every sequence of the job and replies; the caches go back to the free list.
@@ -522,5 +504,6 @@ struct Feed {
     embeds: Vec<(usize, std::ops::Range<usize>, usize)>,
 }
 
+mod encode;
 #[cfg(test)]
 mod tests;
