@@ -63,7 +63,8 @@ impl std::fmt::Debug for Slice<'_> {
 }
 
 /// One media item's encoding in progress (see the module docs).
-pub trait EncodeJob<'a> {
+/// `Send`: an engine's scheduler moves into its kernel pool with the jobs it holds.
+pub trait EncodeJob<'a>: Send {
     /// Runs the next slice within `budget`; a finished job gives its output rows (`[tokens,
     /// hidden]` row-major, in the order of the item's placeholder tokens).
     fn advance(self: Box<Self>, budget: &mut Budget) -> Result<Slice<'a>, ForwardError>;
