@@ -200,7 +200,7 @@ impl AudioEncoder {
     /// row-major, one per `<|AUDIO|>` token in order. `features` is `[num_mel_bins, frames]`.
     /// The whole of an [`AudioJob`] in one call.
     pub fn encode(&self, features: &[f32], frames: usize, valid_frames: usize) -> Result<Vec<f32>, ForwardError> {
-        encode_job::finish(Box::new(self.start(Cow::Borrowed(features), frames, valid_frames)?))
+        Ok(encode_job::finish(Box::new(self.start(Cow::Borrowed(features), frames, valid_frames)?)))
     }
 
     /// An encoding of one clip to advance a bounded slice at a time

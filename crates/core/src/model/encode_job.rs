@@ -14,7 +14,8 @@
 //! computes each row alone, and the attention of a row reads the whole span's keys and values,
 //! which the stage before completed), bit for bit.
 
-use super::ForwardError;
+use std::ops::Range;
+
 
 /// Multiply-adds one slice may spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,17 +67,50 @@ impl std::fmt::Debug for Slice<'_> {
 /// `Send`: an engine's scheduler moves into its kernel pool with the jobs it holds.
 pub trait EncodeJob<'a>: Send {
     /// Runs the next slice within `budget`; a finished job gives its output rows (`[tokens,
-    /// hidden]` row-major, in the order of the item's placeholder tokens).
-    fn advance(self: Box<Self>, budget: &mut Budget) -> Result<Slice<'a>, ForwardError>;
+    /// hidden]` row-major, in the order of the item's placeholder tokens). Cannot fail: the
+    /// encoders check their input when the job is made.
+    fn advance(self: Box<Self>, budget: &mut Budget) -> Slice<'a>;
 }
 
 /// Runs a job to its end in one slice.
-pub fn finish<'a>(job: Box<dyn EncodeJob<'a> + 'a>) -> Result<Vec<f32>, ForwardError> {
+pub fn finish<'a>(job: Box<dyn EncodeJob<'a> + 'a>) -> Vec<f32> {
     let mut job = job;
     loop {
-        match job.advance(&mut Budget::unlimited())? {
-            Slice::Done(rows) => return Ok(rows),
+        match job.advance(&mut Budget::unlimited()) {
+            Slice::Done(rows) => return rows,
             Slice::Pending(next) => job = next,
+        }
+    }
+}
+
+/// An encoding made of stages of rows, what the encoders' jobs are; [`advance`] slices it.
+pub(crate) trait Stages {
+    /// Multiply-adds of one row of the current stage.
+    fn row_cost(&self) -> u64;
+    /// The current stage's progress.
+    fn rows(&mut self) -> &mut Rows;
+    /// Runs `chunk` of the current stage's rows.
+    fn run(&mut self, chunk: Range<usize>);
+    /// Moves past a finished stage; false when it was the last.
+    fn next_stage(&mut self) -> bool;
+    /// The output rows of a finished encoding.
+    fn output(self: Box<Self>) -> Vec<f32>;
+}
+
+/// [`EncodeJob::advance`] for a job made of [`Stages`]: chunks of rows while the budget lasts,
+/// at least one.
+pub(crate) fn advance<'a, J: Stages + EncodeJob<'a> + 'a>(mut job: Box<J>, budget: &mut Budget) -> Slice<'a> {
+    let mut first = true;
+    loop {
+        if !first && budget.is_spent() {
+            return Slice::Pending(job);
+        }
+        first = false;
+        let cost = job.row_cost();
+        let chunk = job.rows().next(budget, cost);
+        job.run(chunk);
+        if job.rows().finished() && !job.next_stage() {
+            return Slice::Done(job.output());
         }
     }
 }
@@ -94,7 +128,7 @@ impl Rows {
     }
 
     /// The next chunk of rows the budget pays for at `per_row` each; empty once all are done.
-    pub(crate) fn next(&mut self, budget: &mut Budget, per_row: u64) -> std::ops::Range<usize> {
+    pub(crate) fn next(&mut self, budget: &mut Budget, per_row: u64) -> Range<usize> {
         let n = budget.take_rows(per_row, self.total - self.done);
         let chunk = self.done..self.done + n;
         self.done += n;

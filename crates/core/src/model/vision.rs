@@ -277,7 +277,7 @@ impl VisionModel {
     /// row-major, in the order of its pad tokens. `pixel_values` is `[t·h·w, patch_len]`.
     /// The whole of a [`VisionJob`] in one call.
     pub fn encode(&self, pixel_values: &[f32], grid_thw: [usize; 3]) -> Result<Vec<f32>, ForwardError> {
-        encode_job::finish(Box::new(self.start(Cow::Borrowed(pixel_values), grid_thw)?))
+        Ok(encode_job::finish(Box::new(self.start(Cow::Borrowed(pixel_values), grid_thw)?)))
     }
 
     /// An encoding of one image (or video) to advance a bounded slice at a time

@@ -83,10 +83,7 @@ impl<'m> Scheduler<'m> {
             Some(job) => Ok(job),
             None => self.start_job(&media.items[entry.item].processed, entry.item),
         };
-        let slice = job.and_then(|job| {
-            job.advance(&mut self.encode_budget()).map_err(|e| item_error(entry.item, e.to_string()))
-        });
-        match slice {
+        match job.map(|job| job.advance(&mut self.encode_budget())) {
             Ok(Slice::Pending(job)) => {
                 entry.job = Some(job);
                 self.encoding.push_front(entry);

@@ -11,9 +11,9 @@
 use std::borrow::Cow;
 
 use super::{audio_tokens, encoder_positions, AudioEncoder, NORM_EPS};
-use crate::model::encode_job::{Budget, EncodeJob, Rows, Slice};
+use crate::model::encode_job::{self, Budget, EncodeJob, Rows, Slice, Stages};
 use crate::model::vision::span_attention;
-use crate::model::{ops, ForwardError};
+use crate::model::ops;
 
 /// Where an [`AudioJob`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,9 @@ impl<'a> AudioJob<'a> {
             rows: Rows::new(n1),
         }
     }
+}
+
+impl Stages for AudioJob<'_> {
 
     /// Multiply-adds of one row of the current stage.
     fn row_cost(&self) -> u64 {
@@ -80,6 +83,10 @@ impl<'a> AudioJob<'a> {
             Stage::Mix(_) => d * d + 2 * d * ffn + 2 * self.n as u64 * d,
             Stage::Project => d * cfg.hidden_size as u64,
         }
+    }
+
+    fn rows(&mut self) -> &mut Rows {
+        &mut self.rows
     }
 
     /// Runs `chunk` of the current stage's rows.
@@ -140,7 +147,7 @@ impl<'a> AudioJob<'a> {
     }
 
     /// Moves to the stage after a finished one.
-    fn next_stage(&mut self) {
+    fn next_stage(&mut self) -> bool {
         let depth = self.enc.layers.len();
         let tokens = self.out.len() / self.enc.cfg.hidden_size;
         (self.stage, self.rows) = match self.stage {
@@ -151,29 +158,20 @@ impl<'a> AudioJob<'a> {
             Stage::Conv2 => (Stage::Qkv(0), Rows::new(self.n)),
             Stage::Qkv(i) => (Stage::Mix(i), Rows::new(self.n)),
             Stage::Mix(i) if i + 1 < depth => (Stage::Qkv(i + 1), Rows::new(self.n)),
-            Stage::Mix(_) | Stage::Project => (Stage::Project, Rows::new(tokens)),
+            Stage::Mix(_) => (Stage::Project, Rows::new(tokens)),
+            Stage::Project => return false,
         };
+        true
+    }
+
+    fn output(self: Box<Self>) -> Vec<f32> {
+        self.out
     }
 }
 
 impl<'a> EncodeJob<'a> for AudioJob<'a> {
-    fn advance(mut self: Box<Self>, budget: &mut Budget) -> Result<Slice<'a>, ForwardError> {
-        let mut first = true;
-        loop {
-            if !first && budget.is_spent() {
-                return Ok(Slice::Pending(self));
-            }
-            first = false;
-            let cost = self.row_cost();
-            let chunk = self.rows.next(budget, cost);
-            self.run(chunk);
-            if self.rows.finished() {
-                if self.stage == Stage::Project {
-                    return Ok(Slice::Done(self.out));
-                }
-                self.next_stage();
-            }
-        }
+    fn advance(self: Box<Self>, budget: &mut Budget) -> Slice<'a> {
+        encode_job::advance(self, budget)
     }
 }
 
@@ -206,7 +204,7 @@ mod tests {
                 let mut slices = 0;
                 let rows = loop {
                     slices += 1;
-                    match job.advance(&mut Budget::new(macs)).expect("encodes") {
+                    match job.advance(&mut Budget::new(macs)) {
                         Slice::Done(rows) => break rows,
                         Slice::Pending(next) => job = next,
                     }
@@ -219,6 +217,6 @@ mod tests {
                 }
             }
         }
-        assert!(matches!(enc.start(Cow::Borrowed(&features), frames, 2), Err(ForwardError::AudioFeatures { .. })));
+        assert!(matches!(enc.start(Cow::Borrowed(&features), frames, 2), Err(crate::model::ForwardError::AudioFeatures { .. })));
     }
 }

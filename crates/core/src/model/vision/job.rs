@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use super::{check_grid, ops, rotate_halves, span_attention, Layout, VisionModel};
-use crate::model::encode_job::{Budget, EncodeJob, Rows, Slice};
+use crate::model::encode_job::{self, Budget, EncodeJob, Rows, Slice, Stages};
 use crate::model::ForwardError;
 
 /// Where a [`VisionJob`] is.
@@ -85,6 +85,27 @@ impl<'a> VisionJob<'a> {
         })
     }
 
+    fn spans(&self, block: usize) -> &[std::ops::Range<usize>] {
+        if self.model.cfg.full_attention(block) {
+            &self.layout.frames
+        } else {
+            &self.layout.windows
+        }
+    }
+
+    /// Puts the embedded rows in processing order (window by window).
+    fn reorder(&mut self) {
+        let Some(order) = &self.layout.order else { return };
+        let width = self.model.cfg.spatial_merge_size.pow(2) * self.model.cfg.embed_dim;
+        let mut permuted = vec![0f32; self.x.len()];
+        for (dst, &src) in permuted.chunks_exact_mut(width).zip(order) {
+            dst.copy_from_slice(&self.x[src * width..(src + 1) * width]);
+        }
+        self.x = permuted;
+    }
+}
+
+impl Stages for VisionJob<'_> {
     /// Multiply-adds of one row of the current stage (one merge unit for the merger).
     fn row_cost(&self) -> u64 {
         let cfg = &self.model.cfg;
@@ -102,12 +123,8 @@ impl<'a> VisionJob<'a> {
         }
     }
 
-    fn spans(&self, block: usize) -> &[std::ops::Range<usize>] {
-        if self.model.cfg.full_attention(block) {
-            &self.layout.frames
-        } else {
-            &self.layout.windows
-        }
+    fn rows(&mut self) -> &mut Rows {
+        &mut self.rows
     }
 
     /// Runs `chunk` of the current stage's rows.
@@ -158,7 +175,7 @@ impl<'a> VisionJob<'a> {
     }
 
     /// Moves to the stage after a finished one.
-    fn next_stage(&mut self) {
+    fn next_stage(&mut self) -> bool {
         let depth = self.model.blocks.len();
         let unit = self.model.cfg.spatial_merge_size * self.model.cfg.spatial_merge_size;
         self.stage = match self.stage {
@@ -169,28 +186,20 @@ impl<'a> VisionJob<'a> {
             }
             Stage::Qkv(i) => Stage::Mix(i),
             Stage::Mix(i) if i + 1 < depth => Stage::Qkv(i + 1),
-            Stage::Mix(_) | Stage::Merge => Stage::Merge,
+            Stage::Mix(_) => Stage::Merge,
+            Stage::Merge => return false,
         };
         self.rows = Rows::new(if self.stage == Stage::Merge { self.n / unit } else { self.n });
-    }
-
-    /// Puts the embedded rows in processing order (window by window).
-    fn reorder(&mut self) {
-        let Some(order) = &self.layout.order else { return };
-        let width = self.model.cfg.spatial_merge_size.pow(2) * self.model.cfg.embed_dim;
-        let mut permuted = vec![0f32; self.x.len()];
-        for (dst, &src) in permuted.chunks_exact_mut(width).zip(order) {
-            dst.copy_from_slice(&self.x[src * width..(src + 1) * width]);
-        }
-        self.x = permuted;
+        true
     }
 
     /// The merger's rows back in pad-token order.
-    fn output(self) -> Vec<f32> {
-        let Some(order) = self.layout.order else { return self.out };
-        let hs = self.model.cfg.hidden_size;
-        let mut restored = vec![0f32; self.out.len()];
-        for (row, &u) in self.out.chunks_exact(hs).zip(&order) {
+    fn output(self: Box<Self>) -> Vec<f32> {
+        let job = *self;
+        let Some(order) = job.layout.order else { return job.out };
+        let hs = job.model.cfg.hidden_size;
+        let mut restored = vec![0f32; job.out.len()];
+        for (row, &u) in job.out.chunks_exact(hs).zip(&order) {
             restored[u * hs..(u + 1) * hs].copy_from_slice(row);
         }
         restored
@@ -198,23 +207,8 @@ impl<'a> VisionJob<'a> {
 }
 
 impl<'a> EncodeJob<'a> for VisionJob<'a> {
-    fn advance(mut self: Box<Self>, budget: &mut Budget) -> Result<Slice<'a>, ForwardError> {
-        let mut first = true;
-        loop {
-            if !first && budget.is_spent() {
-                return Ok(Slice::Pending(self));
-            }
-            first = false;
-            let cost = self.row_cost();
-            let chunk = self.rows.next(budget, cost);
-            self.run(chunk);
-            if self.rows.finished() {
-                if self.stage == Stage::Merge {
-                    return Ok(Slice::Done(self.output()));
-                }
-                self.next_stage();
-            }
-        }
+    fn advance(self: Box<Self>, budget: &mut Budget) -> Slice<'a> {
+        encode_job::advance(self, budget)
     }
 }
 
@@ -253,7 +247,7 @@ mod tests {
         let mut slices = 0;
         loop {
             slices += 1;
-            match job.advance(&mut Budget::new(macs)).expect("encodes") {
+            match job.advance(&mut Budget::new(macs)) {
                 Slice::Done(rows) => return (rows, slices),
                 Slice::Pending(next) => job = next,
             }
