@@ -94,7 +94,7 @@ impl Stages for AudioJob<'_> {
         let cfg = &self.enc.cfg;
         let d = cfg.d_model;
         let rows = chunk.len();
-        let span = [0..self.n];
+        let span = 0..self.n;
         let range = chunk.start * d..chunk.end * d;
         match self.stage {
             Stage::Conv1 => {
@@ -121,7 +121,7 @@ impl Stages for AudioJob<'_> {
             Stage::Mix(i) => {
                 let layer = &self.enc.layers[i];
                 // One span: every valid position attends to every other (the padding is not computed).
-                let attn = span_attention(&self.q, &self.k, &self.v, [d, cfg.encoder_attention_heads], &span, chunk);
+                let attn = span_attention(&self.q, &self.k, &self.v, [d, cfg.encoder_attention_heads], std::slice::from_ref(&span), chunk);
                 let x = &mut self.x[range];
                 let out = layer.out.forward(&attn, rows);
                 x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
