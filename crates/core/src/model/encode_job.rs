@@ -83,6 +83,19 @@ pub fn finish<'a>(job: Box<dyn EncodeJob<'a> + 'a>) -> Vec<f32> {
     }
 }
 
+/// Runs `job` in slices of `macs` multiply-adds: its output and how many slices it took.
+#[cfg(test)]
+pub(crate) fn in_slices<'a>(job: Box<dyn EncodeJob<'a> + 'a>, macs: u64) -> (Vec<f32>, usize) {
+    let (mut job, mut slices) = (job, 0);
+    loop {
+        slices += 1;
+        match job.advance(&mut Budget::new(macs)) {
+            Slice::Done(rows) => return (rows, slices),
+            Slice::Pending(next) => job = next,
+        }
+    }
+}
+
 /// An encoding made of stages of rows, what the encoders' jobs are; [`advance`] slices it.
 pub(crate) trait Stages {
     /// Multiply-adds of one row of the current stage.

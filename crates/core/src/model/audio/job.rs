@@ -200,15 +200,7 @@ mod tests {
             let whole = enc.encode(&features, frames, valid).expect("one shot");
             assert_eq!(whole.len(), audio_tokens(valid) * 12);
             for macs in [0, 5_000, u64::MAX] {
-                let mut job: Box<dyn EncodeJob<'_> + '_> = Box::new(enc.start(Cow::Borrowed(&features), frames, valid).expect("valid"));
-                let mut slices = 0;
-                let rows = loop {
-                    slices += 1;
-                    match job.advance(&mut Budget::new(macs)) {
-                        Slice::Done(rows) => break rows,
-                        Slice::Pending(next) => job = next,
-                    }
-                };
+                let (rows, slices) = encode_job::in_slices(Box::new(enc.start(Cow::Borrowed(&features), frames, valid).expect("valid")), macs);
                 assert!(rows == whole, "{valid} valid frames, {macs} MACs per slice: the rows differ");
                 if macs == 0 {
                     let n = encoder_positions(valid);

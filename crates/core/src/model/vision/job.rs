@@ -241,19 +241,6 @@ mod tests {
         (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
     }
 
-    /// Runs a job in slices of `macs`; returns the output and the number of slices.
-    fn sliced(model: &VisionModel, input: &[f32], grid: [usize; 3], macs: u64) -> (Vec<f32>, usize) {
-        let mut job: Box<dyn EncodeJob<'_> + '_> = Box::new(model.start(Cow::Borrowed(input), grid).expect("valid"));
-        let mut slices = 0;
-        loop {
-            slices += 1;
-            match job.advance(&mut Budget::new(macs)) {
-                Slice::Done(rows) => return (rows, slices),
-                Slice::Pending(next) => job = next,
-            }
-        }
-    }
-
     #[test]
     fn slices_give_the_one_shot_rows_bit_for_bit() {
         let windowed = VisionArch::Qwen25Vl { window_size: 56, fullatt_block_indexes: vec![1] };
@@ -265,7 +252,8 @@ mod tests {
             assert_eq!(whole.len(), grid.iter().product::<usize>() / 4 * 24);
             // One row per slice, a few rows, and everything at once.
             for macs in [0, 20_000, u64::MAX] {
-                let (rows, slices) = sliced(&model, &input, grid, macs);
+                let job = Box::new(model.start(Cow::Borrowed(&input), grid).expect("valid"));
+                let (rows, slices) = encode_job::in_slices(job, macs);
                 assert!(rows == whole, "grid {grid:?}, {macs} MACs per slice: the rows differ");
                 if macs == 0 {
                     // Every row of every stage alone: embed + 3 blocks × 2 stages + merge.
