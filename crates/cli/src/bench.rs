@@ -8,7 +8,11 @@
 //! `--concurrency N`, N decode streams start together; aggregate decode tok/s is all their
 //! tokens over the wall time (prefills included). With LoRA adapters (`--lora NAME=DIR`), the
 //! concurrent streams are spread round-robin over them (stream `i` runs with adapter
-//! `i mod adapters`), so the figure compares with the same run without `--lora`.
+//! `i mod adapters`), so the figure compares with the same run without `--lora`. With
+//! `--media-model` as well, the longest gap between two tokens of running streams while a large
+//! image is encoded ([`gap`]).
+
+mod gap;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,6 +50,22 @@ pub struct BenchArgs {
     /// percentiles.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// With --concurrency N: on this Qwen2-VL / Qwen2.5-VL checkpoint directory, also report
+    /// the longest gap between two tokens of N running text streams while an image request
+    /// admitted mid-run is encoded.
+    #[arg(long, requires = "concurrency")]
+    pub media_model: Option<PathBuf>,
+    /// Replace the media model's vision tower by one of Qwen2-VL-2B's shape with random
+    /// weights (its cost is a real 2B tower's; its answer is meaningless).
+    #[arg(long, requires = "media_model")]
+    pub random_vision_tower: bool,
+    /// Side in pixels of the square picture the media request sends.
+    #[arg(long, default_value_t = 448, requires = "media_model")]
+    pub media_image_side: u32,
+    /// Media encoder work between two decode steps, in millions of multiply-adds (0: each
+    /// image whole at once, running streams waiting for it). Default: the engine's (1000).
+    #[arg(long, requires = "media_model")]
+    pub encode_slice_mmacs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +104,8 @@ struct Report {
     ingot: Figures,
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrent: Option<Concurrent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_gap: Option<gap::Gap>,
     #[serde(skip_serializing_if = "Option::is_none")]
     llama_cpp: Option<LlamaCpp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +282,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ingot = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);
+    let media_gap = match (&args.media_model, args.concurrency) {
+        (Some(dir), Some(n)) => Some(gap::measure(&gap::GapArgs {
+            media_model: dir,
+            streams: n.max(1),
+            threads,
+            image_side: args.media_image_side,
+            random_tower: args.random_vision_tower,
+            encode_slice_macs: args.encode_slice_mmacs.map(|m| m.saturating_mul(1_000_000)),
+        })?),
+        _ => None,
+    };
     let llama_cpp = if args.compare_llama_cpp { Some(run_llama_cpp(&args, &path, threads, &p)?) } else { None };
     let ratio = llama_cpp.as_ref().map(|l| Ratio {
         prefill: ingot.prefill_tok_s / l.figures.prefill_tok_s,
@@ -269,7 +302,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .zip(l.concurrent.as_ref())
             .map(|(ours, theirs)| ours.aggregate_decode_tok_s / theirs.aggregate_decode_tok_s),
     });
-    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, llama_cpp, ratio };
+    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, media_gap, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -288,6 +321,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             c.ttft_p50_s,
             c.ttft_p99_s,
             if c.adapters > 0 { format!(" (over {} LoRA adapters)", c.adapters) } else { String::new() }
+        );
+    }
+    if let Some(g) = &report.media_gap {
+        println!(
+            "ingot x{:<3}  inter-token gap while a {}x{} image is encoded: max {:.3} s, p99 {:.3} s, median {:.3} s; image TTFT {:.2} s ({}{}, slice {} MMAC)",
+            g.streams,
+            g.image_side,
+            g.image_side,
+            g.max_gap_s,
+            g.p99_gap_s,
+            g.median_gap_s,
+            g.image_ttft_s,
+            g.media_model,
+            if g.random_vision_tower { ", random 2B-shaped tower" } else { "" },
+            g.encode_slice_macs / 1_000_000
         );
     }
     if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratio) {

@@ -53,6 +53,10 @@ pub struct EngineConfig {
     /// Adapters held in memory at once (`None`: all of them); others are read again, least
     /// recently used evicted, when a request needs them.
     pub max_loras: Option<usize>,
+    /// Multiply-adds of media encoder work between two steps of the running batch: a large
+    /// image, video or clip is encoded in slices of about this size, so running streams wait
+    /// at most one slice per token. 0: each item whole at once (running streams wait for it).
+    pub encode_slice_macs: u64,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +81,8 @@ impl Default for EngineConfig {
             audio_sampling_rate: None,
             loras: Vec::new(),
             max_loras: None,
+            // About a decode step of a small model on a few cores (tens of milliseconds).
+            encode_slice_macs: 1_000_000_000,
         }
     }
 }

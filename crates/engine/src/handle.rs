@@ -99,7 +99,14 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         queued: queued.clone(),
         reused_tokens: reused_tokens.clone(),
     });
-    let capacity = Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
+    let capacity = Capacity {
+        max_seqs: cfg.max_seqs,
+        kv_budget_bytes,
+        prefix_cache: cfg.prefix_cache,
+        queued,
+        reused_tokens,
+        encode_slice_macs: cfg.encode_slice_macs,
+    };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
     std::thread::Builder::new()
@@ -126,7 +133,7 @@ pub struct Response {
 
 /// The encoders of a loaded model and the request-side support for its media, with the
 /// configured preprocessing bounds applied.
-fn media_support(
+pub(crate) fn media_support(
     vision: Option<Vision>,
     audio: Option<AudioSupport>,
     cfg: &EngineConfig,

@@ -22,12 +22,20 @@
 //! `scale_embedding` is not read because transformers' encoder forward does not apply it.
 //! Weights are held unquantized, as the vision encoder's.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use rayon::prelude::*;
 
-use super::vision::{span_attention, Linear};
+use super::encode_job;
+use super::vision::Linear;
 use super::{ops, ForwardError};
 use crate::kernels::QMatrix;
-use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
+use crate::weights::{CheckedWeights, LoadError};
+
+mod job;
+
+pub use job::AudioJob;
 
 /// Epsilon of the encoder's LayerNorms (torch's default).
 const NORM_EPS: f32 = 1e-5;
@@ -90,9 +98,10 @@ struct Conv {
 
 impl Conv {
     /// `x` is `[channels_in][len]` read through `at(c, t)` (zero outside `0..len`); returns
-    /// outputs `0..n_out` as rows `[n_out][channels_out]`, after GELU.
-    fn forward(&self, at: impl Fn(usize, i64) -> f32 + Sync, channels_in: usize, n_out: usize) -> Vec<f32> {
-        let cols: Vec<f32> = (0..n_out)
+    /// the outputs `outs` as rows `[outs.len()][channels_out]`, after GELU.
+    fn forward(&self, at: impl Fn(usize, i64) -> f32 + Sync, channels_in: usize, outs: Range<usize>) -> Vec<f32> {
+        let n_out = outs.len();
+        let cols: Vec<f32> = outs
             .into_par_iter()
             .flat_map_iter(|o| {
                 let centre = (o * self.stride) as i64;
@@ -140,10 +149,10 @@ impl std::fmt::Debug for AudioEncoder {
 impl AudioEncoder {
     /// Builds the encoder from `audio_tower.*` and `multi_modal_projector.linear.*`, checking
     /// every shape against `cfg`.
-    pub fn load(src: &dyn WeightSource, cfg: AudioConfig) -> Result<Self, LoadError> {
-        cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
-        let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
-        let vector = |name: &str, len: usize| expect_vector(src, name, len);
+    pub fn load(src: &(impl CheckedWeights + ?Sized), cfg: AudioConfig) -> Result<Self, LoadError> {
+        cfg.validate().map_err(|problem| LoadError::Invalid { path: src.origin().display().to_string(), problem })?;
+        let matrix = |name: &str, n: usize, k: usize| src.checked_matrix(name, n, k);
+        let vector = |name: &str, len: usize| src.checked_vector(name, len);
         let linear = |prefix: &str, n: usize, k: usize| Linear::load(src, prefix, n, k);
         let norm = |prefix: &str| -> Result<(Vec<f32>, Vec<f32>), LoadError> {
             Ok((vector(&format!("{prefix}.weight"), cfg.d_model)?, vector(&format!("{prefix}.bias"), cfg.d_model)?))
@@ -189,13 +198,15 @@ impl AudioEncoder {
 
     /// The rows one clip gives the language model: `[audio_tokens(valid_frames), hidden_size]`
     /// row-major, one per `<|AUDIO|>` token in order. `features` is `[num_mel_bins, frames]`.
+    /// The whole of an [`AudioJob`] in one call.
     pub fn encode(&self, features: &[f32], frames: usize, valid_frames: usize) -> Result<Vec<f32>, ForwardError> {
-        let states = self.encoder_states(features, frames, valid_frames)?;
-        Ok(self.projector.forward(&states, states.len() / self.cfg.d_model))
+        Ok(encode_job::finish(Box::new(self.start(Cow::Borrowed(features), frames, valid_frames)?)))
     }
 
-    /// The encoder's output rows that the projector uses (`last_hidden_state[:audio_tokens]`).
-    fn encoder_states(&self, features: &[f32], frames: usize, valid_frames: usize) -> Result<Vec<f32>, ForwardError> {
+    /// An encoding of one clip to advance a bounded slice at a time
+    /// ([`encode_job::EncodeJob`]); its output is [`encode`](Self::encode)'s. Checks the input
+    /// here.
+    pub fn start<'a>(&'a self, features: Cow<'a, [f32]>, frames: usize, valid_frames: usize) -> Result<AudioJob<'a>, ForwardError> {
         let cfg = &self.cfg;
         let bad = |problem: String| ForwardError::AudioFeatures { problem };
         if frames.checked_mul(cfg.num_mel_bins) != Some(features.len()) {
@@ -204,8 +215,7 @@ impl AudioEncoder {
         if valid_frames > frames {
             return Err(bad(format!("{valid_frames} valid frames of {frames}")));
         }
-        let tokens = audio_tokens(valid_frames);
-        if tokens == 0 {
+        if audio_tokens(valid_frames) == 0 {
             return Err(bad(format!("{valid_frames} frames are too short for one audio token (3 or more are needed)")));
         }
         let n = encoder_positions(valid_frames);
@@ -213,46 +223,7 @@ impl AudioEncoder {
         if n > cfg.max_source_positions || n > conv_len {
             return Err(bad(format!("{n} encoder positions, over the maximum of {}", cfg.max_source_positions.min(conv_len))));
         }
-        let d = cfg.d_model;
-        // conv1 outputs 0..2n (what conv2's first n outputs read), from the whole input.
-        let n1 = (2 * n).min(frames);
-        let x1 = self.conv1.forward(
-            |c, t| if (0..frames as i64).contains(&t) { features[c * frames + t as usize] } else { 0.0 },
-            cfg.num_mel_bins,
-            n1,
-        );
-        // Its inputs past n1 are never read: 2(n - 1) + 1 < n1, or n1 = frames (padding).
-        let mut x = self.conv2.forward(|c, t| if (0..n1 as i64).contains(&t) { x1[t as usize * d + c] } else { 0.0 }, d, n);
-        x.iter_mut().zip(&self.positions).for_each(|(a, p)| *a += p);
-        let heads = [d, cfg.encoder_attention_heads];
-        // One span: every valid position attends to every other (the padding is not computed).
-        let span = 0..n;
-        let all = std::slice::from_ref(&span);
-        for layer in &self.layers {
-            let mut h = x.clone();
-            ops::layer_norm(&mut h, &layer.attn_norm.0, &layer.attn_norm.1, NORM_EPS);
-            // span_attention applies the head_dim^-½ scale to q·k.
-            let q = layer.q.forward(&h, n);
-            let mut k = vec![0f32; n * d];
-            layer.k.matmul(&h, n, &mut k);
-            let v = layer.v.forward(&h, n);
-            let attn = span_attention(&q, &k, &v, heads, all);
-            let out = layer.out.forward(&attn, n);
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-
-            let mut h = x.clone();
-            ops::layer_norm(&mut h, &layer.ffn_norm.0, &layer.ffn_norm.1, NORM_EPS);
-            let mut mid = layer.fc1.forward(&h, n);
-            mid.iter_mut().for_each(|v| *v = ops::gelu_erf(*v));
-            let out = layer.fc2.forward(&mid, n);
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-        }
-        let mut pooled: Vec<f32> = (0..tokens)
-            .flat_map(|t| (0..d).map(move |c| (t, c)))
-            .map(|(t, c)| (x[2 * t * d + c] + x[(2 * t + 1) * d + c]) / 2.0)
-            .collect();
-        ops::layer_norm(&mut pooled, &self.final_norm.0, &self.final_norm.1, NORM_EPS);
-        Ok(pooled)
+        Ok(AudioJob::new(self, features, frames, valid_frames))
     }
 }
 

@@ -30,6 +30,7 @@ use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 pub mod audio;
 pub mod lora;
+pub mod encode_job;
 pub mod mrope;
 pub mod vision;
 

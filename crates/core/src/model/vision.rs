@@ -46,14 +46,20 @@
 //! is checked at load, every config value at load ([`VisionConfig::validate`]), every input at
 //! `encode`, so none of them panics on bad data.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::encode_job;
 use super::{ops, ForwardError};
 use crate::config::vision::{VisionActivation, VisionArch, VisionConfig};
 use crate::kernels::QMatrix;
-use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
+use crate::weights::{CheckedWeights, LoadError};
+
+mod job;
+
+pub use job::VisionJob;
 
 /// RoPE base of the vision encoder (fixed in both generations, not in their configs).
 const VISION_ROPE_THETA: f32 = 10_000.0;
@@ -82,10 +88,8 @@ pub(super) struct Linear {
 
 impl Linear {
     /// `{prefix}.weight` `[n, k]`, unquantized, and `{prefix}.bias` `[n]`.
-    pub(super) fn load(src: &dyn WeightSource, prefix: &str, n: usize, k: usize) -> Result<Self, LoadError> {
-        let name = format!("{prefix}.weight");
-        let w = expect_shape(src, &name, src.matrix_unquantized(&name)?, n, k)?;
-        Ok(Linear { w, b: expect_vector(src, &format!("{prefix}.bias"), n)? })
+    pub(super) fn load(src: &(impl CheckedWeights + ?Sized), prefix: &str, n: usize, k: usize) -> Result<Self, LoadError> {
+        Ok(Linear { w: src.checked_matrix(&format!("{prefix}.weight"), n, k)?, b: src.checked_vector(&format!("{prefix}.bias"), n)? })
     }
 
     pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
@@ -209,10 +213,10 @@ impl std::fmt::Debug for VisionModel {
 
 impl VisionModel {
     /// Builds the encoder from the `visual.*` weights, checking every shape against `cfg`.
-    pub fn load(src: &dyn WeightSource, cfg: VisionConfig) -> Result<Self, LoadError> {
-        cfg.validate().map_err(|problem| LoadError::Invalid { path: src.path().display().to_string(), problem })?;
-        let matrix = |name: &str, n: usize, k: usize| expect_shape(src, name, src.matrix_unquantized(name)?, n, k);
-        let vector = |name: &str, len: usize| expect_vector(src, name, len);
+    pub fn load(src: &(impl CheckedWeights + ?Sized), cfg: VisionConfig) -> Result<Self, LoadError> {
+        cfg.validate().map_err(|problem| LoadError::Invalid { path: src.origin().display().to_string(), problem })?;
+        let matrix = |name: &str, n: usize, k: usize| src.checked_matrix(name, n, k);
+        let vector = |name: &str, len: usize| src.checked_vector(name, len);
         let linear = |prefix: &str, n: usize, k: usize| Linear::load(src, prefix, n, k);
         let rms = matches!(cfg.arch, VisionArch::Qwen25Vl { .. });
         let norm = |prefix: &str, len: usize| -> Result<Norm, LoadError> {
@@ -271,75 +275,15 @@ impl VisionModel {
 
     /// The rows one image (or video) gives the language model: `[t·h·w / merge², hidden_size]`
     /// row-major, in the order of its pad tokens. `pixel_values` is `[t·h·w, patch_len]`.
+    /// The whole of a [`VisionJob`] in one call.
     pub fn encode(&self, pixel_values: &[f32], grid_thw: [usize; 3]) -> Result<Vec<f32>, ForwardError> {
-        let cfg = &self.cfg;
-        let m = cfg.spatial_merge_size;
-        let unit = m * m;
-        check_grid(grid_thw, m)?;
-        let [gt, gh, gw] = grid_thw;
-        let frame = gh * gw;
-        let n = gt.checked_mul(frame).ok_or_else(|| bad_grid(grid_thw, "too many patches".into()))?;
-        let expected = n.checked_mul(cfg.patch_len()).ok_or_else(|| bad_grid(grid_thw, "too many patches".into()))?;
-        if pixel_values.len() != expected {
-            return Err(ForwardError::PixelValuesLength { got: pixel_values.len(), expected });
-        }
-        let e = cfg.embed_dim;
-        let layout = self.layout(grid_thw);
-        let mut x = vec![0f32; n * e];
-        self.patch_embed.matmul(pixel_values, n, &mut x);
-        // Row r of the blocks is patch `table_rows[r]` of its frame, whose angles it keeps.
-        let table_rows: Vec<usize> = match &layout.order {
-            None => (0..n).map(|r| r % frame).collect(),
-            Some(order) => {
-                let mut permuted = vec![0f32; n * e];
-                for (dst, &src) in permuted.chunks_exact_mut(unit * e).zip(order) {
-                    dst.copy_from_slice(&x[src * unit * e..(src + 1) * unit * e]);
-                }
-                x = permuted;
-                order.iter().flat_map(|&u| (u * unit..(u + 1) * unit).map(|p| p % frame)).collect()
-            }
-        };
-        let (cos, sin) = self.rotary_tables(gh, gw);
+        Ok(encode_job::finish(Box::new(self.start(Cow::Borrowed(pixel_values), grid_thw)?)))
+    }
 
-        let mut q = vec![0f32; n * e];
-        let mut k = vec![0f32; n * e];
-        let mut v = vec![0f32; n * e];
-        for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.norm1.forward(&x);
-            let qkv = block.qkv.forward(&h, n);
-            // qkv rows are (q | k | v), each `[heads][head_dim]`.
-            for (r, row) in qkv.chunks_exact(3 * e).enumerate() {
-                q[r * e..(r + 1) * e].copy_from_slice(&row[..e]);
-                k[r * e..(r + 1) * e].copy_from_slice(&row[e..2 * e]);
-                v[r * e..(r + 1) * e].copy_from_slice(&row[2 * e..]);
-            }
-            let hd = cfg.head_dim();
-            rotate_halves(&mut q, hd, e, &table_rows, &cos, &sin);
-            rotate_halves(&mut k, hd, e, &table_rows, &cos, &sin);
-            let spans = if cfg.full_attention(i) { &layout.frames } else { &layout.windows };
-            let attn = span_attention(&q, &k, &v, [e, cfg.num_heads], spans);
-            let out = block.proj.forward(&attn, n);
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-
-            let h = block.norm2.forward(&x);
-            let out = block.mlp.forward(&h, n, cfg.hidden_act);
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-        }
-
-        // Merge units are consecutive rows, so `[n, e]` read as `[n/m², m²·e]` is the merge.
-        let merged = self.ln_q.forward(&x);
-        let groups = n / unit;
-        let mut mid = self.merge_fc1.forward(&merged, groups);
-        mid.iter_mut().for_each(|v| *v = ops::gelu_erf(*v));
-        let out = self.merge_fc2.forward(&mid, groups);
-        let Some(order) = layout.order else { return Ok(out) };
-        // Back to pad-token order.
-        let hs = cfg.hidden_size;
-        let mut restored = vec![0f32; out.len()];
-        for (row, &u) in out.chunks_exact(hs).zip(&order) {
-            restored[u * hs..(u + 1) * hs].copy_from_slice(row);
-        }
-        Ok(restored)
+    /// An encoding of one image (or video) to advance a bounded slice at a time
+    /// ([`encode_job::EncodeJob`]); its output is [`encode`](Self::encode)'s. Checks the input here.
+    pub fn start<'a>(&'a self, pixel_values: Cow<'a, [f32]>, grid_thw: [usize; 3]) -> Result<VisionJob<'a>, ForwardError> {
+        VisionJob::new(self, pixel_values, grid_thw)
     }
 
     /// The processing order and attention spans of one image of a checked grid.
@@ -383,27 +327,37 @@ impl VisionModel {
     }
 }
 
-/// Bidirectional attention of every row against the rows of its span (a frame or a window;
-/// the spans tile the rows), all heads; rows of q, k and v are `e = heads · head_dim` wide,
-/// `[heads][head_dim]`. Tasks are (span, head, chunk of query rows), in parallel on the current
+/// Bidirectional attention of the query rows `rows` against the rows of their spans (frames
+/// or windows; the spans tile all rows), all heads; returns `[rows.len(), e]`. Rows of q, k and
+/// v are `e = heads · head_dim` wide, `[heads][head_dim]`, and k and v hold every row. A row's
+/// result does not depend on which other rows are computed with it, so an encoder may attend
+/// its rows in slices. Tasks are (span, head, chunk of query rows), in parallel on the current
 /// pool. Shared with the audio encoder (one span).
-pub(super) fn span_attention(q: &[f32], k: &[f32], v: &[f32], [e, nh]: [usize; 2], spans: &[Range<usize>]) -> Vec<f32> {
+pub(super) fn span_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    [e, nh]: [usize; 2],
+    spans: &[Range<usize>],
+    rows: Range<usize>,
+) -> Vec<f32> {
     const ROWS: usize = 32;
-    let (n, hd) = (q.len() / e, e / nh);
+    let hd = e / nh;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut tasks = Vec::new();
     for span in spans {
+        let (lo, hi) = (span.start.max(rows.start), span.end.min(rows.end));
         for head in 0..nh {
-            tasks.extend(span.clone().step_by(ROWS).map(|r| (span.clone(), head, r..(r + ROWS).min(span.end))));
+            tasks.extend((lo..hi).step_by(ROWS).map(|r| (span.clone(), head, r..(r + ROWS).min(hi))));
         }
     }
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|(span, head, rows)| {
+        .map(|(span, head, chunk)| {
             let off = head * hd;
-            let mut res = vec![0f32; rows.len() * hd];
+            let mut res = vec![0f32; chunk.len() * hd];
             let mut scores = vec![0f32; span.len()];
-            for (ri, i) in rows.clone().enumerate() {
+            for (ri, i) in chunk.clone().enumerate() {
                 let qrow = &q[i * e + off..][..hd];
                 for (s, j) in scores.iter_mut().zip(span.clone()) {
                     *s = ops::dot(qrow, &k[j * e + off..][..hd]) * scale;
@@ -417,10 +371,10 @@ pub(super) fn span_attention(q: &[f32], k: &[f32], v: &[f32], [e, nh]: [usize; 2
             res
         })
         .collect();
-    let mut out = vec![0f32; n * e];
-    for ((_, head, rows), res) in tasks.iter().zip(results) {
-        for (ri, i) in rows.clone().enumerate() {
-            out[i * e + head * hd..][..hd].copy_from_slice(&res[ri * hd..(ri + 1) * hd]);
+    let mut out = vec![0f32; rows.len() * e];
+    for ((_, head, chunk), res) in tasks.iter().zip(results) {
+        for (ri, i) in chunk.clone().enumerate() {
+            out[(i - rows.start) * e + head * hd..][..hd].copy_from_slice(&res[ri * hd..(ri + 1) * hd]);
         }
     }
     out

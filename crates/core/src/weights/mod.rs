@@ -2,6 +2,9 @@
 //! Face checkpoint directories ([`hf_config`] for `config.json`, [`safetensors`] for weights),
 //! plus PEFT LoRA adapters merged into a checkpoint's weights at load ([`lora`]), and the
 //! precision a checkpoint's matrices are held in ([`WeightDType`], [`Quantization`]).
+//! The media encoders ask through [`CheckedWeights`], which a file answers checked against the
+//! expected shape and [`random::RandomWeights`] answers with generated values (encoders made to
+//! measure compute, whose cost does not depend on the weights' values).
 //!
 //! The model asks for tensors by their Hugging Face names (`model.layers.3.self_attn.q_proj.weight`)
 //! through [`WeightSource`]; each file format maps those names onto its own. So one model
@@ -16,6 +19,7 @@
 pub mod gguf;
 pub mod hf_config;
 pub mod lora;
+pub mod random;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};
@@ -156,19 +160,52 @@ pub trait WeightSource {
 /// Checks a loaded matrix against the shape `[n, k]` the model expects; the error names
 /// the tensor and both shapes.
 pub(crate) fn expect_shape(src: &dyn WeightSource, name: &str, m: QMatrix, n: usize, k: usize) -> Result<QMatrix, LoadError> {
+    check_shape(src.path(), name, m, n, k)
+}
+
+fn check_shape(path: &Path, name: &str, m: QMatrix, n: usize, k: usize) -> Result<QMatrix, LoadError> {
     if (m.n(), m.k()) != (n, k) {
-        return Err(LoadError::bad_tensor(src.path(), name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
+        return Err(LoadError::bad_tensor(path, name, format!("shape [{}, {}], expected [{n}, {k}]", m.n(), m.k())));
     }
     Ok(m)
 }
 
 /// A 1-D tensor of exactly `len` values.
 pub(crate) fn expect_vector(src: &dyn WeightSource, name: &str, len: usize) -> Result<Vec<f32>, LoadError> {
-    let v = src.vector(name)?;
+    check_len(src.path(), name, src.vector(name)?, len)
+}
+
+fn check_len(path: &Path, name: &str, v: Vec<f32>, len: usize) -> Result<Vec<f32>, LoadError> {
     if v.len() != len {
-        return Err(LoadError::bad_tensor(src.path(), name, format!("length {}, expected {len}", v.len())));
+        return Err(LoadError::bad_tensor(path, name, format!("length {}, expected {len}", v.len())));
     }
     Ok(v)
+}
+
+/// Unquantized weights asked for by name and shape, as the media encoders load theirs: a
+/// [`WeightSource`] checks what its file holds against the shape (the error names the tensor),
+/// [`random::RandomWeights`] generates it.
+pub trait CheckedWeights {
+    /// The file or directory the weights come from, for messages.
+    fn origin(&self) -> &Path;
+    /// `name` as an unquantized `[n, k]` matrix.
+    fn checked_matrix(&self, name: &str, n: usize, k: usize) -> Result<QMatrix, LoadError>;
+    /// `name` as a vector of exactly `len` values.
+    fn checked_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, LoadError>;
+}
+
+impl<S: WeightSource + ?Sized> CheckedWeights for S {
+    fn origin(&self) -> &Path {
+        self.path()
+    }
+
+    fn checked_matrix(&self, name: &str, n: usize, k: usize) -> Result<QMatrix, LoadError> {
+        check_shape(self.path(), name, self.matrix_unquantized(name)?, n, k)
+    }
+
+    fn checked_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, LoadError> {
+        check_len(self.path(), name, self.vector(name)?, len)
+    }
 }
 
 /// A [`WeightSource`] whose matrices can be edited in f32 before it converts them to the

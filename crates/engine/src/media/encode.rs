@@ -2,8 +2,11 @@
 //! encoder of its modality (the vision tower for images and videos, the audio encoder for
 //! audio) and comes back as the rows that replace its placeholder tokens' embeddings.
 
+use std::borrow::Cow;
+
 use ingot_core::media::{AudioFeatures, Processed};
 use ingot_core::model::audio::AudioEncoder;
+use ingot_core::model::encode_job::EncodeJob;
 use ingot_core::model::vision::VisionModel;
 use ingot_core::model::ForwardError;
 
@@ -34,17 +37,21 @@ pub(crate) enum EncodeError {
     Forward(#[from] ForwardError),
 }
 
-impl Encoders<'_> {
-    /// The encoder's output rows for `input` (`tokens × hidden`, row-major).
-    pub(crate) fn encode(&self, input: &EncoderInput) -> Result<Vec<f32>, EncodeError> {
+impl<'m> Encoders<'m> {
+    /// The encoding of `input` by its modality's encoder, to advance a bounded slice at a time
+    /// (the scheduler interleaves slices with decode steps); its output is the rows
+    /// (`tokens × hidden`, row-major). The input is checked here, so slices cannot fail.
+    pub(crate) fn start(&self, input: &EncoderInput) -> Result<Box<dyn EncodeJob<'m> + 'm>, EncodeError> {
+        // A job owns a copy of its input: the request it comes from is shared with the other
+        // samples and the caller.
         match input {
             EncoderInput::Vision(p) => {
                 let vision = self.vision.ok_or(EncodeError::Missing("vision"))?;
-                Ok(vision.encode(&p.pixel_values, p.grid_thw)?)
+                Ok(Box::new(vision.start(Cow::Owned(p.pixel_values.clone()), p.grid_thw)?))
             }
             EncoderInput::Audio(f) => {
                 let audio = self.audio.ok_or(EncodeError::Missing("audio"))?;
-                Ok(audio.encode(&f.features, f.frames, f.valid_frames)?)
+                Ok(Box::new(audio.start(Cow::Owned(f.features.clone()), f.frames, f.valid_frames)?))
             }
         }
     }

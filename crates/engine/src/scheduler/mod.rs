@@ -16,9 +16,9 @@
 //! Events go straight into each sample's [`EventSink`]; a sink that is closed or refuses an
 //! event cancels its sequence at the next step, as does its [`Cancel`].
 //!
-//! Media: a multimodal request's items are encoded by their modality's encoder
-//! ([`Encoders`], the one place encoders run) once, when the request is admitted (an item wholly inside a reused prefix is not encoded at all), and
-//! their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
+//! Media: a multimodal request's items are encoded by their modality's encoder once, after
+//! admission, in bounded slices between the steps ([`encode`]; an item wholly inside a reused
+//! prefix is not encoded at all), and their feature rows replace the embeddings of the item's pad tokens as its prompt chunks go
 //! through the model, with the request's M-RoPE positions (vision models). The prefix pool keys
 //! such tokens by the item's bytes (see `MediaPrompt::keys`), so a cached image, video or clip is
 //! reused only for the very same bytes.
@@ -59,6 +59,7 @@ use crate::media::Encoders;
 use crate::prefix_pool::PrefixPool;
 use crate::request::ValidRequest;
 use crate::EngineError;
+use self::encode::Encoding;
 
 /// Prompt tokens processed per step, over all prefilling sequences: bounds both the
 /// activation memory of a step and how long decoding streams wait behind a new prompt.
@@ -82,7 +83,7 @@ pub(crate) struct GenerateJob {
 
 impl GenerateJob {
     /// Whether the caller cancelled or stopped listening.
-    fn abandoned(&self) -> bool {
+    pub(super) fn abandoned(&self) -> bool {
         self.cancel.is_cancelled() || self.sink.is_closed()
     }
 }
@@ -139,6 +140,8 @@ pub(crate) struct Capacity {
     pub queued: Arc<AtomicUsize>,
     /// Prompt tokens served from the prefix pool since the start (shared with the handles).
     pub reused_tokens: Arc<AtomicUsize>,
+    /// Multiply-adds of one media encoder slice between two steps (0: a whole item at once).
+    pub encode_slice_macs: u64,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -150,6 +153,8 @@ pub(crate) struct Scheduler<'m> {
     cap: Capacity,
     bytes_per_position: usize,
     waiting: VecDeque<GenerateJob>,
+    /// Admitted requests whose media are being encoded, in admission order.
+    encoding: VecDeque<Encoding<'m>>,
     /// The KV budget and the finished caches kept for reuse.
     pool: PrefixPool<SeqCache>,
     /// The LoRA adapters in memory.
@@ -175,6 +180,7 @@ impl<'m> Scheduler<'m> {
             cap: Capacity { max_seqs: cap.max_seqs.max(1), ..cap },
             waiting: VecDeque::new(),
             adapters: Resident::default(),
+            encoding: VecDeque::new(),
         }
     }
 
@@ -190,7 +196,7 @@ impl<'m> Scheduler<'m> {
         loop {
             // Take what has arrived; block only when there is nothing else to do.
             while open {
-                let idle = active.is_empty() && self.waiting.is_empty();
+                let idle = active.is_empty() && self.waiting.is_empty() && self.encoding.is_empty();
                 let next = if idle { jobs.recv().map_err(|_| TryRecvError::Disconnected) } else { jobs.try_recv() };
                 match next {
                     Ok(Job::Generate(job)) => self.waiting.push_back(job),
@@ -200,7 +206,8 @@ impl<'m> Scheduler<'m> {
                 }
             }
             self.admit_waiting(&mut active);
-            if active.is_empty() {
+            self.encode_slice(&mut active);
+            if active.is_empty() && self.encoding.is_empty() {
                 if let Some(job) = self.waiting.pop_front() {
                     // Cannot happen (the handle rejects requests larger than the whole
                     // budget, and an empty batch frees every byte), but never spin.
@@ -236,7 +243,7 @@ impl<'m> Scheduler<'m> {
             }
         }
         let mut may_read = true;
-        while active.len() < self.cap.max_seqs {
+        while active.len() + self.encoding.len() < self.cap.max_seqs {
             let Some(job) = self.waiting.front() else { break };
             let adapter = match job.request.adapter.map(|id| self.adapter_for(id, may_read, active)) {
                 None => None,
@@ -267,10 +274,7 @@ impl<'m> Scheduler<'m> {
             self.cap.reused_tokens.fetch_add(cached, Ordering::Relaxed);
             let mut seq = self.start(job, keys, cache, cached, need);
             seq.adapter = adapter;
-            match self.encode_media(&seq) {
-                Ok(()) => active.push(seq),
-                Err(e) => self.finish(seq, Err(e)),
-            }
+            self.enter(seq, active);
         }
     }
 
@@ -279,24 +283,6 @@ impl<'m> Scheduler<'m> {
     fn adapter_for(&mut self, id: usize, may_read: bool, active: &[Seq<'m>]) -> Result<Acquired, EngineError> {
         let in_use = |i| active.iter().any(|s| s.job.request.adapter == Some(i));
         self.adapters.acquire(self.model, id, may_read, in_use)
-    }
-
-    /// Runs the encoders over the request's media items that the reused prefix does not
-    /// already hold and that no other sample of the request has encoded yet.
-    fn encode_media(&self, seq: &Seq<'m>) -> Result<(), EngineError> {
-        let Some(media) = &seq.job.request.media else { return Ok(()) };
-        for item in &media.items {
-            if item.start + item.len <= seq.prefilled || item.features.get().is_some() {
-                continue;
-            }
-            let rows = self
-                .encoders
-                .encode(&item.input)
-                .map_err(|e| EngineError::invalid(item.field.clone(), format!("{}: {e}", item.field)))?;
-            // Only this thread sets it, and it was empty just above.
-            let _ = item.features.set(rows);
-        }
-        Ok(())
     }
 
     /// Scores every sequence of the job and replies; the caches go back to the free list.
@@ -590,5 +576,6 @@ struct Feed {
     embeds: Vec<(usize, std::ops::Range<usize>, usize)>,
 }
 
+mod encode;
 #[cfg(test)]
 mod tests;

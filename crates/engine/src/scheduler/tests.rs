@@ -1,6 +1,8 @@
 //! The scheduler on a tiny model (the transformers-made `tiny-qwen2` fixture: 2 layers,
 //! context 512), stepped by hand: admission order, the queue counter, chunked prefill,
-//! cancellation by flag and by a closed sink, and a KV budget that is never exceeded.
+//! cancellation by flag and by a closed sink, and a KV budget that is never exceeded. On the
+//! tiny Qwen2-VL fixture: image encoding in slices between the steps of a running stream, and
+//! cancellation in the middle of an encoding.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,9 +75,21 @@ struct Harness<'m> {
 
 impl<'m> Harness<'m> {
     fn new(m: &'m LoadedModel, max_seqs: usize, kv_budget_bytes: usize) -> Self {
+        Self::with_slices(m, max_seqs, kv_budget_bytes, 0)
+    }
+
+    /// A harness whose media encoder slices are `encode_slice_macs` multiply-adds.
+    fn with_slices(m: &'m LoadedModel, max_seqs: usize, kv_budget_bytes: usize, encode_slice_macs: u64) -> Self {
         let queued = Arc::new(AtomicUsize::new(0));
-        let cap = Capacity { max_seqs, kv_budget_bytes, prefix_cache: true, queued: queued.clone(), reused_tokens: Arc::default() };
-        let sched = Scheduler::new(&m.model, Encoders::default(), &m.tokenizer, None, cap);
+        let cap = Capacity {
+            max_seqs,
+            kv_budget_bytes,
+            prefix_cache: true,
+            queued: queued.clone(),
+            reused_tokens: Arc::default(),
+            encode_slice_macs,
+        };
+        let sched = Scheduler::new(&m.model, Encoders { vision: m.vision.as_ref().map(|v| &v.encoder), audio: None }, &m.tokenizer, None, cap);
         Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
     }
 
@@ -91,11 +105,26 @@ impl<'m> Harness<'m> {
 
     /// One turn of the engine loop; false when nothing is left to do.
     fn tick(&mut self) -> bool {
+        self.tick_logged(&mut Vec::new())
+    }
+
+    /// [`tick`](Self::tick), noting in `log` an `S` when an encoder slice ran and a `T` per
+    /// token the text-only sequences sampled in the step.
+    fn tick_logged(&mut self, log: &mut Vec<char>) -> bool {
         self.sched.admit_waiting(&mut self.active);
-        if self.active.is_empty() {
+        if self.sched.encode_slice(&mut self.active) {
+            log.push('S');
+        }
+        if self.active.is_empty() && self.sched.encoding.is_empty() {
             return false;
         }
+        let text_tokens = |active: &[Seq<'_>]| -> usize {
+            active.iter().filter(|s| s.job.request.media.is_none()).map(|s| s.generated.len()).sum()
+        };
+        let before = text_tokens(&self.active);
         self.sched.step(&mut self.active);
+        // A sequence that finished in this step took its token with it; none do while logged.
+        log.extend(std::iter::repeat_n('T', text_tokens(&self.active).saturating_sub(before)));
         self.steps += 1;
         assert!(self.sched.pool.used() <= self.sched.pool.capacity(), "the KV budget was exceeded");
         true
@@ -194,4 +223,84 @@ fn the_kv_budget_bounds_what_runs_and_is_never_exceeded() {
     let results = h.rec.results(6);
     assert!(results.iter().all(|(_, u)| u.as_ref().is_some_and(|u| u.completion_tokens == 10)), "{results:?}");
     assert!(h.sched.pool.used() <= h.sched.pool.capacity());
+}
+
+fn tiny_vl() -> LoadedModel {
+    ingot_core::load::load(&ingot_testkit::fixtures_dir().join("tiny-qwen2-vl")).expect("load tiny-qwen2-vl")
+}
+
+/// A request for the fixture's 64×48 image (16 patches) with a short question, laid out as the
+/// handle does.
+fn image_request(m: &LoadedModel, max_new: usize) -> ValidRequest {
+    use ingot_core::media::{Image, Media, MediaLimits};
+    let dir = ingot_testkit::fixtures_dir().join("tiny-qwen2-vl");
+    let bytes = std::fs::read(dir.join("image_64x48.png")).expect("image");
+    let image = Media::Image(Image::decode(&bytes, "image_64x48.png", &MediaLimits::default()).expect("decode"));
+    // The support owns its processors: take them from a second load, as the handle does.
+    let (_, _, support) = crate::handle::media_support(tiny_vl().vision, None, &crate::EngineConfig::default()).expect("media support");
+    let support = support.expect("a vision model");
+    let (ids, media) = support.build_prompt(&m.tokenizer, "<image>Describe this image.", &[image]).expect("layout");
+    let mut request = ValidRequest::greedy(ids, max_new);
+    request.media = Some(Arc::new(media));
+    request
+}
+
+#[test]
+fn a_running_stream_gets_a_token_between_every_two_encoder_slices() {
+    let m = tiny_vl();
+    // The image's text when its encoding runs whole, alone.
+    let mut alone = Harness::new(&m, 4, 64 << 20);
+    alone.queue(0, image_request(&m, 6));
+    alone.run();
+    let want = alone.rec.results(1).remove(0).0;
+
+    // One row of one stage per slice: 16 patches through the embedding and 2 stages per block,
+    // 4 merge units through the merger.
+    let mut h = Harness::with_slices(&m, 4, 64 << 20, 1);
+    h.queue(0, ValidRequest::greedy(prompt(6, 1), 400));
+    while h.active.first().is_none_or(|s| !s.decoding()) {
+        assert!(h.tick());
+    }
+    h.queue(1, image_request(&m, 6));
+    let mut log = Vec::new();
+    // The first turn admits it and runs its first slice; turn until its encoding is over.
+    loop {
+        assert!(h.tick_logged(&mut log));
+        if h.sched.encoding.is_empty() {
+            break;
+        }
+    }
+    let log: String = log.into_iter().collect();
+    let depth = m.vision.as_ref().expect("vision").encoder.config().depth;
+    assert_eq!(log.matches('S').count(), 16 * (1 + 2 * depth) + 4, "{log}");
+    // Slice, token, slice, token...: the stream never waits for two slices.
+    assert!(!log.contains("SS"), "{log}");
+    assert_eq!(log.matches('T').count(), log.matches('S').count(), "{log}");
+
+    h.run();
+    let results = h.rec.results(2);
+    assert_eq!(results[1].0, want, "slicing and batching change nothing in the image's answer");
+    assert_eq!(results[0].1.as_ref().map(|u| u.completion_tokens), Some(400));
+}
+
+#[test]
+fn cancelling_a_request_mid_encoding_frees_it() {
+    let m = tiny_vl();
+    let mut h = Harness::with_slices(&m, 4, 64 << 20, 1);
+    let cancel = h.queue(0, image_request(&m, 6));
+    for _ in 0..5 {
+        assert!(h.tick());
+    }
+    assert_eq!(h.sched.encoding.len(), 1, "still encoding after 5 slices");
+    assert!(h.sched.pool.used() > 0, "it holds its reservation");
+    cancel.cancel();
+    assert!(!h.tick(), "nothing left to do");
+    assert!(h.sched.encoding.is_empty() && h.active.is_empty());
+    assert_eq!(h.sched.pool.used(), 0, "its reservation is released");
+    let results = h.rec.results(1);
+    assert_eq!(results[0].1.as_ref().map(|u| (u.finish_reason, u.completion_tokens)), Some((FinishReason::Cancelled, 0)));
+    // The item was never set: a later request with the same image encodes it afresh.
+    h.queue(1, image_request(&m, 2));
+    h.run();
+    assert_eq!(h.rec.results(2)[1].1.as_ref().map(|u| u.completion_tokens), Some(2));
 }
