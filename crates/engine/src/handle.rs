@@ -21,6 +21,7 @@ use ingot_core::tokenizer::Tokenizer;
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
 use crate::media::MediaSupport;
+use crate::queue_wait::{QueueClock, QueueStats, Shed};
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
 use crate::{EngineConfig, EngineError, GenParams};
@@ -32,7 +33,11 @@ struct Shared {
     /// The model file's own template source.
     chat_template: Option<String>,
     max_queue: usize,
+    max_queue_wait: Option<std::time::Duration>,
+    /// Batch slots (for the queue-wait estimate).
+    max_seqs: usize,
     queued: Arc<AtomicUsize>,
+    clock: Arc<QueueClock>,
     reused_tokens: Arc<AtomicUsize>,
 }
 
@@ -77,6 +82,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .build()
         .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
     let queued = Arc::new(AtomicUsize::new(0));
+    let clock = Arc::new(QueueClock::new());
     let reused_tokens = Arc::new(AtomicUsize::new(0));
     let model_context = model.config().max_position_embeddings;
     let context = match cfg.ctx_size {
@@ -103,10 +109,13 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         validator,
         chat_template,
         max_queue: cfg.max_queue,
+        max_queue_wait: cfg.max_queue_wait,
+        max_seqs: cfg.max_seqs.max(1),
         queued: queued.clone(),
+        clock: clock.clone(),
         reused_tokens: reused_tokens.clone(),
     });
-    let capacity = Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens };
+    let capacity = Capacity { max_seqs: cfg.max_seqs, kv_budget_bytes, prefix_cache: cfg.prefix_cache, queued, reused_tokens, clock };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
     std::thread::Builder::new()
@@ -150,6 +159,11 @@ impl EngineHandle {
     /// Requests waiting for a place in the batch.
     pub fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queue times of admitted requests and counts of refused ones, since the start.
+    pub fn queue_stats(&self) -> QueueStats {
+        self.shared.clock.stats()
     }
 
     /// Prompt tokens served from the prefix cache since the engine started.
@@ -204,8 +218,18 @@ impl EngineHandle {
         let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
         if before + n > limit {
             self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            self.shared.clock.shed(Shed::QueueFull);
             return Err(EngineError::Overloaded { queued: before, limit });
         }
+        if let Some(limit) = self.shared.max_queue_wait {
+            let expected = self.shared.clock.expected_wait(before, self.shared.max_seqs);
+            if expected > limit {
+                self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+                self.shared.clock.shed(Shed::QueueWait);
+                return Err(EngineError::QueueWait { expected, limit });
+            }
+        }
+        self.shared.clock.submitted(before);
         let request = Arc::new(request);
         let submitted = std::time::Instant::now();
         let mut cancels = Vec::with_capacity(n);

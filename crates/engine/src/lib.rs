@@ -22,6 +22,7 @@ mod handle;
 mod media;
 mod params;
 mod prefix_pool;
+mod queue_wait;
 pub mod request;
 mod scheduler;
 
@@ -34,4 +35,5 @@ pub use ingot_core::media::{Image, Media, MediaError, MediaLimits};
 pub use ingot_core::template::ToolChoice;
 pub use media::{MediaPrompt, IMAGE_PLACEHOLDER};
 pub use params::GenParams;
+pub use queue_wait::{retry_after_secs, QueueStats, QUEUE_BUCKETS};
 pub use request::{ChatRequest, Prompt, PromptRequest, ValidRequest};

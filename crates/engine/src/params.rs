@@ -157,6 +157,9 @@ impl GenParams {
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp and vLLM more).
 pub const MAX_STOP: usize = 16;
+/// Longest stop string, in bytes: the stream holds back up to this much text while it might
+/// still be the start of one.
+pub const MAX_STOP_BYTES: usize = 1024;
 
 /// Parameters resolved for one prompt: what every sample of the request runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,6 +255,12 @@ pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usiz
     if let Some(i) = merged.stop.iter().position(String::is_empty) {
         return Err(EngineError::invalid(format!("stop[{i}]"), format!("stop[{i}] is an empty string")));
     }
+    if let Some(i) = merged.stop.iter().position(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(EngineError::invalid(
+            format!("stop[{i}]"),
+            format!("stop[{i}] is {} bytes, over the limit of {MAX_STOP_BYTES} bytes", merged.stop[i].len()),
+        ));
+    }
     if let Some(i) = merged.stop_token_ids.iter().position(|&id| id as usize >= limits.vocab) {
         return Err(EngineError::invalid(
             format!("stop_token_ids[{i}]"),
@@ -344,6 +353,7 @@ mod tests {
             (GenParams { temperature: Some(-1.0), ..Default::default() }, "temperature: temperature must be finite and >= 0"),
             (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]: stop[0]"),
             (GenParams { stop: vec!["x".into(); 17], ..Default::default() }, "stop: at most 16 stop strings, got 17"),
+            (GenParams { stop: vec!["x".into(), "y".repeat(1025)], ..Default::default() }, "stop[1]: stop[1] is 1025 bytes, over the limit of 1024"),
         ];
         for (p, want) in cases {
             let e = run(p.clone(), 5).expect_err("invalid");

@@ -49,6 +49,7 @@ use ingot_core::tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::event::{Cancel, Event, EventSink, FinishReason, Usage};
 use crate::prefix_pool::PrefixPool;
+use crate::queue_wait::QueueClock;
 use crate::request::ValidRequest;
 use crate::EngineError;
 
@@ -126,6 +127,8 @@ pub(crate) struct Capacity {
     pub queued: Arc<AtomicUsize>,
     /// Prompt tokens served from the prefix pool since the start (shared with the handles).
     pub reused_tokens: Arc<AtomicUsize>,
+    /// Queue and service times (shared with the handles, which estimate waits from them).
+    pub clock: Arc<QueueClock>,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -223,6 +226,7 @@ impl<'m> Scheduler<'m> {
             let Some(admission) = self.pool.admit(&keys, prompt_len - 1, need) else { break };
             let job = self.waiting.pop_front().expect("front exists");
             self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+            self.cap.clock.admitted(job.submitted);
             let (mut cache, cached) = admission.reused.unwrap_or_else(|| (SeqCache::new(self.model.config()), 0));
             cache.truncate(cached);
             cache.reserve_positions(prompt_len + job.request.max_new_tokens);
@@ -233,6 +237,7 @@ impl<'m> Scheduler<'m> {
                 Err(e) => self.finish(seq, Err(e)),
             }
         }
+        self.cap.clock.set_head(self.waiting.front().map(|job| job.submitted), self.cap.queued.load(Ordering::Relaxed));
     }
 
     /// Runs the vision encoder over the request's media items that the reused prefix does
@@ -463,6 +468,7 @@ impl<'m> Scheduler<'m> {
             Err(e) => Event::Error(e),
         };
         let _ = job.sink.send(event);
+        self.cap.clock.served(started);
         self.pool.release(reserved);
         if cache.is_empty() || !self.cap.prefix_cache {
             return;

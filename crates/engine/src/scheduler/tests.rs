@@ -73,7 +73,7 @@ struct Harness<'m> {
 impl<'m> Harness<'m> {
     fn new(m: &'m LoadedModel, max_seqs: usize, kv_budget_bytes: usize) -> Self {
         let queued = Arc::new(AtomicUsize::new(0));
-        let cap = Capacity { max_seqs, kv_budget_bytes, prefix_cache: true, queued: queued.clone(), reused_tokens: Arc::default() };
+        let cap = Capacity { max_seqs, kv_budget_bytes, prefix_cache: true, queued: queued.clone(), reused_tokens: Arc::default(), clock: Arc::new(QueueClock::new()) };
         let sched = Scheduler::new(&m.model, None, &m.tokenizer, None, cap);
         Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
     }
