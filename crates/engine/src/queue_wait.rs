@@ -216,7 +216,7 @@ mod tests {
         assert_eq!((s.count, s.shed_full, s.shed_wait), (2, 1, 2));
         assert!(s.sum_seconds >= 3.0);
         assert_eq!(s.buckets[0], 1, "the immediate one is in the first bucket");
-        assert_eq!(s.buckets[QUEUE_BUCKETS.iter().position(|b| *b == 5.0).unwrap()], 2);
+        assert_eq!(s.buckets[QUEUE_BUCKETS.iter().position(|b| *b == 5.0).expect("a 5 s bucket")], 2);
     }
 
     #[test]

@@ -168,8 +168,8 @@ mod tests {
         let req: CompletionRequest = serde_json::from_value(json!({"prompt": "x".repeat(MAX_TEXT_BYTES + 1)})).expect("shape");
         assert_eq!(req.validate().err().expect("refused").param.as_deref(), Some("prompt"));
         let req: ScoreRequest = serde_json::from_value(json!({"messages": ["a", "x".repeat(MAX_MESSAGE_BYTES + 1)]})).expect("shape");
-        assert_eq!(req.check_sizes().err().expect("refused").param.as_deref(), Some("messages[1]"));
+        assert_eq!(req.check_sizes().expect_err("refused").param.as_deref(), Some("messages[1]"));
         let req: ScoreRequest = serde_json::from_value(json!({"messages": vec!["a"; MAX_MESSAGES + 1]})).expect("shape");
-        assert_eq!(req.check_sizes().err().expect("refused").param.as_deref(), Some("messages"));
+        assert_eq!(req.check_sizes().expect_err("refused").param.as_deref(), Some("messages"));
     }
 }
