@@ -47,6 +47,7 @@ pub fn load(target: &str, dir: &Path) -> Vec<Vec<u8>> {
             [&[2u8][..], br#"[{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{\"name\": \"f\", \"arguments\": {}}"}, {"from": "observation", "value": "o"}, {"from": "gpt", "value": "a"}], "tools": "[]"}]"#].concat(),
             [&[3u8][..], br#"{"messages": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": "a"}], "images": ["a.png"]}"#].concat(),
         ],
+        _ => Vec::new(),
     });
     seeds
 }
