@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf safetensors template tools image kernels)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf safetensors template tools image audio kernels request dataset)
 cargo build --release --manifest-path fuzz/Cargo.toml --quiet || exit 1
 bin="${CARGO_TARGET_DIR:-fuzz/target}/release/ingot-fuzz"
 status=0

@@ -8,6 +8,7 @@
 //! stack overflow) kills the process, and `scripts/fuzz.sh` saves the input it was running,
 //! which is always in `fuzz/crashes/TARGET.current`.
 
+mod front;
 mod mutate;
 mod seeds;
 mod targets;

@@ -1,5 +1,6 @@
 //! Seed inputs: the files under `fuzz/corpus/TARGET/` (kept tiny), plus seeds built here from
-//! ingot's own formats (named templates, a tiny GGUF and checkpoint, one image per codec).
+//! ingot's own formats (named templates, a tiny GGUF and checkpoint, one image per codec, two
+//! WAV files, request bodies and dataset rows; a dataset seed's first byte picks its format).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -35,6 +36,17 @@ pub fn load(target: &str, dir: &Path) -> Vec<Vec<u8>> {
             .map(String::into_bytes)
             .collect(),
         "image" => images(),
+        "audio" => vec![wav(1, 8000, 64), wav(2, 16000, 32)],
+        "request" => vec![
+            br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true, "max_tokens": 5}"#.to_vec(),
+            br#"{"prompt": ["x"], "n": 2, "stop": ["a", "b"], "logprobs": false}"#.to_vec(),
+            br#"{"messages": ["ab", "cd"], "max_length": 4}"#.to_vec(),
+        ],
+        "dataset" => vec![
+            b"\x00{\"instruction\": \"a\", \"input\": \"b\", \"output\": \"c\"}\n{\"conversations\": []}".to_vec(),
+            [&[2u8][..], br#"[{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{\"name\": \"f\", \"arguments\": {}}"}, {"from": "observation", "value": "o"}, {"from": "gpt", "value": "a"}], "tools": "[]"}]"#].concat(),
+            [&[3u8][..], br#"{"messages": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": "a"}], "images": ["a.png"]}"#].concat(),
+        ],
         _ => Vec::new(),
     });
     seeds
@@ -109,6 +121,28 @@ fn tiny_checkpoint() -> Vec<u8> {
         .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view")))
         .collect();
     safetensors::serialize(views, None).expect("serialize")
+}
+
+/// A 16-bit PCM WAV file of `frames` frames.
+fn wav(channels: u16, rate: u32, frames: u32) -> Vec<u8> {
+    let data_len = frames * u32::from(channels) * 2;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
+    out.extend_from_slice(&(channels * 2).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..frames * u32::from(channels) {
+        out.extend_from_slice(&(((i as f32 * 0.3).sin() * 12000.0) as i16).to_le_bytes());
+    }
+    out
 }
 
 /// A small gradient image in every codec ingot decodes.

@@ -1,15 +1,14 @@
 //! The fuzz targets. Each takes one input and returns its outcome class (errors are fine,
 //! a panic, an abort or a hang is a bug).
 //!
-//! Not here: the OpenAI request parser (crates/server) and dataset rows (crates/cli), which
-//! live outside ingot-core.
+//! The front ends' targets (the OpenAI request parser, dataset rows) are in `front.rs`.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ingot_core::kernels::{Backend, GgmlDType, QMatrix};
 use ingot_core::load::{load_checkpoint_model, LoadOptions};
-use ingot_core::media::{Image, MediaLimits};
+use ingot_core::media::{Audio, Image, MediaLimits};
 use ingot_core::template::{ChatTemplate, ToolCallStream, ToolFormat};
 use ingot_core::tokenizer::Tokenizer;
 use ingot_core::weights::gguf::GgufFile;
@@ -24,7 +23,7 @@ pub struct Target {
     pub max_len: usize,
 }
 
-pub const NAMES: [&str; 6] = ["gguf", "safetensors", "template", "tools", "image", "kernels"];
+pub const NAMES: [&str; 9] = ["gguf", "safetensors", "template", "tools", "image", "audio", "kernels", "request", "dataset"];
 
 pub fn by_name(name: &str) -> Option<Target> {
     let t = |run, dictionary, max_len| Some(Target { run, dictionary, max_len });
@@ -34,11 +33,15 @@ pub fn by_name(name: &str) -> Option<Target> {
         "template" => t(template, JINJA_WORDS, 16 << 10),
         "tools" => t(tools, TOOL_WORDS, 8 << 10),
         "image" => t(image, &[], 64 << 10),
+        "audio" => t(audio, AUDIO_WORDS, 64 << 10),
+        "request" => t(crate::front::request, crate::front::REQUEST_WORDS, 16 << 10),
+        "dataset" => t(crate::front::dataset, crate::front::DATASET_WORDS, 16 << 10),
         "kernels" => t(kernels, &[], 64),
         _ => None,
     }
 }
 
+const AUDIO_WORDS: &[&str] = &["RIFF", "WAVE", "fmt ", "data", "LIST", "fLaC", "OggS", "\u{1}vorbis", "ID3", "Xing", "Info", "LAME"];
 const GGUF_WORDS: &[&str] = &["general.architecture", "general.alignment", "llama", "tokenizer.chat_template", "GGUF"];
 const JSON_WORDS: &[&str] =
     &["\"dtype\":", "\"F32\"", "\"BF16\"", "\"F16\"", "\"I64\"", "\"shape\":", "[]", "[0]", "\"data_offsets\":", "__metadata__", ",", "{", "}"];
@@ -58,7 +61,7 @@ const TOOL_WORDS: &[&str] = &[
 ];
 
 /// This process's scratch directory, `ingot-fuzz-PID` in the temp dir (scripts/fuzz.sh removes it).
-fn scratch() -> &'static PathBuf {
+pub fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("ingot-fuzz-{}", std::process::id()));
@@ -68,7 +71,7 @@ fn scratch() -> &'static PathBuf {
 }
 
 /// An outcome class: the message's words without numbers or quoted parts, first few only.
-fn class(prefix: &str, message: &str) -> String {
+pub fn class(prefix: &str, message: &str) -> String {
     let words: Vec<&str> = message
         .split_whitespace()
         .filter(|w| !w.contains(|c: char| c.is_ascii_digit() || c == '\'' || c == '`' || c == '/'))
@@ -185,6 +188,14 @@ fn tools(data: &[u8]) -> String {
 fn image(data: &[u8]) -> String {
     match Image::decode(data, "fuzz", &MediaLimits::default()) {
         Ok(img) => format!("{}x{}", img.width().min(9), img.height().min(9)),
+        Err(e) => class("decode", &e.to_string()),
+    }
+}
+
+fn audio(data: &[u8]) -> String {
+    let limits = MediaLimits { max_audio_seconds: 5.0, ..MediaLimits::default() };
+    match Audio::decode(data, "fuzz", &limits) {
+        Ok(a) => format!("{} Hz {}", a.sample_rate(), (a.seconds() * 2.0) as u32),
         Err(e) => class("decode", &e.to_string()),
     }
 }

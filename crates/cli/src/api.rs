@@ -12,11 +12,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::{ArgMatches, Args};
 use ingot_engine::EngineConfig;
-use ingot_server::{Deployment, MediaPolicy, ServerConfig};
+use ingot_server::{Deployment, HttpLimits, MediaPolicy, ServerConfig};
 
 use crate::chat::ChatArgs;
 use crate::infer_config::fill;
@@ -59,6 +60,21 @@ pub struct ApiArgs {
     /// Requests that may wait for a place in the batch; beyond it requests get a 429.
     #[arg(long, default_value_t = EngineConfig::default().max_queue)]
     pub max_queue: usize,
+    /// Answer a new request at once with 503 and `Retry-After` when its expected wait for a
+    /// place in the batch is over SECONDS (estimated from the queue depth and recent
+    /// sequences' service times; 0 turns the bound off).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub max_queue_wait: f64,
+    /// Connections open at once; further ones wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = HttpLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head (also how long an idle kept-alive
+    /// connection stays open).
+    #[arg(long, value_name = "SECONDS", default_value_t = HttpLimits::default().header_read_timeout.as_secs_f64())]
+    pub header_read_timeout: f64,
+    /// Seconds a request's body may take to arrive, after its head (then 408).
+    #[arg(long, value_name = "SECONDS", default_value_t = ServerConfig::default().body_read_timeout.as_secs_f64())]
+    pub body_read_timeout: f64,
     /// Directory whose files `image_url`, `audio_url` and `video_url` parts may name (a plain path, relative to DIR, or
     /// a file:// URL); symlinks and `..` may not leave it. Without it, local paths are refused.
     #[arg(long, value_name = "DIR")]
@@ -99,9 +115,18 @@ fn media_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(real)
 }
 
+/// A flag's seconds as a duration: finite and not negative.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} must be a finite number of seconds >= 0, got {value}"))
+}
+
 pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     // Checked first: a mistyped --media-dir fails at once, not after the model loaded.
     let media = args.media_policy()?;
+    let max_queue_wait = Some(seconds("max-queue-wait", args.max_queue_wait)?).filter(|d| !d.is_zero());
+    let body_read_timeout = seconds("body-read-timeout", args.body_read_timeout)?;
+    let limits = HttpLimits { max_connections: args.max_connections, header_read_timeout: seconds("header-read-timeout", args.header_read_timeout)? };
+    ensure!(args.max_connections >= 1, "--max-connections must be at least 1");
     let chat = &args.chat;
     let path = chat.model.model_path()?;
     let model_name = match &args.model_name {
@@ -114,7 +139,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     if let Some((name, _)) = chat.model.loras.iter().find(|(n, _)| *n == model_name || args.model_aliases.contains(n)) {
         bail!("--lora {name}=...: the adapter name is the served model's own name; pick another");
     }
-    let engine_cfg = EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, ..chat.prompt.engine_config(&chat.model) };
+    let engine_cfg =
+        EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, max_queue_wait, ..chat.prompt.engine_config(&chat.model) };
     let engine = chat.model.start_engine(engine_cfg)?;
     let deployment = Deployment {
         model_path: path.display().to_string(),
@@ -129,21 +155,22 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         cors_origins: args.cors_origins.clone(),
         api_keys: args.api_keys.clone(),
         max_body_bytes: args.max_body_bytes,
+        body_read_timeout,
         media,
         ..ServerConfig::default()
     };
     let app = ingot_server::app(engine, cfg).context("starting the request workers")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(app, &args.host, args.port))
+    runtime.block_on(serve(app, &args.host, args.port, limits))
 }
 
-async fn serve(app: axum::Router, host: &str, port: u16) -> anyhow::Result<()> {
+async fn serve(app: axum::Router, host: &str, port: u16, limits: HttpLimits) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let addr: SocketAddr = listener.local_addr()?;
     eprintln!("listening on http://{addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    ingot_server::serve(listener, app, limits, shutdown_signal()).await;
     eprintln!("stopped");
     Ok(())
 }
@@ -212,6 +239,17 @@ mod tests {
         assert!(e.contains("not a directory"), "{e}");
         let e = format!("{:#}", args(&["--max-media-mb", "0"]).expect("parses").media_policy().expect_err("zero"));
         assert!(e.contains("--max-media-mb"), "{e}");
+    }
+
+    #[test]
+    fn time_flags_are_finite_seconds() {
+        assert_eq!(seconds("max-queue-wait", 0.25).expect("a quarter"), Duration::from_millis(250));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = format!("{:#}", seconds("body-read-timeout", bad).expect_err("refused"));
+            assert!(e.contains("--body-read-timeout"), "{e}");
+        }
+        let a = args(&[]).expect("defaults");
+        assert_eq!((a.max_queue_wait, a.max_connections), (30.0, HttpLimits::default().max_connections));
     }
 
     #[test]

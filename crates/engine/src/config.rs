@@ -12,6 +12,10 @@ pub struct EngineConfig {
     /// Requests waiting for a place in the batch beyond which new ones are refused
     /// ([`crate::EngineError::Overloaded`]).
     pub max_queue: usize,
+    /// Refuse a new request at once ([`crate::EngineError::QueueWait`]) when its expected
+    /// wait for a batch slot is over this (see `queue_wait`'s estimator). `None`: wait
+    /// however long it takes (batch inference queues everything at once).
+    pub max_queue_wait: Option<std::time::Duration>,
     /// Memory for KV caches, in MiB: running sequences' reservations (prompt plus
     /// `max_new_tokens` positions each) and the prefix pool together never exceed it.
     pub kv_cache_mb: usize,
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             threads: 0,
             max_seqs: 16,
             max_queue: 256,
+            max_queue_wait: None,
             kv_cache_mb: 1024,
             prefix_cache: true,
             ctx_size: None,

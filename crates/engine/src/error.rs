@@ -40,6 +40,9 @@ pub enum EngineError {
     Forward(#[from] ForwardError),
     #[error("the server is overloaded: {queued} requests are already waiting (limit {limit}); retry later")]
     Overloaded { queued: usize, limit: usize },
+    /// A new request would wait longer than the configured bound for a batch slot.
+    #[error("the server is busy: a new request would wait about {:.1} s for a batch slot, over the limit of {} s (--max-queue-wait); retry later", expected.as_secs_f64(), limit.as_secs_f64())]
+    QueueWait { expected: std::time::Duration, limit: std::time::Duration },
     #[error("this model is a reward model (it has a value head); use `ingot score`")]
     RewardModel,
     #[error("this model has no value head (value_head.safetensors), so it cannot score texts")]
@@ -88,6 +91,7 @@ impl EngineError {
             Self::Constraint(e) => !matches!(e, ConstraintError::Vocabulary(_)),
             Self::Forward(_)
             | Self::Overloaded { .. }
+            | Self::QueueWait { .. }
             | Self::RewardModel
             | Self::NoValueHead
             | Self::NoTemplate

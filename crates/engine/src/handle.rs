@@ -25,6 +25,7 @@ use crate::event::{Cancel, Event, EventSink, FinishReason, Stream, Usage};
 use crate::media::{AudioInput, Encoders, MediaKind, MediaSupport, VisionInput};
 use crate::lora::Resident;
 use crate::prompter::pick_template;
+use crate::queue_wait::{QueueClock, QueueStats, Shed};
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
 use crate::{EngineConfig, EngineError, GenParams};
@@ -36,7 +37,11 @@ struct Shared {
     /// The model file's own template source.
     chat_template: Option<String>,
     max_queue: usize,
+    max_queue_wait: Option<std::time::Duration>,
+    /// Batch slots (for the queue-wait estimate).
+    max_seqs: usize,
     queued: Arc<AtomicUsize>,
+    clock: Arc<QueueClock>,
     reused_tokens: Arc<AtomicUsize>,
 }
 
@@ -64,6 +69,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         .build()
         .map_err(|e| EngineError::Start(std::io::Error::other(e)))?;
     let queued = Arc::new(AtomicUsize::new(0));
+    let clock = Arc::new(QueueClock::new());
     let reused_tokens = Arc::new(AtomicUsize::new(0));
     let (resident, adapters) = Resident::load(&model, &cfg.loras, cfg.max_loras)?;
     let model_context = model.config().max_position_embeddings;
@@ -96,7 +102,10 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         validator,
         chat_template,
         max_queue: cfg.max_queue,
+        max_queue_wait: cfg.max_queue_wait,
+        max_seqs: cfg.max_seqs.max(1),
         queued: queued.clone(),
+        clock: clock.clone(),
         reused_tokens: reused_tokens.clone(),
     });
     let capacity = Capacity {
@@ -106,6 +115,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         queued,
         reused_tokens,
         encode_slice_macs: cfg.encode_slice_macs,
+        clock,
     };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
@@ -200,6 +210,11 @@ impl EngineHandle {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
+    /// Queue times of admitted requests and counts of refused ones, since the start.
+    pub fn queue_stats(&self) -> QueueStats {
+        self.shared.clock.stats()
+    }
+
     /// Prompt tokens served from the prefix cache since the engine started.
     pub fn reused_prompt_tokens(&self) -> usize {
         self.shared.reused_tokens.load(Ordering::Relaxed)
@@ -257,8 +272,18 @@ impl EngineHandle {
         let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
         if before + n > limit {
             self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            self.shared.clock.shed(Shed::QueueFull);
             return Err(EngineError::Overloaded { queued: before, limit });
         }
+        if let Some(limit) = self.shared.max_queue_wait {
+            let expected = self.shared.clock.expected_wait(before, self.shared.max_seqs);
+            if expected > limit {
+                self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+                self.shared.clock.shed(Shed::QueueWait);
+                return Err(EngineError::QueueWait { expected, limit });
+            }
+        }
+        self.shared.clock.submitted(before);
         let request = Arc::new(request);
         let submitted = std::time::Instant::now();
         let mut cancels = Vec::with_capacity(n);

@@ -25,6 +25,7 @@ mod media;
 mod params;
 mod prefix_pool;
 mod prompter;
+mod queue_wait;
 pub mod request;
 mod scheduler;
 
@@ -38,4 +39,5 @@ pub use ingot_core::template::ToolChoice;
 pub use media::{MediaKind, MediaPrompt, IMAGE_PLACEHOLDER};
 pub use params::GenParams;
 pub use prompter::{Prompter, Rendered};
+pub use queue_wait::{retry_after_secs, QueueStats, QUEUE_BUCKETS};
 pub use request::{ChatRequest, Prompt, PromptRequest, ValidRequest};

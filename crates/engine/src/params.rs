@@ -176,6 +176,9 @@ impl GenParams {
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp and vLLM more).
 pub const MAX_STOP: usize = 16;
+/// Longest stop string, in bytes: the stream holds back up to this much text while it might
+/// still be the start of one.
+pub const MAX_STOP_BYTES: usize = 1024;
 
 /// Parameters resolved for one prompt: what every sample of the request runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -271,6 +274,12 @@ pub(crate) fn resolve(explicit: &GenParams, merged: &GenParams, prompt_len: usiz
     }
     if let Some(i) = merged.stop.iter().position(String::is_empty) {
         return Err(EngineError::invalid(format!("stop[{i}]"), format!("stop[{i}] is an empty string")));
+    }
+    if let Some(i) = merged.stop.iter().position(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(EngineError::invalid(
+            format!("stop[{i}]"),
+            format!("stop[{i}] is {} bytes, over the limit of {MAX_STOP_BYTES} bytes", merged.stop[i].len()),
+        ));
     }
     if let Some(i) = merged.stop_token_ids.iter().position(|&id| id as usize >= limits.vocab) {
         return Err(EngineError::invalid(
@@ -369,6 +378,7 @@ mod tests {
             (GenParams { stop: vec!["".into()], ..Default::default() }, "stop[0]: stop[0]"),
             (GenParams { stop: vec!["x".into(); 17], ..Default::default() }, "stop: at most 16 stop strings, got 17"),
             (GenParams { logprobs: Some(21), ..Default::default() }, "logprobs: at most 20 alternatives per token (logprobs), got 21"),
+            (GenParams { stop: vec!["x".into(), "y".repeat(1025)], ..Default::default() }, "stop[1]: stop[1] is 1025 bytes, over the limit of 1024"),
         ];
         for (p, want) in cases {
             let e = run(p.clone(), 5).expect_err("invalid");

@@ -5,7 +5,7 @@
 //! that events arrive through the sinks given, on the engine's own schedule.
 
 use ingot_core::template::{prompt_opens_thinking, ToolFormat};
-use ingot_engine::{ChatRequest, EngineError, EngineHandle, MediaKind, PromptRequest};
+use ingot_engine::{ChatRequest, EngineError, EngineHandle, MediaKind, PromptRequest, QueueStats};
 
 use crate::sink::ChannelSink;
 
@@ -31,6 +31,11 @@ pub trait Backend: Send + Sync + 'static {
     fn submit_scores(&self, texts: &[String], max_length: Option<usize>, done: ScoresDone) -> Result<(), EngineError>;
     /// Requests waiting for a place in the batch.
     fn queue_depth(&self) -> usize;
+    /// Queue times and refused requests, for `/metrics` (none by default: an engine
+    /// without a queue of its own).
+    fn queue_stats(&self) -> QueueStats {
+        QueueStats::default()
+    }
     /// Text tokenized as a prompt is (special-token text becomes its id), BOS first when
     /// `add_special` and the model wants one.
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError>;
@@ -83,6 +88,10 @@ impl Backend for EngineHandle {
 
     fn queue_depth(&self) -> usize {
         EngineHandle::queue_depth(self)
+    }
+
+    fn queue_stats(&self) -> QueueStats {
+        EngineHandle::queue_stats(self)
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {

@@ -5,7 +5,9 @@
 //! once it has (see [`ApiError::sse_event`]), so a client sees one error shape either way.
 //! Statuses: 400 invalid values (naming the field), 401 missing or wrong key, 404 unknown
 //! route or model, 413 body over the limit, 422 schema errors (wrong types, unknown fields'
-//! values), 429 queue full, 503 engine stopped; media sources ([`MediaSourceError`]) add 403
+//! values), 429 queue full, 503 engine stopped or the expected queue wait over
+//! `--max-queue-wait` (with `Retry-After`: the server as a whole is busy, not this client over
+//! a quota, which is what 429 says; OpenAI's SDKs retry both and honour the header); media sources ([`MediaSourceError`]) add 403
 //! refused by the server's media policy, 502 the remote server failed and 504 timeout.
 //! Engine errors map by their type in one table (`From<EngineError>`), which also renames
 //! the engine's field names to OpenAI's for `param`.
@@ -26,6 +28,8 @@ pub struct ApiError {
     /// The offending request field, in the request's own terms (`messages[1].role`).
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a client should wait before retrying (the `Retry-After` header), on overload.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +48,7 @@ struct ErrorDetail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), param: None, code: None }
+        Self { status, message: message.into(), param: None, code: None, retry_after: None }
     }
 
     /// 400: a value out of range or inconsistent with the rest of the request.
@@ -100,7 +104,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body: serde_json::Value =
             serde_json::from_str(&self.body()).unwrap_or(serde_json::Value::Null);
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -143,17 +151,22 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::Media { source: MediaError::TooManyBytes { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Stopped | EngineError::QueueWait { .. } => StatusCode::SERVICE_UNAVAILABLE,
             e if e.is_request_error() => StatusCode::BAD_REQUEST,
             EngineError::RewardModel | EngineError::NoValueHead | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = match &e {
             EngineError::Overloaded { .. } => Some("server_overloaded"),
+            EngineError::QueueWait { .. } => Some("server_busy"),
             EngineError::Media { .. } => Some("invalid_media"),
             _ => None,
         };
-        Self { param: e.field().map(param), code, ..Self::new(status, e.to_string()) }
+        let retry_after = match &e {
+            EngineError::QueueWait { expected, .. } => Some(ingot_engine::retry_after_secs(*expected)),
+            _ => None,
+        };
+        Self { param: e.field().map(param), code, retry_after, ..Self::new(status, e.to_string()) }
     }
 }
 
@@ -184,6 +197,12 @@ mod tests {
         let e = ApiError::from(EngineError::Overloaded { queued: 3, limit: 3 });
         assert_eq!((e.status, e.param), (StatusCode::TOO_MANY_REQUESTS, None));
         assert_eq!(ApiError::from(EngineError::RewardModel).status, StatusCode::BAD_REQUEST);
+        let wait = EngineError::QueueWait { expected: std::time::Duration::from_millis(2500), limit: std::time::Duration::from_secs(1) };
+        let e = ApiError::from(wait);
+        assert_eq!((e.status, e.retry_after, e.code), (StatusCode::SERVICE_UNAVAILABLE, Some(3), Some("server_busy")));
+        assert!(e.message.contains("2.5 s") && e.message.contains("--max-queue-wait"), "{}", e.message);
+        let response = e.into_response();
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "3");
         let e = ApiError::new(StatusCode::UNAUTHORIZED, "no key");
         assert!(e.body().contains("authentication_error"));
     }

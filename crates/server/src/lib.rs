@@ -37,6 +37,7 @@ mod cors;
 mod error;
 mod llama_native;
 mod logprobs;
+mod http_limits;
 pub mod media;
 mod metrics;
 pub mod openai;
@@ -44,6 +45,7 @@ mod reply;
 mod router_info;
 mod reply_stream;
 mod responses;
+mod request_limits;
 pub mod sink;
 mod tokenize;
 mod workers;
@@ -52,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -64,6 +66,7 @@ use tokio_stream::StreamExt;
 
 pub use backend::Backend;
 pub use error::ApiError;
+pub use http_limits::{serve, HttpLimits};
 pub use media::{fetch_media, MediaPolicy, MediaSourceError};
 pub use router_info::Deployment;
 use metrics::Metrics;
@@ -117,8 +120,10 @@ pub struct ServerConfig {
     pub strict_model_name: bool,
     /// Accepted API keys; empty means no authentication.
     pub api_keys: Vec<String>,
-    /// Largest accepted request body, in bytes (larger ones get a 413).
+    /// Largest accepted request body, in bytes (larger ones get a 413), on every route.
     pub max_body_bytes: usize,
+    /// Time a request's body may take to arrive, from the end of its head (then 408).
+    pub body_read_timeout: Duration,
     /// Where `image_url` parts may point (see [`media`]): by default data URLs only.
     pub media: MediaPolicy,
     /// Threads that validate requests (render, tokenize, decode media); 0 = one per core.
@@ -138,6 +143,7 @@ impl Default for ServerConfig {
             strict_model_name: false,
             api_keys: Vec::new(),
             max_body_bytes: 1 << 20,
+            body_read_timeout: Duration::from_secs(60),
             media: MediaPolicy::default(),
             request_workers: 0,
             cors_origins: Vec::new(),
@@ -201,6 +207,8 @@ pub fn app(engine: impl Backend, cfg: ServerConfig) -> std::io::Result<Router> {
         .merge(router_info::open_routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
+        .layer(middleware::from_fn_with_state(state.cfg.body_read_timeout, http_limits::body_deadline))
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
         .with_state(state))
@@ -298,7 +306,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut stream = req.into_body().into_data_stream();
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(http_limits::read_error)?;
         if body.len() + chunk.len() > limit {
             let mut drained = 0;
             let drain = async {
@@ -360,6 +368,7 @@ async fn model(State(s): State<AppState>, axum::extract::Path(id): axum::extract
 
 async fn score(State(s): State<AppState>, JsonBody(req): JsonBody<ScoreRequest>) -> Result<Json<ScoreResponse>, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
+    req.check_sizes()?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must hold at least one text"));
     }
@@ -396,5 +405,5 @@ async fn apply_template(
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(s.engine.queue_depth()))
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(s.engine.queue_depth(), &s.engine.queue_stats()))
 }

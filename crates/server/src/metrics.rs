@@ -2,15 +2,15 @@
 //!
 //! Everything is updated by the routes as requests start and finish (atomics and one small
 //! mutex-guarded map), so scraping never talks to the engine thread. Queue depth comes from
-//! the engine handle at scrape time; running sequences are the ones in flight (submitted,
-//! not finished) less those still queued.
+//! the engine handle at scrape time, as do queue times and shed counts ([`QueueStats`]);
+//! running sequences are the ones in flight (submitted, not finished) less those still queued.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ingot_engine::Usage;
+use ingot_engine::{QueueStats, Usage, QUEUE_BUCKETS};
 
 /// Upper bounds (seconds) of the time-to-first-token histogram.
 const TTFT_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -80,8 +80,9 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `queued` is the engine's queue depth.
-    pub fn render(&self, queued: usize) -> String {
+    /// The exposition text; `queued` is the engine's queue depth, `queue` its queue times
+    /// and refusals.
+    pub fn render(&self, queued: usize, queue: &QueueStats) -> String {
         let running = self.in_flight.load(Ordering::Relaxed).saturating_sub(queued);
         let mut out = String::new();
         let o = &mut out;
@@ -112,8 +113,23 @@ impl Metrics {
         let _ = writeln!(o, "ingot_time_to_first_token_seconds_bucket{{le=\"+Inf\"}} {}", load(&h.count));
         let _ = writeln!(o, "ingot_time_to_first_token_seconds_sum {}", load(&h.sum_micros) as f64 / 1e6);
         let _ = writeln!(o, "ingot_time_to_first_token_seconds_count {}", load(&h.count));
+        queue_lines(o, queue);
         out
     }
+}
+
+/// The queue-time histogram and the counts of requests refused before queueing.
+fn queue_lines(o: &mut String, q: &QueueStats) {
+    header(o, "ingot_queue_time_seconds", "histogram", "Seconds admitted requests waited for a batch slot.");
+    for (bound, n) in QUEUE_BUCKETS.iter().zip(q.buckets.iter().chain(std::iter::repeat(&0))) {
+        let _ = writeln!(o, "ingot_queue_time_seconds_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(o, "ingot_queue_time_seconds_bucket{{le=\"+Inf\"}} {}", q.count);
+    let _ = writeln!(o, "ingot_queue_time_seconds_sum {}", q.sum_seconds);
+    let _ = writeln!(o, "ingot_queue_time_seconds_count {}", q.count);
+    header(o, "ingot_requests_shed_total", "counter", "Requests refused before queueing: the queue full (429) or the expected wait over --max-queue-wait (503).");
+    let _ = writeln!(o, "ingot_requests_shed_total{{reason=\"queue_full\"}} {}", q.shed_full);
+    let _ = writeln!(o, "ingot_requests_shed_total{{reason=\"queue_wait\"}} {}", q.shed_wait);
 }
 
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::logprobs::{ChatLogprobs, CompletionLogprobs};
+use crate::request_limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +98,20 @@ pub struct ChatMessage {
     pub tool_calls: Option<Vec<ToolCallIn>>,
     pub tool_call_id: Option<String>,
     pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// The message's text in bytes (content, tool calls, names), for the size limits.
+    pub fn text_bytes(&self) -> usize {
+        let content = match &self.content {
+            None => 0,
+            Some(Content::Text(t)) => t.len(),
+            Some(Content::Parts(parts)) => parts.iter().map(|p| p.text.as_ref().map_or(0, String::len)).sum(),
+        };
+        let calls: usize = self.tool_calls.iter().flatten().map(|c| c.function.name.len() + c.function.arguments.len()).sum();
+        let name = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        content + calls + name(&self.name) + name(&self.tool_call_id)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,8 +213,7 @@ fn params_take(key: &str, value: &Value) -> bool {
     serde_json::from_value::<GenParams>(Value::Object(one)).is_ok_and(|p| p != GenParams::default())
 }
 
-/// Most tools a request may define.
-pub const MAX_TOOLS: usize = 128;
+pub use crate::request_limits::MAX_TOOLS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -219,6 +233,13 @@ pub struct ScoreRequest {
     /// Texts longer than this many tokens (default: the model's context) are cut, as LLaMA
     /// Factory cuts them.
     pub max_length: Option<usize>,
+}
+
+impl ScoreRequest {
+    /// The texts within the size limits (as many as messages, each as large as one).
+    pub fn check_sizes(&self) -> Result<(), ApiError> {
+        request_limits::check_messages("messages", self.messages.iter().map(String::len))
+    }
 }
 
 /// What a validated request asks of the response, besides the generation itself.
@@ -280,9 +301,9 @@ impl ChatCompletionRequest {
             return Err(ApiError::invalid("top_logprobs", format!("top_logprobs must be between 0 and {max}, got {n}")));
         }
         let (params, delivery) = self.delivery.validate(params)?;
-        if let Some(tools) = self.tools.as_ref().filter(|t| t.len() > MAX_TOOLS) {
-            return Err(ApiError::invalid("tools", format!("at most {MAX_TOOLS} tools, got {}", tools.len())));
-        }
+        request_limits::check_messages("messages", self.messages.iter().map(ChatMessage::text_bytes))?;
+        request_limits::check_tools(self.tools.as_deref())?;
+        request_limits::check_params(&params)?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must hold at least one message"));
         }
@@ -322,6 +343,13 @@ impl ChatCompletionRequest {
 impl CompletionRequest {
     pub fn validate(self) -> Result<ValidCompletion, ApiError> {
         check_extra(&self.extra)?;
+        let prompt_bytes = match &self.prompt {
+            Prompt::Text(t) => t.len(),
+            Prompt::Texts(v) => v.iter().map(String::len).sum(),
+            Prompt::Ids(_) => 0,
+        };
+        request_limits::check_text("prompt", prompt_bytes)?;
+        request_limits::check_params(&self.params)?;
         let (params, delivery) = self.delivery.validate(self.params)?;
         let prompt = match self.prompt {
             Prompt::Text(t) => EnginePrompt::Text(t),

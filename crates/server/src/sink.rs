@@ -57,8 +57,8 @@ mod tests {
         drop(rx);
         assert!(sink.is_closed());
         assert_eq!(sink.send(Event::Text("b".into())), Err(Closed));
-        assert!(metrics.render(0).contains("ingot_running_sequences 1"));
+        assert!(metrics.render(0, &ingot_engine::QueueStats::default()).contains("ingot_running_sequences 1"));
         drop(sink);
-        assert!(metrics.render(0).contains("ingot_running_sequences 0"));
+        assert!(metrics.render(0, &ingot_engine::QueueStats::default()).contains("ingot_running_sequences 0"));
     }
 }

@@ -265,10 +265,8 @@ async fn scores_and_templates_go_through_the_backend() {
 }
 
 async fn get(router: axum::Router, path: &str) -> (StatusCode, Value) {
-    let resp = router.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
-    (status, serde_json::from_slice(&bytes).expect("json"))
+    let (status, text) = get_text(router, path).await;
+    (status, serde_json::from_str(&text).expect("json"))
 }
 
 #[tokio::test]
@@ -482,4 +480,40 @@ async fn llama_cpp_native_routes() {
     assert_eq!((status, v["default_generation_settings"]["n_ctx"].clone()), (StatusCode::OK, json!(4096)));
     let (status, _) = get(router, "/slots").await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn every_route_taking_a_body_refuses_one_over_the_limit() {
+    let cfg = ServerConfig { model_name: "m".into(), max_body_bytes: 1024, request_workers: 1, ..ServerConfig::default() };
+    let (router, _) = server_with(Behaviour::Reply, cfg);
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(2048)}], "prompt": "x", "text": "x"}).to_string();
+    let routes = ["/v1/chat/completions", "/v1/completions", "/chat/completions", "/completions", "/tokenize", "/detokenize",
+                  "/v1/tokenize", "/v1/detokenize", "/v1/score/evaluation", "/apply-template"];
+    for route in routes {
+        let (status, text) = post(router.clone(), route, &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{route}: {text}");
+        assert!(error(&text)["message"].as_str().is_some_and(|m| m.contains("1024 bytes")), "{route}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_expected_wait_over_the_bound_is_a_503_with_retry_after() {
+    let busy = || EngineError::QueueWait { expected: std::time::Duration::from_millis(4200), limit: std::time::Duration::from_secs(1) };
+    let (router, _) = server(Behaviour::Fail(busy));
+    for stream in [false, true] {
+        let req = Request::post("/v1/chat/completions").header("content-type", "application/json")
+            .body(Body::from(chat(json!({"stream": stream})))).expect("request");
+        let resp = router.clone().oneshot(req).await.expect("response");
+        assert_eq!((resp.status(), resp.headers()["retry-after"].to_str().ok()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")));
+    }
+    let (_, metrics) = get_text(router, "/metrics").await;
+    assert!(metrics.contains("ingot_requests_total{route=\"/v1/chat/completions\",status=\"503\"} 2"), "{metrics}");
+    assert!(metrics.contains("ingot_queue_time_seconds_count 0") && metrics.contains("ingot_requests_shed_total{reason=\"queue_wait\"} 0"), "{metrics}");
+}
+
+async fn get_text(router: axum::Router, path: &str) -> (StatusCode, String) {
+    let resp = router.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
 }

@@ -171,6 +171,47 @@ fn dense_and_fallback_matmul_match_reference() {
     }
 }
 
+/// Odd shapes on every dispatch path: the dense kernels' four tile shapes (4 or 1 weight
+/// rows × 2 or 1 activation rows) with k below, at and past the 8-wide step for each 16/32-bit
+/// type, and packed formats with one row, one full 8-row group and a group plus one, at the
+/// smallest k, for 1..=9 activation rows.
+#[test]
+fn odd_shapes_match_on_every_backend() {
+    let shapes = [(1, 1, 1), (3, 7, 1), (5, 9, 3), (6, 15, 5), (4, 8, 2), (9, 33, 7), (1, 17, 2)];
+    for dtype in [GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16] {
+        for (si, &(n, k, m)) in shapes.iter().enumerate() {
+            let (bytes, w) = quantized(dtype, n, k, 200 + si as u64);
+            let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+            let x = values(m * k, 300 + si as u64);
+            for backend in available_backends() {
+                let mut y = vec![f32::NAN; m * n];
+                mat.matmul_with(backend, &x, m, &mut y);
+                check(&y, &x, &w, m, n, k, None, &format!("{dtype:?} {backend:?} n={n} k={k} m={m}"));
+            }
+        }
+    }
+    for (di, &dtype) in PACKED_DTYPES.iter().enumerate() {
+        let k = dtype.block_size();
+        for n in [1, 8, 9] {
+            let (bytes, w) = quantized(dtype, n, k, 400 + di as u64 + n as u64);
+            let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+            for m in 1..=9 {
+                let x = values(m * k, 500 + m as u64);
+                let mut want = vec![0f32; m * n];
+                mat.matmul_with(Backend::Scalar, &x, m, &mut want);
+                check(&want, &x, &w, m, n, k, Some(k), &format!("{dtype:?} scalar n={n} m={m}"));
+                for backend in available_backends() {
+                    let mut got = vec![f32::NAN; m * n];
+                    mat.matmul_with(backend, &x, m, &mut got);
+                    for (idx, (&g, &s)) in got.iter().zip(&want).enumerate() {
+                        assert!((g - s).abs() <= 1e-4 * (1.0 + s.abs()), "{dtype:?} {backend:?} n={n} m={m} [{idx}]: {g} vs scalar {s}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn quantize_f32_round_trips_through_the_kernels() {
     let (n, k, m) = (24, 512, 2);

@@ -57,6 +57,7 @@ use crate::event::{Cancel, Event, EventSink, FinishReason, TokenLogprob, TokenLo
 use crate::lora::{Acquired, Resident};
 use crate::media::Encoders;
 use crate::prefix_pool::PrefixPool;
+use crate::queue_wait::QueueClock;
 use crate::request::ValidRequest;
 use crate::EngineError;
 use self::encode::Encoding;
@@ -142,6 +143,8 @@ pub(crate) struct Capacity {
     pub reused_tokens: Arc<AtomicUsize>,
     /// Multiply-adds of one media encoder slice between two steps (0: a whole item at once).
     pub encode_slice_macs: u64,
+    /// Queue and service times (shared with the handles, which estimate waits from them).
+    pub clock: Arc<QueueClock>,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -268,6 +271,7 @@ impl<'m> Scheduler<'m> {
             let Some(admission) = self.pool.admit(job.request.adapter, &keys, prompt_len - 1, need) else { break };
             let job = self.waiting.pop_front().expect("front exists");
             self.cap.queued.fetch_sub(1, Ordering::Relaxed);
+            self.cap.clock.admitted(job.submitted);
             let (mut cache, cached) = admission.reused.unwrap_or_else(|| (SeqCache::new(self.model.config()), 0));
             cache.truncate(cached);
             cache.reserve_positions(prompt_len + job.request.max_new_tokens);
@@ -276,6 +280,7 @@ impl<'m> Scheduler<'m> {
             seq.adapter = adapter;
             self.enter(seq, active);
         }
+        self.cap.clock.set_head(self.waiting.front().map(|job| job.submitted), self.cap.queued.load(Ordering::Relaxed));
     }
 
     /// Adapter `id`, for a queued request, made resident if need be; reads
@@ -517,6 +522,7 @@ impl<'m> Scheduler<'m> {
             Err(e) => Event::Error(e),
         };
         let _ = job.sink.send(event);
+        self.cap.clock.served(started);
         self.pool.release(reserved);
         if cache.is_empty() || !self.cap.prefix_cache {
             return;

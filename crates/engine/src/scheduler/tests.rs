@@ -88,6 +88,7 @@ impl<'m> Harness<'m> {
             queued: queued.clone(),
             reused_tokens: Arc::default(),
             encode_slice_macs,
+            clock: Arc::new(QueueClock::new()),
         };
         let sched = Scheduler::new(&m.model, Encoders { vision: m.vision.as_ref().map(|v| &v.encoder), audio: None }, &m.tokenizer, None, cap);
         Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
