@@ -72,6 +72,16 @@ impl Audio {
         if bytes.is_empty() {
             return Err(corrupt("no bytes".into()));
         }
+        // symphonia panics on some malformed headers (a WAV `fmt ` chunk with a sample rate of
+        // 0, found by fuzzing): a decoder bug must not take a server's worker down, so a panic
+        // is a file it cannot read.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::decode_checked(bytes, source, limits)))
+            .unwrap_or_else(|_| Err(corrupt("the audio decoder cannot read this file".into())))
+    }
+
+    /// [`Audio::decode`] past its size checks.
+    fn decode_checked(bytes: &[u8], source: &str, limits: &MediaLimits) -> Result<Audio, MediaError> {
+        let corrupt = |detail: String| MediaError::Corrupt { origin: source.to_string(), format: "audio".into(), detail };
         let unsupported = |detected: String| MediaError::UnsupportedAudio { origin: source.to_string(), detected };
         let stream = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
         let probed = symphonia::default::get_probe()
@@ -206,6 +216,18 @@ pub(crate) mod tests {
             b.extend_from_slice(&s.to_le_bytes());
         }
         b
+    }
+
+    #[test]
+    fn a_wav_with_a_zero_sample_rate_is_an_error_not_a_panic() {
+        // The fuzzer's input: a PCM `fmt ` chunk of 2 channels at 0 Hz, then a little data.
+        let mut wav = b"RIFF\xa4\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00".to_vec();
+        wav.extend_from_slice(&[0, 0, 0, 0, 0x00, 0xfa, 0, 0, 4, 0, 16, 0]);
+        wav.extend_from_slice(b"data\x80\x00\x00\x00");
+        wav.extend((0..128u32).map(|i| (i * 37) as u8));
+        let err = Audio::decode(&wav, "zero.wav", &MediaLimits::default()).expect_err("a 0 Hz clip");
+        assert!(matches!(err, MediaError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("zero.wav"), "{err}");
     }
 
     #[test]
