@@ -74,8 +74,11 @@ use crate::tokenizer::Tokenizer;
 pub enum ResponseFormat {
     /// Free text: no constraint.
     Text,
-    /// Any JSON object.
-    JsonObject,
+    /// Any JSON object; with `schema` (llama.cpp's server's extension), JSON valid against it.
+    JsonObject {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Value>,
+    },
     /// JSON valid against a schema: `{"type": "json_schema", "json_schema": {"name", "schema",
     /// "strict"}}`.
     JsonSchema { json_schema: JsonSchemaFormat },
@@ -231,7 +234,14 @@ fn schema_of(format: &ResponseFormat) -> Result<Option<(&'static str, Value)>, C
     const SCHEMA: &str = "response_format.json_schema.schema";
     let (field, mut schema) = match format {
             ResponseFormat::Text => return Ok(None),
-            ResponseFormat::JsonObject => ("response_format", json!({"type": "object"})),
+            ResponseFormat::JsonObject { schema: None } => ("response_format", json!({"type": "object"})),
+            ResponseFormat::JsonObject { schema: Some(s @ (Value::Object(_) | Value::Bool(_))) } => ("response_format.schema", s.clone()),
+            ResponseFormat::JsonObject { schema: Some(other) } => {
+                return Err(ConstraintError::Invalid {
+                    field: "response_format.schema",
+                    message: format!("a JSON schema is an object or a boolean, not {other}"),
+                })
+            }
             ResponseFormat::JsonSchema { json_schema } => {
                 let name = &json_schema.name;
                 let name_ok = (1..=64).contains(&name.len())

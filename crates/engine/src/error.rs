@@ -43,6 +43,10 @@ pub enum EngineError {
     /// A new request would wait longer than the configured bound for a batch slot.
     #[error("the server is busy: a new request would wait about {:.1} s for a batch slot, over the limit of {} s (--max-queue-wait); retry later", expected.as_secs_f64(), limit.as_secs_f64())]
     QueueWait { expected: std::time::Duration, limit: std::time::Duration },
+    /// A queued request waited longer than the configured bound for a batch slot (the
+    /// estimate at submission was short: a burst, or no service time measured yet).
+    #[error("the server is busy: the request waited {:.1} s for a batch slot, over the limit of {} s (--max-queue-wait); retry later", waited.as_secs_f64(), limit.as_secs_f64())]
+    QueueExpired { waited: std::time::Duration, limit: std::time::Duration },
     #[error("this model is a reward model (it has a value head); use `ingot score`")]
     RewardModel,
     #[error("this model has no value head (value_head.safetensors), so it cannot score texts")]
@@ -92,6 +96,7 @@ impl EngineError {
             Self::Forward(_)
             | Self::Overloaded { .. }
             | Self::QueueWait { .. }
+            | Self::QueueExpired { .. }
             | Self::RewardModel
             | Self::NoValueHead
             | Self::NoTemplate

@@ -116,6 +116,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         reused_tokens,
         encode_slice_macs: cfg.encode_slice_macs,
         clock,
+        max_queue_wait: cfg.max_queue_wait,
     };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();

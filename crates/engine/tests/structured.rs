@@ -181,7 +181,7 @@ fn schemas_are_enforced_and_unconstrained_greedy_output_is_not_valid() {
     let constrained: Vec<Stream> =
         cases.iter().map(|(name, q, schema)| submit(request(q, Some(json_schema(name, schema.clone()))))).collect();
     let free: Vec<Stream> = cases.iter().map(|(_, q, _)| submit(request(q, None))).collect();
-    let object = submit(request("Describe a cat as a JSON object.", Some(ResponseFormat::JsonObject)));
+    let object = submit(request("Describe a cat as a JSON object.", Some(ResponseFormat::JsonObject { schema: None })));
 
     let mut free_invalid = 0;
     let mut free_texts = Vec::new();

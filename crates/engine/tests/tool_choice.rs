@@ -111,7 +111,7 @@ fn choices_that_cannot_be_honoured_fail_before_running() {
     // reply, the format is for a later text turn), and so is "auto" with both.
     for choice in [ToolChoice::Required, ToolChoice::Auto] {
         let mut both = request(Some(choice));
-        both.params.response_format = Some(ResponseFormat::JsonObject);
+        both.params.response_format = Some(ResponseFormat::JsonObject { schema: None });
         both.params.parallel_tool_calls = Some(false);
         engine().validate_chat(both).expect("tools with a response_format");
     }

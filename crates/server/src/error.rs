@@ -151,19 +151,20 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::Media { source: MediaError::TooManyBytes { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::Stopped | EngineError::QueueWait { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Stopped | EngineError::QueueWait { .. } | EngineError::QueueExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
             e if e.is_request_error() => StatusCode::BAD_REQUEST,
             EngineError::RewardModel | EngineError::NoValueHead | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = match &e {
             EngineError::Overloaded { .. } => Some("server_overloaded"),
-            EngineError::QueueWait { .. } => Some("server_busy"),
+            EngineError::QueueWait { .. } | EngineError::QueueExpired { .. } => Some("server_busy"),
             EngineError::Media { .. } => Some("invalid_media"),
             _ => None,
         };
         let retry_after = match &e {
             EngineError::QueueWait { expected, .. } => Some(ingot_engine::retry_after_secs(*expected)),
+            EngineError::QueueExpired { limit, .. } => Some(ingot_engine::retry_after_secs(*limit)),
             _ => None,
         };
         Self { param: e.field().map(param), code, retry_after, ..Self::new(status, e.to_string()) }

@@ -84,7 +84,7 @@ fn is_person(v: &Value) -> bool {
 fn random_walks_through_the_mask_end_in_valid_json() {
     let compiler = compiler();
     let person = compiler.compile(&schema(serde_json::from_str(PERSON).expect("schema"))).expect("compiles").expect("constraint");
-    let object = compiler.compile(&ResponseFormat::JsonObject).expect("compiles").expect("constraint");
+    let object = compiler.compile(&ResponseFormat::JsonObject { schema: None }).expect("compiles").expect("constraint");
     let mut rng = StdRng::seed_from_u64(7);
     for _ in 0..12 {
         let text = walk(&mut person.clone(), &mut rng);
@@ -97,6 +97,11 @@ fn random_walks_through_the_mask_end_in_valid_json() {
         serde_json::from_str::<serde::de::IgnoredAny>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert!(text.starts_with('{'), "{text}");
     }
+    // llama.cpp's `json_object` with a `schema` follows the schema.
+    let with_schema = ResponseFormat::JsonObject { schema: Some(json!({"type": "integer"})) };
+    let mut integer = compiler.compile(&with_schema).expect("compiles").expect("constraint");
+    let text = walk(&mut integer, &mut rng);
+    assert!(!text.is_empty() && text.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()), "{text}");
 }
 
 #[test]
@@ -146,7 +151,9 @@ fn text_format_has_no_constraint_and_bad_formats_name_the_field() {
 #[test]
 fn openai_shapes_deserialize() {
     let f: ResponseFormat = serde_json::from_value(json!({"type": "json_object"})).expect("json_object");
-    assert_eq!(f, ResponseFormat::JsonObject);
+    assert_eq!(f, ResponseFormat::JsonObject { schema: None });
+    let f: ResponseFormat = serde_json::from_value(json!({"type": "json_object", "schema": {"type": "integer"}})).expect("llama.cpp's");
+    assert_eq!(f, ResponseFormat::JsonObject { schema: Some(json!({"type": "integer"})) });
     let f: ResponseFormat = serde_json::from_value(json!({"type": "text"})).expect("text");
     assert_eq!(f, ResponseFormat::Text);
     let f: ResponseFormat = serde_json::from_value(

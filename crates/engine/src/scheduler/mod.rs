@@ -57,7 +57,7 @@ use crate::event::{Cancel, Event, EventSink, FinishReason, TokenLogprob, TokenLo
 use crate::lora::{Acquired, Resident};
 use crate::media::Encoders;
 use crate::prefix_pool::PrefixPool;
-use crate::queue_wait::QueueClock;
+use crate::queue_wait::{QueueClock, Shed};
 use crate::request::ValidRequest;
 use crate::EngineError;
 use self::encode::Encoding;
@@ -145,6 +145,9 @@ pub(crate) struct Capacity {
     pub encode_slice_macs: u64,
     /// Queue and service times (shared with the handles, which estimate waits from them).
     pub clock: Arc<QueueClock>,
+    /// Queued requests that wait longer than this for a slot end with
+    /// [`EngineError::QueueExpired`] (`None`: they wait however long it takes).
+    pub max_queue_wait: Option<std::time::Duration>,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -280,7 +283,26 @@ impl<'m> Scheduler<'m> {
             seq.adapter = adapter;
             self.enter(seq, active);
         }
+        self.expire_waiting();
         self.cap.clock.set_head(self.waiting.front().map(|job| job.submitted), self.cap.queued.load(Ordering::Relaxed));
+    }
+
+    /// Ends the queued requests that have waited past `max_queue_wait` with a "retry later":
+    /// the handle's estimate at submission can be short (a burst, or no service time measured
+    /// yet), and a client is better told at once than left to time out.
+    fn expire_waiting(&mut self) {
+        let Some(limit) = self.cap.max_queue_wait else { return };
+        let (queued, clock) = (&self.cap.queued, &self.cap.clock);
+        self.waiting.retain_mut(|job| {
+            let waited = job.submitted.elapsed();
+            if waited <= limit {
+                return true;
+            }
+            queued.fetch_sub(1, Ordering::Relaxed);
+            clock.shed(Shed::QueueWait);
+            let _ = job.sink.send(Event::Error(EngineError::QueueExpired { waited, limit }));
+            false
+        });
     }
 
     /// Adapter `id`, for a queued request, made resident if need be; reads

@@ -89,6 +89,7 @@ impl<'m> Harness<'m> {
             reused_tokens: Arc::default(),
             encode_slice_macs,
             clock: Arc::new(QueueClock::new()),
+            max_queue_wait: None,
         };
         let sched = Scheduler::new(&m.model, Encoders { vision: m.vision.as_ref().map(|v| &v.encoder), audio: None }, &m.tokenizer, None, cap);
         Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
@@ -304,4 +305,21 @@ fn cancelling_a_request_mid_encoding_frees_it() {
     h.queue(1, image_request(&m, 2));
     h.run();
     assert_eq!(h.rec.results(2)[1].1.as_ref().map(|u| u.completion_tokens), Some(2));
+}
+
+#[test]
+fn a_request_queued_past_the_wait_bound_is_told_to_retry() {
+    let m = tiny();
+    let mut h = Harness::new(&m, 1, 64 << 20);
+    // Any wait is over a bound of 1 ns: the request that gets the only slot runs, the one
+    // still queued behind it after admission is ended at once.
+    h.sched.cap.max_queue_wait = Some(std::time::Duration::from_nanos(1));
+    h.queue(0, ValidRequest::greedy(prompt(6, 1), 4));
+    h.queue(1, ValidRequest::greedy(prompt(6, 2), 4));
+    h.run();
+    let events = h.rec.events.lock().expect("lock");
+    let expired = events.iter().filter(|(tag, e)| *tag == 1 && matches!(e, Event::Error(EngineError::QueueExpired { .. }))).count();
+    assert_eq!(expired, 1, "{:?}", events.iter().map(|(t, e)| (t, format!("{e:?}"))).collect::<Vec<_>>());
+    assert!(events.iter().any(|(tag, e)| *tag == 0 && matches!(e, Event::Done(_))));
+    assert_eq!(h.queued.load(Ordering::Relaxed), 0);
 }
