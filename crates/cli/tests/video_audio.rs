@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{chat_with, ingot};
 use ingot_core::tokenizer::Tokenizer;
@@ -26,12 +26,12 @@ fn case(reference: PathBuf, i: usize) -> Value {
     v["cases"][i].clone()
 }
 
-fn text_of(model: &PathBuf, ids: &Value) -> String {
+fn text_of(model: &Path, ids: &Value) -> String {
     Tokenizer::from_hf_dir(model).expect("tokenizer").decode(&json_ids(ids), true).expect("decode")
 }
 
 /// `ingot chat` greedy for 10 tokens: success, stdout, stderr.
-fn chat(model: &PathBuf, args: &[&str], input: &str) -> (bool, String, String) {
+fn chat(model: &Path, args: &[&str], input: &str) -> (bool, String, String) {
     let args: Vec<&str> = ["--temperature", "0", "--max-new-tokens", "10", "--threads", "2"].into_iter().chain(args.iter().copied()).collect();
     let out = chat_with(model, &args, input);
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -86,7 +86,7 @@ fn chat_takes_a_video_directory_and_an_audio_clip() {
 }
 
 /// Runs `ingot infer` over `rows` on `model`: the predictions and the errors file.
-fn infer(model: &PathBuf, name: &str, rows: &[Value]) -> (Vec<Value>, String) {
+fn infer(model: &Path, name: &str, rows: &[Value]) -> (Vec<Value>, String) {
     let dir = scratch_dir(name);
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");

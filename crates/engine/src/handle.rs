@@ -142,13 +142,16 @@ pub struct Response {
     pub usage: Usage,
 }
 
+/// A model's encoders (vision, audio) and what lays out its media prompts.
+pub(crate) type MediaSide = (Option<VisionModel>, Option<AudioEncoder>, Option<MediaSupport>);
+
 /// The encoders of a loaded model and the request-side support for its media, with the
 /// configured preprocessing bounds applied.
 pub(crate) fn media_support(
     vision: Option<Vision>,
     audio: Option<AudioSupport>,
     cfg: &EngineConfig,
-) -> Result<(Option<VisionModel>, Option<AudioEncoder>, Option<MediaSupport>), EngineError> {
+) -> Result<MediaSide, EngineError> {
     let media_err = |field: &str| {
         let field = field.to_string();
         move |source| EngineError::Media { field, source }
