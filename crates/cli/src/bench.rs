@@ -10,22 +10,28 @@
 //! concurrent streams are spread round-robin over them (stream `i` runs with adapter
 //! `i mod adapters`), so the figure compares with the same run without `--lora`. With
 //! `--media-model` as well, the longest gap between two tokens of running streams while a large
-//! image is encoded ([`gap`]).
+//! image is encoded ([`gap`]). `--prompt-file` benches a real prompt instead of the filler.
+//!
+//! Time to first token is split into its parts: rendering the chat template and tokenizing
+//! (measured here, before the engine sees ids), the prompt's forward pass, and the rest (queue,
+//! the first sampling step, delivering the event). The llama.cpp figure starts from token ids,
+//! so the ratio compares the engine part of ours with it.
 
 mod gap;
+mod llama_cpp;
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ingot_core::kernels::Backend;
 use ingot_core::template::Message;
 use ingot_engine::{EngineConfig, EngineHandle, Event, GenParams, Prompt, PromptRequest, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::model_args::ModelArgs;
 
-const LLAMA_CPP_SCRIPT: &str = include_str!("../../../scripts/bench_llama_cpp.py");
 const PREFILL_TOKENS: usize = 512;
 const DECODE_TOKENS: usize = 128;
 
@@ -43,6 +49,10 @@ pub struct BenchArgs {
     /// ./.bench-venv/bin/python from scripts/install-llama-cpp.sh, else python3).
     #[arg(long)]
     pub llama_cpp_python: Option<PathBuf>,
+    /// Bench this prompt (a text file) instead of the built-in filler: its tokens are the
+    /// prefill prompt (all of them, not 512) and its text the TTFT chat message.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
     /// Runs per measurement; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -96,18 +106,72 @@ struct Ratio {
     concurrent_decode: Option<f64>,
 }
 
+/// The kernel path this run took and the CPU it ran on (figures differ a lot between an
+/// AVX-512 VNNI Xeon and an AVX2-only EPYC, so a figure without them means little).
+#[derive(Serialize)]
+struct Kernels {
+    /// `scalar`, `avx2` or `avx512-vnni` (see `INGOT_KERNELS`).
+    path: &'static str,
+    cpu: String,
+    /// The x86 features the kernels test for, as this CPU reports them.
+    features: Vec<&'static str>,
+}
+
+impl Kernels {
+    fn detect() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        Self { path: Backend::detected().name(), cpu, features: cpu_features() }
+    }
+}
+
+fn cpu_features() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let all = [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("f16c", is_x86_feature_detected!("f16c")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512bw", is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", is_x86_feature_detected!("avx512vl")),
+            ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+        ];
+        all.into_iter().filter(|&(_, on)| on).map(|(name, _)| name).collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Where the time to first token goes (the best TTFT run's parts).
+#[derive(Serialize)]
+struct TtftParts {
+    /// Rendering the chat template and tokenizing the ~200-token conversation.
+    prep_s: f64,
+    /// The prompt's forward pass.
+    prefill_s: f64,
+    /// Queue, first sampling step and event delivery: engine TTFT minus the forward pass.
+    rest_s: f64,
+}
+
 #[derive(Serialize)]
 struct Report {
     model: String,
     threads: usize,
+    kernels: Kernels,
     #[serde(flatten)]
     ingot: Figures,
+    ttft_parts: TtftParts,
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrent: Option<Concurrent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     media_gap: Option<gap::Gap>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    llama_cpp: Option<LlamaCpp>,
+    llama_cpp: Option<llama_cpp::LlamaCpp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<Ratio>,
 }
@@ -153,23 +217,60 @@ struct Prompts {
     prefill: Vec<u32>,
     decode: Vec<u32>,
     ttft: Vec<u32>,
+    /// Best time to render and tokenize the TTFT conversation.
+    ttft_prep_s: f64,
 }
 
-fn prompts(engine: &EngineHandle) -> anyhow::Result<Prompts> {
-    let mut prefill = engine.tokenizer().encode_prompt(&filler(600))?;
-    anyhow::ensure!(prefill.len() >= PREFILL_TOKENS, "the benchmark text is too short for this tokenizer");
-    prefill.truncate(PREFILL_TOKENS);
-    let decode = engine.tokenizer().encode_prompt(&filler(12))?;
-    // A chat prompt when the model has a template; plain text otherwise.
-    let user = Message { role: "user".into(), content: format!("Summarise this story: {}", filler(160)) };
-    let ttft_text = match engine.template() {
-        Some(t) => t.render(&[user], None, true)?,
-        None => user.content,
+impl Prompts {
+    /// Context a run needs (for llama.cpp's `n_ctx`): at least 2048, as before prompt files.
+    fn context(&self) -> usize {
+        let longest = self.prefill.len().max(self.ttft.len()).max(self.decode.len() + DECODE_TOKENS);
+        longest.next_multiple_of(256).max(2048)
+    }
+}
+
+/// The three prompts; `file`'s text replaces the filler of the prefill and TTFT prompts.
+fn prompts(engine: &EngineHandle, file: Option<&std::path::Path>, repeats: usize) -> anyhow::Result<Prompts> {
+    let text = file
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading --prompt-file {}", f.display())))
+        .transpose()?;
+    if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        bail!("--prompt-file is empty");
+    }
+    let prefill = match &text {
+        Some(t) => engine.tokenizer().encode_prompt(t)?,
+        None => {
+            let mut ids = engine.tokenizer().encode_prompt(&filler(600))?;
+            anyhow::ensure!(ids.len() >= PREFILL_TOKENS, "the benchmark text is too short for this tokenizer");
+            ids.truncate(PREFILL_TOKENS);
+            ids
+        }
     };
-    Ok(Prompts { prefill, decode, ttft: engine.tokenizer().encode_prompt(&ttft_text)? })
+    let decode = engine.tokenizer().encode_prompt(&filler(12))?;
+    let content = text.unwrap_or_else(|| format!("Summarise this story: {}", filler(160)));
+    // A chat prompt when the model has a template; plain text otherwise. Timed: it is part of
+    // every chat request's time to first token.
+    let (mut ttft, mut ttft_prep_s) = (Vec::new(), f64::INFINITY);
+    for _ in 0..repeats.max(1) {
+        let started = Instant::now();
+        let user = Message { role: "user".into(), content: content.clone() };
+        let rendered = match engine.template() {
+            Some(t) => t.render(&[user], None, true)?,
+            None => user.content,
+        };
+        ttft = engine.tokenizer().encode_prompt(&rendered)?;
+        ttft_prep_s = ttft_prep_s.min(started.elapsed().as_secs_f64());
+    }
+    let max = engine.context_length();
+    for (what, ids) in [("prefill", &prefill), ("TTFT", &ttft)] {
+        if ids.len() + 1 > max {
+            bail!("the {what} prompt has {} tokens; the model's context is {max}", ids.len());
+        }
+    }
+    Ok(Prompts { prefill, decode, ttft, ttft_prep_s })
 }
 
-fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result<Figures> {
+fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result<(Figures, TtftParts)> {
     run_request(engine, &p.decode, 4, None).context("warm-up")?;
     let best = |f: &dyn Fn() -> anyhow::Result<f64>| -> anyhow::Result<f64> {
         let mut best = f64::INFINITY;
@@ -181,13 +282,26 @@ fn measure(engine: &EngineHandle, p: &Prompts, repeats: usize) -> anyhow::Result
     let prefill_s = best(&|| Ok(run_request(engine, &p.prefill, 1, None)?.prefill_seconds))?;
     // Decode time runs from the first token to the last: DECODE_TOKENS - 1 forward passes.
     let decode_s = best(&|| Ok(run_request(engine, &p.decode, DECODE_TOKENS, None)?.decode_seconds))?;
-    let ttft_s = best(&|| Ok(run_request(engine, &p.ttft, 1, None)?.time_to_first_token))?;
-    Ok(Figures {
+    let mut ttft: Option<Usage> = None;
+    for _ in 0..repeats.max(1) {
+        let u = run_request(engine, &p.ttft, 1, None)?;
+        if ttft.as_ref().is_none_or(|b| u.time_to_first_token < b.time_to_first_token) {
+            ttft = Some(u);
+        }
+    }
+    let ttft = ttft.context("no TTFT run")?;
+    let figures = Figures {
         prefill_tok_s: p.prefill.len() as f64 / prefill_s,
         decode_tok_s: (DECODE_TOKENS - 1) as f64 / decode_s,
-        ttft_s,
+        ttft_s: ttft.time_to_first_token,
         peak_rss_mb: peak_rss_mb(),
-    })
+    };
+    let parts = TtftParts {
+        prep_s: p.ttft_prep_s,
+        prefill_s: ttft.prefill_seconds,
+        rest_s: (ttft.time_to_first_token - ttft.prefill_seconds).max(0.0),
+    };
+    Ok((figures, parts))
 }
 
 fn measure_concurrent(engine: &EngineHandle, p: &Prompts, streams: usize) -> anyhow::Result<Concurrent> {
@@ -210,64 +324,6 @@ fn measure_concurrent(engine: &EngineHandle, p: &Prompts, streams: usize) -> any
     Ok(Concurrent { streams, adapters, aggregate_decode_tok_s: tokens as f64 / wall, ttft_p50_s: pct(0.5), ttft_p99_s: pct(0.99) })
 }
 
-fn llama_cpp_python(args: &BenchArgs) -> PathBuf {
-    if let Some(p) = &args.llama_cpp_python {
-        return p.clone();
-    }
-    if let Some(p) = std::env::var_os("INGOT_LLAMA_CPP_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(".bench-venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
-
-/// What the llama.cpp script reports: the single-stream figures, and the batched figure when
-/// asked for one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LlamaCpp {
-    #[serde(flatten)]
-    figures: Figures,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    concurrent: Option<LlamaCppConcurrent>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LlamaCppConcurrent {
-    streams: usize,
-    aggregate_decode_tok_s: f64,
-}
-
-fn run_llama_cpp(args: &BenchArgs, model: &std::path::Path, threads: usize, p: &Prompts) -> anyhow::Result<LlamaCpp> {
-    let dir = std::env::temp_dir().join(format!("ingot-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let script = dir.join("bench_llama_cpp.py");
-    let request = dir.join("request.json");
-    std::fs::write(&script, LLAMA_CPP_SCRIPT)?;
-    let body = serde_json::json!({
-        "model": model, "threads": threads, "n_ctx": 2048,
-        "prefill_ids": p.prefill, "decode_prompt_ids": p.decode, "decode_tokens": DECODE_TOKENS,
-        "ttft_ids": p.ttft, "repeats": args.repeats.max(1), "concurrency": args.concurrency.unwrap_or(0),
-    });
-    std::fs::write(&request, serde_json::to_vec(&body)?)?;
-    let python = llama_cpp_python(args);
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&request)
-        .output()
-        .with_context(|| format!("running {} (hint: scripts/install-llama-cpp.sh)", python.display()))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if !out.status.success() {
-        bail!(
-            "llama.cpp benchmark failed: {} (hint: scripts/install-llama-cpp.sh installs llama-cpp-python)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("reading the llama.cpp benchmark's output")
-}
-
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let path = args.model.model_path()?;
     let threads = if args.model.threads == 0 {
@@ -278,8 +334,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let model = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() };
     // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
     let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
-    let p = prompts(&engine)?;
-    let ingot = measure(&engine, &p, args.repeats)?;
+    let p = prompts(&engine, args.prompt_file.as_deref(), args.repeats)?;
+    let (ingot, ttft_parts) = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);
     let media_gap = match (&args.media_model, args.concurrency) {
@@ -293,7 +349,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
-    let llama_cpp = if args.compare_llama_cpp { Some(run_llama_cpp(&args, &path, threads, &p)?) } else { None };
+    let llama_cpp = if args.compare_llama_cpp { Some(llama_cpp::run(&args, &path, threads, &p)?) } else { None };
     let ratio = llama_cpp.as_ref().map(|l| Ratio {
         prefill: ingot.prefill_tok_s / l.figures.prefill_tok_s,
         decode: ingot.decode_tok_s / l.figures.decode_tok_s,
@@ -302,17 +358,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .zip(l.concurrent.as_ref())
             .map(|(ours, theirs)| ours.aggregate_decode_tok_s / theirs.aggregate_decode_tok_s),
     });
-    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, media_gap, llama_cpp, ratio };
+    let kernels = Kernels::detect();
+    let report =
+        Report { model: path.display().to_string(), threads, kernels, ingot, ttft_parts, concurrent, media_gap, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!("model: {}  threads: {threads}", report.model);
+    let k = &report.kernels;
+    println!("kernels: {} (cpu: {}; features: {})", k.path, k.cpu, k.features.join(" "));
     println!("{:<10} {:>12} {:>12} {:>10} {:>12}", "", "prefill t/s", "decode t/s", "ttft s", "peak RSS MB");
     let row = |name: &str, f: &Figures| {
         println!("{name:<10} {:>12.1} {:>12.1} {:>10.3} {:>12.0}", f.prefill_tok_s, f.decode_tok_s, f.ttft_s, f.peak_rss_mb)
     };
     row("ingot", &report.ingot);
+    let t = &report.ttft_parts;
+    println!(
+        "ingot TTFT parts: template+tokenize {:.4} s, prefill {:.3} s, queue+first sample {:.4} s ({} prompt tokens)",
+        t.prep_s,
+        t.prefill_s,
+        t.rest_s,
+        p.ttft.len()
+    );
     if let Some(c) = &report.concurrent {
         println!(
             "ingot x{:<3}  aggregate decode {:.1} tok/s, TTFT p50 {:.3} s, p99 {:.3} s{}",

@@ -47,6 +47,12 @@ fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
+    // A kernel path forced through INGOT_KERNELS that is misspelt or beyond this CPU is an
+    // error here rather than a silent fallback deep in the first matmul.
+    if let Err(e) = ingot_core::kernels::Backend::requested() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Chat(mut args) => args.apply_config(sub).and_then(|()| chat::run(args)),
         Command::Api(mut args) => args.apply_config(sub).and_then(|()| api::run(args)),

@@ -56,6 +56,10 @@ pub enum KernelError {
     BadSize { dtype: GgmlDType, n: usize, k: usize, expected: usize, got: usize },
     #[error("k = {k} is not a multiple of the {dtype:?} block size {block}")]
     BadK { dtype: GgmlDType, k: usize, block: usize },
+    #[error("INGOT_KERNELS={name} names no kernel path (scalar, avx2, avx512-vnni)")]
+    UnknownBackend { name: String },
+    #[error("INGOT_KERNELS={name}: this CPU cannot run that kernel path")]
+    BackendUnavailable { name: &'static str },
 }
 
 /// Bytes a `n x k` matrix takes in `dtype`'s block layout.
@@ -99,11 +103,44 @@ impl Backend {
         }
     }
 
-    /// The fastest available backend (detected once per process).
+    /// Every backend, fastest first.
+    pub const ALL: [Backend; 3] = [Backend::Avx512Vnni, Backend::Avx2, Backend::Scalar];
+
+    /// The name `INGOT_KERNELS` takes and `bench` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// The backend the `INGOT_KERNELS` environment variable asks for (`None` when unset or
+    /// empty): a way to run, say, the AVX2 path on an AVX-512 machine to see what an AVX2-only
+    /// CPU gets. An unknown name or a path this CPU cannot run is an error.
+    pub fn requested() -> Result<Option<Backend>, KernelError> {
+        let Some(name) = std::env::var_os("INGOT_KERNELS").filter(|v| !v.is_empty()) else { return Ok(None) };
+        let name = name.to_string_lossy().to_ascii_lowercase();
+        let backend = Self::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| KernelError::UnknownBackend { name: name.clone() })?;
+        if !backend.is_available() {
+            return Err(KernelError::BackendUnavailable { name: backend.name() });
+        }
+        Ok(Some(backend))
+    }
+
+    /// The backend every matmul uses: `INGOT_KERNELS`' when it names one this CPU runs, else
+    /// the fastest available (decided once per process; front ends check
+    /// [`requested`](Self::requested) at start so a bad value is reported, not ignored).
     pub fn detected() -> Backend {
         static BEST: OnceLock<Backend> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Backend::Avx512Vnni, Backend::Avx2].into_iter().find(|b| b.is_available()).unwrap_or(Backend::Scalar)
+            Self::requested()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Self::ALL.into_iter().find(|b| b.is_available()).unwrap_or(Backend::Scalar))
         })
     }
 }
