@@ -221,7 +221,6 @@ fn chat_and_infer_take_video_files() {
 
 #[test]
 fn api_serves_video_files_to_the_openai_client() {
-    let python = common::test_tool(".test-venv/bin/python");
     let c = case(vlm_dir().join("video/reference.json"), 0);
     let dir = video_files("video-files-api");
     let expected = dir.join("expected.json");
@@ -237,8 +236,14 @@ fn api_serves_video_files_to_the_openai_client() {
     });
     std::fs::write(&expected, spec.to_string()).expect("write");
     let server = common::Server::start_model(&vlm_dir(), &["--threads", "2", "--model-name", "tiny-vl"], &[]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/video_client.py");
-    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg("tiny-vl").arg(&expected).output().expect("python");
+    run_client("video_client.py", &server, "tiny-vl", &expected);
+}
+
+/// Runs `tests/api/SCRIPT BASE_URL MODEL EXPECTED` with the test venv's Python: every check passes.
+fn run_client(script: &str, server: &common::Server, model: &str, expected: &Path) {
+    let python = common::test_tool(".test-venv/bin/python");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
+    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg(model).arg(expected).output().expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
@@ -266,7 +271,6 @@ fn silent_wav(seconds: u32) -> Vec<u8> {
 
 #[test]
 fn api_serves_audio_to_the_openai_client() {
-    let python = common::test_tool(".test-venv/bin/python");
     let c = case(audio_dir().join("reference.json"), 0);
     let dir = scratch_dir("audio-api");
     let media = dir.join("media");
@@ -288,11 +292,7 @@ fn api_serves_audio_to_the_openai_client() {
         &["--media-dir", media.to_str().expect("path"), "--threads", "2", "--model-name", "tiny-audio", "--max-audio-seconds", "2"],
         &[],
     );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/audio_client.py");
-    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg("tiny-audio").arg(&expected).output().expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_client("audio_client.py", &server, "tiny-audio", &expected);
 }
 
 #[test]

@@ -12,6 +12,7 @@ import json
 import sys
 
 import openai
+import checks
 from checks import check, report
 
 BASE, MODEL, EXPECTED = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -36,15 +37,7 @@ def ask(part, max_tokens=None):
 
 
 def refused(part, *words):
-    try:
-        ask(part, max_tokens=2)
-    except openai.APIStatusError as e:
-        assert e.status_code == 400, (e.status_code, e.message)
-        shown = e.message + " " + json.dumps(e.body)
-        for w in words:
-            assert w in shown, (w, shown)
-        return
-    raise AssertionError("accepted")
+    checks.refused(lambda: ask(part, max_tokens=2), 400, *words)
 
 
 @check
