@@ -347,7 +347,12 @@ impl TempFile {
         // The clock part keeps a name left behind by an earlier process of the same id unused.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!("ingot-video-{}-{n}-{nanos}", std::process::id()));
-        let mut handle = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Other local users have no business reading a request's video.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut handle = options.open(&path)?;
         let file = TempFile(path);
         std::io::Write::write_all(&mut handle, bytes)?;
         Ok(file)
