@@ -234,8 +234,14 @@ fn api_serves_video_files_to_the_openai_client() {
         "prompt_tokens": c["input_ids"].as_array().expect("ids").len(),
         "max_tokens": 10,
     });
-    std::fs::write(&expected, spec.to_string()).expect("write");
     let server = common::Server::start_model(&vlm_dir(), &["--threads", "2", "--model-name", "tiny-vl"], &[]);
+    let slow = common::Server::start_model(&vlm_dir(), &["--threads", "2", "--model-name", "tiny-vl", "--video-fps", "1"], &[]);
+    // At 1 frame per second the 4 s clip keeps floor(4 · 1) = 4 of its 8 frames: grid 2x4x4, so
+    // 8 video tokens instead of 16.
+    let mut spec = spec;
+    spec["base_1fps"] = json!(slow.base);
+    spec["prompt_tokens_1fps"] = json!(c["input_ids"].as_array().expect("ids").len() - 8);
+    std::fs::write(&expected, spec.to_string()).expect("write");
     run_client("video_client.py", &server, "tiny-vl", &expected);
 }
 

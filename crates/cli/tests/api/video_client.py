@@ -2,7 +2,8 @@
 tests/video_audio.rs): `video_url` data URLs holding an MP4 (H.264) and a WebM (VP9) made from
 the fixture frames give transformers' greedy text; a truncated MP4, bytes that are not a video,
 an unsupported codec and a video with no frames are refused with a 400 naming the part and the
-problem; the server keeps serving.
+problem; the server keeps serving. A second server started with `--video-fps 1` keeps half the
+frames of the 4 s clip.
 
 Usage: python video_client.py BASE_URL MODEL EXPECTED.json
 """
@@ -51,6 +52,14 @@ def an_mp4_data_url_gives_the_reference_greedy_text():
 def a_webm_data_url_gives_the_same_text():
     r = ask(video_url(read("webm"), "video/webm"))
     assert r.choices[0].message.content == expected["text"], (r.choices[0].message.content, expected["text"])
+
+
+@check
+def the_servers_video_fps_picks_the_frames():
+    slow = openai.OpenAI(base_url=expected["base_1fps"] + "/v1", api_key="none", max_retries=0, timeout=300)
+    messages = [{"role": "user", "content": [video_url(read("mp4")), {"type": "text", "text": "Describe this video."}]}]
+    r = slow.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=1)
+    assert r.usage.prompt_tokens == expected["prompt_tokens_1fps"], r.usage
 
 
 @check
