@@ -7,6 +7,8 @@
 #   .router-venv/  sglang-router (SGLang's Rust router, a wheel with its binary), which the
 #                  replica tests put in front of two `ingot api` processes
 #   /usr/bin/chromium  Debian's package (apt-get; needs root, as on CI)
+#   ffmpeg, ffprobe    Debian's `ffmpeg` package: ingot decodes video files with them, and the
+#                      video tests make their MP4/WebM files with them
 # Idempotent: each part is skipped when already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +40,13 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-tools: ffmpeg is missing; run as root or: sudo apt-get install -y ffmpeg" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
 fi

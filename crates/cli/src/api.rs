@@ -104,8 +104,9 @@ impl ApiArgs {
         ensure!(self.max_media_mb >= 1, "--max-media-mb must be at least 1");
         let max_bytes = self.max_media_mb.checked_mul(1 << 20).context("--max-media-mb is too large")?;
         let media_dir = self.media_dir.as_deref().map(media_dir).transpose()?;
-        let max_audio_seconds = self.chat.model.media_reading()?.limits.max_audio_seconds;
-        Ok(MediaPolicy { media_dir, allow_remote: self.allow_remote_media, max_bytes, max_audio_seconds, ..MediaPolicy::default() })
+        let reading = self.chat.model.media_reading()?;
+        let (max_audio_seconds, video_sampling) = (reading.limits.max_audio_seconds, reading.sampling);
+        Ok(MediaPolicy { media_dir, allow_remote: self.allow_remote_media, max_bytes, max_audio_seconds, video_sampling, ..MediaPolicy::default() })
     }
 }
 

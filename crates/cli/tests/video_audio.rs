@@ -1,8 +1,13 @@
 //! Videos and audio through the real binary, on the tiny Qwen2-VL and Qwen2-Audio fixtures
 //! (random weights: only exact agreement with transformers' greedy tokens says the pipeline is
-//! right): `ingot chat --video DIR` / `/video`, `ingot chat --audio` / `/audio`, and `ingot
-//! infer` over rows with `videos` (a list of frame paths) and `audios` columns, where media a
-//! model cannot take is an error row naming its column.
+//! right): `ingot chat --video DIR|FILE` / `/video`, `ingot chat --audio` / `/audio`, `ingot
+//! infer` over rows with `videos` (a list of frame paths, or a video file) and `audios`
+//! columns, where media a model cannot take is an error row naming its column, and the API with
+//! the official openai client (`input_audio`, `audio_url`, `video_url`).
+//!
+//! Video files are made here by the system's ffmpeg (which ingot decodes them with) from the
+//! fixture frames, losslessly (H.264 in RGB, VP9 lossless), so that their decoded frames are the
+//! PNGs' pixels and the reference greedy tokens hold.
 
 mod common;
 
@@ -86,12 +91,11 @@ fn chat_takes_a_video_directory_and_an_audio_clip() {
 }
 
 /// Runs `ingot infer` over `rows` on `model`: the predictions and the errors file.
-fn infer(model: &Path, name: &str, rows: &[Value]) -> (Vec<Value>, String) {
+fn infer(model: &Path, name: &str, media: &Path, rows: &[Value]) -> (Vec<Value>, String) {
     let dir = scratch_dir(name);
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");
     let output = dir.join("out.jsonl");
-    let media = fixtures_dir();
     let paths = [model.as_os_str(), data.as_os_str(), media.as_os_str(), output.as_os_str()];
     let flags = ["--model", "--dataset", "--media-dir", "--output"];
     let mut cmd = ingot();
@@ -116,7 +120,7 @@ fn infer_reads_videos_and_audios_columns() {
         json!({"messages": [{"role": "user", "content": "<video>Describe this video."}], "videos": [frames]}),
         json!({"messages": [{"role": "user", "content": "<audio>What do you hear?"}], "audios": ["audio/tone_chirp_16k.wav"]}),
     ];
-    let (preds, errors) = infer(&vlm_dir(), "infer-video", &rows);
+    let (preds, errors) = infer(&vlm_dir(), "infer-video", &fixtures_dir(), &rows);
     assert_eq!(preds.len(), 1, "{preds:?}\n{errors}");
     assert_eq!(preds[0]["predict"], text_of(&vlm_dir(), &c["legacy_rope"]["greedy_new_ids"]), "{}", preds[0]);
     assert_eq!(preds[0]["prompt_tokens"], c["input_ids"].as_array().expect("ids").len());
@@ -127,13 +131,128 @@ fn infer_reads_videos_and_audios_columns() {
         json!({"messages": [{"role": "user", "content": "<video>What?"}], "videos": [frames]}),
         json!({"messages": [{"role": "user", "content": "<audio>What?"}], "audios": ["audio/no-such.wav"]}),
     ];
-    let (preds, errors) = infer(&audio_dir(), "infer-audio", &rows);
+    let (preds, errors) = infer(&audio_dir(), "infer-audio", &fixtures_dir(), &rows);
     assert_eq!(preds.len(), 1, "{preds:?}\n{errors}");
     // LLaMA Factory's placeholder form: the reference prompt without the template's
     // `Audio 1: ` (8 tokens) and the newline after the clip.
     assert_eq!(preds[0]["prompt_tokens"], 83 - 9, "{}", preds[0]);
     assert!(errors.contains("videos") && errors.contains("does not take videos"), "{errors}");
     assert!(errors.contains("column `audios`") && errors.contains("no-such.wav"), "{errors}");
+}
+
+/// Runs the system's ffmpeg (`.ci/run` installs it), quietly, overwriting.
+fn ffmpeg(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(args)
+        .output()
+        .expect("run ffmpeg: video files need it (apt-get install ffmpeg)");
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Video files made from the fixture's 8 frames at 2 fps (4 s), in a directory of their own:
+/// `clip.mp4` (H.264, lossless RGB), `clip.webm` (VP9, lossless), `mjpeg.mkv` (Motion JPEG, a
+/// codec ingot refuses), `empty.webm` (the WebM's header and one empty cluster: no frames) and
+/// `cut.mp4` (the first half of the MP4, whose index is at the end).
+fn video_files(name: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    let frames = vlm_dir().join("video/frame_%02d.png");
+    let encode = |codec: &[&str], file: &str| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["-framerate".as_ref(), "2".as_ref(), "-i".as_ref(), frames.as_os_str()];
+        args.extend(codec.iter().map(std::ffi::OsStr::new));
+        let out = dir.join(file);
+        args.push(out.as_os_str());
+        ffmpeg(&args);
+    };
+    encode(&["-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24"], "clip.mp4");
+    encode(&["-c:v", "libvpx-vp9", "-lossless", "1", "-pix_fmt", "gbrp"], "clip.webm");
+    encode(&["-frames:v", "1", "-c:v", "mjpeg"], "mjpeg.mkv");
+    let webm = std::fs::read(dir.join("clip.webm")).expect("webm");
+    // Matroska's Cluster element ID; an empty cluster with timecode 0 follows the header.
+    let cluster = webm.windows(4).position(|w| w == [0x1F, 0x43, 0xB6, 0x75]).expect("a cluster");
+    let mut empty = webm[..cluster].to_vec();
+    empty.extend_from_slice(&[0x1F, 0x43, 0xB6, 0x75, 0x83, 0xE7, 0x81, 0x00]);
+    std::fs::write(dir.join("empty.webm"), empty).expect("write");
+    let mp4 = std::fs::read(dir.join("clip.mp4")).expect("mp4");
+    std::fs::write(dir.join("cut.mp4"), &mp4[..mp4.len() / 2]).expect("write");
+    dir
+}
+
+#[test]
+fn chat_and_infer_take_video_files() {
+    let c = case(vlm_dir().join("video/reference.json"), 0);
+    let want = text_of(&vlm_dir(), &c["legacy_rope"]["greedy_new_ids"]);
+    let dir = video_files("video-files-cli");
+    for file in ["clip.mp4", "clip.webm"] {
+        let path = dir.join(file).display().to_string();
+        let (ok, stdout, stderr) = chat(&vlm_dir(), &["--video", &path], "Describe this video.\n");
+        assert!(ok, "{file}: {stderr}");
+        assert!(stdout.contains(&format!("Assistant: {want}")), "{file}: {stdout}\n{stderr}");
+    }
+    // Bad files in the session: an error naming the file and what is wrong; the session goes on.
+    let input = format!(
+        "/video {}\n/video {}\n/video {}\n/video {}\nDescribe this video.\n",
+        dir.join("cut.mp4").display(),
+        dir.join("mjpeg.mkv").display(),
+        dir.join("empty.webm").display(),
+        dir.join("clip.mp4").display()
+    );
+    let (ok, stdout, stderr) = chat(&vlm_dir(), &[], &input);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("cut.mp4: corrupt or truncated video data: not a readable video container"), "{stderr}");
+    assert!(stderr.contains("mjpeg.mkv: unsupported video (codec mjpeg)"), "{stderr}");
+    assert!(stderr.contains("empty.webm: cannot be preprocessed: the video has no frames"), "{stderr}");
+    assert!(stdout.contains(&format!("Assistant: {want}")), "{stdout}\n{stderr}");
+
+    // `videos` holding a file, as a list or a bare path; a truncated file is an error row.
+    let rows = [
+        json!({"messages": [{"role": "user", "content": "<video>Describe this video."}], "videos": ["clip.mp4"]}),
+        json!({"messages": [{"role": "user", "content": "<video>Describe this video."}], "videos": "clip.webm"}),
+        json!({"messages": [{"role": "user", "content": "<video>Describe this video."}], "videos": ["cut.mp4"]}),
+    ];
+    let (preds, errors) = infer(&vlm_dir(), "infer-video-files", &dir, &rows);
+    assert_eq!(preds.len(), 2, "{preds:?}\n{errors}");
+    for p in &preds {
+        assert_eq!(p["predict"], want, "{p}");
+        assert_eq!(p["prompt_tokens"], c["input_ids"].as_array().expect("ids").len());
+    }
+    assert!(errors.contains("column `videos`") && errors.contains("cut.mp4") && errors.contains("not a readable video container"), "{errors}");
+}
+
+#[test]
+fn api_serves_video_files_to_the_openai_client() {
+    let c = case(vlm_dir().join("video/reference.json"), 0);
+    let dir = video_files("video-files-api");
+    let expected = dir.join("expected.json");
+    let spec = json!({
+        "mp4": dir.join("clip.mp4"),
+        "webm": dir.join("clip.webm"),
+        "mjpeg": dir.join("mjpeg.mkv"),
+        "empty_webm": dir.join("empty.webm"),
+        "png": vlm_dir().join("video/frame_00.png"),
+        "text": text_of(&vlm_dir(), &c["legacy_rope"]["greedy_new_ids"]),
+        "prompt_tokens": c["input_ids"].as_array().expect("ids").len(),
+        "max_tokens": 10,
+    });
+    let server = common::Server::start_model(&vlm_dir(), &["--threads", "2", "--model-name", "tiny-vl"], &[]);
+    let slow = common::Server::start_model(&vlm_dir(), &["--threads", "2", "--model-name", "tiny-vl", "--video-fps", "1"], &[]);
+    // At 1 frame per second the 4 s clip keeps floor(4 · 1) = 4 of its 8 frames: grid 2x4x4, so
+    // 8 video tokens instead of 16.
+    let mut spec = spec;
+    spec["base_1fps"] = json!(slow.base);
+    spec["prompt_tokens_1fps"] = json!(c["input_ids"].as_array().expect("ids").len() - 8);
+    std::fs::write(&expected, spec.to_string()).expect("write");
+    run_client("video_client.py", &server, "tiny-vl", &expected);
+}
+
+/// Runs `tests/api/SCRIPT BASE_URL MODEL EXPECTED` with the test venv's Python: every check passes.
+fn run_client(script: &str, server: &common::Server, model: &str, expected: &Path) {
+    let python = common::test_tool(".test-venv/bin/python");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(script);
+    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg(model).arg(expected).output().expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
 /// A mono 16 kHz 16-bit PCM WAV of `seconds` of silence.
@@ -158,7 +277,6 @@ fn silent_wav(seconds: u32) -> Vec<u8> {
 
 #[test]
 fn api_serves_audio_to_the_openai_client() {
-    let python = common::test_tool(".test-venv/bin/python");
     let c = case(audio_dir().join("reference.json"), 0);
     let dir = scratch_dir("audio-api");
     let media = dir.join("media");
@@ -180,11 +298,7 @@ fn api_serves_audio_to_the_openai_client() {
         &["--media-dir", media.to_str().expect("path"), "--threads", "2", "--model-name", "tiny-audio", "--max-audio-seconds", "2"],
         &[],
     );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/audio_client.py");
-    let out = std::process::Command::new(python).arg(script).arg(&server.base).arg("tiny-audio").arg(&expected).output().expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\nstderr: {}\nserver: {}", String::from_utf8_lossy(&out.stderr), server.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_client("audio_client.py", &server, "tiny-audio", &expected);
 }
 
 #[test]

@@ -277,11 +277,10 @@ fn qwen2_5_vl_video_runs_with_scaled_time() {
     assert_eq!(greedy(&m, &mut cache, &logits, delta, 3).len(), 3);
 }
 
-/// Video files (feature `video-files`).
-#[cfg(feature = "video-files")]
+/// Video files, decoded by the system's FFmpeg programs (`ffmpeg`, `ffprobe`).
 mod files {
     use super::*;
-    use ingot_core::media::MediaError;
+    use ingot_core::media::{FfmpegTools, MediaError};
     use std::path::Path;
 
     fn files_dir() -> PathBuf {
@@ -388,15 +387,16 @@ mod files {
         };
         let mp4 = read("frames_2fps_h264.mp4");
         // Truncated inside the frame data (the index is at the front): fewer frames than declared.
-        for (cut, frames) in [(mp4.len() * 2 / 3, 0), (mp4.len() - 100, 5)] {
+        for (cut, frames) in [(mp4.len() * 2 / 3, 2), (mp4.len() - 100, 7)] {
             let (err, text) = message(&mp4[..cut], "cut.mp4", &limits);
             assert!(matches!(err, MediaError::Corrupt { .. }), "{text}");
-            assert!(text.contains(&format!("damaged or cut-short frame data after {frames} frames")), "{text}");
+            assert!(text.contains(&format!("truncated: the container declares 8 frames but only {frames} could be decoded")), "{text}");
         }
         // Truncated before the index (written at the end): not readable at all.
         let late_index = read("frames_8fps_h264.mp4");
         let (err, text) = message(&late_index[..late_index.len() / 2], "no-index.mp4", &limits);
-        assert!(matches!(err, MediaError::Corrupt { .. }) && text.contains("not a readable video container"), "{text}");
+        assert!(text.contains("not a readable video container (moov atom not found)"), "{text}");
+        assert!(matches!(err, MediaError::Corrupt { .. }), "{text}");
         // Garbage, empty, and an image passed as a video.
         let (_, text) = message(&[0x5a; 4096], "noise.bin", &limits);
         assert!(text.contains("corrupt or truncated video data") || text.contains("unsupported video"), "{text}");
@@ -408,7 +408,7 @@ mod files {
         assert!(matches!(err, MediaError::Corrupt { .. }) && text.contains("not a readable video container"), "{text}");
         // A codec outside the list (Motion JPEG in Matroska).
         let (err, text) = message(&read("mjpeg.mkv"), "mjpeg.mkv", &limits);
-        assert!(matches!(err, MediaError::UnsupportedVideo { .. }) && text.contains("codec MJPEG"), "{text}");
+        assert!(matches!(err, MediaError::UnsupportedVideo { .. }) && text.contains("codec mjpeg"), "{text}");
         assert!(text.contains("supported: MP4/MOV or WebM/Matroska with H.264"), "{text}");
         // A video stream with no frames: the WebM's header, then one empty cluster (timecode 0).
         let webm = read("frames_2fps_vp9.webm");
@@ -431,5 +431,29 @@ mod files {
         let start = damaged.len() / 2;
         damaged[start..start + 400].iter_mut().for_each(|b| *b = 0xff);
         let _ = Video::decode(&damaged, "damaged.mp4", &limits, &sampling);
+    }
+
+    #[test]
+    fn missing_ffmpeg_and_the_time_limit_are_clear_errors() {
+        let bytes = std::fs::read(files_dir().join("frames_2fps_h264.mp4")).expect("file");
+        let (limits, sampling) = (MediaLimits::default(), FrameSampling::default());
+        let missing = FfmpegTools { ffprobe: "/nonexistent/ffprobe".into(), ..FfmpegTools::default() };
+        let err = Video::decode_with(&missing, &bytes, "clip.mp4", &limits, &sampling).expect_err("no ffprobe");
+        assert!(matches!(err, MediaError::VideoDecoder { .. }), "{err}");
+        assert!(err.to_string().starts_with("clip.mp4: cannot decode the video: the `/nonexistent/ffprobe` program was not found"), "{err}");
+        assert!(err.to_string().contains("apt-get install ffmpeg"), "{err}");
+        // A program that outlives the limit is killed: a script that sleeps stands in for a
+        // stuck decoder.
+        let dir = ingot_testkit::scratch_dir("stuck-ffprobe");
+        let script = dir.join("ffprobe");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
+        let mut permissions = std::fs::metadata(&script).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).expect("chmod");
+        let stuck = FfmpegTools { ffprobe: script, timeout: std::time::Duration::from_millis(300), ..FfmpegTools::default() };
+        let started = std::time::Instant::now();
+        let err = Video::decode_with(&stuck, &bytes, "slow.mp4", &limits, &sampling).expect_err("timeout");
+        assert!(err.to_string().starts_with("slow.mp4: cannot decode the video: decoding took longer than the limit of 0.3 s"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the stuck program was not killed");
     }
 }

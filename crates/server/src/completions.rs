@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ingot_core::media::{Audio, FrameSampling, Video};
+use ingot_core::media::{Audio, Video};
 use ingot_engine::{EngineError, Event, FinishReason, GenParams, Image, Media, MediaKind, MediaLimits, PromptRequest};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -79,13 +79,13 @@ pub(crate) async fn fetch_all_media(s: &AppState, refs: &[MediaRef]) -> Result<V
         let bytes = fetch_media(&r.url, &s.cfg.media).await.map_err(|e| ApiError::media(param.clone(), e))?;
         let limits =
             MediaLimits { max_bytes: s.cfg.media.max_bytes, max_audio_seconds: s.cfg.media.max_audio_seconds, ..MediaLimits::default() };
-        let (field, kind) = (r.field.clone(), r.kind);
+        let (field, kind, sampling) = (r.field.clone(), r.kind, s.cfg.media.video_sampling);
         // Decoding a large item takes a while: off the runtime.
         let decoded = s
             .workers
             .run(move || match kind {
                 MediaKind::Image => Image::decode(&bytes, &field, &limits).map(Media::Image),
-                MediaKind::Video => Video::decode(&bytes, &field, &limits, &FrameSampling::default()).map(Media::Video),
+                MediaKind::Video => Video::decode(&bytes, &field, &limits, &sampling).map(Media::Video),
                 MediaKind::Audio => Audio::decode(&bytes, &field, &limits).map(Media::Audio),
             })
             .await?;

@@ -1,6 +1,7 @@
 """The tiny check harness the client scripts share: `@check` runs a function at once and
 records its failure; `report()` prints one line per check and exits non-zero on any failure;
-`command_line()` reads the scripts' arguments. Also the tool the scripts offer (`WEATHER`)."""
+`command_line()` reads the scripts' arguments; `refused()` checks a request is turned down with a
+given status and words in the error. Also the tool the scripts offer (`WEATHER`)."""
 
 import json
 import sys
@@ -25,6 +26,22 @@ def command_line():
     """BASE_URL and MODEL from the command line, and the greedy fixture's items by name."""
     base, model, fixture = sys.argv[1], sys.argv[2], sys.argv[3]
     return base, model, {item["name"]: item for item in json.load(open(fixture))["items"]}
+
+
+def refused(call, status, *words):
+    """`call()` raises the openai client's APIStatusError with `status`, and every one of `words`
+    is in its message or body (the body holds the `param` the error names)."""
+    import openai
+
+    try:
+        call()
+    except openai.APIStatusError as e:
+        assert e.status_code == status, (e.status_code, e.message)
+        shown = e.message + " " + json.dumps(e.body)
+        for w in words:
+            assert w in shown, (w, shown)
+        return
+    raise AssertionError("accepted")
 
 
 def check(fn):

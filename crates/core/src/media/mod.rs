@@ -15,7 +15,8 @@
 //! * [`Qwen2VlImageProcessor`] is transformers' `Qwen2VLImageProcessor` (PIL backend), numerically:
 //!   [`smart_resize`], then Pillow's bicubic resize ([`resize`]), rescale, normalise, patchify.
 //! * A [`Video`] is frames of one size (a frame list, or a file decoded with the frames picked
-//!   by [`FrameSampling`], LLaMA Factory's rule); [`Qwen2VlVideoProcessor`] is LLaMA Factory's
+//!   by [`FrameSampling`], LLaMA Factory's rule, by the system's FFmpeg programs:
+//!   [`Video::decode`]); [`Qwen2VlVideoProcessor`] is LLaMA Factory's
 //!   frame regularisation plus transformers' `Qwen2VLVideoProcessor`.
 //! * Audio: [`Audio::decode`] gives mono samples at the file's rate; [`WhisperFeatureExtractor`]
 //!   resamples them ([`resample`]) and computes transformers' Whisper log-mel features, which
@@ -30,7 +31,6 @@ pub mod qwen2_vl_video;
 pub mod resample;
 pub mod resize;
 mod video;
-#[cfg(feature = "video-files")]
 mod video_file;
 pub mod whisper;
 
@@ -43,6 +43,7 @@ pub use self::frames::FrameSampling;
 pub use self::qwen2_vl::{smart_resize, Qwen2VlImageProcessor, SmartResizeError};
 pub use self::qwen2_vl_video::Qwen2VlVideoProcessor;
 pub use self::video::Video;
+pub use self::video_file::{FfmpegTools, DECODE_TIMEOUT, MAX_VIDEO_PIXELS};
 pub use self::whisper::{AudioFeatures, WhisperFeatureExtractor};
 
 /// One media item of a request.
@@ -150,6 +151,8 @@ pub enum MediaError {
     UnsupportedFormat { origin: String, detected: String },
     #[error("{origin}: unsupported video ({detected}); supported: {SUPPORTED_VIDEO}")]
     UnsupportedVideo { origin: String, detected: String },
+    #[error("{origin}: cannot decode the video: {detail}")]
+    VideoDecoder { origin: String, detail: String },
     #[error("{origin}: unsupported audio ({detected}); supported formats: {}", SUPPORTED_AUDIO_FORMATS.join(", "))]
     UnsupportedAudio { origin: String, detected: String },
     #[error("{origin}: the audio is {seconds:.2} s long, over the limit of {limit} s")]
@@ -167,11 +170,7 @@ pub enum MediaError {
 }
 
 /// The video files [`Video::decode`] reads, as named in errors.
-pub const SUPPORTED_VIDEO: &str = if cfg!(feature = "video-files") {
-    "MP4/MOV or WebM/Matroska with H.264, H.265, VP8, VP9, AV1 or MPEG-4 Part 2 video"
-} else {
-    "none (this build has no video file decoding: enable the `video-files` feature), or a list of frame images"
-};
+pub const SUPPORTED_VIDEO: &str = "MP4/MOV or WebM/Matroska with H.264, H.265, VP8, VP9, AV1 or MPEG-4 Part 2 video";
 
 /// The encoded formats [`Image::decode`] reads, as named in errors.
 pub const SUPPORTED_FORMATS: [&str; 4] = ["PNG", "JPEG", "WebP", "GIF"];

@@ -2,7 +2,7 @@
 //!
 //! Two ways in, as LLaMA Factory takes them: a list of frame images (already sampled by whoever
 //! made the list; they count as taken at `video_fps`), or a video file whose frames are sampled
-//! by [`super::FrameSampling`] while it is decoded ([`Video::decode`], feature `video-files`).
+//! by [`super::FrameSampling`] while it is decoded ([`Video::decode`], with the system's FFmpeg).
 //!
 //! Invariants: at least one frame; every frame has the same width and height; `fps > 0`. The
 //! digest covers the original bytes of every frame (a frame list) or of the file and the
@@ -43,17 +43,6 @@ impl Video {
         keyed.extend_from_slice(b"frames\0\0");
         keyed.extend(frames.iter().flat_map(|f| f.digest().to_le_bytes()));
         Self::new(frames, source, fps, digest_bytes(&keyed))
-    }
-
-    /// Without the `video-files` feature there is no decoder: always an error naming `source`.
-    #[cfg(not(feature = "video-files"))]
-    pub fn decode(
-        _bytes: &[u8],
-        source: &str,
-        _limits: &super::MediaLimits,
-        _sampling: &super::FrameSampling,
-    ) -> Result<Video, MediaError> {
-        Err(MediaError::UnsupportedVideo { origin: source.to_string(), detected: "a video file".into() })
     }
 
     /// Checks the invariants; `digest` is the caller's.
@@ -127,13 +116,6 @@ mod tests {
         let swapped = Video::from_frames(vec![frame(4, 3, 2, "b.png"), frame(4, 3, 1, "a.png")], "clip", 2.0).expect("video");
         assert_ne!(v.digest(), swapped.digest(), "frame order matters");
         assert_ne!(v.digest(), v.frames()[0].digest());
-    }
-
-    #[cfg(not(feature = "video-files"))]
-    #[test]
-    fn files_need_the_video_files_feature() {
-        let err = Video::decode(b"....", "clip.mp4", &super::super::MediaLimits::default(), &Default::default()).expect_err("no decoder");
-        assert!(err.to_string().starts_with("clip.mp4: unsupported video (a video file); supported: none"), "{err}");
     }
 
     #[test]

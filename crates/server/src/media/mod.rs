@@ -95,10 +95,13 @@ pub struct MediaPolicy {
     pub timeout: Duration,
     /// Longest accepted audio clip, in seconds (`--max-audio-seconds`).
     pub max_audio_seconds: f64,
+    /// Which frames of a video file are kept (`--video-fps`, `--video-maxlen`).
+    pub video_sampling: ingot_core::media::FrameSampling,
 }
 
 impl Default for MediaPolicy {
-    /// Data URLs only: no local files, no remote URLs, 20 MiB, 10 s, 30 s of audio.
+    /// Data URLs only: no local files, no remote URLs, 20 MiB, 10 s, 30 s of audio, video frames
+    /// at LLaMA Factory's 2 per second, at most 128.
     fn default() -> Self {
         Self {
             media_dir: None,
@@ -106,6 +109,7 @@ impl Default for MediaPolicy {
             max_bytes: DEFAULT_MAX_MEDIA_BYTES,
             timeout: DEFAULT_MEDIA_TIMEOUT,
             max_audio_seconds: ingot_engine::MediaLimits::default().max_audio_seconds,
+            video_sampling: ingot_core::media::FrameSampling::default(),
         }
     }
 }
