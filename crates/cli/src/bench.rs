@@ -100,6 +100,8 @@ struct Ratio {
 struct Report {
     model: String,
     threads: usize,
+    /// Bytes one token takes in a sequence's KV cache (all layers, keys and values).
+    kv_bytes_per_token: usize,
     #[serde(flatten)]
     ingot: Figures,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +281,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
     let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
     let p = prompts(&engine)?;
+    let kv_bytes_per_token = ingot_core::kv_cache::SeqCache::bytes_per_position(engine.model_config());
     let ingot = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);
@@ -302,12 +305,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .zip(l.concurrent.as_ref())
             .map(|(ours, theirs)| ours.aggregate_decode_tok_s / theirs.aggregate_decode_tok_s),
     });
-    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, media_gap, llama_cpp, ratio };
+    let report = Report { model: path.display().to_string(), threads, kv_bytes_per_token, ingot, concurrent, media_gap, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!("model: {}  threads: {threads}", report.model);
+    println!("KV cache: {:?}, {} bytes per token", model.cache_type, report.kv_bytes_per_token);
     println!("{:<10} {:>12} {:>12} {:>10} {:>12}", "", "prefill t/s", "decode t/s", "ttft s", "peak RSS MB");
     let row = |name: &str, f: &Figures| {
         println!("{name:<10} {:>12.1} {:>12.1} {:>10.3} {:>12.0}", f.prefill_tok_s, f.decode_tok_s, f.ttft_s, f.peak_rss_mb)
