@@ -163,6 +163,8 @@ struct Report {
     model: String,
     threads: usize,
     kernels: Kernels,
+    /// Bytes one token takes in a sequence's KV cache (all layers, keys and values).
+    kv_bytes_per_token: usize,
     #[serde(flatten)]
     ingot: Figures,
     ttft_parts: TtftParts,
@@ -335,6 +337,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
     let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
     let p = prompts(&engine, args.prompt_file.as_deref(), args.repeats)?;
+    let kv_bytes_per_token = ingot_core::kv_cache::SeqCache::bytes_per_position(engine.model_config());
     let (ingot, ttft_parts) = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
     drop(engine);
@@ -360,7 +363,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let kernels = Kernels::detect();
     let report =
-        Report { model: path.display().to_string(), threads, kernels, ingot, ttft_parts, concurrent, media_gap, llama_cpp, ratio };
+        Report { model: path.display().to_string(), threads, kernels, kv_bytes_per_token, ingot, ttft_parts, concurrent, media_gap, llama_cpp, ratio };
+    let report = Report { model: path.display().to_string(), threads, kv_bytes_per_token, ingot, concurrent, media_gap, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -368,6 +372,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("model: {}  threads: {threads}", report.model);
     let k = &report.kernels;
     println!("kernels: {} (cpu: {}; features: {})", k.path, k.cpu, k.features.join(" "));
+    println!("KV cache: {:?}, {} bytes per token", model.cache_type, report.kv_bytes_per_token);
     println!("{:<10} {:>12} {:>12} {:>10} {:>12}", "", "prefill t/s", "decode t/s", "ttft s", "peak RSS MB");
     let row = |name: &str, f: &Figures| {
         println!("{name:<10} {:>12.1} {:>12.1} {:>10.3} {:>12.0}", f.prefill_tok_s, f.decode_tok_s, f.ttft_s, f.peak_rss_mb)

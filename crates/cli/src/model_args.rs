@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
+use ingot_core::config::KvType;
 use ingot_core::load::{models_dir, LoadOptions, DEFAULT_MODEL_FILE};
 use ingot_core::weights::{Quantization, WeightDType};
 use ingot_core::media::FrameSampling;
@@ -51,6 +52,10 @@ pub struct ModelArgs {
     /// within it; requests that do not fit yet wait in the queue.
     #[arg(long, default_value_t = EngineConfig::default().kv_cache_mb)]
     pub kv_cache_mb: usize,
+    /// KV cache element type for keys and values (llama.cpp's `--cache-type-k/-v`): f16 (half
+    /// the memory, llama.cpp's default) or f32 (exact, e.g. to compare with transformers).
+    #[arg(long, default_value = "f16", value_parser = parse_cache_type)]
+    pub cache_type: KvType,
     /// Vision models: images with more pixels are scaled down to about this many before
     /// encoding (LLaMA Factory's `image_max_pixels`; default: the model's preprocessor config).
     #[arg(long)]
@@ -185,6 +190,7 @@ impl ModelArgs {
         let template = self.template_file()?;
         let opts = LoadOptions { dtype: self.dtype, quantize: self.quantize, adapters: self.adapters.clone() };
         let mut loaded = ingot_core::load::load_with(&path, &opts)?;
+        loaded.model.set_kv_type(self.cache_type);
         if template.is_some() {
             loaded.chat_template = template;
         }
@@ -193,5 +199,14 @@ impl ModelArgs {
             Some(file) => format!("starting the engine for {} with --chat-template {}", path.display(), file.display()),
             None => format!("starting the engine for {}", path.display()),
         })
+    }
+}
+
+/// `--cache-type`: the KV element types attention reads directly.
+fn parse_cache_type(s: &str) -> Result<KvType, String> {
+    match s {
+        "f16" => Ok(KvType::F16),
+        "f32" => Ok(KvType::F32),
+        _ => Err(format!("--cache-type must be f16 or f32, got '{s}'")),
     }
 }

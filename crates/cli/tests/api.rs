@@ -248,7 +248,7 @@ fn apply_template_shows_the_prompt_of_a_chat_template_file() {
 
 #[test]
 fn score_route_matches_transformers() {
-    let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm"], &[]);
+    let server = Server::start_model(&fixtures_dir().join("tiny-qwen2-rm"), &["--model-name", "rm", "--cache-type", "f32"], &[]);
     let text = std::fs::read_to_string(fixtures_dir().join("tiny-qwen2-rm/scores.json")).expect("scores.json");
     let v: Value = serde_json::from_str(&text).expect("json");
     let items = v["items"].as_array().expect("items");

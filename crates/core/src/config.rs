@@ -118,6 +118,29 @@ pub struct ModelConfig {
     /// height and width position axes, in that order (they sum to head_dim/2). `None`: one
     /// position axis, ordinary RoPE.
     pub mrope_section: Option<[usize; 3]>,
+    /// How this model's [`SeqCache`](crate::kv_cache::SeqCache)s hold keys and values: a
+    /// serving choice, not read from the file (loaders set [`KvType::F16`]).
+    pub kv_type: KvType,
+}
+
+/// Element type of the KV cache (llama.cpp's `--cache-type-k/-v`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// Half the memory; llama.cpp's default.
+    #[default]
+    F16,
+    /// Exact f32 keys and values, for comparisons with f32 references.
+    F32,
+}
+
+impl KvType {
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
 }
 
 impl ModelConfig {

@@ -18,14 +18,15 @@
 //! Parallelism comes from the current rayon pool (the caller decides the thread count).
 
 mod ops;
+mod ops_f16;
 
 use rayon::prelude::*;
 
 use lora::{LoraAdapter, Proj, Routing};
 
-use crate::config::{LayerKind, ModelConfig};
+use crate::config::{KvType, LayerKind, ModelConfig};
 use crate::kernels::QMatrix;
-use crate::kv_cache::SeqCache;
+use crate::kv_cache::{Rows, SeqCache};
 use crate::weights::{expect_shape, expect_vector, LoadError, WeightSource};
 
 pub mod audio;
@@ -250,6 +251,12 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Chooses how caches made from now on for this model hold keys and values (f16 unless
+    /// changed). Caches already made keep their type.
+    pub fn set_kv_type(&mut self, kv_type: KvType) {
+        self.cfg.kv_type = kv_type;
     }
 
     /// Bytes of weights held in memory.
@@ -549,7 +556,7 @@ impl Model {
         const ROWS: usize = 16;
         let cfg = &self.cfg;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
-        let (q_dim, kv_dim) = (nh * hd, cfg.kv_dim());
+        let q_dim = nh * hd;
         let group = nh / nkv;
         let mut tasks = Vec::new();
         for (si, &Span { len: n, .. }) in spans.iter().enumerate() {
@@ -562,34 +569,12 @@ impl Model {
             .par_iter()
             .map(|(si, kvh, rows)| {
                 let Span { row0, start, .. } = spans[*si];
-                let (keys, values) = batch[*si].cache.layer(layer);
-                let kv_off = kvh * hd;
-                let mut res = vec![0f32; rows.len() * group * hd];
-                let last = start + rows.end - 1;
-                let mut scores = vec![0f32; group * (last + 1)];
-                for (ri, i) in rows.clone().enumerate() {
-                    let pos = start + i;
-                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                    let len = pos + 1 - first;
-                    let qrow = &q[(row0 + i) * q_dim + kvh * group * hd..][..group * hd];
-                    for (j, p) in (first..=pos).enumerate() {
-                        let key = &keys[p * kv_dim + kv_off..][..hd];
-                        for g in 0..group {
-                            scores[g * len + j] = ops::dot(&qrow[g * hd..][..hd], key) * cfg.attn_scale;
-                        }
-                    }
-                    for g in 0..group {
-                        ops::softmax(&mut scores[g * len..(g + 1) * len]);
-                    }
-                    let o = &mut res[ri * group * hd..(ri + 1) * group * hd];
-                    for (j, p) in (first..=pos).enumerate() {
-                        let value = &values[p * kv_dim + kv_off..][..hd];
-                        for g in 0..group {
-                            ops::axpy(&mut o[g * hd..(g + 1) * hd], scores[g * len + j], value);
-                        }
-                    }
+                let task = Task { q, row0, start, rows: rows.clone(), kv_off: kvh * hd, q_off: kvh * group * hd, window };
+                match batch[*si].cache.layer(layer) {
+                    (Rows::F16(k), Rows::F16(v)) => self.attend(&task, k, v),
+                    (Rows::F32(k), Rows::F32(v)) => self.attend(&task, k, v),
+                    _ => unreachable!("a cache's keys and values share one type"),
                 }
-                res
             })
             .collect();
         for ((si, kvh, rows), res) in tasks.iter().zip(results) {
@@ -599,5 +584,78 @@ impl Model {
                     .copy_from_slice(&res[ri * group * hd..(ri + 1) * group * hd]);
             }
         }
+    }
+
+    /// One attention task: its query rows × the group's heads against keys and values of one
+    /// KV head, `[row][group][head_dim]`. The same arithmetic whatever the batch or chunking.
+    fn attend<E: KvElem>(&self, t: &Task<'_>, keys: &[E], values: &[E]) -> Vec<f32> {
+        let cfg = &self.cfg;
+        let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.num_heads * cfg.head_dim);
+        let group = cfg.num_heads / cfg.num_kv_heads;
+        let mut res = vec![0f32; t.rows.len() * group * hd];
+        let last = t.start + t.rows.end - 1;
+        let mut scores = vec![0f32; group * (last + 1)];
+        for (ri, i) in t.rows.clone().enumerate() {
+            let pos = t.start + i;
+            let first = t.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let len = pos + 1 - first;
+            let qrow = &t.q[(t.row0 + i) * q_dim + t.q_off..][..group * hd];
+            for (j, p) in (first..=pos).enumerate() {
+                let key = &keys[p * kv_dim + t.kv_off..][..hd];
+                for g in 0..group {
+                    scores[g * len + j] = E::dot(&qrow[g * hd..][..hd], key) * cfg.attn_scale;
+                }
+            }
+            for g in 0..group {
+                ops::softmax(&mut scores[g * len..(g + 1) * len]);
+            }
+            let o = &mut res[ri * group * hd..(ri + 1) * group * hd];
+            for (j, p) in (first..=pos).enumerate() {
+                let value = &values[p * kv_dim + t.kv_off..][..hd];
+                for g in 0..group {
+                    E::axpy(&mut o[g * hd..(g + 1) * hd], scores[g * len + j], value);
+                }
+            }
+        }
+        res
+    }
+}
+
+/// What one attention task covers (see [`Model::attention`]).
+struct Task<'a> {
+    /// All new query rows of the batch, `[t][num_heads * head_dim]`.
+    q: &'a [f32],
+    /// The sequence's first row in `q` and the cache position of that row.
+    row0: usize,
+    start: usize,
+    /// The task's rows, relative to `row0`.
+    rows: std::ops::Range<usize>,
+    /// Offsets of the KV head in a cache row and of its query group in a query row.
+    kv_off: usize,
+    q_off: usize,
+    window: Option<usize>,
+}
+
+/// A KV cache element type attention can read directly.
+trait KvElem: Sized + Sync {
+    fn dot(q: &[f32], k: &[Self]) -> f32;
+    fn axpy(y: &mut [f32], alpha: f32, v: &[Self]);
+}
+
+impl KvElem for f32 {
+    fn dot(q: &[f32], k: &[f32]) -> f32 {
+        ops::dot(q, k)
+    }
+    fn axpy(y: &mut [f32], alpha: f32, v: &[f32]) {
+        ops::axpy(y, alpha, v)
+    }
+}
+
+impl KvElem for half::f16 {
+    fn dot(q: &[f32], k: &[half::f16]) -> f32 {
+        ops_f16::dot(q, k)
+    }
+    fn axpy(y: &mut [f32], alpha: f32, v: &[half::f16]) {
+        ops_f16::axpy(y, alpha, v)
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 
 use super::{LoadError, WeightSource};
-use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
+use crate::config::{Activation, Arch, KvType, LayerKind, ModelConfig, RopeScaling, RopeStyle};
 use crate::kernels::{byte_size, GgmlDType, QMatrix};
 
 pub mod header;
@@ -144,6 +144,7 @@ impl GgufFile {
         let rope_theta = self.opt_f32(&self.key("rope.freq_base"))?.unwrap_or(10_000.0);
         let sliding_window = self.opt_usize(&self.key("attention.sliding_window"))?;
         let mut cfg = ModelConfig {
+            kv_type: KvType::F16,
             arch: self.arch,
             vocab_size,
             hidden_size,

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::LoadError;
-use crate::config::{Activation, Arch, LayerKind, ModelConfig, RopeScaling, RopeStyle};
+use crate::config::{Activation, Arch, KvType, LayerKind, ModelConfig, RopeScaling, RopeStyle};
 use crate::config::vision::{MultimodalTokens, VisionActivation, VisionArch, VisionConfig};
 use crate::model::audio::AudioConfig;
 
@@ -420,6 +420,7 @@ impl HfConfig {
         };
 
         Ok(ModelConfig {
+            kv_type: KvType::F16,
             arch,
             vocab_size: required(self.vocab_size, "vocab_size")?,
             hidden_size,
