@@ -10,9 +10,12 @@
 //! concurrent streams are spread round-robin over them (stream `i` runs with adapter
 //! `i mod adapters`), so the figure compares with the same run without `--lora`. With
 //! `--media-model` as well, the longest gap between two tokens of running streams while a large
-//! image is encoded ([`gap`]).
+//! image is encoded ([`gap`]). The figures above run with lookup decoding off; with `--lookup N`
+//! (on by default) a last line gives decode speed on a copying prompt with it off and on, and
+//! its acceptance rate ([`lookup`]).
 
 mod gap;
+mod lookup;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -106,6 +109,8 @@ struct Report {
     concurrent: Option<Concurrent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     media_gap: Option<gap::Gap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lookup: Option<lookup::LookupFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     llama_cpp: Option<LlamaCpp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,10 +282,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let model = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() };
     // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
-    let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
+    // Lookup decoding is off here (llama.cpp decodes plainly); its own line measures it.
+    let engine = model.start_engine(EngineConfig { prefix_cache: false, lookup: 0, ..model.engine_config() })?;
     let p = prompts(&engine)?;
     let ingot = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
+    let lookup = lookup::measure(&engine, &model, args.repeats)?;
     drop(engine);
     let media_gap = match (&args.media_model, args.concurrency) {
         (Some(dir), Some(n)) => Some(gap::measure(&gap::GapArgs {
@@ -302,7 +309,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .zip(l.concurrent.as_ref())
             .map(|(ours, theirs)| ours.aggregate_decode_tok_s / theirs.aggregate_decode_tok_s),
     });
-    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, media_gap, llama_cpp, ratio };
+    let report = Report { model: path.display().to_string(), threads, ingot, concurrent, media_gap, lookup, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -322,6 +329,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             c.ttft_p99_s,
             if c.adapters > 0 { format!(" (over {} LoRA adapters)", c.adapters) } else { String::new() }
         );
+    }
+    if let Some(l) = &report.lookup {
+        println!("{}", lookup::line(l));
     }
     if let Some(g) = &report.media_gap {
         println!(

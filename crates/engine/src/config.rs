@@ -4,6 +4,9 @@ use crate::GenParams;
 
 /// [`EngineConfig::lookup`]'s default.
 pub const DEFAULT_LOOKUP: usize = 4;
+/// Largest [`EngineConfig::lookup`]: a draft adds its tokens to the step's batch, and a run
+/// of accepted tokens is streamed at once.
+pub const MAX_LOOKUP: usize = 64;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use crate::queue_wait::{QueueClock, QueueStats, Shed};
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
 use crate::scheduler::lookup::{LookupCounters, LookupStats};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
+use crate::config::MAX_LOOKUP;
 use crate::{EngineConfig, EngineError, GenParams};
 
 /// What every handle shares: what requests are validated against, and the counters the
@@ -64,6 +65,9 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     let budget_positions = kv_budget_bytes / SeqCache::bytes_per_position(model.config()).max(1);
     if budget_positions == 0 {
         return Err(EngineError::invalid("kv_cache_mb", format!("kv_cache_mb ({}) holds no token of this model", cfg.kv_cache_mb)));
+    }
+    if cfg.lookup > MAX_LOOKUP {
+        return Err(EngineError::invalid("lookup", format!("lookup ({}) must be at most {MAX_LOOKUP} draft tokens", cfg.lookup)));
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)

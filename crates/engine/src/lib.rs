@@ -29,7 +29,7 @@ mod queue_wait;
 pub mod request;
 mod scheduler;
 
-pub use config::{EngineConfig, DEFAULT_LOOKUP};
+pub use config::{EngineConfig, DEFAULT_LOOKUP, MAX_LOOKUP};
 pub use error::EngineError;
 pub use event::{Cancel, Closed, Event, EventSink, FinishReason, Stream, Tagged, TokenLogprob, TokenLogprobs, Usage};
 pub use handle::{start, EngineHandle, Response};
