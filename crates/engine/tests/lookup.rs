@@ -100,3 +100,13 @@ fn a_chunk_gives_each_row_the_logits_of_a_single_decode_row() {
     let differing = all.iter().zip(&one_by_one).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
     assert_eq!(differing, 0, "of {} logits", all.len());
 }
+
+#[test]
+fn a_lookup_over_the_limit_is_refused_naming_it() {
+    let path = ingot_testkit::model_path(&ingot_core::load::models_dir(), ingot_core::load::DEFAULT_MODEL_FILE);
+    let loaded = ingot_core::load::load(&path).expect("load model");
+    let cfg = EngineConfig { lookup: ingot_engine::MAX_LOOKUP + 1, ..EngineConfig::default() };
+    let e = ingot_engine::start(loaded, cfg).err().expect("refused");
+    assert_eq!(e.field(), Some("lookup"));
+    assert!(e.to_string().contains("at most 64"), "{e}");
+}
