@@ -11,6 +11,9 @@
 //! `i mod adapters`), so the figure compares with the same run without `--lora`. With
 //! `--media-model` as well, the longest gap between two tokens of running streams while a large
 //! image is encoded ([`gap`]). `--prompt-file` benches a real prompt instead of the filler.
+//! The figures above run with lookup decoding off; with `--lookup N` (on by default) a last
+//! line gives decode speed on a copying prompt with it off and on, and its acceptance rate
+//! ([`lookup`]).
 //!
 //! Time to first token is split into its parts: rendering the chat template and tokenizing
 //! (measured here, before the engine sees ids), the prompt's forward pass, and the rest (queue,
@@ -19,6 +22,7 @@
 
 mod gap;
 mod llama_cpp;
+mod lookup;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -172,6 +176,8 @@ struct Report {
     concurrent: Option<Concurrent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     media_gap: Option<gap::Gap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lookup: Option<lookup::LookupFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     llama_cpp: Option<llama_cpp::LlamaCpp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,11 +341,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let model = ModelArgs { model: Some(path.clone()), threads, ..args.model.clone() };
     // Every repeat sends the same prompts: reusing their cached prefixes would time nothing.
-    let engine = model.start_engine(EngineConfig { prefix_cache: false, ..model.engine_config() })?;
+    // Lookup decoding is off here (llama.cpp decodes plainly); its own line measures it.
+    let engine = model.start_engine(EngineConfig { prefix_cache: false, lookup: 0, ..model.engine_config() })?;
     let p = prompts(&engine, args.prompt_file.as_deref(), args.repeats)?;
     let kv_bytes_per_token = ingot_core::kv_cache::SeqCache::bytes_per_position(engine.model_config());
     let (ingot, ttft_parts) = measure(&engine, &p, args.repeats)?;
     let concurrent = args.concurrency.map(|n| measure_concurrent(&engine, &p, n.max(1))).transpose()?;
+    let lookup = lookup::measure(&engine, &model, args.repeats)?;
     drop(engine);
     let media_gap = match (&args.media_model, args.concurrency) {
         (Some(dir), Some(n)) => Some(gap::measure(&gap::GapArgs {
@@ -363,8 +371,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let kernels = Kernels::detect();
     let report =
-        Report { model: path.display().to_string(), threads, kernels, kv_bytes_per_token, ingot, ttft_parts, concurrent, media_gap, llama_cpp, ratio };
-    let report = Report { model: path.display().to_string(), threads, kv_bytes_per_token, ingot, concurrent, media_gap, llama_cpp, ratio };
+        Report { model: path.display().to_string(), threads, kernels, kv_bytes_per_token, ingot, ttft_parts, concurrent, media_gap, lookup, llama_cpp, ratio };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -395,6 +402,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             c.ttft_p99_s,
             if c.adapters > 0 { format!(" (over {} LoRA adapters)", c.adapters) } else { String::new() }
         );
+    }
+    if let Some(l) = &report.lookup {
+        println!("{}", lookup::line(l));
     }
     if let Some(g) = &report.media_gap {
         println!(

@@ -79,6 +79,8 @@ pub struct InferConfig {
     pub video_fps: Option<f64>,
     pub video_maxlen: Option<usize>,
     pub audio_sampling_rate: Option<u32>,
+    /// `lookup` (ingot's key, `--lookup`): most lookup-decoding draft tokens per step.
+    pub lookup: Option<usize>,
     /// Valid LLaMA Factory keys ingot has no use for, in the order given.
     pub ignored: Vec<String>,
     /// The generation keys given (template, sampling, system prompt): commands that do not
@@ -91,7 +93,7 @@ pub struct InferConfig {
 }
 
 /// The keys besides [`GenParams`]' own that only matter to commands that generate text.
-const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system", "use_lora"];
+const GENERATION_KEYS: &[&str] = &["template", "enable_thinking", "default_system", "use_lora", "lookup"];
 
 /// The keys that only matter to commands that read a dataset.
 const DATA_KEYS: &[&str] = &["dataset", "eval_dataset", "dataset_dir", "max_samples", "remote_urls"];
@@ -226,6 +228,7 @@ fn convert(settings: &[(String, Setting)], file: &str) -> anyhow::Result<InferCo
             "video_fps" => cfg.video_fps = Some(v.positive()?),
             "video_maxlen" => cfg.video_maxlen = Some(v.count()?),
             "audio_sampling_rate" => cfg.audio_sampling_rate = Some(v.count()?),
+            "lookup" => cfg.lookup = Some(v.count()?),
             k if is_ignored(k) => cfg.ignored.push(k.to_owned()),
             k if gen_keys.iter().any(|g| g == k) => {
                 params.insert(k.to_owned(), v.gen_param()?);
@@ -455,6 +458,16 @@ mod tests {
         let bad = yaml("badlist.yaml", "adapter_name_or_path:\n  - 1\n");
         let e = resolve(&[&bad]).expect_err("not a path").to_string();
         assert!(e.contains("a string or a list of strings"), "{e}");
+    }
+
+    #[test]
+    fn maps_the_lookup_key() {
+        let f = yaml("lookup.yaml", "lookup: 8\n");
+        let cfg = resolve(&[&f]).expect("valid");
+        assert_eq!((cfg.lookup, cfg.generation_keys.as_slice()), (Some(8), &["lookup".to_string()][..]));
+        assert_eq!(resolve(&[&f, "lookup=0"]).expect("valid").lookup, Some(0), "an override turns it off");
+        let e = resolve(&["lookup=-1"]).expect_err("negative").to_string();
+        assert!(e.contains("`lookup`") && e.contains("non-negative integer"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ingot_core::config::KvType;
 use ingot_core::load::{models_dir, LoadOptions, DEFAULT_MODEL_FILE};
 use ingot_core::weights::{Quantization, WeightDType};
 use ingot_core::media::FrameSampling;
-use ingot_engine::{EngineConfig, EngineError, EngineHandle, MediaLimits};
+use ingot_engine::{EngineConfig, EngineError, EngineHandle, MediaLimits, DEFAULT_LOOKUP};
 
 use crate::infer_config::{fill, parse_lora, InferConfig};
 use crate::media::MediaReading;
@@ -84,6 +84,11 @@ pub struct ModelArgs {
     /// Audio: longest clip accepted, in seconds; a longer one is an error naming this limit.
     #[arg(long, default_value_t = MediaLimits::default().max_audio_seconds)]
     pub max_audio_seconds: f64,
+    /// Lookup (prompt n-gram) speculative decoding for commands that generate: at most N
+    /// draft tokens, copied from earlier in the prompt or reply, checked per step (0 = off).
+    /// Exact: the output is plain decoding's; steps are saved where the reply copies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LOOKUP)]
+    pub lookup: usize,
 }
 
 impl ModelArgs {
@@ -102,6 +107,7 @@ impl ModelArgs {
         fill(&mut self.video_fps, cfg.video_fps, matches, "video_fps");
         fill(&mut self.video_maxlen, cfg.video_maxlen, matches, "video_maxlen");
         fill(&mut self.audio_sampling_rate, cfg.audio_sampling_rate.map(Some), matches, "audio_sampling_rate");
+        fill(&mut self.lookup, cfg.lookup, matches, "lookup");
     }
 
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
@@ -130,6 +136,7 @@ impl ModelArgs {
             audio_sampling_rate: self.audio_sampling_rate,
             loras: self.loras.clone(),
             max_loras: self.max_loras,
+            lookup: self.lookup,
             ..EngineConfig::default()
         }
     }

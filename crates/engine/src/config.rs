@@ -2,6 +2,12 @@
 
 use crate::GenParams;
 
+/// [`EngineConfig::lookup`]'s default.
+pub const DEFAULT_LOOKUP: usize = 4;
+/// Largest [`EngineConfig::lookup`]: a draft adds its tokens to the step's batch, and a run
+/// of accepted tokens is streamed at once.
+pub const MAX_LOOKUP: usize = 64;
+
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -61,6 +67,10 @@ pub struct EngineConfig {
     /// image, video or clip is encoded in slices of about this size, so running streams wait
     /// at most one slice per token. 0: each item whole at once (running streams wait for it).
     pub encode_slice_macs: u64,
+    /// Lookup (prompt n-gram) speculative decoding: most draft tokens verified per step and
+    /// sequence (0: off). Exact for every request (see `scheduler::lookup`); it pays where
+    /// outputs copy from their prompts.
+    pub lookup: usize,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +98,7 @@ impl Default for EngineConfig {
             max_loras: None,
             // About a decode step of a small model on a few cores (tens of milliseconds).
             encode_slice_macs: 1_000_000_000,
+            lookup: DEFAULT_LOOKUP,
         }
     }
 }

@@ -27,7 +27,9 @@ use crate::lora::Resident;
 use crate::prompter::pick_template;
 use crate::queue_wait::{QueueClock, QueueStats, Shed};
 use crate::request::{ChatRequest, PromptRequest, ValidRequest, Validator};
+use crate::scheduler::lookup::{LookupCounters, LookupStats};
 use crate::scheduler::{Capacity, GenerateJob, Job, ScoreJob, Scheduler};
+use crate::config::MAX_LOOKUP;
 use crate::{EngineConfig, EngineError, GenParams};
 
 /// What every handle shares: what requests are validated against, and the counters the
@@ -43,6 +45,7 @@ struct Shared {
     queued: Arc<AtomicUsize>,
     clock: Arc<QueueClock>,
     reused_tokens: Arc<AtomicUsize>,
+    lookup: Arc<LookupCounters>,
 }
 
 /// Cheap, cloneable access to a running engine.
@@ -63,6 +66,9 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     if budget_positions == 0 {
         return Err(EngineError::invalid("kv_cache_mb", format!("kv_cache_mb ({}) holds no token of this model", cfg.kv_cache_mb)));
     }
+    if cfg.lookup > MAX_LOOKUP {
+        return Err(EngineError::invalid("lookup", format!("lookup ({}) must be at most {MAX_LOOKUP} draft tokens", cfg.lookup)));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .thread_name(|i| format!("ingot-kernel-{i}"))
@@ -71,6 +77,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
     let queued = Arc::new(AtomicUsize::new(0));
     let clock = Arc::new(QueueClock::new());
     let reused_tokens = Arc::new(AtomicUsize::new(0));
+    let lookup = Arc::new(LookupCounters::default());
     let (resident, adapters) = Resident::load(&model, &cfg.loras, cfg.max_loras)?;
     let model_context = model.config().max_position_embeddings;
     let context = match cfg.ctx_size {
@@ -107,6 +114,7 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         queued: queued.clone(),
         clock: clock.clone(),
         reused_tokens: reused_tokens.clone(),
+        lookup: lookup.clone(),
     });
     let capacity = Capacity {
         max_seqs: cfg.max_seqs,
@@ -117,6 +125,8 @@ pub fn start(loaded: LoadedModel, cfg: EngineConfig) -> Result<EngineHandle, Eng
         encode_slice_macs: cfg.encode_slice_macs,
         clock,
         max_queue_wait: cfg.max_queue_wait,
+        lookup: cfg.lookup,
+        lookup_counters: lookup,
     };
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let worker_shared = shared.clone();
@@ -222,6 +232,11 @@ impl EngineHandle {
     /// Prompt tokens served from the prefix cache since the engine started.
     pub fn reused_prompt_tokens(&self) -> usize {
         self.shared.reused_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Lookup decoding's draft tokens verified and accepted since the engine started.
+    pub fn lookup_stats(&self) -> LookupStats {
+        self.shared.lookup.snapshot()
     }
 
     pub fn model_config(&self) -> &ModelConfig {

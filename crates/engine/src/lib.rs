@@ -29,7 +29,7 @@ mod queue_wait;
 pub mod request;
 mod scheduler;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, DEFAULT_LOOKUP, MAX_LOOKUP};
 pub use error::EngineError;
 pub use event::{Cancel, Closed, Event, EventSink, FinishReason, Stream, Tagged, TokenLogprob, TokenLogprobs, Usage};
 pub use handle::{start, EngineHandle, Response};
@@ -41,3 +41,4 @@ pub use params::GenParams;
 pub use prompter::{Prompter, Rendered};
 pub use queue_wait::{retry_after_secs, QueueStats, QUEUE_BUCKETS};
 pub use request::{ChatRequest, Prompt, PromptRequest, ValidRequest};
+pub use scheduler::lookup::LookupStats;

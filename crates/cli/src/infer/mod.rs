@@ -167,6 +167,11 @@ trait Generator {
     /// `Error` last). Returns the prompt text (special tokens left out, as LLaMA Factory
     /// writes it) and the row's canceller, if it has one.
     fn start(&self, row: &Row, media: &MediaFiles, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError>;
+
+    /// A line on how the run went inside the generator, for the run's totals (none by default).
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where a row's media files are and how they are read.
@@ -179,6 +184,14 @@ struct MediaFiles<'a> {
 impl Generator for EngineHandle {
     fn start(&self, row: &Row, media: &MediaFiles, seq: usize, events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
         start(self, row, media, seq, events).map(|(prompt, cancel)| (prompt, Some(cancel)))
+    }
+
+    /// Lookup decoding's draft tokens accepted: each one a forward step saved.
+    fn report(&self) -> Option<String> {
+        let l = self.lookup_stats();
+        (l.drafted > 0).then(|| {
+            format!("lookup: {} of {} draft tokens accepted ({:.0}%): {} decode steps saved", l.accepted, l.drafted, l.acceptance() * 100.0, l.accepted)
+        })
     }
 }
 
@@ -298,6 +311,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         runtime = started.elapsed().as_secs_f64();
         let (written, errors) = sink.counts();
         progress.finish(written, errors);
+        if let Some(line) = generator.report() {
+            eprintln!("infer: {line}");
+        }
         if let Some(e) = failed {
             bail!("{source} {}: {} (--on-error fail; rows before it are in {})", e.place, e.error, args.output.display());
         }

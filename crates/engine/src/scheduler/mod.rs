@@ -1,7 +1,8 @@
 //! The scheduler: continuous batching of every running sequence, on the engine thread.
 //!
 //! Our own code (the engine's edge). Each step builds one batch: one token for every
-//! decoding sequence plus prompt chunks of newly admitted ones (at most
+//! decoding sequence (followed by its lookup draft, if any: see [`lookup`] and
+//! `Scheduler::accept`, which samples the draft's rows exactly as plain steps would) plus prompt chunks of newly admitted ones (at most
 //! [`PREFILL_BUDGET`] prompt tokens per step, so a long prompt never stalls running streams
 //! for more than one chunk), runs the model once, then samples, detokenizes and checks stop
 //! conditions per sequence. A finished, cancelled or abandoned sequence leaves at once.
@@ -61,6 +62,7 @@ use crate::queue_wait::{QueueClock, Shed};
 use crate::request::ValidRequest;
 use crate::EngineError;
 use self::encode::Encoding;
+use self::lookup::{Drafter, LookupCounters};
 
 /// Prompt tokens processed per step, over all prefilling sequences: bounds both the
 /// activation memory of a step and how long decoding streams wait behind a new prompt.
@@ -118,6 +120,8 @@ struct Seq<'t> {
     raw_logits: Vec<f32>,
     /// The request's LoRA adapter, held while the sequence runs.
     adapter: Option<Arc<LoraAdapter>>,
+    /// Drafts for lookup decoding (`None`: off).
+    drafter: Option<Drafter>,
     generated: Vec<u32>,
     started: Instant,
     prefill_done: Option<Instant>,
@@ -148,6 +152,10 @@ pub(crate) struct Capacity {
     /// Queued requests that wait longer than this for a slot end with
     /// [`EngineError::QueueExpired`] (`None`: they wait however long it takes).
     pub max_queue_wait: Option<std::time::Duration>,
+    /// Most draft tokens lookup decoding verifies per step and sequence (0: off).
+    pub lookup: usize,
+    /// Draft tokens verified and accepted since the start (shared with the handles).
+    pub lookup_counters: Arc<LookupCounters>,
 }
 
 pub(crate) struct Scheduler<'m> {
@@ -344,6 +352,7 @@ impl<'m> Scheduler<'m> {
         Seq {
             constraint: req.constraint.clone(),
             adapter: None,
+            drafter: (self.cap.lookup > 0).then(|| Drafter::new(self.cap.lookup, &req.prompt_ids)),
             sampler: Sampler::new(req.samples[job.sample].clone()),
             decoder: StreamDecoder::new(self.tokenizer, req.skip_special_tokens),
             stop: StopMatcher::new(req.stop.clone()),
@@ -403,7 +412,7 @@ impl<'m> Scheduler<'m> {
                 }
                 seq.prefill_done = Some(Instant::now());
             }
-            if let Some(reason) = self.advance(seq, &mut logits) {
+            if let Some(reason) = self.accept(seq, &feed.tokens, &mut logits) {
                 done.push((feed.idx, reason));
             }
         }
@@ -459,6 +468,41 @@ impl<'m> Scheduler<'m> {
         self.model.forward_with_adapters(&mut inputs, &adapters)
     }
 
+    /// Samples a decoding sequence's new tokens from the step's logits rows, in order, and
+    /// streams them; returns why the sequence ends, if it does. `fed` is what the sequence fed
+    /// the step: with a lookup draft, its last token and the draft, one row each.
+    ///
+    /// Exact, whatever the sampling settings: row `i` is sampled only when every earlier draft
+    /// token was the very token sampled before it, so its logits are those plain decoding
+    /// would compute at that step (the kernels compute each row alone: see the module's
+    /// invariants), and it goes through [`advance`](Self::advance) with the same history,
+    /// grammar state, penalties and random stream as a plain step would. The first row whose
+    /// sampled token differs from the draft ends the run (that token is the correction), and
+    /// the cache forgets the rejected draft positions.
+    fn accept(&self, seq: &mut Seq<'m>, fed: &[u32], logits: &mut [f32]) -> Option<Result<FinishReason, EngineError>> {
+        let vocab = self.model.config().vocab_size;
+        let rows = logits.len() / vocab;
+        let draft = &fed[fed.len() + 1 - rows..];
+        let mut accepted = 0;
+        let mut outcome = None;
+        for row in logits.chunks_exact_mut(vocab) {
+            let before = seq.generated.len();
+            outcome = self.advance(seq, row);
+            // A draft token equal to the one sampled saves the step that would have sampled it.
+            let hit = seq.generated.len() > before && draft.get(accepted) == seq.generated.last();
+            accepted += usize::from(hit);
+            if outcome.is_some() || !hit {
+                break;
+            }
+        }
+        if !draft.is_empty() {
+            // The cache holds every token but the last sampled one, as after a plain step.
+            seq.cache.truncate(seq.job.request.prompt_ids.len() + seq.generated.len() - 1);
+            self.cap.lookup_counters.add(draft.len(), accepted);
+        }
+        outcome
+    }
+
     /// Samples the next token of a decoding sequence and streams its text; returns why the
     /// sequence ends, if it does.
     fn advance(&self, seq: &mut Seq<'m>, logits: &mut [f32]) -> Option<Result<FinishReason, EngineError>> {
@@ -474,6 +518,9 @@ impl<'m> Scheduler<'m> {
         let id = seq.sampler.sample(logits, &req.prompt_ids, &seq.generated);
         seq.first_token_at.get_or_insert_with(Instant::now);
         seq.generated.push(id);
+        if let Some(d) = &mut seq.drafter {
+            d.push(id);
+        }
         let eos_ends = !req.ignore_eos || seq.constraint.is_some();
         if (eos_ends && self.eog.contains(&id)) || req.stop_ids.contains(&id) {
             return Some(Ok(FinishReason::Stop));
@@ -567,9 +614,16 @@ fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
         let media = seq.job.request.media.as_deref();
         if seq.decoding() {
             let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
+            // A draft never runs past the last token the request may still sample.
+            let room = seq.job.request.max_new_tokens - seq.generated.len() - 1;
+            let draft = seq.drafter.as_ref().map_or(&[][..], |d| d.draft(room));
+            let mut tokens = Vec::with_capacity(1 + draft.len());
+            tokens.push(last);
+            tokens.extend_from_slice(draft);
             let at = seq.cache.len();
-            let positions = media.and_then(|m| m.positions_after_prompt(at..at + 1));
-            feeds.push(Feed { idx, tokens: vec![last], logits: Logits::Last, positions, embeds: Vec::new() });
+            let positions = media.and_then(|m| m.positions_after_prompt(at..at + tokens.len()));
+            let logits = if draft.is_empty() { Logits::Last } else { Logits::All };
+            feeds.push(Feed { idx, tokens, logits, positions, embeds: Vec::new() });
         } else if budget > 0 {
             let prompt = &seq.job.request.prompt_ids;
             let n = (prompt.len() - seq.prefilled).min(budget);
@@ -605,5 +659,6 @@ struct Feed {
 }
 
 mod encode;
+pub(crate) mod lookup;
 #[cfg(test)]
 mod tests;

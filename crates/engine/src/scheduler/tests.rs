@@ -90,6 +90,8 @@ impl<'m> Harness<'m> {
             encode_slice_macs,
             clock: Arc::new(QueueClock::new()),
             max_queue_wait: None,
+            lookup: 0,
+            lookup_counters: Arc::default(),
         };
         let sched = Scheduler::new(&m.model, Encoders { vision: m.vision.as_ref().map(|v| &v.encoder), audio: None }, &m.tokenizer, None, cap);
         Self { sched, active: Vec::new(), rec: Recorder::default(), queued, steps: 0 }
@@ -323,3 +325,128 @@ fn a_request_queued_past_the_wait_bound_is_told_to_retry() {
     assert!(events.iter().any(|(tag, e)| *tag == 0 && matches!(e, Event::Done(_))));
     assert_eq!(h.queued.load(Ordering::Relaxed), 0);
 }
+
+/// What a run of one request gave: every text and logprob event (as text), the finish
+/// reason and token count, the steps taken and the draft tokens accepted.
+#[derive(Debug, PartialEq)]
+struct Run {
+    events: Vec<String>,
+    text: String,
+    finish: (FinishReason, usize),
+    steps: usize,
+    accepted: usize,
+}
+
+/// The request `make` gives, run with lookup off and with drafts of up to `lookup` tokens.
+fn plain_and_lookup(m: &LoadedModel, make: impl Fn() -> ValidRequest, lookup: usize) -> (Run, Run) {
+    let run = |lookup| {
+        let mut h = Harness::new(m, 4, 64 << 20);
+        h.sched.cap.lookup = lookup;
+        h.queue(0, make());
+        h.run();
+        let mut events = Vec::new();
+        let mut text = String::new();
+        let mut finish = None;
+        for (_, e) in h.rec.events.lock().expect("lock").iter() {
+            match e {
+                Event::Done(u) => finish = Some((u.finish_reason, u.completion_tokens)),
+                Event::Error(e) => panic!("{e}"),
+                Event::Text(t) => {
+                    text.push_str(t);
+                    events.push(format!("{e:?}"));
+                }
+                other => events.push(format!("{other:?}")),
+            }
+        }
+        Run { events, text, finish: finish.expect("done"), steps: h.steps, accepted: h.sched.cap.lookup_counters.snapshot().accepted }
+    };
+    (run(0), run(lookup))
+}
+
+/// Checks that lookup changed nothing but the steps, and that each accepted token saved one.
+fn assert_exact(plain: &Run, fast: &Run) {
+    assert_eq!(fast.events, plain.events, "the same text and logprob events");
+    assert_eq!(fast.finish, plain.finish);
+    assert_eq!(plain.accepted, 0);
+    assert_eq!(plain.steps - fast.steps, fast.accepted, "every accepted draft token saves one step");
+}
+
+/// `request` changed by `f`.
+fn with(mut request: ValidRequest, f: impl FnOnce(&mut ValidRequest)) -> ValidRequest {
+    f(&mut request);
+    request
+}
+
+/// A prompt that repeats itself. The tiny model's weights are random, so it copies little;
+/// on `repetitive(1)` its greedy text still has n-grams that recur and drafts that hold.
+fn repetitive(seed: u32) -> Vec<u32> {
+    prompt(3, seed).repeat(20)
+}
+
+#[test]
+fn lookup_gives_the_tokens_and_logprobs_of_plain_greedy_and_saves_steps() {
+    let m = tiny();
+    let (plain, fast) = plain_and_lookup(&m, || with(ValidRequest::greedy(repetitive(1), 64), |r| r.logprobs = Some(3)), 4);
+    assert_exact(&plain, &fast);
+    assert!(fast.accepted > 0, "no draft accepted");
+    eprintln!("tiny model: {} steps plain, {} with lookup ({} draft tokens accepted)", plain.steps, fast.steps, fast.accepted);
+}
+
+#[test]
+fn seeded_sampling_with_penalties_draws_the_same_tokens_with_lookup() {
+    let m = tiny();
+    let params = ingot_core::sampling::SamplingParams {
+        temperature: 0.7,
+        top_p: 0.9,
+        repetition_penalty: 1.05,
+        frequency_penalty: 0.1,
+        seed: Some(11),
+        ..Default::default()
+    };
+    let make = || {
+        with(ValidRequest::greedy(repetitive(2), 40), |r| {
+            r.samples = vec![params.clone()];
+            r.logprobs = Some(1);
+        })
+    };
+    let (plain, fast) = plain_and_lookup(&m, make, 4);
+    assert_exact(&plain, &fast);
+}
+
+#[test]
+fn stop_strings_and_token_limits_end_runs_as_in_plain_decoding() {
+    let m = tiny();
+    let (plain, _) = plain_and_lookup(&m, || ValidRequest::greedy(repetitive(1), 48), 0);
+    // A stop string from late in the plain text.
+    let at = plain.text.char_indices().nth(plain.text.chars().count() * 3 / 4).expect("text").0;
+    let stop: String = plain.text[at..].chars().take(2).collect();
+    let (plain, fast) = plain_and_lookup(&m, || with(ValidRequest::greedy(repetitive(1), 48), |r| r.stop = vec![stop.clone()]), 4);
+    assert_eq!(plain.finish.0, FinishReason::Stop);
+    assert_exact(&plain, &fast);
+    for max_new in [1, 2, 7, 30] {
+        let (plain, fast) = plain_and_lookup(&m, || ValidRequest::greedy(repetitive(1), max_new), 5);
+        assert_eq!(plain.finish, (FinishReason::Length, max_new));
+        assert_exact(&plain, &fast);
+    }
+}
+
+/// The promise lookup's exactness rests on: a token's logits are the same bits whether it
+/// is a single decode row or one row of a chunk.
+#[test]
+fn a_chunk_gives_each_row_the_logits_of_a_single_decode_row() {
+    let m = tiny();
+    let ids = repetitive(3);
+    let (head, tail) = ids.split_at(60);
+    let mut chunked = SeqCache::new(m.model.config());
+    let mut single = SeqCache::new(m.model.config());
+    let run = |cache: &mut SeqCache, tokens: &[u32], logits| {
+        let mut input = [SeqInput { tokens, cache, logits, positions: None, embeds: &[] }];
+        m.model.forward(&mut input).expect("forward").remove(0)
+    };
+    run(&mut chunked, head, Logits::None);
+    run(&mut single, head, Logits::None);
+    let all = run(&mut chunked, tail, Logits::All);
+    let one_by_one: Vec<f32> = tail.iter().flat_map(|t| run(&mut single, std::slice::from_ref(t), Logits::Last)).collect();
+    assert!(all.iter().zip(&one_by_one).all(|(a, b)| a.to_bits() == b.to_bits()), "rows differ");
+}
+
