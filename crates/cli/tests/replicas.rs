@@ -1,11 +1,12 @@
 //! ingot beyond one process: two `ingot api` replicas of the real Qwen GGUF behind
 //! sglang-router (installed by scripts/install-test-tools.sh into `.router-venv`), and
-//! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run.
+//! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run;
+//! `ingot api --remote` and `ingot chat --remote` on a replica.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -283,4 +284,79 @@ fn infer_remote_refuses_bad_backends_before_any_row() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains(&other.base) && stderr.contains("different model"), "{stderr}");
     assert_eq!(lines_in(&out), 0);
+
+    // A server that lists a model but has no /v1/completions: refused by infer and by api.
+    let bare = serve_without_completions();
+    let o = infer_cmd(&out, 2, &["--remote", &bare]).output().expect("infer");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&bare) && stderr.contains("has no /v1/completions"), "{stderr}");
+    assert_eq!(lines_in(&out), 0);
+    let o = Command::new(env!("CARGO_BIN_EXE_ingot"))
+        .arg("api")
+        .arg("--model")
+        .arg(qwen())
+        .args(["--port", "0", "--remote", &bare])
+        .output()
+        .expect("api");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&bare) && stderr.contains("has no /v1/completions"), "{stderr}");
+}
+
+/// A server that lists a model in `/v1/models` and answers 404 to everything else; its base URL.
+fn serve_without_completions() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            answer_without_completions(stream);
+        }
+    });
+    base
+}
+
+fn answer_without_completions(mut stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let _ = reader.read_exact(&mut vec![0; length]);
+    let (status, body) = match request_line.split_whitespace().nth(1) {
+        Some("/v1/models") => ("200 OK", r#"{"object":"list","data":[{"id":"some-model","object":"model"}]}"#),
+        _ => ("404 Not Found", r#"{"error":{"message":"not found"}}"#),
+    };
+    let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+}
+
+/// `ingot api --remote` on a local replica passes the API tests' openai-client checks (the
+/// same greedy texts as the reference a local server matches; a forcing tool_choice is a
+/// 400), generating on the replica; `ingot chat --remote` replies as a local chat does.
+#[test]
+fn api_and_chat_on_a_remote_replica() {
+    let replica = Server::start(&[], &[]);
+    let front = Server::start(&["--remote", &replica.base], &[]);
+    let python = test_tool(".test-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_client.py");
+    let fixture = fixtures_dir().join("real/qwen2.5-coder-0.5b-greedy.json");
+    let out = Command::new(python).arg(script).arg(&front.base).arg(MODEL_NAME).arg(fixture).arg("--remote").output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(" passed, 0 failed"), "{stdout}\n{}\nfront: {}", String::from_utf8_lossy(&out.stderr), front.log());
+    assert!(metric(&replica, "ingot_requests_total") >= 10.0, "the replica generated the replies");
+
+    let args = ["--temperature", "0", "--max-new-tokens", "24"];
+    let input = "What is the capital of France?\nAnd of Italy?\n";
+    let local = common::chat(&args, input);
+    let remote = common::chat(&[&args[..], &["--remote", &replica.base]].concat(), input);
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(local.status.success() && remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert!(text(&local).matches("Assistant: ").count() == 2, "{}", text(&local));
+    assert_eq!(text(&remote), text(&local), "chat --remote differs from local chat");
 }

@@ -16,15 +16,14 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use crossbeam_channel::Sender;
-use ingot_engine::{Cancel, ChatRequest, EngineConfig, Event, GenParams, Prompter};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, Event, Prompter};
 use serde_json::{json, Map, Value};
 
 use super::{Generator, MediaFiles, StartError};
 use crate::dataset::Row;
 use crate::model_args::ModelArgs;
-use crate::remote::{Endpoint, Pool};
+use crate::remote::{connect_all, openai_params, Pool};
 
 /// Remote servers with the prompter that renders for them.
 pub(super) struct Remote {
@@ -48,19 +47,7 @@ impl Remote {
     /// Loads `--model`'s tokenizer and template and checks every server (see the module doc).
     pub fn start(s: RemoteSettings, cfg: &EngineConfig, events: Sender<(usize, Event)>) -> anyhow::Result<Self> {
         let prompter = Prompter::new(s.model.load_prompting()?, cfg)?;
-        let probe_text = "Hi";
-        let probe = prompter.tokenizer().encode_prompt(probe_text).context("tokenizing a test prompt")?;
-        let mut endpoints = Vec::with_capacity(s.urls.len());
-        for url in s.urls {
-            let mut e = Endpoint::connect(url, s.timeout)?;
-            if !e.check_tokenizer(prompter.tokenizer())? {
-                eprintln!("warning: infer: {} has no /tokenize route: cannot check that it serves --model's tokenizer", e.url);
-            }
-            e.check_completions(&probe, probe_text)?;
-            let how = if e.text_prompts { "text prompts" } else { "token-id prompts" };
-            eprintln!("infer: {} serves `{}` ({how})", e.url, e.model);
-            endpoints.push(e);
-        }
+        let endpoints = connect_all(s.urls, &prompter, s.timeout, "infer")?;
         let pool = Pool::start(endpoints, s.limit, s.timeout, events);
         Ok(Self { prompter, pool, params: openai_params(&cfg.params) })
     }
@@ -88,44 +75,5 @@ impl Generator for Remote {
         }
         self.pool.submit(seq, Value::Object(body), rendered.ids, rendered.text);
         Ok((prompt, None))
-    }
-}
-
-/// The generation settings given, under OpenAI's (and vLLM's) names; `do_sample: false` is
-/// temperature 0.
-fn openai_params(p: &GenParams) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            m.insert(k.to_owned(), v);
-        }
-    };
-    let greedy = p.do_sample == Some(false);
-    put("temperature", if greedy { Some(json!(0)) } else { p.temperature.map(|v| json!(v)) });
-    put("top_p", p.top_p.map(|v| json!(v)));
-    put("top_k", p.top_k.map(|v| json!(v)));
-    put("min_p", p.min_p.map(|v| json!(v)));
-    put("repetition_penalty", p.repetition_penalty.map(|v| json!(v)));
-    put("presence_penalty", p.presence_penalty.map(|v| json!(v)));
-    put("frequency_penalty", p.frequency_penalty.map(|v| json!(v)));
-    put("max_tokens", p.max_new_tokens.map(|v| json!(v)));
-    put("seed", p.seed.map(|v| json!(v)));
-    put("skip_special_tokens", p.skip_special_tokens.map(|v| json!(v)));
-    put("ignore_eos", p.ignore_eos.map(|v| json!(v)));
-    put("stop", (!p.stop.is_empty()).then(|| json!(p.stop)));
-    put("stop_token_ids", (!p.stop_token_ids.is_empty()).then(|| json!(p.stop_token_ids)));
-    m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_become_openai_fields_and_do_sample_false_is_greedy() {
-        let p = GenParams { do_sample: Some(false), temperature: Some(0.7), max_new_tokens: Some(8), stop: vec!["END".into()], ..GenParams::default() };
-        let m = openai_params(&p);
-        assert_eq!(Value::Object(m), json!({"temperature": 0, "max_tokens": 8, "stop": ["END"]}));
-        assert!(openai_params(&GenParams::default()).is_empty());
     }
 }
