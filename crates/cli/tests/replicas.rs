@@ -359,4 +359,18 @@ fn api_and_chat_on_a_remote_replica() {
     assert!(local.status.success() && remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
     assert!(text(&local).matches("Assistant: ").count() == 2, "{}", text(&local));
     assert_eq!(text(&remote), text(&local), "chat --remote differs from local chat");
+
+    // A front on two replicas, one SIGKILLed: every request still succeeds (the dead one's
+    // turn passes to the other before any token was sent).
+    let other = Server::start(&[], &[]);
+    let pair = Server::start(&["--remote", &other.base, "--remote", &replica.base], &[]);
+    let mut other = other;
+    other.child.kill().expect("SIGKILL a replica");
+    let _ = other.child.wait();
+    for i in 0..4 {
+        let body = json!({"messages": [{"role": "user", "content": format!("Say {i}.")}], "max_tokens": 4, "stream": i % 2 == 0});
+        let (status, text) = post(&pair.url("/v1/chat/completions"), &body).expect("request after the kill");
+        assert!(status == 200 && !text.contains("error"), "request {i} after the kill: {status} {text}\n{}", pair.log());
+    }
+    assert!(pair.log().contains(&format!("--remote {} failed", other.base)), "{}", pair.log());
 }

@@ -24,6 +24,7 @@
 mod output;
 mod progress;
 mod remote;
+mod remote_media;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -6,8 +6,8 @@
 //! takes only text, as the rendered text) to `/v1/completions`
 //! with the template's stop strings and the generation flags given, so the server's own
 //! template never matters: against an ingot replica of the same model, greedy predictions
-//! are byte-identical to a local run's. Rows with images are refused (their error names the
-//! row): the servers get token ids, which carry no pixels.
+//! are byte-identical to a local run's. Rows with images go to `/v1/chat/completions` instead,
+//! the images inline (token ids carry no pixels; see [`super::remote_media`]).
 //!
 //! Before any row runs every server is checked ([`Endpoint`]): reachable, serving the same
 //! tokenizer as `--model` where it has a tokenize route, and answering a one-token
@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::{Generator, MediaFiles, StartError};
 use crate::dataset::Row;
 use crate::model_args::ModelArgs;
-use crate::remote::{connect_all, openai_params, Pool};
+use crate::remote::{connect_all, openai_params, JobPrompt, Pool};
 
 /// Remote servers with the prompter that renders for them.
 pub(super) struct Remote {
@@ -31,6 +31,8 @@ pub(super) struct Remote {
     pool: Pool,
     /// The generation flags, as OpenAI's fields.
     params: Map<String, Value>,
+    /// `--system`, for rows that bring none (a chat request to a server must carry it).
+    system: Option<String>,
 }
 
 /// The servers' settings.
@@ -49,14 +51,14 @@ impl Remote {
         let prompter = Prompter::new(s.model.load_prompting()?, cfg)?;
         let endpoints = connect_all(s.urls, &prompter, s.timeout, "infer")?;
         let pool = Pool::start(endpoints, s.limit, s.timeout, events);
-        Ok(Self { prompter, pool, params: openai_params(&cfg.params) })
+        Ok(Self { prompter, pool, params: openai_params(&cfg.params), system: cfg.default_system.clone() })
     }
 }
 
 impl Generator for Remote {
-    fn start(&self, row: &Row, _media: &MediaFiles, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
+    fn start(&self, row: &Row, media: &MediaFiles, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
         if !(row.media.images.is_empty() && row.media.videos.is_empty() && row.media.audios.is_empty()) {
-            return Err(StartError::Row("rows with media cannot go to --remote servers (they get token ids); run them locally".into()));
+            return self.start_chat(row, media, seq);
         }
         let request = ChatRequest {
             messages: row.messages.clone(),
@@ -73,7 +75,29 @@ impl Generator for Remote {
         if !stop.is_empty() {
             body.insert("stop".into(), Value::Array(stop));
         }
-        self.pool.submit(seq, Value::Object(body), rendered.ids, rendered.text);
+        self.pool.submit(seq, Value::Object(body), JobPrompt::Rendered { ids: rendered.ids, text: rendered.text });
+        Ok((prompt, None))
+    }
+}
+
+impl Remote {
+    /// A row with media: its messages, images inline, to `/v1/chat/completions`
+    /// ([`super::remote_media`]); the recorded prompt is the conversation rendered here,
+    /// without the images.
+    fn start_chat(&self, row: &Row, media: &MediaFiles, seq: usize) -> Result<(String, Option<Cancel>), StartError> {
+        let system = row.system.as_deref().filter(|s| !s.is_empty()).or(self.system.as_deref());
+        let messages = super::remote_media::chat_messages(row, media.dir, system).map_err(StartError::Row)?;
+        let request = ChatRequest { messages: row.messages.clone(), system: system.map(str::to_owned), ..ChatRequest::default() };
+        let ids = self.prompter.render(&request).map_err(StartError::from)?.ids;
+        // As a local run records it: special tokens (the media's among them) left out.
+        let prompt = self.prompter.tokenizer().decode(&ids, true).map_err(|e| StartError::Row(e.to_string()))?;
+        let prompt = super::remote_media::without_placeholders(&prompt);
+        let mut body = self.params.clone();
+        body.insert("n".into(), json!(1));
+        if let Some(tools) = row.tools.as_ref().filter(|t| !t.is_empty()) {
+            body.insert("tools".into(), json!(tools));
+        }
+        self.pool.submit(seq, Value::Object(body), JobPrompt::Messages(messages));
         Ok((prompt, None))
     }
 }

@@ -163,13 +163,24 @@ impl Endpoint {
 
     /// `POST /v1/completions` with `body` (one choice, not streamed).
     pub fn complete(&self, body: &Value) -> Result<Completion, Failure> {
-        let (status, text) = self.post("/v1/completions", body).map_err(Failure::Server)?;
+        self.generate("/v1/completions", "/text", body)
+    }
+
+    /// `POST /v1/chat/completions` with `body` (one choice, not streamed).
+    pub fn chat(&self, body: &Value) -> Result<Completion, Failure> {
+        self.generate("/v1/chat/completions", "/message/content", body)
+    }
+
+    /// A generation route's one choice, its text at the JSON `pointer` under `choices[0]`.
+    fn generate(&self, path: &str, pointer: &str, body: &Value) -> Result<Completion, Failure> {
+        let (status, text) = self.post(path, body).map_err(Failure::Server)?;
         if status != 200 {
             return Err(classify(status, &text));
         }
         let v: Value = serde_json::from_str(&text).map_err(|e| Failure::Server(format!("the reply is not JSON: {e}")))?;
         let choice = &v["choices"][0];
-        let text = choice["text"].as_str().ok_or_else(|| Failure::Server(format!("the reply has no choices[0].text: {}", excerpt(&v.to_string()))))?;
+        let text = choice.pointer(pointer).and_then(Value::as_str);
+        let text = text.ok_or_else(|| Failure::Server(format!("the reply has no choices[0]{}: {}", pointer.replace('/', "."), excerpt(&v.to_string()))))?;
         let count = |k: &str| v["usage"][k].as_u64().unwrap_or(0) as usize;
         Ok(Completion {
             text: text.to_owned(),

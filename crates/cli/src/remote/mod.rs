@@ -61,8 +61,15 @@ struct Job {
     seq: usize,
     /// The request without its `model` and `prompt`.
     body: Value,
-    ids: Vec<u32>,
-    text: String,
+    prompt: JobPrompt,
+}
+
+/// What a row asks a server to continue.
+pub enum JobPrompt {
+    /// A prompt rendered here, for `/v1/completions`: its ids and the text they tokenize from.
+    Rendered { ids: Vec<u32>, text: String },
+    /// Chat messages with media inline, for `/v1/chat/completions` (rendered by the server).
+    Messages(Value),
 }
 
 /// Whether each server is up, and since when every server has been down.
@@ -104,10 +111,10 @@ impl Pool {
     }
 
     /// Queues a row's completion request; the pool fills in the `model` each server serves
-    /// and the prompt, as `ids` or as `text` (which tokenizes to them) as the server takes it.
-    pub fn submit(&self, seq: usize, body: Value, ids: Vec<u32>, text: String) {
+    /// and the prompt: a rendered one as ids or as text, as the server takes it, or messages.
+    pub fn submit(&self, seq: usize, body: Value, prompt: JobPrompt) {
         // The workers hold the queue's receiver until the pool is dropped.
-        let _ = self.jobs.send(Job { seq, body, ids, text });
+        let _ = self.jobs.send(Job { seq, body, prompt });
     }
 }
 
@@ -147,8 +154,17 @@ impl Worker {
             }
             let Ok(mut job) = self.queue.recv_timeout(Duration::from_millis(200)) else { continue };
             job.body["model"] = Value::String(endpoint.model.clone());
-            job.body["prompt"] = if endpoint.text_prompts { Value::String(job.text.clone()) } else { serde_json::json!(job.ids) };
-            match endpoint.complete(&job.body) {
+            let done = match &job.prompt {
+                JobPrompt::Rendered { ids, text } => {
+                    job.body["prompt"] = if endpoint.text_prompts { Value::String(text.clone()) } else { serde_json::json!(ids) };
+                    endpoint.complete(&job.body)
+                }
+                JobPrompt::Messages(messages) => {
+                    job.body["messages"] = messages.clone();
+                    endpoint.chat(&job.body)
+                }
+            };
+            match done {
                 Ok(c) => {
                     let usage = Usage {
                         finish_reason: if c.finish_reason == "length" { FinishReason::Length } else { FinishReason::Stop },
