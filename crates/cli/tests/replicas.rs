@@ -1,5 +1,6 @@
 //! ingot beyond one process: two `ingot api` replicas of the real Qwen GGUF behind
-//! sglang-router (installed by scripts/install-test-tools.sh into `.router-venv`), and
+//! sglang-router and behind vllm-router (installed by scripts/install-test-tools.sh into
+//! `.router-venv` and `.vllm-router-venv`), and
 //! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run;
 //! `ingot api --remote` and `ingot chat --remote` on a replica.
 
@@ -41,29 +42,47 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// sglang-router with the cache-aware policy in front of `workers`, killed when dropped.
+/// A router with the cache-aware policy in front of `workers`, killed when dropped.
 struct Router {
     child: Child,
     base: String,
 }
 
+/// Which router: SGLang's or vLLM's (both Rust, from PyPI; scripts/install-test-tools.sh).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sglang,
+    Vllm,
+}
+
 impl Router {
-    fn start(workers: &[&str]) -> Router {
-        let python = test_tool(".router-venv/bin/python");
+    fn start(kind: Kind, workers: &[&str]) -> Router {
         let (port, metrics_port) = (free_port(), free_port());
-        let child = Command::new(python)
-            .args(["-m", "sglang_router.launch_router", "--policy", "cache_aware", "--host", "127.0.0.1"])
+        let mut cmd = match kind {
+            Kind::Sglang => {
+                let mut c = Command::new(test_tool(".router-venv/bin/python"));
+                c.args(["-m", "sglang_router.launch_router", "--log-level", "warn"]);
+                c
+            }
+            Kind::Vllm => {
+                let mut c = Command::new(test_tool(".vllm-router-venv/bin/vllm-router"));
+                c.args(["--log-level", "warning"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["--policy", "cache_aware", "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--prometheus-port", &metrics_port.to_string()])
             // Imbalance past 2 requests in flight sends new conversations to the less loaded replica
             // (the defaults, 64 and 1.5, let a burst of 32 land on one).
             .args(["--balance-abs-threshold", "2", "--balance-rel-threshold", "1.2"])
-            .args(["--health-check-interval-secs", "1", "--log-level", "warn", "--worker-urls"])
+            .args(["--health-check-interval-secs", "1", "--worker-urls"])
             .args(workers)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start sglang-router");
+            .unwrap_or_else(|e| panic!("start {kind:?} router: {e}"));
         let router = Router { child, base: format!("http://127.0.0.1:{port}") };
         // Workers register in the background: wait until the router lists the model by its name.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -73,7 +92,7 @@ impl Router {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "sglang-router did not list {MODEL_NAME} from the replicas' /model_info");
+            assert!(Instant::now() < deadline, "{kind:?} router did not list {MODEL_NAME} from the replicas");
             std::thread::sleep(Duration::from_millis(250));
         }
         router
@@ -129,9 +148,20 @@ fn stream_ok(base: &str, prompt: &str, max_tokens: usize, started: &AtomicUsize)
 
 #[test]
 fn replicas_behind_sglang_router() {
+    replicas_behind(Kind::Sglang);
+}
+
+#[test]
+fn replicas_behind_vllm_router() {
+    replicas_behind(Kind::Vllm);
+}
+
+/// Two replicas behind a router: the openai-client checks pass through it, both replicas
+/// serve, and a replica SIGKILLed during 32 streams fails only the streams it held.
+fn replicas_behind(kind: Kind) {
     let a = Server::start(&[], &[]);
     let b = Server::start(&[], &[]);
-    let router = Router::start(&[&a.base, &b.base]);
+    let router = Router::start(kind, &[&a.base, &b.base]);
 
     // What the router registered the replicas under comes from their /model_info.
     let (_, info) = get(&a.url("/model_info")).expect("model_info");
