@@ -6,6 +6,8 @@
 #   .test-node/    playwright-core (no browser download: it drives Debian's chromium)
 #   .router-venv/  sglang-router (SGLang's Rust router, a wheel with its binary), which the
 #                  replica tests put in front of two `ingot api` processes
+#   .vllm-router-venv/  vllm-router (vLLM's Rust router, likewise; no GPU stack: fastapi,
+#                  uvicorn, aiohttp, orjson, requests, setproctitle; ~130 MB), the same tests' other router
 #   /usr/bin/chromium  Debian's package (apt-get; needs root, as on CI)
 #   ffmpeg, ffprobe    Debian's `ffmpeg` package: ingot decodes video files with them, and the
 #                      video tests make their MP4/WebM files with them
@@ -22,6 +24,10 @@ fi
 if [ ! -x .router-venv/bin/python ] || ! .router-venv/bin/python -c 'import sglang_router' 2>/dev/null; then
     python3 -m venv .router-venv
     .router-venv/bin/pip install --quiet --disable-pip-version-check 'sglang-router==0.3.2'
+fi
+if [ ! -x .vllm-router-venv/bin/vllm-router ]; then
+    python3 -m venv .vllm-router-venv
+    .vllm-router-venv/bin/pip install --quiet --disable-pip-version-check 'vllm-router==0.1.17'
 fi
 if ! .test-venv/bin/python -c 'import langchain_openai, agents, pydantic_ai, litellm' 2>/dev/null; then
     .test-venv/bin/pip install --quiet --disable-pip-version-check \

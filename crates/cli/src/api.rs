@@ -9,6 +9,9 @@
 //! Where `image_url` content parts may point is the server's media policy: data URLs always,
 //! files inside `--media-dir DIR` (config key `media_dir`), public http(s) URLs with
 //! `--allow-remote-media` (`allow_remote_media`), each at most `--max-media-mb` MiB.
+//!
+//! With `--remote URL` the same routes run on remote OpenAI-compatible engines instead of
+//! the model's weights ([`RemoteEngine`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,10 +20,12 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use clap::{ArgMatches, Args};
 use ingot_engine::EngineConfig;
-use ingot_server::{Deployment, HttpLimits, MediaPolicy, ServerConfig};
+use ingot_engine::Prompter;
+use ingot_server::{Backend, Deployment, HttpLimits, MediaPolicy, ServerConfig};
 
 use crate::chat::ChatArgs;
 use crate::infer_config::fill;
+use crate::remote::RemoteEngine;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -142,14 +147,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
     }
     let engine_cfg =
         EngineConfig { max_seqs: args.max_seqs, max_queue: args.max_queue, max_queue_wait, ..chat.prompt.engine_config(&chat.model) };
-    let engine = chat.model.start_engine(engine_cfg)?;
-    let deployment = Deployment {
-        model_path: path.display().to_string(),
-        model_type: Some(format!("{:?}", engine.model_config().arch).to_lowercase()),
-        max_running_requests: args.max_seqs,
-    };
-    let cfg = ServerConfig {
-        deployment,
+    let cfg = |model_type: Option<String>| ServerConfig {
+        deployment: Deployment { model_path: path.display().to_string(), model_type, max_running_requests: args.max_seqs },
         model_name,
         aliases: args.model_aliases.clone(),
         strict_model_name: args.strict_model_name,
@@ -160,9 +159,22 @@ pub fn run(args: ApiArgs) -> anyhow::Result<()> {
         media,
         ..ServerConfig::default()
     };
-    let app = ingot_server::app(engine, cfg).context("starting the request workers")?;
+    if !chat.remote.urls.is_empty() {
+        ensure!(chat.model.loras.is_empty(), "--lora: adapters run on a local model, not with --remote");
+        let prompter = Prompter::new(chat.model.load_prompting()?, &engine_cfg)?;
+        let remote = RemoteEngine::connect(&chat.remote.urls, prompter, &engine_cfg, chat.remote.timeout(), "api")?;
+        return start(remote, cfg(None), &args.host, args.port, limits);
+    }
+    let engine = chat.model.start_engine(engine_cfg)?;
+    let model_type = Some(format!("{:?}", engine.model_config().arch).to_lowercase());
+    start(engine, cfg(model_type), &args.host, args.port, limits)
+}
+
+/// Serves the API on `backend` until a shutdown signal.
+fn start(backend: impl Backend, cfg: ServerConfig, host: &str, port: u16, limits: HttpLimits) -> anyhow::Result<()> {
+    let app = ingot_server::app(backend, cfg).context("starting the request workers")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(app, &args.host, args.port, limits))
+    runtime.block_on(serve(app, host, port, limits))
 }
 
 async fn serve(app: axum::Router, host: &str, port: u16, limits: HttpLimits) -> anyhow::Result<()> {

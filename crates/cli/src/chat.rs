@@ -7,6 +7,9 @@
 //! Images (models with a vision encoder): `--image PATH` and the `/image PATH` command attach
 //! images to the next user turn, where they go before its text unless the text places them
 //! with `<image>`. Earlier turns keep their images, so the conversation stays as the model saw it.
+//!
+//! With `--remote URL` the replies come from remote OpenAI-compatible engines, streamed token
+//! by token; `--model` still gives the tokenizer and template (see [`RemoteEngine`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
@@ -14,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgMatches, Args};
 use ingot_core::template::{prompt_opens_thinking, Message, ReasoningDelta, ReasoningStream};
-use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineHandle, Event, FinishReason, GenParams, Media, MediaKind};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenParams, Media, MediaKind, Prompter, Stream};
 
 use crate::media::MediaReading;
 
 use crate::infer_config::{fill, ConfigArgs, InferConfig};
 use crate::model_args::ModelArgs;
+use crate::remote::{RemoteArgs, RemoteEngine};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -39,6 +43,8 @@ pub struct ChatArgs {
     /// OGG/Vorbis. In the chat, `/audio PATH`.
     #[arg(long = "audio", value_name = "PATH")]
     pub audios: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -161,8 +167,56 @@ impl From<&GenArgs> for GenParams {
     }
 }
 
+/// What a chat session needs of whatever generates its replies: the local engine, or remote
+/// engines (`--remote`).
+trait ChatEngine {
+    fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError>;
+    fn stream_chat(&self, req: ChatRequest) -> Result<Stream, EngineError>;
+    fn takes(&self, kind: MediaKind) -> bool;
+}
+
+impl ChatEngine for EngineHandle {
+    fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
+        EngineHandle::render_chat(self, req)
+    }
+
+    fn stream_chat(&self, req: ChatRequest) -> Result<Stream, EngineError> {
+        EngineHandle::stream_chat(self, req)
+    }
+
+    fn takes(&self, kind: MediaKind) -> bool {
+        EngineHandle::takes(self, kind)
+    }
+}
+
+impl ChatEngine for RemoteEngine {
+    fn render_chat(&self, req: &ChatRequest) -> Result<String, EngineError> {
+        RemoteEngine::render_chat(self, req)
+    }
+
+    fn stream_chat(&self, req: ChatRequest) -> Result<Stream, EngineError> {
+        RemoteEngine::stream_chat(self, req)
+    }
+
+    /// The servers get token ids, which carry no media.
+    fn takes(&self, _kind: MediaKind) -> bool {
+        false
+    }
+}
+
+/// The engine `args` ask for: remote engines with `--remote`, else the model loaded here.
+fn chat_engine(args: &ChatArgs) -> anyhow::Result<Box<dyn ChatEngine>> {
+    let cfg = args.prompt.engine_config(&args.model);
+    if args.remote.urls.is_empty() {
+        return Ok(Box::new(args.model.start_chat_engine(cfg)?));
+    }
+    anyhow::ensure!(args.prompt.use_lora.is_none(), "--use-lora: adapters run on a local model, not with --remote");
+    let prompter = Prompter::new(args.model.load_prompting()?, &cfg)?;
+    Ok(Box::new(RemoteEngine::connect(&args.remote.urls, prompter, &cfg, args.remote.timeout(), "chat")?))
+}
+
 struct Session {
-    engine: EngineHandle,
+    engine: Box<dyn ChatEngine>,
     history: Vec<Message>,
     /// The media of the turns in `history`, in placeholder order.
     history_media: Vec<Media>,
@@ -337,7 +391,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             pending.push(read_media(kind, p, &reading)?);
         }
     }
-    let engine = args.model.start_chat_engine(args.prompt.engine_config(&args.model))?;
+    let engine = chat_engine(&args)?;
     if let Some(kind) = MediaKind::ALL.into_iter().find(|&k| pending.iter().any(|m| MediaKind::of(m) == k) && !engine.takes(k)) {
         anyhow::bail!("--{}: this model does not take {}s", kind.name(), kind.name());
     }

@@ -1,11 +1,13 @@
 //! ingot beyond one process: two `ingot api` replicas of the real Qwen GGUF behind
-//! sglang-router (installed by scripts/install-test-tools.sh into `.router-venv`), and
-//! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run.
+//! sglang-router and behind vllm-router (installed by scripts/install-test-tools.sh into
+//! `.router-venv` and `.vllm-router-venv`), and
+//! `ingot infer --remote` over replicas, with replicas and `infer` itself SIGKILLed mid-run;
+//! `ingot api --remote` and `ingot chat --remote` on a replica.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,29 +42,47 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// sglang-router with the cache-aware policy in front of `workers`, killed when dropped.
+/// A router with the cache-aware policy in front of `workers`, killed when dropped.
 struct Router {
     child: Child,
     base: String,
 }
 
+/// Which router: SGLang's or vLLM's (both Rust, from PyPI; scripts/install-test-tools.sh).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sglang,
+    Vllm,
+}
+
 impl Router {
-    fn start(workers: &[&str]) -> Router {
-        let python = test_tool(".router-venv/bin/python");
+    fn start(kind: Kind, workers: &[&str]) -> Router {
         let (port, metrics_port) = (free_port(), free_port());
-        let child = Command::new(python)
-            .args(["-m", "sglang_router.launch_router", "--policy", "cache_aware", "--host", "127.0.0.1"])
+        let mut cmd = match kind {
+            Kind::Sglang => {
+                let mut c = Command::new(test_tool(".router-venv/bin/python"));
+                c.args(["-m", "sglang_router.launch_router", "--log-level", "warn"]);
+                c
+            }
+            Kind::Vllm => {
+                let mut c = Command::new(test_tool(".vllm-router-venv/bin/vllm-router"));
+                c.args(["--log-level", "warning"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["--policy", "cache_aware", "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--prometheus-port", &metrics_port.to_string()])
             // Imbalance past 2 requests in flight sends new conversations to the less loaded replica
             // (the defaults, 64 and 1.5, let a burst of 32 land on one).
             .args(["--balance-abs-threshold", "2", "--balance-rel-threshold", "1.2"])
-            .args(["--health-check-interval-secs", "1", "--log-level", "warn", "--worker-urls"])
+            .args(["--health-check-interval-secs", "1", "--worker-urls"])
             .args(workers)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start sglang-router");
+            .unwrap_or_else(|e| panic!("start {kind:?} router: {e}"));
         let router = Router { child, base: format!("http://127.0.0.1:{port}") };
         // Workers register in the background: wait until the router lists the model by its name.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -72,7 +92,7 @@ impl Router {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "sglang-router did not list {MODEL_NAME} from the replicas' /model_info");
+            assert!(Instant::now() < deadline, "{kind:?} router did not list {MODEL_NAME} from the replicas");
             std::thread::sleep(Duration::from_millis(250));
         }
         router
@@ -128,9 +148,20 @@ fn stream_ok(base: &str, prompt: &str, max_tokens: usize, started: &AtomicUsize)
 
 #[test]
 fn replicas_behind_sglang_router() {
+    replicas_behind(Kind::Sglang);
+}
+
+#[test]
+fn replicas_behind_vllm_router() {
+    replicas_behind(Kind::Vllm);
+}
+
+/// Two replicas behind a router: the openai-client checks pass through it, both replicas
+/// serve, and a replica SIGKILLed during 32 streams fails only the streams it held.
+fn replicas_behind(kind: Kind) {
     let a = Server::start(&[], &[]);
     let b = Server::start(&[], &[]);
-    let router = Router::start(&[&a.base, &b.base]);
+    let router = Router::start(kind, &[&a.base, &b.base]);
 
     // What the router registered the replicas under comes from their /model_info.
     let (_, info) = get(&a.url("/model_info")).expect("model_info");
@@ -283,4 +314,93 @@ fn infer_remote_refuses_bad_backends_before_any_row() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains(&other.base) && stderr.contains("different model"), "{stderr}");
     assert_eq!(lines_in(&out), 0);
+
+    // A server that lists a model but has no /v1/completions: refused by infer and by api.
+    let bare = serve_without_completions();
+    let o = infer_cmd(&out, 2, &["--remote", &bare]).output().expect("infer");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&bare) && stderr.contains("has no /v1/completions"), "{stderr}");
+    assert_eq!(lines_in(&out), 0);
+    let o = Command::new(env!("CARGO_BIN_EXE_ingot"))
+        .arg("api")
+        .arg("--model")
+        .arg(qwen())
+        .args(["--port", "0", "--remote", &bare])
+        .output()
+        .expect("api");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains(&bare) && stderr.contains("has no /v1/completions"), "{stderr}");
+}
+
+/// A server that lists a model in `/v1/models` and answers 404 to everything else; its base URL.
+fn serve_without_completions() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            answer_without_completions(stream);
+        }
+    });
+    base
+}
+
+fn answer_without_completions(mut stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let _ = reader.read_exact(&mut vec![0; length]);
+    let (status, body) = match request_line.split_whitespace().nth(1) {
+        Some("/v1/models") => ("200 OK", r#"{"object":"list","data":[{"id":"some-model","object":"model"}]}"#),
+        _ => ("404 Not Found", r#"{"error":{"message":"not found"}}"#),
+    };
+    let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+}
+
+/// `ingot api --remote` on a local replica passes the API tests' openai-client checks (the
+/// same greedy texts as the reference a local server matches; a forcing tool_choice is a
+/// 400), generating on the replica; `ingot chat --remote` replies as a local chat does.
+#[test]
+fn api_and_chat_on_a_remote_replica() {
+    let replica = Server::start(&[], &[]);
+    let front = Server::start(&["--remote", &replica.base], &[]);
+    let python = test_tool(".test-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openai_client.py");
+    let fixture = fixtures_dir().join("real/qwen2.5-coder-0.5b-greedy.json");
+    let out = Command::new(python).arg(script).arg(&front.base).arg(MODEL_NAME).arg(fixture).arg("--remote").output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(" passed, 0 failed"), "{stdout}\n{}\nfront: {}", String::from_utf8_lossy(&out.stderr), front.log());
+    assert!(metric(&replica, "ingot_requests_total") >= 10.0, "the replica generated the replies");
+
+    let args = ["--temperature", "0", "--max-new-tokens", "24"];
+    let input = "What is the capital of France?\nAnd of Italy?\n";
+    let local = common::chat(&args, input);
+    let remote = common::chat(&[&args[..], &["--remote", &replica.base]].concat(), input);
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(local.status.success() && remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert!(text(&local).matches("Assistant: ").count() == 2, "{}", text(&local));
+    assert_eq!(text(&remote), text(&local), "chat --remote differs from local chat");
+
+    // A front on two replicas, one SIGKILLed: every request still succeeds (the dead one's
+    // turn passes to the other before any token was sent).
+    let other = Server::start(&[], &[]);
+    let pair = Server::start(&["--remote", &other.base, "--remote", &replica.base], &[]);
+    let mut other = other;
+    other.child.kill().expect("SIGKILL a replica");
+    let _ = other.child.wait();
+    for i in 0..4 {
+        let body = json!({"messages": [{"role": "user", "content": format!("Say {i}.")}], "max_tokens": 4, "stream": i % 2 == 0});
+        let (status, text) = post(&pair.url("/v1/chat/completions"), &body).expect("request after the kill");
+        assert!(status == 200 && !text.contains("error"), "request {i} after the kill: {status} {text}\n{}", pair.log());
+    }
+    assert!(pair.log().contains(&format!("--remote {} failed", other.base)), "{}", pair.log());
 }

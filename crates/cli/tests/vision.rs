@@ -1,14 +1,15 @@
 //! Images through every front end, on the tiny Qwen2-VL fixture (random weights, so only
 //! exact token agreement with transformers' greedy run says the pipeline is right):
-//! `ingot chat --image` and `/image`, `ingot infer` over rows with an `images` column, and
+//! `ingot chat --image` and `/image`, `ingot infer` over rows with an `images` column (also
+//! through `--remote` on a replica), and
 //! `ingot api` driven by the official openai client with base64 data URLs, a media
 //! directory, and the refusals (403 for paths outside it and for remote URLs without the flag,
 //! 400 for mismatched counts and corrupt, unsupported or too large images, 413 over the byte limit).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use common::{chat_with, ingot, run_browser, test_tool, Server};
 use ingot_testkit::{fixtures_dir, json_ids, scratch_dir};
@@ -72,11 +73,9 @@ fn chat_takes_an_image_flag_and_the_image_command() {
     assert!(!ok && stderr.contains("/nonexistent/cat.png"), "{stderr}");
 }
 
-#[test]
-fn infer_reads_the_images_column() {
-    let c = cases();
-    let dir = scratch_dir("vision-infer");
-    let rows = [
+/// Rows with images (two good, one with a miscounted placeholder, one missing file).
+fn image_rows() -> [Value; 4] {
+    [
         json!({"messages": [{"role": "user", "content": "<image>Describe this image."}, {"role": "assistant", "content": "x"}],
                "images": ["image_64x48.png"]}),
         json!({"messages": [{"role": "system", "content": "You are a careful visual assistant."},
@@ -84,7 +83,12 @@ fn infer_reads_the_images_column() {
                "images": ["image_40x90.png"]}),
         json!({"messages": [{"role": "user", "content": "<image><image>Two?"}], "images": ["image_64x48.png"]}),
         json!({"messages": [{"role": "user", "content": "<image>Missing?"}], "images": ["no-such.png"]}),
-    ];
+    ]
+}
+
+/// `ingot infer` of `rows` on the tiny VLM, greedy for 10 tokens, plus `args`; its output
+/// and the predictions file.
+fn infer_rows(dir: &Path, rows: &[Value], args: &[&str]) -> (Output, PathBuf) {
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");
     let output = dir.join("out.jsonl");
@@ -99,8 +103,18 @@ fn infer_reads_the_images_column() {
         .arg("--output")
         .arg(&output)
         .args(["--format", "openai", "--temperature", "0", "--max-new-tokens", "10", "--threads", "2", "--no-resume"])
+        .args(args)
         .output()
         .expect("run infer");
+    (out, output)
+}
+
+#[test]
+fn infer_reads_the_images_column() {
+    let c = cases();
+    let dir = scratch_dir("vision-infer");
+    let rows = image_rows();
+    let (out, output) = infer_rows(&dir, &rows, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let preds: Vec<Value> = std::fs::read_to_string(&output)
@@ -116,6 +130,24 @@ fn infer_reads_the_images_column() {
     let errors = std::fs::read_to_string(output.with_extension("errors.jsonl")).expect("errors file");
     assert!(errors.contains("placeholder"), "{errors}");
     assert!(errors.contains("no-such.png"), "{errors}");
+}
+
+/// `infer --remote` on an `ingot api` replica of the VLM: image rows go through
+/// `/v1/chat/completions` and predict what a local run predicts; the bad rows are errors.
+#[test]
+fn infer_remote_sends_image_rows_through_chat_completions() {
+    let local_dir = scratch_dir("vision-infer-local");
+    let (out, local) = infer_rows(&local_dir, &image_rows(), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replica = Server::start_model(&vlm_dir(), &["--threads", "2"], &[]);
+    let dir = scratch_dir("vision-infer-remote");
+    let (out, remote) = infer_rows(&dir, &image_rows(), &["--remote", &replica.base]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), replica.log());
+    let text = |p: &Path| std::fs::read_to_string(p).expect("output");
+    assert_eq!(text(&remote).lines().count(), 2);
+    assert_eq!(text(&remote), text(&local), "remote image rows give what local ones do");
+    let errors = std::fs::read_to_string(remote.with_extension("errors.jsonl")).expect("errors file");
+    assert!(errors.contains("placeholder") && errors.contains("no-such.png"), "{errors}");
 }
 
 #[test]

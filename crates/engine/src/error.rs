@@ -66,6 +66,10 @@ pub enum EngineError {
     Start(#[source] std::io::Error),
     #[error("the engine has stopped")]
     Stopped,
+    /// A remote engine (`--remote URL`) failed the request: unreachable, an error status, or
+    /// a stream that broke after its first token (so it could not be retried elsewhere).
+    #[error("--remote {url}: {message}")]
+    Remote { url: String, message: String },
 }
 
 impl EngineError {
@@ -102,7 +106,8 @@ impl EngineError {
             | Self::NoTemplate
             | Self::Adapter { .. }
             | Self::Start(_)
-            | Self::Stopped => false,
+            | Self::Stopped
+            | Self::Remote { .. } => false,
         }
     }
 }

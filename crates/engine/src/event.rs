@@ -172,7 +172,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(events: Receiver<Event>, cancel: Cancel) -> Self {
+    /// A stream over `events`, cancelled through `cancel` (a front end relaying another
+    /// engine's sample makes one too).
+    pub fn new(events: Receiver<Event>, cancel: Cancel) -> Self {
         Self { events, cancel }
     }
 

@@ -60,6 +60,11 @@ impl Prompter {
         &self.tokenizer
     }
 
+    /// The template chat requests are rendered with, if any.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
     /// Renders and tokenizes a text chat request.
     pub fn render(&self, req: &ChatRequest) -> Result<Rendered, EngineError> {
         let text = render_chat(self.template.as_ref(), self.default_system.as_ref(), &self.template_kwargs, None, req)?;

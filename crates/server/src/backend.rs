@@ -1,10 +1,13 @@
 //! What the HTTP layer needs of an engine, as a trait: the real [`EngineHandle`] behind it in
-//! production, a stub in the handler tests (no model), and later other engines.
+//! production, a stub in the handler tests (no model), and remote OpenAI-compatible engines
+//! (`ingot api --remote`, implemented by the binary). The free functions are the parts any
+//! backend that holds the model's tokenizer and template answers the same way.
 //!
 //! Every method is blocking (validation renders and tokenizes; see [`crate::workers`]) except
 //! that events arrive through the sinks given, on the engine's own schedule.
 
-use ingot_core::template::{prompt_opens_thinking, ToolFormat};
+use ingot_core::template::{prompt_opens_thinking, ChatTemplate, ToolFormat};
+use ingot_core::tokenizer::Tokenizer;
 use ingot_engine::{ChatRequest, EngineError, EngineHandle, MediaKind, PromptRequest, QueueStats};
 
 use crate::sink::ChannelSink;
@@ -99,16 +102,11 @@ impl Backend for EngineHandle {
     }
 
     fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
-        let vocab = self.model_config().vocab_size;
-        if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
-            return Err(EngineError::invalid(format!("tokens[{i}]"), format!("token id {} is outside the vocabulary (size {vocab})", ids[i])));
-        }
-        Ok(self.tokenizer().decode(ids, false)?)
+        detokenize(self.tokenizer(), self.model_config().vocab_size, ids)
     }
 
     fn piece(&self, id: u32) -> Vec<u8> {
-        let t = self.tokenizer();
-        t.text_bytes(id).or_else(|| t.id_to_token(id).map(|s| s.as_bytes().to_vec())).unwrap_or_default()
+        piece(self.tokenizer(), id)
     }
 
     fn takes_images(&self) -> bool {
@@ -124,13 +122,32 @@ impl Backend for EngineHandle {
     }
 
     fn reply_format(&self, prompt_ids: &[u32]) -> (ToolFormat, bool) {
-        let tools = self.template().map_or(ToolFormat::Default, |t| t.tool_format());
-        // The thinking marker is among the prompt's last tokens.
-        let tail = self.tokenizer().decode(&prompt_ids[prompt_ids.len().saturating_sub(8)..], false).unwrap_or_default();
-        (tools, prompt_opens_thinking(&tail))
+        reply_format(self.template(), self.tokenizer(), prompt_ids)
     }
 
     fn adapters(&self) -> &[String] {
         EngineHandle::adapters(self)
     }
+}
+
+/// [`Backend::detokenize`] for any backend that holds the model's tokenizer: ids of a
+/// vocabulary of `vocab` tokens back to text.
+pub fn detokenize(tokenizer: &Tokenizer, vocab: usize, ids: &[u32]) -> Result<String, EngineError> {
+    if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
+        return Err(EngineError::invalid(format!("tokens[{i}]"), format!("token id {} is outside the vocabulary (size {vocab})", ids[i])));
+    }
+    Ok(tokenizer.decode(ids, false)?)
+}
+
+/// [`Backend::piece`] from the model's tokenizer.
+pub fn piece(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
+    tokenizer.text_bytes(id).or_else(|| tokenizer.id_to_token(id).map(|s| s.as_bytes().to_vec())).unwrap_or_default()
+}
+
+/// [`Backend::reply_format`] from the model's template and tokenizer.
+pub fn reply_format(template: Option<&ChatTemplate>, tokenizer: &Tokenizer, prompt_ids: &[u32]) -> (ToolFormat, bool) {
+    let tools = template.map_or(ToolFormat::Default, |t| t.tool_format());
+    // The thinking marker is among the prompt's last tokens.
+    let tail = tokenizer.decode(&prompt_ids[prompt_ids.len().saturating_sub(8)..], false).unwrap_or_default();
+    (tools, prompt_opens_thinking(&tail))
 }

@@ -154,6 +154,7 @@ impl From<EngineError> for ApiError {
             EngineError::Stopped | EngineError::QueueWait { .. } | EngineError::QueueExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
             e if e.is_request_error() => StatusCode::BAD_REQUEST,
             EngineError::RewardModel | EngineError::NoValueHead | EngineError::NoTemplate => StatusCode::BAD_REQUEST,
+            EngineError::Remote { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = match &e {
@@ -198,6 +199,9 @@ mod tests {
         let e = ApiError::from(EngineError::Overloaded { queued: 3, limit: 3 });
         assert_eq!((e.status, e.param), (StatusCode::TOO_MANY_REQUESTS, None));
         assert_eq!(ApiError::from(EngineError::RewardModel).status, StatusCode::BAD_REQUEST);
+        let e = ApiError::from(EngineError::Remote { url: "http://a:1".into(), message: "refused".into() });
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(e.message, "--remote http://a:1: refused");
         let wait = EngineError::QueueWait { expected: std::time::Duration::from_millis(2500), limit: std::time::Duration::from_secs(1) };
         let e = ApiError::from(wait);
         assert_eq!((e.status, e.retry_after, e.code), (StatusCode::SERVICE_UNAVAILABLE, Some(3), Some("server_busy")));

@@ -193,7 +193,7 @@ fn check_extra(extra: &Map<String, Value>) -> Result<(), ApiError> {
             (_, Value::Null) => true,
             ("echo", Value::Bool(false)) => true,
             ("logit_bias", Value::Object(m)) => m.is_empty(),
-            (k, v) if crate::router_info::asks_nothing_of_sglang(k, v) => true,
+            (k, v) if crate::router_info::asks_nothing_of_routers(k, v) => true,
             (k, _) => IGNORED_FIELDS.contains(&k) || params_take(k, value),
         };
         if !asks_nothing {

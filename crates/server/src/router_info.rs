@@ -11,8 +11,9 @@
 //! be pointed at (`--health-check-endpoint /health_generate`): it generates one token, so it
 //! fails when the engine has stopped even though the HTTP side still answers.
 //!
-//! The router also writes SGLang's own request fields into every request it forwards, at
-//! their defaults; [`asks_nothing_of_sglang`] lets those through the unknown-field check.
+//! The routers also write their engines' own request fields into every request they forward,
+//! at their defaults (sglang-router SGLang's, vllm-router those and vLLM's
+//! `include_reasoning`); [`asks_nothing_of_routers`] lets those through the unknown-field check.
 //!
 //! Invariant: the bodies only describe what is served (no engine state changes), and the
 //! info routes sit behind the API key like the other API routes, since they name a path on
@@ -41,15 +42,16 @@ pub struct Deployment {
     pub max_running_requests: usize,
 }
 
-/// Whether `key: value` is one of SGLang's request extensions at a value that asks for what
-/// ingot does anyway. sglang-router re-serializes every request it forwards with these
-/// fields filled in (`no_stop_trim: false`, `separate_reasoning: true`, ...), so they must
-/// pass `openai::check_extra`; any other value of them is still refused.
-pub(crate) fn asks_nothing_of_sglang(key: &str, value: &Value) -> bool {
+/// Whether `key: value` is one of SGLang's or vLLM's request extensions at a value that asks
+/// for what ingot does anyway. sglang-router and vllm-router re-serialize every request they
+/// forward with these fields filled in (`no_stop_trim: false`, `separate_reasoning: true`,
+/// vLLM's `include_reasoning: true`: the reasoning comes back apart, as ingot returns it), so
+/// they must pass `openai::check_extra`; any other value of them is still refused.
+pub(crate) fn asks_nothing_of_routers(key: &str, value: &Value) -> bool {
     matches!(
         (key, value),
         ("no_stop_trim" | "continue_final_message" | "return_hidden_states", Value::Bool(false))
-            | ("separate_reasoning" | "stream_reasoning", Value::Bool(true))
+            | ("separate_reasoning" | "stream_reasoning" | "include_reasoning", Value::Bool(true))
     )
 }
 
@@ -133,12 +135,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sglang_fields_pass_only_at_the_values_ingot_honours() {
-        assert!(asks_nothing_of_sglang("no_stop_trim", &json!(false)));
-        assert!(asks_nothing_of_sglang("separate_reasoning", &json!(true)));
-        assert!(!asks_nothing_of_sglang("no_stop_trim", &json!(true)));
-        assert!(!asks_nothing_of_sglang("return_hidden_states", &json!(true)));
-        assert!(!asks_nothing_of_sglang("stream_reasoning", &json!(false)));
-        assert!(!asks_nothing_of_sglang("lora_path", &json!(false)));
+    fn router_fields_pass_only_at_the_values_ingot_honours() {
+        assert!(asks_nothing_of_routers("no_stop_trim", &json!(false)));
+        assert!(asks_nothing_of_routers("separate_reasoning", &json!(true)));
+        assert!(!asks_nothing_of_routers("no_stop_trim", &json!(true)));
+        assert!(!asks_nothing_of_routers("return_hidden_states", &json!(true)));
+        assert!(!asks_nothing_of_routers("stream_reasoning", &json!(false)));
+        assert!(!asks_nothing_of_routers("lora_path", &json!(false)));
+        assert!(asks_nothing_of_routers("include_reasoning", &json!(true)));
+        assert!(!asks_nothing_of_routers("include_reasoning", &json!(false)));
     }
 }

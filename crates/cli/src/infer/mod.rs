@@ -24,9 +24,10 @@
 mod output;
 mod progress;
 mod remote;
+mod remote_media;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, ValueEnum};
@@ -40,6 +41,7 @@ use crate::infer_config::{fill, ConfigArgs};
 use crate::bleu_rouge::{self, Similarity};
 use crate::media::{read_audio, read_frames, read_image, read_video, MediaReading};
 use crate::model_args::ModelArgs;
+use crate::remote::RemoteArgs;
 use output::{Finished, Prediction, RowError, Sink};
 use progress::Progress;
 
@@ -70,18 +72,11 @@ pub struct InferArgs {
     /// Rows in flight at once (the engine batches them).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Generate on this OpenAI-compatible server (`ingot api`, vLLM, SGLang, llama.cpp's
-    /// server, a router) instead of loading the model's weights; repeat for several (config
-    /// key `remote_urls`). --model still gives the tokenizer and chat template.
-    #[arg(long = "remote", value_name = "URL")]
-    pub remote: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Requests in flight per --remote server (default: --concurrency).
     #[arg(long, value_name = "N")]
     pub remote_concurrency: Option<usize>,
-    /// Longest one --remote request may take, and longest the run waits while every server
-    /// is down, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub remote_timeout: u64,
     /// Skip the rows OUTPUT (and the errors file) already hold: the default.
     #[arg(long, overrides_with = "no_resume")]
     pub resume: bool,
@@ -121,7 +116,7 @@ impl InferArgs {
         fill(&mut self.dataset_dir, cfg.dataset_dir.clone(), matches, "dataset_dir");
         fill(&mut self.media_dir, cfg.media_dir.clone().map(Some), matches, "media_dir");
         fill(&mut self.max_samples, cfg.max_samples.map(Some), matches, "max_samples");
-        fill(&mut self.remote, cfg.remote_urls.clone(), matches, "remote");
+        fill(&mut self.remote.urls, cfg.remote_urls.clone(), matches, "remote");
         Ok(())
     }
 
@@ -283,18 +278,18 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let cfg = EngineConfig { max_seqs: args.concurrency, ..args.prompt.engine_config(&args.model) };
         // Every row's events, tagged with the row's `seq`.
         let (events, received) = crossbeam_channel::unbounded::<(usize, Event)>();
-        let (generator, concurrency): (Box<dyn Generator>, usize) = if args.remote.is_empty() {
+        let (generator, concurrency): (Box<dyn Generator>, usize) = if args.remote.urls.is_empty() {
             (Box::new(args.model.start_chat_engine(cfg)?), args.concurrency)
         } else {
             let limit = args.remote_concurrency.unwrap_or(args.concurrency);
             anyhow::ensure!(limit >= 1, "--remote-concurrency must be at least 1");
             let settings = remote::RemoteSettings {
-                urls: &args.remote,
+                urls: &args.remote.urls,
                 model: &args.model,
                 limit,
-                timeout: Duration::from_secs(args.remote_timeout.max(1)),
+                timeout: args.remote.timeout(),
             };
-            (Box::new(remote::Remote::start(settings, &cfg, events.clone())?), limit * args.remote.len())
+            (Box::new(remote::Remote::start(settings, &cfg, events.clone())?), limit * args.remote.urls.len())
         };
         let started = Instant::now();
         let mut progress = Progress::new(todo.len());

@@ -6,8 +6,8 @@
 //! takes only text, as the rendered text) to `/v1/completions`
 //! with the template's stop strings and the generation flags given, so the server's own
 //! template never matters: against an ingot replica of the same model, greedy predictions
-//! are byte-identical to a local run's. Rows with images are refused (their error names the
-//! row): the servers get token ids, which carry no pixels.
+//! are byte-identical to a local run's. Rows with images go to `/v1/chat/completions` instead,
+//! the images inline (token ids carry no pixels; see [`super::remote_media`]).
 //!
 //! Before any row runs every server is checked ([`Endpoint`]): reachable, serving the same
 //! tokenizer as `--model` where it has a tokenize route, and answering a one-token
@@ -16,15 +16,14 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use crossbeam_channel::Sender;
-use ingot_engine::{Cancel, ChatRequest, EngineConfig, Event, GenParams, Prompter};
+use ingot_engine::{Cancel, ChatRequest, EngineConfig, Event, Prompter};
 use serde_json::{json, Map, Value};
 
 use super::{Generator, MediaFiles, StartError};
 use crate::dataset::Row;
 use crate::model_args::ModelArgs;
-use crate::remote::{Endpoint, Pool};
+use crate::remote::{connect_all, openai_params, JobPrompt, Pool};
 
 /// Remote servers with the prompter that renders for them.
 pub(super) struct Remote {
@@ -32,6 +31,8 @@ pub(super) struct Remote {
     pool: Pool,
     /// The generation flags, as OpenAI's fields.
     params: Map<String, Value>,
+    /// `--system`, for rows that bring none (a chat request to a server must carry it).
+    system: Option<String>,
 }
 
 /// The servers' settings.
@@ -48,28 +49,16 @@ impl Remote {
     /// Loads `--model`'s tokenizer and template and checks every server (see the module doc).
     pub fn start(s: RemoteSettings, cfg: &EngineConfig, events: Sender<(usize, Event)>) -> anyhow::Result<Self> {
         let prompter = Prompter::new(s.model.load_prompting()?, cfg)?;
-        let probe_text = "Hi";
-        let probe = prompter.tokenizer().encode_prompt(probe_text).context("tokenizing a test prompt")?;
-        let mut endpoints = Vec::with_capacity(s.urls.len());
-        for url in s.urls {
-            let mut e = Endpoint::connect(url, s.timeout)?;
-            if !e.check_tokenizer(prompter.tokenizer())? {
-                eprintln!("warning: infer: {} has no /tokenize route: cannot check that it serves --model's tokenizer", e.url);
-            }
-            e.check_completions(&probe, probe_text)?;
-            let how = if e.text_prompts { "text prompts" } else { "token-id prompts" };
-            eprintln!("infer: {} serves `{}` ({how})", e.url, e.model);
-            endpoints.push(e);
-        }
+        let endpoints = connect_all(s.urls, &prompter, s.timeout, "infer")?;
         let pool = Pool::start(endpoints, s.limit, s.timeout, events);
-        Ok(Self { prompter, pool, params: openai_params(&cfg.params) })
+        Ok(Self { prompter, pool, params: openai_params(&cfg.params), system: cfg.default_system.clone() })
     }
 }
 
 impl Generator for Remote {
-    fn start(&self, row: &Row, _media: &MediaFiles, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
+    fn start(&self, row: &Row, media: &MediaFiles, seq: usize, _events: &Sender<(usize, Event)>) -> Result<(String, Option<Cancel>), StartError> {
         if !(row.media.images.is_empty() && row.media.videos.is_empty() && row.media.audios.is_empty()) {
-            return Err(StartError::Row("rows with media cannot go to --remote servers (they get token ids); run them locally".into()));
+            return self.start_chat(row, media, seq);
         }
         let request = ChatRequest {
             messages: row.messages.clone(),
@@ -86,46 +75,29 @@ impl Generator for Remote {
         if !stop.is_empty() {
             body.insert("stop".into(), Value::Array(stop));
         }
-        self.pool.submit(seq, Value::Object(body), rendered.ids, rendered.text);
+        self.pool.submit(seq, Value::Object(body), JobPrompt::Rendered { ids: rendered.ids, text: rendered.text });
         Ok((prompt, None))
     }
 }
 
-/// The generation settings given, under OpenAI's (and vLLM's) names; `do_sample: false` is
-/// temperature 0.
-fn openai_params(p: &GenParams) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            m.insert(k.to_owned(), v);
+impl Remote {
+    /// A row with media: its messages, images inline, to `/v1/chat/completions`
+    /// ([`super::remote_media`]); the recorded prompt is the conversation rendered here,
+    /// without the images.
+    fn start_chat(&self, row: &Row, media: &MediaFiles, seq: usize) -> Result<(String, Option<Cancel>), StartError> {
+        let system = row.system.as_deref().filter(|s| !s.is_empty()).or(self.system.as_deref());
+        let messages = super::remote_media::chat_messages(row, media.dir, system).map_err(StartError::Row)?;
+        let request = ChatRequest { messages: row.messages.clone(), system: system.map(str::to_owned), ..ChatRequest::default() };
+        let ids = self.prompter.render(&request).map_err(StartError::from)?.ids;
+        // As a local run records it: special tokens (the media's among them) left out.
+        let prompt = self.prompter.tokenizer().decode(&ids, true).map_err(|e| StartError::Row(e.to_string()))?;
+        let prompt = super::remote_media::without_placeholders(&prompt);
+        let mut body = self.params.clone();
+        body.insert("n".into(), json!(1));
+        if let Some(tools) = row.tools.as_ref().filter(|t| !t.is_empty()) {
+            body.insert("tools".into(), json!(tools));
         }
-    };
-    let greedy = p.do_sample == Some(false);
-    put("temperature", if greedy { Some(json!(0)) } else { p.temperature.map(|v| json!(v)) });
-    put("top_p", p.top_p.map(|v| json!(v)));
-    put("top_k", p.top_k.map(|v| json!(v)));
-    put("min_p", p.min_p.map(|v| json!(v)));
-    put("repetition_penalty", p.repetition_penalty.map(|v| json!(v)));
-    put("presence_penalty", p.presence_penalty.map(|v| json!(v)));
-    put("frequency_penalty", p.frequency_penalty.map(|v| json!(v)));
-    put("max_tokens", p.max_new_tokens.map(|v| json!(v)));
-    put("seed", p.seed.map(|v| json!(v)));
-    put("skip_special_tokens", p.skip_special_tokens.map(|v| json!(v)));
-    put("ignore_eos", p.ignore_eos.map(|v| json!(v)));
-    put("stop", (!p.stop.is_empty()).then(|| json!(p.stop)));
-    put("stop_token_ids", (!p.stop_token_ids.is_empty()).then(|| json!(p.stop_token_ids)));
-    m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_become_openai_fields_and_do_sample_false_is_greedy() {
-        let p = GenParams { do_sample: Some(false), temperature: Some(0.7), max_new_tokens: Some(8), stop: vec!["END".into()], ..GenParams::default() };
-        let m = openai_params(&p);
-        assert_eq!(Value::Object(m), json!({"temperature": 0, "max_tokens": 8, "stop": ["END"]}));
-        assert!(openai_params(&GenParams::default()).is_empty());
+        self.pool.submit(seq, Value::Object(body), JobPrompt::Messages(messages));
+        Ok((prompt, None))
     }
 }

@@ -46,6 +46,10 @@ pub struct Endpoint {
     pub model: String,
     /// Whether prompts go as text: the server (sglang-router, for one) refuses token ids.
     pub text_prompts: bool,
+    /// The model's context length, where `/v1/models` gives it (`max_model_len`: ingot, vLLM).
+    pub context: Option<usize>,
+    /// The field the server enforces a JSON schema through, if any ([`Endpoint::check_structured`]).
+    pub schema_field: Option<SchemaField>,
     agent: ureq::Agent,
 }
 
@@ -56,7 +60,7 @@ impl Endpoint {
         anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "--remote {url}: not an http:// or https:// URL");
         let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).proxy(None).build();
         let agent: ureq::Agent = config.into();
-        let mut e = Self { url, model: String::new(), text_prompts: false, agent };
+        let mut e = Self { url, model: String::new(), text_prompts: false, context: None, schema_field: None, agent };
         let (status, body) = e.get("/v1/models").map_err(|m| anyhow::anyhow!("--remote {}: unreachable: {m}", e.url))?;
         if status != 200 {
             bail!("--remote {}: GET /v1/models answered {status}: {}", e.url, excerpt(&body));
@@ -66,6 +70,7 @@ impl Endpoint {
             .as_str()
             .with_context(|| format!("--remote {}: GET /v1/models lists no model", e.url))?
             .to_owned();
+        e.context = models["data"][0]["max_model_len"].as_u64().map(|n| n as usize);
         Ok(e)
     }
 
@@ -116,6 +121,41 @@ impl Endpoint {
         }
     }
 
+    /// Learns which field, if any, makes the server's `/v1/completions` follow a JSON schema:
+    /// each dialect in turn asks for a JSON object in a few greedy tokens from `ids`, and the
+    /// first whose reply starts with `{` is the server's (a server that ignores the field
+    /// answers the prompt in prose).
+    pub fn check_structured(&mut self, ids: &[u32], text: &str) {
+        let prompt = if self.text_prompts { json!(text) } else { json!(ids) };
+        for field in SchemaField::ALL {
+            let mut body = json!({"model": self.model, "prompt": prompt, "max_tokens": 4, "temperature": 0});
+            field.put(&mut body, &json!({"type": "object"}));
+            if let Ok(c) = self.complete(&body) {
+                if c.text.trim_start().starts_with('{') {
+                    self.schema_field = Some(field);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `POST /v1/completions` with `body` streamed back: the reply's body, once the server
+    /// answered 200 (a failure as [`Endpoint::complete`] classes it).
+    pub fn open_stream(&self, body: &Value) -> Result<ureq::Body, Failure> {
+        let reply = self
+            .agent
+            .post(format!("{}/v1/completions", self.url))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| Failure::Server(e.to_string()))?;
+        let status = reply.status().as_u16();
+        if status == 200 {
+            return Ok(reply.into_body());
+        }
+        let (_, text) = read(Ok(reply)).map_err(Failure::Server)?;
+        Err(classify(status, &text))
+    }
+
     /// Whether `GET /health` answers 200.
     pub fn healthy(&self) -> bool {
         matches!(self.get("/health"), Ok((200, _)))
@@ -123,15 +163,24 @@ impl Endpoint {
 
     /// `POST /v1/completions` with `body` (one choice, not streamed).
     pub fn complete(&self, body: &Value) -> Result<Completion, Failure> {
-        let (status, text) = self.post("/v1/completions", body).map_err(Failure::Server)?;
-        match status {
-            200 => {}
-            400..=499 if status != 408 && status != 429 => return Err(Failure::Request(format!("{status}: {}", excerpt(&text)))),
-            _ => return Err(Failure::Server(format!("{status}: {}", excerpt(&text)))),
+        self.generate("/v1/completions", "/text", body)
+    }
+
+    /// `POST /v1/chat/completions` with `body` (one choice, not streamed).
+    pub fn chat(&self, body: &Value) -> Result<Completion, Failure> {
+        self.generate("/v1/chat/completions", "/message/content", body)
+    }
+
+    /// A generation route's one choice, its text at the JSON `pointer` under `choices[0]`.
+    fn generate(&self, path: &str, pointer: &str, body: &Value) -> Result<Completion, Failure> {
+        let (status, text) = self.post(path, body).map_err(Failure::Server)?;
+        if status != 200 {
+            return Err(classify(status, &text));
         }
         let v: Value = serde_json::from_str(&text).map_err(|e| Failure::Server(format!("the reply is not JSON: {e}")))?;
         let choice = &v["choices"][0];
-        let text = choice["text"].as_str().ok_or_else(|| Failure::Server(format!("the reply has no choices[0].text: {}", excerpt(&v.to_string()))))?;
+        let text = choice.pointer(pointer).and_then(Value::as_str);
+        let text = text.ok_or_else(|| Failure::Server(format!("the reply has no choices[0]{}: {}", pointer.replace('/', "."), excerpt(&v.to_string()))))?;
         let count = |k: &str| v["usage"][k].as_u64().unwrap_or(0) as usize;
         Ok(Completion {
             text: text.to_owned(),
@@ -149,6 +198,39 @@ impl Endpoint {
     fn post(&self, path: &str, body: &Value) -> Result<(u16, String), String> {
         let reply = self.agent.post(format!("{}{path}", self.url)).header("content-type", "application/json").send(body.to_string());
         read(reply)
+    }
+}
+
+/// A reply other than 200: the request's fault for a 4xx (but a timeout or a rate limit),
+/// else the server's.
+fn classify(status: u16, body: &str) -> Failure {
+    match status {
+        400..=499 if status != 408 && status != 429 => Failure::Request(format!("{status}: {}", excerpt(body))),
+        _ => Failure::Server(format!("{status}: {}", excerpt(body))),
+    }
+}
+
+/// How a server takes a JSON schema on `/v1/completions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaField {
+    /// OpenAI's `response_format` (ingot, vLLM).
+    ResponseFormat,
+    /// llama.cpp's server: `json_schema`.
+    JsonSchema,
+    /// vLLM's older `guided_json`.
+    GuidedJson,
+}
+
+impl SchemaField {
+    const ALL: [Self; 3] = [Self::ResponseFormat, Self::JsonSchema, Self::GuidedJson];
+
+    /// Puts `schema` into `body` under this field.
+    pub fn put(self, body: &mut Value, schema: &Value) {
+        match self {
+            Self::ResponseFormat => body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}),
+            Self::JsonSchema => body["json_schema"] = schema.clone(),
+            Self::GuidedJson => body["guided_json"] = schema.clone(),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Remote engines for `ingot infer --remote URL`: rows ingot rendered itself go to
-//! OpenAI-compatible servers, each with its own limit of requests in flight.
+//! Remote OpenAI-compatible engines behind ingot's front ends. This module's [`Pool`] is
+//! `ingot infer --remote URL`'s: rows ingot rendered itself go to the servers, each with its
+//! own limit of requests in flight. `api` and `chat` stream through [`RemoteEngine`] instead.
 //!
 //! Every server gets `limit` worker threads that take jobs from one shared queue, so a fast
 //! server takes more rows. A server failure (refused, reset, timeout, 5xx) puts the job back
@@ -12,7 +13,10 @@
 //! or, once every server has been down for the whole `give_up` time, [`EngineError::Stopped`]
 //! after the reason is printed), and the pool's threads end when the [`Pool`] is dropped.
 
+pub mod backend;
 pub mod client;
+mod fields;
+mod relay;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,8 +26,31 @@ use crossbeam_channel::{Receiver, Sender};
 use ingot_engine::{EngineError, Event, FinishReason, Usage};
 use serde_json::Value;
 
+pub use backend::RemoteEngine;
 pub use client::Endpoint;
+pub use fields::{connect_all, openai_params};
 use client::Failure;
+
+/// Where remote engines are, for every command that can use them instead of the model's
+/// weights (`--model` still gives the tokenizer and chat template).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Generate on this OpenAI-compatible server (`ingot api`, vLLM, SGLang, llama.cpp's
+    /// server, a router) instead of loading the model's weights; repeat for several (`infer`'s
+    /// config key `remote_urls`). --model still gives the tokenizer and chat template.
+    #[arg(id = "remote", long = "remote", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Longest one --remote request may take, its stream included (with `infer`, also how
+    /// long the run waits while every server is down), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub remote_timeout: u64,
+}
+
+impl RemoteArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.remote_timeout.max(1))
+    }
+}
 
 /// First wait before a failed server is probed again; doubled per failed probe.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -34,8 +61,15 @@ struct Job {
     seq: usize,
     /// The request without its `model` and `prompt`.
     body: Value,
-    ids: Vec<u32>,
-    text: String,
+    prompt: JobPrompt,
+}
+
+/// What a row asks a server to continue.
+pub enum JobPrompt {
+    /// A prompt rendered here, for `/v1/completions`: its ids and the text they tokenize from.
+    Rendered { ids: Vec<u32>, text: String },
+    /// Chat messages with media inline, for `/v1/chat/completions` (rendered by the server).
+    Messages(Value),
 }
 
 /// Whether each server is up, and since when every server has been down.
@@ -77,10 +111,10 @@ impl Pool {
     }
 
     /// Queues a row's completion request; the pool fills in the `model` each server serves
-    /// and the prompt, as `ids` or as `text` (which tokenizes to them) as the server takes it.
-    pub fn submit(&self, seq: usize, body: Value, ids: Vec<u32>, text: String) {
+    /// and the prompt: a rendered one as ids or as text, as the server takes it, or messages.
+    pub fn submit(&self, seq: usize, body: Value, prompt: JobPrompt) {
         // The workers hold the queue's receiver until the pool is dropped.
-        let _ = self.jobs.send(Job { seq, body, ids, text });
+        let _ = self.jobs.send(Job { seq, body, prompt });
     }
 }
 
@@ -120,8 +154,17 @@ impl Worker {
             }
             let Ok(mut job) = self.queue.recv_timeout(Duration::from_millis(200)) else { continue };
             job.body["model"] = Value::String(endpoint.model.clone());
-            job.body["prompt"] = if endpoint.text_prompts { Value::String(job.text.clone()) } else { serde_json::json!(job.ids) };
-            match endpoint.complete(&job.body) {
+            let done = match &job.prompt {
+                JobPrompt::Rendered { ids, text } => {
+                    job.body["prompt"] = if endpoint.text_prompts { Value::String(text.clone()) } else { serde_json::json!(ids) };
+                    endpoint.complete(&job.body)
+                }
+                JobPrompt::Messages(messages) => {
+                    job.body["messages"] = messages.clone();
+                    endpoint.chat(&job.body)
+                }
+            };
+            match done {
                 Ok(c) => {
                     let usage = Usage {
                         finish_reason: if c.finish_reason == "length" { FinishReason::Length } else { FinishReason::Stop },

@@ -1,6 +1,8 @@
 """Drives a running `ingot api` with the official openai client (see tests/api.rs).
 
-Usage: python openai_client.py BASE_URL MODEL GREEDY_FIXTURE.json
+Usage: python openai_client.py BASE_URL MODEL GREEDY_FIXTURE.json [--remote]
+With --remote the server is `ingot api --remote` (replies sampled by another engine), where a
+forcing tool_choice is a 400 naming it instead of a forced call.
 Each check is greedy and short; the expected texts and token counts come from the shared
 reference fixture (llama.cpp's greedy run of the same GGUF), not from ingot itself.
 """
@@ -12,6 +14,7 @@ import openai
 from checks import WEATHER, check, report
 
 BASE, MODEL, FIXTURE = sys.argv[1], sys.argv[2], sys.argv[3]
+REMOTE = sys.argv[4:] == ["--remote"]
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="test-key", max_retries=0, timeout=300)
 cases = {item["name"]: item for item in json.load(open(FIXTURE))["items"]}
 capital = cases["capital"]
@@ -173,6 +176,13 @@ def tool_choice_required_forces_a_call():
     free = chat(SKY_Q, tools=[WEATHER], max_tokens=32).choices[0]
     assert not free.message.tool_calls, free  # the model would not call on its own
     for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        if REMOTE:
+            try:
+                chat(SKY_Q, tools=[WEATHER], tool_choice=choice, max_tokens=48)
+                raise AssertionError("a forcing tool_choice must be refused on remote engines")
+            except openai.BadRequestError as e:
+                assert "tool_choice" in str(e), e
+            continue
         c = chat(SKY_Q, tools=[WEATHER], tool_choice=choice, max_tokens=48).choices[0]
         assert c.finish_reason == "tool_calls", (choice, c)
         assert c.message.tool_calls[0].function.name == "get_weather", c
