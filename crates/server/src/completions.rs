@@ -39,6 +39,36 @@ pub(crate) struct Submission {
     pub(crate) events: mpsc::UnboundedReceiver<(usize, Event)>,
 }
 
+impl Submission {
+    /// Waits for the engine's first event before a stream's response header goes out, so a
+    /// request shed while it waited in the queue (past `--max-queue-wait`, or the engine
+    /// stopping) gets its HTTP status (503 with `Retry-After`) instead of a 200 stream that
+    /// carries only an error event, which clients, routers and retry logic would count as
+    /// served. The other events follow through a relay that stops when the client goes.
+    pub(crate) async fn started(mut self) -> Result<Submission, ApiError> {
+        let Some(first) = self.events.recv().await else { return Ok(self) };
+        if let (_, Event::Error(e)) = first {
+            return Err(ApiError::from(e));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(first);
+        let mut rest = std::mem::replace(&mut self.events, rx);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    e = rest.recv() => {
+                        if e.is_none_or(|e| tx.send(e).is_err()) {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(self)
+    }
+}
+
 pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = s.check_model(req.model.as_deref())?;
     let mut valid = req.validate()?;
@@ -47,7 +77,7 @@ pub async fn chat(State(s): State<AppState>, JsonBody(req): JsonBody<ChatComplet
     let (submission, format) = queue_chat(&s, valid).await?;
     let ctx = Ctx { id: new_id("chatcmpl-"), created: unix_now(), model };
     Ok(if delivery.stream {
-        sse(ctx.stream_chat(submission, delivery, format))
+        sse(ctx.stream_chat(submission.started().await?, delivery, format))
     } else {
         ctx.complete_chat(submission, &format, delivery).await?.into_response()
     })
@@ -101,7 +131,7 @@ pub async fn completions(State(s): State<AppState>, JsonBody(req): JsonBody<Comp
     let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params }).await?;
     let ctx = Ctx { id: new_id("cmpl-"), created: unix_now(), model };
     Ok(if valid.delivery.stream {
-        sse(ctx.stream_completion(submission, valid.delivery))
+        sse(ctx.stream_completion(submission.started().await?, valid.delivery))
     } else {
         ctx.complete_text(submission, valid.delivery).await?.into_response()
     })

@@ -155,7 +155,7 @@ async fn answer(s: AppState, req: CompletionRequest) -> Result<Response, ApiErro
     }
     let submission = queue_prompt(&s, PromptRequest { prompt: valid.prompt, params: valid.params }).await?;
     if valid.delivery.stream {
-        return Ok(sse(stream(submission, model)));
+        return Ok(sse(stream(submission.started().await?, model)));
     }
     let prompt_tokens = submission.prompt_tokens;
     let mut f = collect(submission).await?;

@@ -26,6 +26,8 @@ enum Behaviour {
     FailMidway,
     /// Drops its sinks without a terminal event (the engine stopped).
     Vanish,
+    /// Queues the request, then sheds it: it waited past `--max-queue-wait`.
+    Expire,
 }
 
 struct Stub {
@@ -63,6 +65,10 @@ impl Stub {
                     let _ = sink.send(Event::Error(EngineError::Forward(ForwardError::ContextOverflow { pos: 9, max: 8 })));
                 }
                 Behaviour::Vanish => {}
+                Behaviour::Expire => {
+                    let (waited, limit) = (std::time::Duration::from_secs(31), std::time::Duration::from_secs(30));
+                    let _ = sink.send(Event::Error(EngineError::QueueExpired { waited, limit }));
+                }
             }
         }
         Ok(Submitted { prompt_ids: vec![1, 2, 3], samples })
@@ -251,6 +257,27 @@ async fn streams_deliver_chunks_and_end_with_done_or_an_error_event() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (_, text) = post(router, "/v1/completions", &json!({"model": "m", "prompt": [1, 2], "stream": true}).to_string()).await;
     assert_eq!(error(&sse(&text).pop().expect("events"))["type"], "server_error", "{text}");
+}
+
+/// A request shed while queued is a 503 with `Retry-After` on every streaming route too, not a
+/// 200 stream whose only event is the error (which clients and routers count as served).
+#[tokio::test]
+async fn a_stream_shed_in_the_queue_is_a_503() {
+    let (router, _) = server(Behaviour::Expire);
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let routes = [
+        ("/v1/chat/completions", chat(json!({"stream": true}))),
+        ("/v1/completions", json!({"model": "m", "prompt": "x", "stream": true}).to_string()),
+        ("/v1/messages", json!({"model": "m", "max_tokens": 8, "messages": messages, "stream": true}).to_string()),
+        ("/v1/responses", json!({"model": "m", "input": "hi", "stream": true}).to_string()),
+        ("/completion", json!({"prompt": "x", "stream": true}).to_string()),
+    ];
+    for (path, body) in routes {
+        let req = Request::post(path).header("content-type", "application/json").body(Body::from(body)).expect("request");
+        let resp = router.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(resp.headers().contains_key("retry-after"), "{path}");
+    }
 }
 
 #[tokio::test]

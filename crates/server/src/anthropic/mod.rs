@@ -68,7 +68,12 @@ impl AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        (self.0.status, Json(self.body())).into_response()
+        let mut response = (self.0.status, Json(self.body())).into_response();
+        // Overload answers say when to come back, whatever the error's shape.
+        if let Some(secs) = self.0.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -99,7 +104,7 @@ async fn messages(State(s): State<AppState>, body: Result<JsonBody<MessagesReque
     let stream = valid.delivery.stream;
     let (submission, format) = queue_chat(&s, valid).await?;
     let reply = Reply { id: new_id("msg_"), model };
-    Ok(if stream { sse(reply.stream(submission, format)) } else { Json(reply.complete(submission, &format).await?).into_response() })
+    Ok(if stream { sse(reply.stream(submission.started().await?, format)) } else { Json(reply.complete(submission, &format).await?).into_response() })
 }
 
 /// The prompt's length in tokens, as the model would see it (its images included).

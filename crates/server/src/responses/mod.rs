@@ -63,7 +63,7 @@ async fn create(State(s): State<AppState>, Extension(store): Extension<Arc<Store
     let stream = valid.delivery.stream;
     let (submission, format) = queue_chat(&s, valid).await.map_err(own_param)?;
     let finish = Finish { head, store: keep.then_some(store), conversation: turn.conversation };
-    Ok(if stream { sse(finish.stream(submission, format)) } else { Json(finish.complete(submission, &format).await?).into_response() })
+    Ok(if stream { sse(finish.stream(submission.started().await?, format)) } else { Json(finish.complete(submission, &format).await?).into_response() })
 }
 
 async fn retrieve(Extension(store): Extension<Arc<Store>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
