@@ -254,11 +254,20 @@ impl Validator {
     /// tool format: a forcing `tool_choice` (the calls are the whole reply; a `response_format`
     /// waits for a later text turn), or under `auto` with a `response_format` calls or
     /// schema-valid text; `parallel_tool_calls: false` admits one call. Otherwise the
-    /// `response_format` alone.
+    /// `response_format` alone, or a GBNF `grammar` (which excludes both).
     fn constraint_for(&self, params: &GenParams, tools: Option<&[Value]>) -> Result<Option<Constraint>, EngineError> {
         let format = params.response_format.as_ref().filter(|f| **f != ResponseFormat::Text);
         let choice = params.tool_choice.clone().unwrap_or(ToolChoice::Auto);
         let rules = ToolRules { single_call: params.parallel_tool_calls == Some(false), response_format: format };
+        if let Some(grammar) = &params.grammar {
+            if format.is_some() || choice.forces_call() {
+                return Err(EngineError::invalid(
+                    "grammar",
+                    "grammar: give either a grammar or a response_format / forcing tool_choice, not both",
+                ));
+            }
+            return Ok(Some(self.constraint_compiler()?.compile_gbnf(grammar)?));
+        }
         let calls_or_text = choice == ToolChoice::Auto && format.is_some() && tools.is_some_and(|t| !t.is_empty());
         if choice.forces_call() || calls_or_text {
             let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
@@ -326,7 +335,14 @@ pub(crate) fn render_chat(
     let tools = req.tools.clone().map(Value::Array);
     let mut kwargs = template_kwargs.clone();
     kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?)
+    // A final assistant turn with text is continued, not answered (see `prefill`).
+    match crate::prefill::final_assistant_text(&messages) {
+        Some(text) => {
+            let rendered = template.render_json(&Value::Array(messages), tools.as_ref(), false, &kwargs)?;
+            crate::prefill::continue_final(rendered, &text)
+        }
+        None => Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?),
+    }
 }
 
 #[cfg(test)]
