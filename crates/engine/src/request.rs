@@ -89,8 +89,10 @@ pub struct ValidRequest {
     /// One per sample, seeds already offset.
     pub(crate) samples: Vec<SamplingParams>,
     pub(crate) max_new_tokens: usize,
-    /// Stop strings: generation ends before the first occurrence, which is not emitted.
+    /// Stop strings: generation ends before the first occurrence, which is not emitted. The
+    /// first `own_stops` are the request's; the template's follow.
     pub(crate) stop: Vec<String>,
+    pub(crate) own_stops: usize,
     /// Token ids that end generation besides the tokenizer's end-of-generation ids.
     pub(crate) stop_ids: Vec<u32>,
     pub(crate) skip_special_tokens: bool,
@@ -229,6 +231,7 @@ impl Validator {
             media: None,
             samples: r.samples,
             max_new_tokens: r.max_new_tokens,
+            own_stops: r.stop.len(),
             stop: r.stop,
             stop_ids: r.stop_ids,
             skip_special_tokens: r.skip_special_tokens,
@@ -357,6 +360,7 @@ impl ValidRequest {
             samples: vec![SamplingParams::greedy()],
             max_new_tokens,
             stop: Vec::new(),
+            own_stops: 0,
             stop_ids: Vec::new(),
             skip_special_tokens: true,
             ignore_eos: true,
