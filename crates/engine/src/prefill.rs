@@ -69,10 +69,10 @@ mod tests {
     #[test]
     fn the_prompt_ends_with_the_text_not_the_end_of_turn() {
         let rendered = "<|im_start|>user\nSay x<|im_end|>\n<|im_start|>assistant\nSay x<|im_end|>\n".to_string();
-        assert_eq!(continue_final(rendered.clone(), "Say x").unwrap(), "<|im_start|>user\nSay x<|im_end|>\n<|im_start|>assistant\nSay x");
+        assert_eq!(continue_final(rendered.clone(), "Say x").expect("continues"), "<|im_start|>user\nSay x<|im_end|>\n<|im_start|>assistant\nSay x");
         // A template that trims the content: the trimmed text is found.
-        assert!(continue_final(rendered.clone(), "Say x \n").unwrap().ends_with("assistant\nSay x"));
-        let e = continue_final(rendered, "absent").unwrap_err();
+        assert!(continue_final(rendered.clone(), "Say x \n").expect("continues").ends_with("assistant\nSay x"));
+        let e = continue_final(rendered, "absent").expect_err("an error");
         assert_eq!(e.field(), Some("messages"));
     }
 }

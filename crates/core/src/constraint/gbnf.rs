@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn rules_names_literals_and_classes_translate() {
-        let lark = to_lark("root ::= \"a\\\"b\" [a-z0-9_]+ json-Value # comment\njson-Value ::= [^\"\\\\] | ( \"x\" | \"y\" ){2,3}\n").unwrap();
+        let lark = to_lark("root ::= \"a\\\"b\" [a-z0-9_]+ json-Value # comment\njson-Value ::= [^\"\\\\] | ( \"x\" | \"y\" ){2,3}\n").expect("translates");
         assert_eq!(
             lark,
             "r-json-_value: /[^\\x{22}\\x{5c}]/ | (\"x\" | \"y\"){2,3}\nstart: \"a\\\"b\" (/[a-z0-9\\x{5f}]/)+ r-json-_value\n"
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn newlines_end_rules_except_inside_groups_and_after_bars() {
-        let lark = to_lark("root ::= (\n  \"a\"\n  | \"b\" ) x? |\n  \"c\"\nx ::= . {1,}").unwrap();
+        let lark = to_lark("root ::= (\n  \"a\"\n  | \"b\" ) x? |\n  \"c\"\nx ::= . {1,}").expect("translates");
         assert_eq!(lark, "start: (\"a\" | \"b\") (r-x)? | \"c\"\nr-x: (/./s)+\n");
     }
 
@@ -426,11 +426,11 @@ mod tests {
             ("root ::= \"a\" )", "unexpected `)`"),
         ];
         for (gbnf, wanted) in cases {
-            let e = to_lark(gbnf).unwrap_err();
+            let e = to_lark(gbnf).expect_err("an error");
             assert!(e.to_string().contains(wanted), "{gbnf:?}: {e}");
         }
-        assert_eq!(to_lark("\n\nroot ::= \"a\"\nb ::= c").unwrap_err().line, 4);
+        assert_eq!(to_lark("\n\nroot ::= \"a\"\nb ::= c").expect_err("an error").line, 4);
         let deep = format!("root ::= {}\"a\"{}", "(".repeat(100), ")".repeat(100));
-        assert!(to_lark(&deep).unwrap_err().message.contains("deeper than 64"));
+        assert!(to_lark(&deep).expect_err("an error").message.contains("deeper than 64"));
     }
 }
