@@ -9,7 +9,8 @@
 # Env: INGOT_LLAMA_SERVER_DIR (as install-llama-server.sh), SUITE_MODEL (default: the Qwen2.5
 # Coder 0.5B GGUF in ~/.cache/ingot/models), SUITE_PORT (default 28080), INGOT (the ingot
 # binary; default target/release/ingot, built if missing).
-# Per-test results land in $INGOT_LLAMA_SERVER_DIR/suite-<target>.xml (JUnit XML).
+# SUITE_TAG, if set, is added to the result files' names: per-test results land in
+# $INGOT_LLAMA_SERVER_DIR/suite-<target>[-<tag>].xml (JUnit XML), the output in suite-<target>[-<tag>].log.
 set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 die() { echo "llama-server-suite: error: $*" >&2; exit 1; }
@@ -37,12 +38,13 @@ fi
 
 run() {  # run <target> <pytest args>: runs the suite, prints "<target>: N passed, ..."
     local name="$1"; shift
-    local xml="$dir/suite-$name.xml"
+    local tag="$name${SUITE_TAG:+-$SUITE_TAG}"
+    local xml="$dir/suite-$tag.xml"
     (cd "$tests" && SUITE_TARGET="$name" SUITE_MODEL="$model" SUITE_LLAMA_SERVER="$llama_server" \
         SUITE_INGOT="$ingot" LLAMA_SERVER_BIN_PATH="$repo_dir/scripts/llama-server-suite/server_shim.py" \
         PORT="${SUITE_PORT:-28080}" "$venv/bin/python" -m pytest -p no:cacheprovider -q \
-        --junitxml="$xml" "$@" >"$dir/suite-$name.log" 2>&1) || true
-    "$venv/bin/python" - "$name" "$xml" <<'PY'
+        --junitxml="$xml" "$@" >"$dir/suite-$tag.log" 2>&1) || true
+    "$venv/bin/python" - "$tag" "$xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 name, path = sys.argv[1], sys.argv[2]
 cases = ET.parse(path).getroot().iter("testcase")
