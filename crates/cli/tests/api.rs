@@ -5,6 +5,8 @@
 //! README's test command and `.ci/run` call); every generation is greedy and short.
 
 mod common;
+#[path = "api/surfaces.rs"]
+mod surfaces;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -447,7 +449,8 @@ fn llama_cpp_native_routes(server: &Server) {
 }
 
 /// The Responses API with the `openai` client and the Agents SDK, the Messages API with the
-/// `anthropic` client, and llama.cpp's native routes, against one server.
+/// `anthropic` client, llama.cpp's native routes, `grammar`, prefill and stop strings, against
+/// one server.
 #[test]
 fn responses_messages_and_llama_cpp_routes() {
     let server = Server::start(&["--api-key", "test-key", "--model-name", "qwen-test"], &[]);
@@ -456,6 +459,7 @@ fn responses_messages_and_llama_cpp_routes() {
         run_checks(&server, script, &[server.base.as_ref(), "qwen-test".as_ref(), fixture.as_os_str()]);
     }
     llama_cpp_native_routes(&server);
+    surfaces::grammar_prefill_and_stop_words(&server);
 }
 
 /// Two LoRA adapters (the fixture's and a random one made here) over tiny-llama, one resident

@@ -23,6 +23,9 @@
 //!    complete only the end-of-generation tokens remain. After sampling a token that is not
 //!    end-of-generation: [`Constraint::advance`].
 //!
+//! llama.cpp's `grammar` field: [`ConstraintCompiler::compile_gbnf`] translates GBNF into
+//! llguidance's Lark syntax ([`gbnf`]) and compiles that.
+//!
 //! Tool calls: [`ConstraintCompiler::compile_tool_choice`] compiles OpenAI's `tool_choice`
 //! (`"required"` or a named function) into a constraint that admits only well-formed calls to
 //! the offered tools in a template's [`ToolFormat`], with arguments valid against each tool's
@@ -64,6 +67,8 @@ use serde_json::{json, Value};
 use crate::template::{CallRules, ToolChoice, ToolError, ToolFormat};
 
 mod digits;
+mod gbnf;
+pub use gbnf::{GbnfError, MAX_NESTING as MAX_GBNF_NESTING, MAX_REPEAT as MAX_GBNF_REPEAT};
 use digits::{DigitGuard, DigitTable};
 pub use digits::MAX_DIGITS;
 use crate::tokenizer::Tokenizer;
@@ -179,6 +184,13 @@ impl ConstraintCompiler {
             None => Ok(None),
             Some((field, schema)) => self.build(field, TopLevelGrammar::from_json_schema(schema)).map(Some),
         }
+    }
+
+    /// The constraint for a llama.cpp GBNF grammar (a request's `grammar`, see [`gbnf`]).
+    /// Errors name `grammar`: GBNF that does not parse, or a grammar llguidance rejects.
+    pub fn compile_gbnf(&self, grammar: &str) -> Result<Constraint, ConstraintError> {
+        let lark = gbnf::to_lark(grammar).map_err(|e| ConstraintError::Invalid { field: "grammar", message: e.to_string() })?;
+        self.build("grammar", TopLevelGrammar::from_lark(lark))
     }
 
     /// The constraint that forces the tool calls `choice` asks for, written in `format`, under

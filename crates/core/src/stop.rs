@@ -30,6 +30,8 @@ pub struct StopMatcher {
     /// Pushed text not emitted yet: always a proper prefix of some stop string (or empty).
     held: String,
     stopped: bool,
+    /// Index in `stops` of the stop string that completed.
+    matched: Option<usize>,
 }
 
 impl StopMatcher {
@@ -40,7 +42,14 @@ impl StopMatcher {
             stops,
             held: String::new(),
             stopped: false,
+            matched: None,
         }
+    }
+
+    /// The stop string that ended the stream, once one has (the earliest occurrence; of two
+    /// starting at the same place, the one listed first).
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stops[i].as_str())
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -61,11 +70,13 @@ impl StopMatcher {
         let earliest = self
             .stops
             .iter()
-            .filter_map(|stop| self.held.find(stop.as_str()))
+            .enumerate()
+            .filter_map(|(i, stop)| self.held.find(stop.as_str()).map(|at| (at, i)))
             .min();
-        if let Some(at) = earliest {
+        if let Some((at, i)) = earliest {
             self.held.truncate(at);
             self.stopped = true;
+            self.matched = Some(i);
             return StopStep {
                 emit: std::mem::take(&mut self.held),
                 stopped: true,
@@ -175,6 +186,19 @@ mod tests {
         // Held back until the end, then released by finish.
         let (emits, _, _) = run(&["</end>"], &["a </en"]);
         assert_eq!(emits, vec!["a ", "</en"]);
+    }
+
+    #[test]
+    fn the_matched_stop_string_is_reported() {
+        let mut m = matcher(&["", "END", "ab", "abc"]);
+        assert_eq!((m.push("x a").stopped, m.matched()), (false, None));
+        // "ab" and "abc" both start here: the one listed first is reported.
+        assert_eq!((m.push("bc END").emit.as_str(), m.matched()), ("", Some("ab")));
+        let mut m = matcher(&["abc", "END"]);
+        m.push("yy EN");
+        assert_eq!((m.push("D abc").emit.as_str(), m.matched()), ("", Some("END")));
+        let mut m = matcher(&["END"]);
+        assert_eq!((m.push("no stop here").stopped, m.matched()), (false, None));
     }
 
     #[test]

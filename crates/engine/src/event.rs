@@ -87,6 +87,10 @@ pub struct Usage {
     pub prefill_seconds: f64,
     /// Seconds spent generating after the first token.
     pub decode_seconds: f64,
+    /// The request's own stop string that ended the sample (finish reason `Stop`), for the
+    /// APIs that report it (llama.cpp's `stopping_word`, Anthropic's `stop_sequence`); `None`
+    /// when an end-of-generation token, a stop token or a template's stop string ended it.
+    pub stop_string: Option<String>,
 }
 
 impl Usage {
@@ -100,6 +104,7 @@ impl Usage {
             time_to_first_token: 0.0,
             prefill_seconds: 0.0,
             decode_seconds: 0.0,
+            stop_string: None,
         }
     }
 }

@@ -23,6 +23,7 @@ mod handle;
 mod lora;
 mod media;
 mod params;
+mod prefill;
 mod prefix_pool;
 mod prompter;
 mod queue_wait;

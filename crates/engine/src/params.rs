@@ -57,6 +57,11 @@ pub struct GenParams {
     /// request (an invalid one is [`crate::EngineError::Invalid`] naming
     /// `response_format...`), and every sample gets its own copy of the grammar state.
     pub response_format: Option<ResponseFormat>,
+    /// llama.cpp's `grammar`: a GBNF grammar every reply follows, by constrained decoding
+    /// (translated for llguidance, see [`ingot_core::constraint::ConstraintCompiler::compile_gbnf`]).
+    /// It excludes a `response_format` and a forcing `tool_choice`; an invalid grammar is
+    /// [`crate::EngineError::Invalid`] naming `grammar`.
+    pub grammar: Option<String>,
     /// OpenAI's `tool_choice` (`"none"`, `"auto"`, `"required"`, `{"type": "function",
     /// "function": {"name": …}}`; a front end deserializes the request's field straight into
     /// [`ToolChoice`]). `"required"` and a named function force a well-formed call to the
@@ -108,6 +113,7 @@ impl GenParams {
             skip_special_tokens: Some(true),
             seed: None,
             response_format: None,
+            grammar: None,
             tool_choice: None,
             logprobs: None,
             parallel_tool_calls: None,
@@ -128,7 +134,7 @@ impl GenParams {
         fill!(
             do_sample, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
             frequency_penalty, num_return_sequences, max_new_tokens, max_length, skip_special_tokens, seed,
-            response_format, tool_choice, ignore_eos, logprobs, parallel_tool_calls, adapter
+            response_format, grammar, tool_choice, ignore_eos, logprobs, parallel_tool_calls, adapter
         );
         if self.stop.is_empty() {
             self.stop = fallback.stop.clone();

@@ -89,8 +89,10 @@ pub struct ValidRequest {
     /// One per sample, seeds already offset.
     pub(crate) samples: Vec<SamplingParams>,
     pub(crate) max_new_tokens: usize,
-    /// Stop strings: generation ends before the first occurrence, which is not emitted.
+    /// Stop strings: generation ends before the first occurrence, which is not emitted. The
+    /// first `own_stops` are the request's; the template's follow.
     pub(crate) stop: Vec<String>,
+    pub(crate) own_stops: usize,
     /// Token ids that end generation besides the tokenizer's end-of-generation ids.
     pub(crate) stop_ids: Vec<u32>,
     pub(crate) skip_special_tokens: bool,
@@ -229,6 +231,7 @@ impl Validator {
             media: None,
             samples: r.samples,
             max_new_tokens: r.max_new_tokens,
+            own_stops: r.stop.len(),
             stop: r.stop,
             stop_ids: r.stop_ids,
             skip_special_tokens: r.skip_special_tokens,
@@ -254,11 +257,20 @@ impl Validator {
     /// tool format: a forcing `tool_choice` (the calls are the whole reply; a `response_format`
     /// waits for a later text turn), or under `auto` with a `response_format` calls or
     /// schema-valid text; `parallel_tool_calls: false` admits one call. Otherwise the
-    /// `response_format` alone.
+    /// `response_format` alone, or a GBNF `grammar` (which excludes both).
     fn constraint_for(&self, params: &GenParams, tools: Option<&[Value]>) -> Result<Option<Constraint>, EngineError> {
         let format = params.response_format.as_ref().filter(|f| **f != ResponseFormat::Text);
         let choice = params.tool_choice.clone().unwrap_or(ToolChoice::Auto);
         let rules = ToolRules { single_call: params.parallel_tool_calls == Some(false), response_format: format };
+        if let Some(grammar) = &params.grammar {
+            if format.is_some() || choice.forces_call() {
+                return Err(EngineError::invalid(
+                    "grammar",
+                    "grammar: give either a grammar or a response_format / forcing tool_choice, not both",
+                ));
+            }
+            return Ok(Some(self.constraint_compiler()?.compile_gbnf(grammar)?));
+        }
         let calls_or_text = choice == ToolChoice::Auto && format.is_some() && tools.is_some_and(|t| !t.is_empty());
         if choice.forces_call() || calls_or_text {
             let (Some(tools), Some(template)) = (tools, self.template.as_ref()) else {
@@ -326,7 +338,14 @@ pub(crate) fn render_chat(
     let tools = req.tools.clone().map(Value::Array);
     let mut kwargs = template_kwargs.clone();
     kwargs.extend(req.template_kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?)
+    // A final assistant turn with text is continued, not answered (see `prefill`).
+    match crate::prefill::final_assistant_text(&messages) {
+        Some(text) => {
+            let rendered = template.render_json(&Value::Array(messages), tools.as_ref(), false, &kwargs)?;
+            crate::prefill::continue_final(rendered, &text)
+        }
+        None => Ok(template.render_json(&Value::Array(messages), tools.as_ref(), true, &kwargs)?),
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +360,7 @@ impl ValidRequest {
             samples: vec![SamplingParams::greedy()],
             max_new_tokens,
             stop: Vec::new(),
+            own_stops: 0,
             stop_ids: Vec::new(),
             skip_special_tokens: true,
             ignore_eos: true,

@@ -8,8 +8,8 @@
 //! `cache_prompt`, `id_slot` and `n_keep` are accepted and ignored (prefix caching is automatic,
 //! slots are the engine's). Everything else goes through `/v1/completions`' validation, so an
 //! unknown field is a 400 naming it. The answer has `content`, `tokens_predicted`,
-//! `tokens_evaluated`, `tokens_cached`, `stop_type` (`eos` or `limit`: the engine does not
-//! report which stop string ended a reply, so that is `eos` too) and `timings` from the
+//! `tokens_evaluated`, `tokens_cached`, `stop_type` (`eos`, `limit`, or `word` with the
+//! request's stop string that ended the reply in `stopping_word`) and `timings` from the
 //! engine's usage (`prompt_ms` the prompt's forward pass, `predicted_ms` the decoding after
 //! the first token).
 //!
@@ -166,9 +166,11 @@ async fn answer(s: AppState, req: CompletionRequest) -> Result<Response, ApiErro
 fn last(content: String, u: &ingot_engine::Usage, prompt_tokens: usize, model: &str) -> Value {
     let stop_type = match u.finish_reason {
         FinishReason::Length => "limit",
+        FinishReason::Stop if u.stop_string.is_some() => "word",
         FinishReason::Stop => "eos",
         FinishReason::Cancelled => "none",
     };
+    let stopping_word = u.stop_string.as_deref().unwrap_or_default();
     let (prompt_n, predicted_n) = (prompt_tokens - u.cached_tokens.min(prompt_tokens), u.completion_tokens);
     let (prompt_ms, predicted_ms) = (u.prefill_seconds * 1000.0, u.decode_seconds * 1000.0);
     let per = |ms: f64, n: usize| if n == 0 { (0.0, 0.0) } else { (ms / n as f64, n as f64 * 1000.0 / ms.max(f64::MIN_POSITIVE)) };
@@ -176,7 +178,7 @@ fn last(content: String, u: &ingot_engine::Usage, prompt_tokens: usize, model: &
         (per(prompt_ms, prompt_n), per(predicted_ms, predicted_n.saturating_sub(1)));
     json!({"content": content, "stop": true, "model": model, "id_slot": 0,
         "tokens_predicted": predicted_n, "tokens_evaluated": prompt_tokens, "tokens_cached": u.cached_tokens,
-        "stop_type": stop_type, "stopping_word": "", "truncated": false,
+        "stop_type": stop_type, "stopping_word": stopping_word, "truncated": false,
         "timings": {"cache_n": u.cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_ms,
             "prompt_per_token_ms": prompt_per_token_ms, "prompt_per_second": prompt_per_second,
             "predicted_n": predicted_n, "predicted_ms": predicted_ms,

@@ -45,6 +45,7 @@ fn usage(completion_tokens: usize) -> Usage {
         time_to_first_token: 0.0,
         prefill_seconds: 0.0,
         decode_seconds: 0.0,
+        stop_string: None,
     }
 }
 

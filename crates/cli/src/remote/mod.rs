@@ -174,6 +174,7 @@ impl Worker {
                         time_to_first_token: 0.0,
                         prefill_seconds: 0.0,
                         decode_seconds: 0.0,
+                        stop_string: None,
                     };
                     let _ = self.events.send((job.seq, Event::Text(c.text)));
                     let _ = self.events.send((job.seq, Event::Done(usage)));

@@ -426,3 +426,40 @@ fn numbers_stop_at_sixteen_digits() {
     assert_eq!(feed(&mut c, "\"12345678901234567890\""), Ok(()));
     assert_eq!(MAX_DIGITS, 16);
 }
+
+/// A llama.cpp-style GBNF grammar (comments, a recursive rule, classes, escapes, bounded and
+/// unbounded repetition, an empty alternative) admits exactly its language.
+const LIST_GBNF: &str = r#"# a list of small words
+root ::= "[" items? "]" ("!" | )
+items ::= word ("," [ \t]* items)?   # recursive
+word ::= [a-c]{1,3} | "\x7e" [^\n\]]
+"#;
+
+#[test]
+fn gbnf_grammars_admit_exactly_their_language() {
+    let c = compiler();
+    for ok in ["[]", "[a]!", "[abc,  b,\tc]", "[~x,~~]"] {
+        let mut g = c.compile_gbnf(LIST_GBNF).expect("compiles");
+        assert_eq!(feed(&mut g, ok), Ok(()), "{ok}");
+        assert!(g.matcher.is_accepting().expect("state"), "{ok} should be complete");
+    }
+    for (bad, at) in [("[abcd]", 4), ("[a,]", 3), ("[~\n]", 2), ("[~]]", 2), ("x", 0), ("[a] ", 3)] {
+        let mut g = c.compile_gbnf(LIST_GBNF).expect("compiles");
+        assert_eq!(feed(&mut g, bad), Err(at), "{bad:?}");
+    }
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..20 {
+        let text = walk(&mut c.compile_gbnf(LIST_GBNF).expect("compiles"), &mut rng);
+        assert!(text.starts_with('[') && text.trim_end_matches('!').ends_with(']'), "{text:?}");
+    }
+}
+
+#[test]
+fn gbnf_errors_name_the_grammar_field() {
+    for bad in ["root ::= undefined-rule", "root ::= \"a", "not gbnf at all"] {
+        match compiler().compile_gbnf(bad).expect_err(bad) {
+            ConstraintError::Invalid { field, message } => assert!(field == "grammar" && message.contains("line 1"), "{message}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}

@@ -578,6 +578,8 @@ impl<'m> Scheduler<'m> {
                 }
                 let now = Instant::now();
                 let first = first_token_at.unwrap_or(now);
+                let own = &job.request.stop[..job.request.own_stops];
+                let stop_string = stop.matched().filter(|m| own.iter().any(|s| s == m)).map(str::to_owned);
                 Event::Done(Usage {
                     finish_reason: reason,
                     prompt_tokens: job.request.prompt_ids.len(),
@@ -586,6 +588,7 @@ impl<'m> Scheduler<'m> {
                     time_to_first_token: first.duration_since(job.submitted).as_secs_f64(),
                     prefill_seconds: prefill_done.unwrap_or(now).duration_since(started).as_secs_f64(),
                     decode_seconds: now.duration_since(first).as_secs_f64(),
+                    stop_string,
                 })
             }
             Err(e) => Event::Error(e),

@@ -10,8 +10,8 @@
 //! are those of the same reply unstreamed.
 //!
 //! Usage follows Anthropic's split: `input_tokens` excludes the prompt tokens read from the
-//! prefix cache, which are `cache_read_input_tokens`. A stop string ends the reply as
-//! `end_turn` (the engine does not report which string matched, so `stop_sequence` is null).
+//! prefix cache, which are `cache_read_input_tokens`. One of the request's `stop_sequences`
+//! ends the reply as `stop_reason: "stop_sequence"` with it in `stop_sequence`.
 
 use axum::response::sse::Event as SseEvent;
 use ingot_engine::FinishReason;
@@ -39,6 +39,7 @@ fn stop_reason(u: &ingot_engine::Usage, calls: usize) -> &'static str {
     match u.finish_reason {
         _ if calls > 0 => "tool_use",
         FinishReason::Length => "max_tokens",
+        _ if u.stop_string.is_some() => "stop_sequence",
         _ => "end_turn",
     }
 }
@@ -66,7 +67,7 @@ impl Reply {
             content.push(tool_use(c, serde_json::from_str(&c.function.arguments).unwrap_or_else(|_| json!({}))));
         }
         Ok(json!({"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
-            "stop_reason": stop_reason(&u, r.calls.len()), "stop_sequence": null,
+            "stop_reason": stop_reason(&u, r.calls.len()), "stop_sequence": u.stop_string,
             "usage": usage(prompt_tokens, u.cached_tokens, u.completion_tokens)}))
     }
 
@@ -126,7 +127,7 @@ impl EventWriter for Writer {
 
     fn done(&mut self, prompt_tokens: usize, u: &ingot_engine::Usage) -> Vec<SseEvent> {
         let mut out = self.close();
-        let delta = json!({"delta": {"stop_reason": stop_reason(u, self.calls), "stop_sequence": null},
+        let delta = json!({"delta": {"stop_reason": stop_reason(u, self.calls), "stop_sequence": u.stop_string},
             "usage": usage(prompt_tokens, u.cached_tokens, u.completion_tokens)});
         out.extend([event("message_delta", delta), event("message_stop", json!({}))]);
         out
