@@ -128,6 +128,9 @@ pub fn relay<S: EventSink>(servers: &Servers, job: &Job, opened: (usize, ureq::B
             time_to_first_token: ttft,
             prefill_seconds: 0.0,
             decode_seconds: elapsed - ttft,
+            // Servers name the matched stop string each their own way (vLLM's `stop_reason`,
+            // llama.cpp's `stopping_word`); not relayed yet.
+            stop_string: None,
         };
         let event = match (s.finish, &failure) {
             (Some(finish), _) => Event::Done(usage(finish, usage_tokens.filter(|_| one).unwrap_or(s.tokens))),
