@@ -92,6 +92,11 @@ fn chat_takes_a_video_directory_and_an_audio_clip() {
 
 /// Runs `ingot infer` over `rows` on `model`: the predictions and the errors file.
 fn infer(model: &Path, name: &str, media: &Path, rows: &[Value]) -> (Vec<Value>, String) {
+    infer_with(model, name, media, rows, &[])
+}
+
+/// [`infer`] with more flags.
+fn infer_with(model: &Path, name: &str, media: &Path, rows: &[Value], extra: &[&str]) -> (Vec<Value>, String) {
     let dir = scratch_dir(name);
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");
@@ -105,6 +110,7 @@ fn infer(model: &Path, name: &str, media: &Path, rows: &[Value]) -> (Vec<Value>,
     }
     let out = cmd
         .args(["--format", "openai", "--temperature", "0", "--max-new-tokens", "10", "--threads", "2", "--no-resume"])
+        .args(extra)
         .output()
         .expect("run infer");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -217,6 +223,16 @@ fn chat_and_infer_take_video_files() {
         assert_eq!(p["prompt_tokens"], c["input_ids"].as_array().expect("ids").len());
     }
     assert!(errors.contains("column `videos`") && errors.contains("cut.mp4") && errors.contains("not a readable video container"), "{errors}");
+
+    // The same rows on a remote replica: the files go inline as `video_url` parts to its
+    // /v1/chat/completions, with the same answers; the truncated one is the server's 400.
+    let replica = common::Server::start_model(&vlm_dir(), &["--threads", "2"], &[]);
+    let (remote, errors) = infer_with(&vlm_dir(), "infer-video-files-remote", &dir, &rows, &["--remote", &replica.base]);
+    assert_eq!(remote.len(), 2, "{remote:?}\n{errors}\n{}", replica.log());
+    for (r, p) in remote.iter().zip(&preds) {
+        assert_eq!((&r["predict"], &r["prompt_tokens"]), (&p["predict"], &p["prompt_tokens"]), "{r}");
+    }
+    assert!(errors.contains("not a readable video container"), "{errors}");
 }
 
 #[test]

@@ -81,9 +81,9 @@ impl Generator for Remote {
 }
 
 impl Remote {
-    /// A row with media: its messages, images inline, to `/v1/chat/completions`
+    /// A row with media: its messages, media inline, to `/v1/chat/completions`
     /// ([`super::remote_media`]); the recorded prompt is the conversation rendered here,
-    /// without the images.
+    /// without the media.
     fn start_chat(&self, row: &Row, media: &MediaFiles, seq: usize) -> Result<(String, Option<Cancel>), StartError> {
         let system = row.system.as_deref().filter(|s| !s.is_empty()).or(self.system.as_deref());
         let messages = super::remote_media::chat_messages(row, media.dir, system).map_err(StartError::Row)?;
