@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// Side in pixels of the square picture the media request sends.
     #[arg(long, default_value_t = 448, requires = "media_model")]
     pub media_image_side: u32,
+    /// Send a video of this many frames (copies of the picture) instead of the picture.
+    #[arg(long, default_value_t = 0, requires = "media_model")]
+    pub media_video_frames: usize,
     /// Media encoder work between two decode steps, in millions of multiply-adds (0: each
     /// image whole at once, running streams waiting for it). Default: the engine's (1000).
     #[arg(long, requires = "media_model")]
@@ -355,6 +358,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             streams: n.max(1),
             threads,
             image_side: args.media_image_side,
+            video_frames: args.media_video_frames,
             random_tower: args.random_vision_tower,
             encode_slice_macs: args.encode_slice_mmacs.map(|m| m.saturating_mul(1_000_000)),
         })?),
@@ -408,10 +412,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(g) = &report.media_gap {
         println!(
-            "ingot x{:<3}  inter-token gap while a {}x{} image is encoded: max {:.3} s, p99 {:.3} s, median {:.3} s; image TTFT {:.2} s ({}{}, slice {} MMAC)",
+            "ingot x{:<3}  inter-token gap while {} is encoded: max {:.3} s, p99 {:.3} s, median {:.3} s; its TTFT {:.2} s ({}{}, slice {} MMAC)",
             g.streams,
-            g.image_side,
-            g.image_side,
+            match g.video_frames {
+                0 => format!("a {}x{} image", g.image_side, g.image_side),
+                n => format!("a {n}-frame {}x{} video", g.image_side, g.image_side),
+            },
             g.max_gap_s,
             g.p99_gap_s,
             g.median_gap_s,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ingot_core::model::vision::VisionModel;
 use ingot_core::weights::random::RandomWeights;
+use ingot_core::media::Video;
 use ingot_engine::{ChatRequest, EngineConfig, EngineHandle, Event, GenParams, Image, Media, MediaLimits, Prompt, PromptRequest};
 use serde::Serialize;
 
@@ -34,6 +35,8 @@ pub(super) struct GapArgs<'a> {
     pub streams: usize,
     pub threads: usize,
     pub image_side: u32,
+    /// Send a video of this many copies of the picture instead of the picture (0: the picture).
+    pub video_frames: usize,
     pub random_tower: bool,
     /// `None`: the engine's default slice.
     pub encode_slice_macs: Option<u64>,
@@ -45,6 +48,8 @@ pub(super) struct Gap {
     pub media_model: String,
     pub streams: usize,
     pub image_side: u32,
+    /// Frames of the media request's video (0: it sent one picture).
+    pub video_frames: usize,
     pub random_vision_tower: bool,
     pub encode_slice_macs: u64,
     pub max_gap_s: f64,
@@ -81,6 +86,7 @@ pub(super) fn measure(a: &GapArgs<'_>) -> anyhow::Result<Gap> {
         prefix_cache: false,
         max_seqs: a.streams + 1,
         image_max_pixels: Some(pixels),
+        video_max_pixels: Some(pixels),
         ..EngineConfig::default()
     };
     if let Some(macs) = a.encode_slice_macs {
@@ -89,6 +95,10 @@ pub(super) fn measure(a: &GapArgs<'_>) -> anyhow::Result<Gap> {
     let encode_slice_macs = cfg.encode_slice_macs;
     let engine = ingot_engine::start(loaded, cfg)?;
     let image = Image::decode(&picture(a.image_side)?, "the benchmark picture", &MediaLimits::default())?;
+    let media = match a.video_frames {
+        0 => Media::Image(image),
+        n => Media::Video(Video::from_frames(vec![image; n], "the benchmark video", 2.0)?),
+    };
     let prompt = engine.tokenizer().encode_prompt("The river bends around the old mill")?;
 
     let stop = AtomicBool::new(false);
@@ -101,7 +111,7 @@ pub(super) fn measure(a: &GapArgs<'_>) -> anyhow::Result<Gap> {
         while *started.lock().expect("lock") < a.streams && waited.elapsed() < Duration::from_secs(600) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let result = image_request(&engine, image);
+        let result = media_request(&engine, media);
         stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.join().map_err(|_| anyhow::anyhow!("a benchmark stream panicked"))??;
@@ -116,6 +126,7 @@ pub(super) fn measure(a: &GapArgs<'_>) -> anyhow::Result<Gap> {
         media_model: a.media_model.display().to_string(),
         streams: a.streams,
         image_side: a.image_side,
+        video_frames: a.video_frames,
         random_vision_tower: a.random_tower,
         encode_slice_macs,
         max_gap_s: gaps[gaps.len() - 1],
@@ -155,11 +166,11 @@ fn run_stream(engine: &EngineHandle, prompt: &[u32], stop: &AtomicBool, gaps: &M
     Ok(())
 }
 
-/// One image request of a few tokens; its time to first token.
-fn image_request(engine: &EngineHandle, image: Image) -> anyhow::Result<f64> {
+/// One media request of a few tokens; its time to first token.
+fn media_request(engine: &EngineHandle, media: Media) -> anyhow::Result<f64> {
     let request = ChatRequest {
-        messages: vec![serde_json::json!({"role": "user", "content": "Describe this image."})],
-        media: vec![Media::Image(image)],
+        messages: vec![serde_json::json!({"role": "user", "content": "Describe this."})],
+        media: vec![media],
         params: GenParams { max_new_tokens: Some(4), ..GenParams::greedy() },
         ..ChatRequest::default()
     };
@@ -171,5 +182,5 @@ fn image_request(engine: &EngineHandle, image: Image) -> anyhow::Result<f64> {
             Event::Error(e) => return Err(e.into()),
         }
     }
-    anyhow::bail!("the engine stopped before answering the image request")
+    anyhow::bail!("the engine stopped before answering the media request")
 }
