@@ -10,6 +10,10 @@ use common::{run_checks, Server};
 
 #[test]
 fn real_clients_work_unmodified() {
-    let server = Server::start(&[], &[]);
+    // LLaMA Factory's own tool-call test asserts that the 0.5B model answers with the tool's
+    // result rather than calling the tool again: a near-tie that the f16 KV cache's rounding
+    // tips the other way (the call repeats; the client then finds no content). What is tested
+    // here is the clients, so the cache is kept in f32, where the model answers.
+    let server = Server::start(&["--cache-type", "f32"], &[]);
     run_checks(&server, "real_clients.py", &[server.base.as_ref()]);
 }
