@@ -85,6 +85,8 @@ pub(super) fn measure(a: &GapArgs<'_>) -> anyhow::Result<Gap> {
         threads: a.threads,
         prefix_cache: false,
         max_seqs: a.streams + 1,
+        // One token per step, so the gaps measure steps (lookup would emit several at once).
+        lookup: 0,
         image_max_pixels: Some(pixels),
         video_max_pixels: Some(pixels),
         ..EngineConfig::default()
