@@ -378,6 +378,10 @@ impl QMatrix {
         if m > 1 {
             per = per.min(((256 << 10) / unit_bytes.max(1)).max(1));
         }
+        // An even number of 8-row groups per chunk: the 512-bit kernel takes them in pairs.
+        if per > 1 {
+            per += per % 2;
+        }
         (units, per)
     }
 
@@ -393,10 +397,10 @@ impl QMatrix {
                     // SAFETY: `backend.is_available()` was asserted; data/act come from this
                     // validated matrix and `x`.
                     #[cfg(target_arch = "x86_64")]
-                    Backend::Avx2 => unsafe { x86::avx2::packed::<F>(data, act, units, n, out) },
+                    Backend::Avx2 => unsafe { x86::packed::<F>(x86::Path::Avx2, data, act, units, n, out) },
                     // SAFETY: as for AVX2 (AVX-512 VNNI/VL asserted available).
                     #[cfg(target_arch = "x86_64")]
-                    Backend::Avx512Vnni => unsafe { x86::vnni::packed::<F>(data, act, units, n, out) },
+                    Backend::Avx512Vnni => unsafe { x86::packed::<F>(x86::Path::Avx512Vnni, data, act, units, n, out) },
                     #[cfg(not(target_arch = "x86_64"))]
                     _ => unreachable!("only the scalar backend exists here"),
                 })

@@ -1,20 +1,29 @@
-//! x86-64 SIMD kernels. One kernel source, instantiated twice by `backend!`:
+//! x86-64 SIMD kernels. One 256-bit kernel source, instantiated twice by `backend!`:
 //! - `avx2`: `avx2,fma,f16c`, integer dot via `vpmaddubsw` + `vpmaddwd`;
 //! - `vnni`: additionally `avx512vnni,avx512vl`, integer dot via 256-bit `vpdpbusd` (one
-//!   instruction instead of three, and ymm16–31 for more accumulators).
+//!   instruction instead of three, and ymm16–31 for more accumulators);
+//!
+//! and [`wide`], the same VNNI kernel on 512-bit registers holding two weight groups, which
+//! [`packed`] uses for all but an odd last group on AVX-512 machines.
 //!
 //! Micro-kernel: one record (8 weight rows × one block) is decoded once into eight registers of
-//! unsigned quants, lane j = 4 consecutive quants of row j; each of `MR` activation rows then
-//! broadcasts its 4 matching quants and accumulates `u8·i8` products per lane, so one register
-//! holds the dot products of 8 output features and no horizontal sums are needed. Weights are
-//! decoded once per `MR` activation rows (register reuse for prefill); for decode (m = 1) the
-//! same kernel streams the weights once.
+//! unsigned quants, lane j = 4 consecutive quants of row j; each of up to 4 (AVX2) or 8
+//! (VNNI) activation rows then broadcasts its 4 matching quants and accumulates `u8·i8`
+//! products per lane, so one register holds the dot products of 8 output features and no
+//! horizontal sums are needed. Weights are decoded once per tile of activation rows (register
+//! reuse for prefill); for decode (m = 1) the same kernel streams the weights once.
 //!
 //! Every `unsafe fn` here has `#[target_feature]`; its only safety requirement is that the CPU
 //! supports those features (checked once by [`super::Backend::detected`]) and that pointers
 //! stay inside the buffers, which the callers guarantee from validated shapes.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::act::QuantAct;
+use super::formats::{self, GROUP};
+
+mod wide;
 
 /// AVX2 integer primitives. `vpmaddubsw` saturates at ±32767: fine for ≤ 6-bit weights
 /// (2·63·128), not for full 8-bit ones, hence `dot8`.
@@ -83,30 +92,18 @@ const fn i16_terms(bits: u32) -> usize {
     }
 }
 
-/// `acc + Σ` of a group of 16-bit pair sums, widened once (`vpmaddwd` by ones).
-#[target_feature(enable = "avx2")]
-#[inline]
-fn widen_i16(acc: __m256i, sum: __m256i) -> __m256i {
-    _mm256_add_epi32(acc, _mm256_madd_epi16(sum, _mm256_set1_epi16(1)))
-}
-
 macro_rules! backend {
-    ($name:ident, $ops:ident, $feat:literal, rows = [$($r:literal),+]) => {
+    ($name:ident, $ops:ident, $feat:literal) => {
         pub(crate) mod $name {
             use std::arch::x86_64::*;
             use std::ops::Range;
 
             use super::super::act::QuantAct;
-            use super::super::formats::{packed_layout, Layout, Mins, GROUP};
-            use super::super::OutPtr;
+            use super::super::formats::{packed_layout, Layout, Mins};
             use super::$ops as ops;
 
             /// Prefetch distance in bytes for the weight stream.
             const PREFETCH: usize = 4096;
-
-            /// Activation rows per micro-kernel call (the largest of `rows`): as many as the
-            /// registers hold next to the 8 decoded weight vectors.
-            const MR: usize = { let mut m = 0; $(if $r > m { m = $r; })+ m };
 
             /// Decodes one run (32 quants × 8 rows) to unsigned bytes, register t = quants
             /// 4t..4t+3 of every row (see `formats` for the byte order).
@@ -154,10 +151,12 @@ macro_rules! backend {
                 }
             }
 
-            /// `acc + Σ_{t∈ts} w[t]·a[4t..4t+4]` per row lane.
+            /// `acc + Σ_{t∈ts} w[t]·a[4t..4t+4]` per row lane; with 16-bit sums (AVX2), each
+            /// group's widening multiplies by `by` (ones, or a sub-block scale in both halves
+            /// of each lane; the group then must not straddle two sub-blocks).
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn dot_run(l: &Layout, mut acc: __m256i, w: &[__m256i; 8], a: *const i8, ts: Range<usize>) -> __m256i {
+            unsafe fn dot_run(l: &Layout, mut acc: __m256i, w: &[__m256i; 8], a: *const i8, ts: Range<usize>, by: __m256i) -> __m256i {
                 // SAFETY: `a` points at 32 activation quants (caller) and t < 8.
                 let av = |t: usize| _mm256_set1_epi32(unsafe { a.add(4 * t).cast::<i32>().read_unaligned() });
                 if ops::I16_SUMS && l.bits < 8 {
@@ -169,7 +168,7 @@ macro_rules! backend {
                         for u in t + 1..end {
                             sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(w[u], av(u)));
                         }
-                        acc = super::widen_i16(acc, sum);
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(sum, by));
                         t = end;
                     }
                     return acc;
@@ -205,7 +204,7 @@ macro_rules! backend {
             /// Output features of group `grp` (8 rows × all blocks) for activation rows
             /// `r0..r0+R`.
             #[target_feature(enable = $feat)]
-            unsafe fn tile<const F: usize, const R: usize>(grp: *const u8, act: &QuantAct, r0: usize) -> [[f32; 8]; R] {
+            pub(crate) unsafe fn tile<const F: usize, const R: usize>(grp: *const u8, act: &QuantAct, r0: usize) -> [[f32; 8]; R] {
                 let l = const { packed_layout(F) };
                 let (k, nblk) = (act.k, act.k / l.block);
                 let bias = if l.bits == 8 { ops::BIAS8 } else { l.bias };
@@ -233,7 +232,7 @@ macro_rules! backend {
                             let w = decode_run(&l, rec.add(l.qs_off()));
                             for (r, accf) in accf.iter_mut().enumerate() {
                                 let s = i32::from(act.s32[(r0 + r) * (k / 32) + b]);
-                                let acc = dot_run(&l, _mm256_set1_epi32(-bias * s), &w, aq(r), 0..8);
+                                let acc = dot_run(&l, _mm256_set1_epi32(-bias * s), &w, aq(r), 0..8, _mm256_set1_epi16(1));
                                 *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
                                 if l.mins == Mins::Block {
                                     let ms = _mm256_set1_ps(act.d[(r0 + r) * nblk + b] * s as f32);
@@ -249,8 +248,25 @@ macro_rules! backend {
                             let w = decode_run(&l, rec.add(l.qs_off() + run * l.run_bytes()));
                             // Scales of this run: sub-block `run` (32-subs) or `2run, 2run+1`.
                             let pairs = scale_pairs(rec.add(l.sc_off() + 16 * (run * 32 / l.sub / 2)));
+                            if ops::I16_SUMS {
+                                // AVX2: the widening `vpmaddwd` multiplies by the scale, in both
+                                // halves of each lane (no `vpmulld`, which costs AVX2-only CPUs
+                                // two multiplier slots); Q6_K's bias goes once per block, below.
+                                let even = _mm256_shufflehi_epi16::<0xA0>(_mm256_shufflelo_epi16::<0xA0>(pairs));
+                                let odd = _mm256_shufflehi_epi16::<0xF5>(_mm256_shufflelo_epi16::<0xF5>(pairs));
+                                for (r, acci) in acci.iter_mut().enumerate() {
+                                    let a = aq(r).add(32 * run);
+                                    *acci = if l.sub == 32 {
+                                        dot_run(&l, *acci, &w, a, 0..8, if run % 2 == 0 { even } else { odd })
+                                    } else {
+                                        dot_run(&l, dot_run(&l, *acci, &w, a, 0..4, even), &w, a, 4..8, odd)
+                                    };
+                                }
+                                continue;
+                            }
                             let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
                             let odd = _mm256_srai_epi32::<16>(pairs);
+                            let ones = _mm256_set1_epi16(1);
                             for (r, acci) in acci.iter_mut().enumerate() {
                                 let a = aq(r).add(32 * run);
                                 // Start each sub-block's sum at −bias·Σa so the scale multiplies
@@ -264,12 +280,21 @@ macro_rules! backend {
                                     _mm256_set1_epi32(-l.bias * i32::from(s))
                                 };
                                 let sum = if l.sub == 32 {
-                                    _mm256_mullo_epi32(dot_run(&l, init(run), &w, a, 0..8), if run % 2 == 0 { even } else { odd })
+                                    _mm256_mullo_epi32(dot_run(&l, init(run), &w, a, 0..8, ones), if run % 2 == 0 { even } else { odd })
                                 } else {
-                                    let lo = _mm256_mullo_epi32(dot_run(&l, init(2 * run), &w, a, 0..4), even);
-                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, init(2 * run + 1), &w, a, 4..8), odd))
+                                    let lo = _mm256_mullo_epi32(dot_run(&l, init(2 * run), &w, a, 0..4, ones), even);
+                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, init(2 * run + 1), &w, a, 4..8, ones), odd))
                                 };
                                 *acci = _mm256_add_epi32(*acci, sum);
+                            }
+                        }
+                        if ops::I16_SUMS && l.bias != 0 {
+                            // Σ_sub sc·Σ (q − bias)·a = Σ_sub sc·Σ q·a − bias·Σ_sub sc·Σa (16-subs:
+                            // Q6_K is the only K-quant with a bias).
+                            for (r, acci) in acci.iter_mut().enumerate() {
+                                let s16 = act.s16.as_ptr().add((r0 + r) * (k / 16) + b * (l.block / 16));
+                                let corr = _mm256_mullo_epi32(scaled_sums(rec.add(l.sc_off()), s16, l.n_sub() / 2), _mm256_set1_epi32(l.bias));
+                                *acci = _mm256_sub_epi32(*acci, corr);
                             }
                         }
                         for (r, accf) in accf.iter_mut().enumerate() {
@@ -289,42 +314,77 @@ macro_rules! backend {
                     out
                 }
             }
-
-            /// Packed format `F`, weight groups `groups`, all activation rows.
-            ///
-            /// # Safety
-            /// The CPU must support this backend's target features; `data` and `act` must
-            /// have the shapes of one validated matrix (`n` rows, `act.k` columns).
-            pub(crate) unsafe fn packed<const F: usize>(data: &[u8], act: &QuantAct, groups: Range<usize>, n: usize, out: &OutPtr) {
-                let l = packed_layout(F);
-                let gbytes = act.k / l.block * l.record_bytes();
-                assert!(groups.end * gbytes <= data.len() && act.qs.len() >= act.m * act.k);
-                let mut r0 = 0;
-                while r0 < act.m {
-                    let rows = (act.m - r0).min(MR);
-                    for g in groups.clone() {
-                        let grp = data[g * gbytes..].as_ptr();
-                        let cols = GROUP.min(n - g * GROUP);
-                        let put = |r: usize, v: &[f32; 8]| out.write(r0 + r, g * GROUP, &v[..cols]);
-                        // SAFETY: features per this fn's contract; shapes checked above.
-                        unsafe {
-                            match rows {
-                                $($r => tile::<F, $r>(grp, act, r0).iter().enumerate().for_each(|(r, v)| put(r, v)),)+
-                                _ => unreachable!("rows ≤ MR"),
-                            }
-                        }
-                    }
-                    r0 += rows;
-                }
-            }
         }
     };
 }
 
 // 16 ymm registers: 8 weights + 4 rows' accumulators + temporaries.
-backend!(avx2, ops_avx2, "avx2,fma,f16c", rows = [1, 2, 3, 4]);
+backend!(avx2, ops_avx2, "avx2,fma,f16c");
 // 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
-backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows = [1, 2, 3, 4, 5, 6, 7, 8]);
+backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+/// The integer kernel paths [`packed`] drives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// 256-bit `vpmaddubsw` tiles of 8 weight rows × up to 4 activation rows.
+    Avx2,
+    /// 512-bit `vpdpbusd` tiles of 16 weight rows (two groups, see [`wide`]) × up to 8
+    /// activation rows; an odd last group on the 256-bit VNNI tile.
+    Avx512Vnni,
+}
+
+/// Packed format `F`, weight groups `groups`, all activation rows, on `path`.
+///
+/// # Safety
+/// The CPU must support `path`'s target features; `data` and `act` must have the shapes of
+/// one validated matrix (`n` rows, `act.k` columns).
+pub(crate) unsafe fn packed<const F: usize>(path: Path, data: &[u8], act: &QuantAct, groups: Range<usize>, n: usize, out: &super::OutPtr) {
+    let l = formats::packed_layout(F);
+    let gbytes = act.k / l.block * l.record_bytes();
+    assert!(groups.end * gbytes <= data.len() && act.qs.len() >= act.m * act.k);
+    let wide = path == Path::Avx512Vnni;
+    let mr = if wide { 8 } else { 4 };
+    let grp = |g: usize| data[g * gbytes..].as_ptr();
+    // Runs `$body` with `$r` bound to the compile-time row count `$rows` (one of `$($n)+`).
+    macro_rules! by_rows {
+        ($rows:expr, $r:ident => $body:expr, [$($n:literal),+]) => {
+            match $rows {
+                $($n => { const $r: usize = $n; $body })+
+                _ => unreachable!("rows ≤ the tile's row count"),
+            }
+        };
+    }
+    let mut r0 = 0;
+    while r0 < act.m {
+        let rows = (act.m - r0).min(mr);
+        let mut g = groups.start;
+        while g < groups.end {
+            let put = |r: usize, v: &[f32]| out.write(r0 + r, g * GROUP, &v[..v.len().min(n - g * GROUP)]);
+            // SAFETY: features per this fn's contract; groups g (and g + 1 when paired) lie
+            // below `groups.end`, whose records the assert above checked.
+            unsafe {
+                if wide && g + 1 < groups.end {
+                    by_rows!(rows, R => for (r, v) in wide::tile::<F, R>(grp(g), grp(g + 1), act, r0).iter().enumerate() {
+                        put(r, v)
+                    }, [1, 2, 3, 4, 5, 6, 7, 8]);
+                    g += 2;
+                    continue;
+                }
+                if wide {
+                    by_rows!(rows, R => for (r, v) in vnni::tile::<F, R>(grp(g), act, r0).iter().enumerate() {
+                        put(r, v)
+                    }, [1, 2, 3, 4, 5, 6, 7, 8]);
+                } else {
+                    by_rows!(rows, R => for (r, v) in avx2::tile::<F, R>(grp(g), act, r0).iter().enumerate() {
+                        put(r, v)
+                    }, [1, 2, 3, 4]);
+                }
+            }
+            g += 1;
+        }
+        r0 += rows;
+    }
+}
 
 /// Element types of dense weights: the `ELEM` parameter of [`dense`].
 pub(crate) const DENSE_F32: u8 = 0;
