@@ -8,6 +8,14 @@
 //! exactly as plain decoding would sample them one step at a time; a draft only says which rows
 //! are worth computing ahead (see `Scheduler::accept` for why that is exact).
 //!
+//! Drafting is not free: each draft row costs a share of a step, so a draft only pays when it
+//! is likely to be accepted. Every sequence tracks how often the drafter's next-token guess
+//! was the token actually sampled (also on steps that fed no draft, so a sequence that stopped
+//! drafting notices when its output starts copying), and [`Drafter::worth`] feeds the draft
+//! length that maximises expected tokens per unit of step cost. The scheduler also caps draft
+//! rows per step at what one weight tile computes anyway ([`STEP_ROWS`]), so a full batch
+//! drafts nothing.
+//!
 //! Invariant: the index maps every n-gram (n = 1..=[`MAX_NGRAM`]) of `tokens` that has a
 //! successor to the position of the successor of its latest occurrence. It is updated as
 //! tokens arrive (at most [`MAX_NGRAM`] inserts per token), so drafting never rescans the
@@ -18,6 +26,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Longest suffix looked up; shorter ones are tried when it is not found (down to one token).
 pub(crate) const MAX_NGRAM: usize = 3;
+
+/// Rows a step may fill with drafts, counting every decoding sequence's own row: the
+/// activation rows one weight tile of the kernels takes (8 on AVX-512). Up to there extra rows
+/// reuse weights already decoded; beyond it they cost nearly a full row each.
+pub(crate) const STEP_ROWS: usize = 8;
+
+/// Cost of one draft row relative to a decode step's single row: one activation row more in
+/// every matmul. Measured from the kernels' GEMM rate at m = 1 and m = 8 (8 rows cost about
+/// 3.5x one row on AVX-512 VNNI, 4.5x on AVX2: 0.35-0.5 per extra row).
+const DRAFT_ROW_COST: f32 = 0.4;
+
+/// Weight of the newest observation in the hit rate's moving average.
+const HIT_RATE_WEIGHT: f32 = 0.2;
+
+/// Hit rate a new sequence starts from: one-token drafts until it has a record.
+const INITIAL_HIT_RATE: f32 = 0.5;
 
 /// An n-gram, left-aligned and zero-padded, with its length (so `[5]` and `[5, 0]` differ).
 type Key = (u8, [u32; MAX_NGRAM]);
@@ -36,20 +60,49 @@ pub(crate) struct Drafter {
     tokens: Vec<u32>,
     /// See the module's invariant.
     index: HashMap<Key, u32>,
+    /// Moving average of "the next-token guess was the token sampled".
+    hit_rate: f32,
 }
 
 impl Drafter {
     /// A drafter proposing up to `max_draft` tokens, indexing `prompt` once.
     pub(crate) fn new(max_draft: usize, prompt: &[u32]) -> Self {
-        let mut d = Self { max_draft, tokens: Vec::with_capacity(prompt.len() + 64), index: HashMap::with_capacity(prompt.len() * MAX_NGRAM) };
+        let index = HashMap::with_capacity(prompt.len() * MAX_NGRAM);
+        let mut d = Self { max_draft, tokens: Vec::with_capacity(prompt.len() + 64), index, hit_rate: INITIAL_HIT_RATE };
         for &id in prompt {
             d.push(id);
         }
         d
     }
 
+    /// Appends a sampled token, first scoring the guess the drafter had for it.
+    pub(crate) fn sampled(&mut self, id: u32) {
+        if let Some(&guess) = self.draft(1).first() {
+            let hit = if guess == id { 1.0 } else { 0.0 };
+            self.hit_rate += HIT_RATE_WEIGHT * (hit - self.hit_rate);
+        }
+        self.push(id);
+    }
+
+    /// How many of a `candidate`-token draft are worth feeding: the length maximising
+    /// expected tokens per step, `(1 + p + … + p^d) / (1 + DRAFT_ROW_COST·d)` with `p` the
+    /// sequence's hit rate (0: plain decoding pays more).
+    pub(crate) fn worth(&self, candidate: usize) -> usize {
+        let p = self.hit_rate;
+        let (mut best, mut best_rate, mut tokens, mut pk) = (0, 1.0f32, 1.0f32, 1.0f32);
+        for d in 1..=candidate {
+            pk *= p;
+            tokens += pk;
+            let rate = tokens / (1.0 + DRAFT_ROW_COST * d as f32);
+            if rate > best_rate {
+                (best, best_rate) = (d, rate);
+            }
+        }
+        best
+    }
+
     /// Appends a token: the n-grams ending just before it now have it as their successor.
-    pub(crate) fn push(&mut self, id: u32) {
+    fn push(&mut self, id: u32) {
         let at = self.tokens.len();
         for n in 1..=MAX_NGRAM.min(at) {
             self.index.insert(key(&self.tokens[at - n..at]), at as u32);
@@ -162,6 +215,26 @@ mod tests {
         let d = Drafter::new(5, &[8, 8, 8]);
         // "8 8" last followed by the third 8: the draft runs to the end of what is known.
         assert_eq!(d.draft(5), [8]);
+    }
+
+    #[test]
+    fn draft_length_follows_the_hit_rate() {
+        // A sequence copying its prompt: every guess hits, drafts grow to the maximum.
+        let prompt: Vec<u32> = (0..40).collect();
+        let mut d = Drafter::new(4, &prompt);
+        assert_eq!(d.worth(4), 1, "a new sequence drafts one token");
+        for id in 0..20 {
+            d.sampled(id);
+        }
+        assert!(d.hit_rate > 0.9, "{}", d.hit_rate);
+        assert_eq!(d.worth(4), 4);
+        assert_eq!(d.worth(2), 2, "never more than the candidate");
+        // Output that stops copying: guesses miss (also while nothing is fed), drafts stop.
+        for id in [100, 7, 101, 3, 102, 9, 103, 11, 104, 13] {
+            d.sampled(id);
+        }
+        assert!(d.hit_rate < 0.35, "{}", d.hit_rate);
+        assert_eq!(d.worth(4), 0);
     }
 
     #[test]

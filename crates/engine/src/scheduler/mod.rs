@@ -519,7 +519,7 @@ impl<'m> Scheduler<'m> {
         seq.first_token_at.get_or_insert_with(Instant::now);
         seq.generated.push(id);
         if let Some(d) = &mut seq.drafter {
-            d.push(id);
+            d.sampled(id);
         }
         let eos_ends = !req.ignore_eos || seq.constraint.is_some();
         if (eos_ends && self.eog.contains(&id)) || req.stop_ids.contains(&id) {
@@ -612,6 +612,8 @@ impl<'m> Scheduler<'m> {
 /// prefilling ones, in order, while the step's prefill budget lasts. In index order.
 fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
     let mut budget = PREFILL_BUDGET;
+    // Draft rows fill what the decoding sequences leave of one weight tile (see `lookup`).
+    let mut draft_rows = lookup::STEP_ROWS.saturating_sub(active.iter().filter(|s| s.decoding()).count());
     let mut feeds: Vec<Feed> = Vec::new();
     for (idx, seq) in active.iter().enumerate() {
         let media = seq.job.request.media.as_deref();
@@ -619,7 +621,11 @@ fn plan(active: &[Seq<'_>]) -> Vec<Feed> {
             let last = *seq.generated.last().expect("a decoding sequence has sampled a token");
             // A draft never runs past the last token the request may still sample.
             let room = seq.job.request.max_new_tokens - seq.generated.len() - 1;
-            let draft = seq.drafter.as_ref().map_or(&[][..], |d| d.draft(room));
+            let draft = seq.drafter.as_ref().map_or(&[][..], |d| {
+                let candidate = d.draft(room.min(draft_rows));
+                &candidate[..d.worth(candidate.len())]
+            });
+            draft_rows -= draft.len();
             let mut tokens = Vec::with_capacity(1 + draft.len());
             tokens.push(last);
             tokens.extend_from_slice(draft);
