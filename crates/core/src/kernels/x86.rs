@@ -26,13 +26,9 @@ use super::formats::{self, GROUP};
 mod wide;
 
 /// AVX2 integer primitives. `vpmaddubsw` saturates at ±32767: fine for ≤ 6-bit weights
-/// (2·63·128), not for full 8-bit ones, hence `dot8`.
+/// (2·63·128), not for full 8-bit ones, which the tile handles as |q|·(a·sign q).
 mod ops_avx2 {
     use std::arch::x86_64::*;
-
-    /// Bias the 32-block kernel must remove for 8-bit weights stored as `q + 128`: `dot8`
-    /// already returns the unbiased Σ q·a.
-    pub const BIAS8: i32 = 0;
 
     /// Whether `dot_run` sums several `vpmaddubsw` results in 16 bits before widening (see
     /// [`super::i16_terms`]).
@@ -44,14 +40,6 @@ mod ops_avx2 {
     pub fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)))
     }
-
-    /// 8-bit weights `w = q + 128`: back to signed q, then |q|·(a·sign q), which cannot saturate.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub fn dot8(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        let q = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
-        dot(acc, _mm256_abs_epi8(q), _mm256_sign_epi8(a, q))
-    }
 }
 
 /// AVX-512 VNNI primitives (256-bit forms): `vpdpbusd` accumulates u8·i8 in 32 bits without
@@ -60,8 +48,6 @@ mod ops_avx2 {
 mod ops_vnni {
     use std::arch::x86_64::*;
 
-    pub const BIAS8: i32 = 128;
-
     /// `vpdpbusd` already multiplies and accumulates in one instruction.
     pub const I16_SUMS: bool = false;
 
@@ -69,12 +55,6 @@ mod ops_vnni {
     #[inline]
     pub fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, w, a)
-    }
-
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    #[inline]
-    pub fn dot8(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        dot(acc, w, a)
     }
 }
 
@@ -159,7 +139,9 @@ macro_rules! backend {
             unsafe fn dot_run(l: &Layout, mut acc: __m256i, w: &[__m256i; 8], a: *const i8, ts: Range<usize>, by: __m256i) -> __m256i {
                 // SAFETY: `a` points at 32 activation quants (caller) and t < 8.
                 let av = |t: usize| _mm256_set1_epi32(unsafe { a.add(4 * t).cast::<i32>().read_unaligned() });
-                if ops::I16_SUMS && l.bits < 8 {
+                if ops::I16_SUMS {
+                    // `vpmaddubsw` would saturate on 8-bit weights: those take the tile's own path.
+                    debug_assert!(l.bits < 8);
                     let group = super::i16_terms(l.bits);
                     let mut t = ts.start;
                     while t < ts.end {
@@ -174,7 +156,7 @@ macro_rules! backend {
                     return acc;
                 }
                 for t in ts {
-                    acc = if l.bits == 8 { ops::dot8(acc, w[t], av(t)) } else { ops::dot(acc, w[t], av(t)) };
+                    acc = ops::dot(acc, w[t], av(t));
                 }
                 acc
             }
@@ -207,7 +189,6 @@ macro_rules! backend {
             pub(crate) unsafe fn tile<const F: usize, const R: usize>(grp: *const u8, act: &QuantAct, r0: usize) -> [[f32; 8]; R] {
                 let l = const { packed_layout(F) };
                 let (k, nblk) = (act.k, act.k / l.block);
-                let bias = if l.bits == 8 { ops::BIAS8 } else { l.bias };
                 let mut accf = [_mm256_setzero_ps(); R];
                 // SAFETY: `grp` holds `nblk` records and rows r0..r0+R exist in `act` (caller);
                 // every offset below stays inside the record / activation row it names.
@@ -226,13 +207,33 @@ macro_rules! backend {
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(l.dmin_off()).cast()));
                         let da = |r: usize| _mm256_set1_ps(act.d[(r0 + r) * nblk + b]);
                         let aq = |r: usize| act.qs.as_ptr().add((r0 + r) * k + b * l.block);
+                        if l.block == 32 && l.bits == 8 && ops::I16_SUMS {
+                            // AVX2, 8-bit weights (Q8_0): |q| and q once per register for all
+                            // rows, then `vpmaddubsw(|q|, a·sign q)` per row (`dot8` would redo
+                            // the unbias and abs for every row).
+                            let w = decode_run(&l, rec.add(l.qs_off()));
+                            let mut acc = [_mm256_setzero_si256(); R];
+                            for (t, w) in w.iter().enumerate() {
+                                let q = _mm256_xor_si256(*w, _mm256_set1_epi8(-128));
+                                let abs = _mm256_abs_epi8(q);
+                                for (r, acc) in acc.iter_mut().enumerate() {
+                                    let a = _mm256_set1_epi32(aq(r).add(4 * t).cast::<i32>().read_unaligned());
+                                    let prod = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(a, q));
+                                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
+                                }
+                            }
+                            for (r, accf) in accf.iter_mut().enumerate() {
+                                *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), _mm256_mul_ps(dw, da(r)), *accf);
+                            }
+                            continue;
+                        }
                         if l.block == 32 {
                             // One scale per block: integer sum (bias removed via the activation
                             // sum), then one FMA per row lane.
                             let w = decode_run(&l, rec.add(l.qs_off()));
                             for (r, accf) in accf.iter_mut().enumerate() {
                                 let s = i32::from(act.s32[(r0 + r) * (k / 32) + b]);
-                                let acc = dot_run(&l, _mm256_set1_epi32(-bias * s), &w, aq(r), 0..8, _mm256_set1_epi16(1));
+                                let acc = dot_run(&l, _mm256_set1_epi32(-l.bias * s), &w, aq(r), 0..8, _mm256_set1_epi16(1));
                                 *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
                                 if l.mins == Mins::Block {
                                     let ms = _mm256_set1_ps(act.d[(r0 + r) * nblk + b] * s as f32);

@@ -107,8 +107,6 @@ unsafe fn scale_pairs(p0: *const u8, p1: *const u8, o: usize) -> __m512i {
 pub(super) unsafe fn tile<const F: usize, const R: usize>(g0: *const u8, g1: *const u8, act: &QuantAct, r0: usize) -> [[f32; 16]; R] {
     let l = const { packed_layout(F) };
     let (k, nblk) = (act.k, act.k / l.block);
-    // 8-bit weights are stored as q + 128 and go straight into `vpdpbusd`.
-    let bias = l.bias;
     let mut accf = [_mm512_setzero_ps(); R];
     // SAFETY: both groups hold `nblk` records and rows r0..r0+R exist in `act` (caller); every
     // offset below stays inside the record / activation row it names.
@@ -127,7 +125,7 @@ pub(super) unsafe fn tile<const F: usize, const R: usize>(g0: *const u8, g1: *co
                 let w = decode_run(&l, p0.add(l.qs_off()), p1.add(l.qs_off()));
                 for (r, accf) in accf.iter_mut().enumerate() {
                     let s = i32::from(act.s32[(r0 + r) * (k / 32) + b]);
-                    let acc = dot_run(_mm512_set1_epi32(-bias * s), &w, aq(r), 0..8);
+                    let acc = dot_run(_mm512_set1_epi32(-l.bias * s), &w, aq(r), 0..8);
                     *accf = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(dw, da(r)), *accf);
                     if l.mins == Mins::Block {
                         let ms = _mm512_set1_ps(act.d[(r0 + r) * nblk + b] * s as f32);
