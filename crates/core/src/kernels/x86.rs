@@ -76,7 +76,6 @@ macro_rules! backend {
     ($name:ident, $ops:ident, $feat:literal) => {
         pub(crate) mod $name {
             use std::arch::x86_64::*;
-            use std::ops::Range;
 
             use super::super::act::QuantAct;
             use super::super::formats::{packed_layout, Layout, Mins};
@@ -85,78 +84,89 @@ macro_rules! backend {
             /// Prefetch distance in bytes for the weight stream.
             const PREFETCH: usize = 4096;
 
-            /// Decodes one run (32 quants × 8 rows) to unsigned bytes, register t = quants
-            /// 4t..4t+3 of every row (see `formats` for the byte order).
+            /// Decodes half `h` of one run (32 quants × 8 rows): register u = quants
+            /// 4(4h+u)..4(4h+u)+3 of every row (see `formats` for the byte order), unsigned,
+            /// except 8-bit weights on AVX2, which come back as signed q (see `dot_half`).
+            /// Halves keep 4 weight registers live instead of 8, leaving room for 8 rows'
+            /// accumulators in AVX2's 16 registers.
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn decode_run(l: &Layout, p: *const u8) -> [__m256i; 8] {
+            unsafe fn decode_half(l: &Layout, p: *const u8, h: usize) -> [__m256i; 4] {
                 // SAFETY: `p` points at a run of `l.run_bytes()` bytes (caller).
                 unsafe {
                     let ld = |o: usize| _mm256_loadu_si256(p.add(o).cast());
-                    let mut w = [_mm256_setzero_si256(); 8];
+                    let mut w = [_mm256_setzero_si256(); 4];
                     if l.bits == 8 {
-                        for (t, w) in w.iter_mut().enumerate() {
-                            *w = ld(32 * t);
+                        for (u, w) in w.iter_mut().enumerate() {
+                            *w = ld(32 * (4 * h + u));
+                            if ops::I16_SUMS {
+                                *w = _mm256_xor_si256(*w, _mm256_set1_epi8(-128));
+                            }
                         }
                         return w;
                     }
                     let m4 = _mm256_set1_epi8(0x0F);
-                    for u in 0..4 {
-                        let v = ld(32 * u);
-                        w[u] = _mm256_and_si256(v, m4);
-                        w[u + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    for (u, w) in w.iter_mut().enumerate() {
+                        let v = if h == 0 { ld(32 * u) } else { _mm256_srli_epi16::<4>(ld(32 * u)) };
+                        *w = _mm256_and_si256(v, m4);
                     }
                     // High bits: move bit `from` (and `from + 1` for 6-bit) of every byte to bit
                     // 4 with one 16-bit shift (constant after unrolling); the bits that cross
                     // into a neighbouring byte land outside the mask.
-                    let hi = |h: __m256i, from: i32, mask: i8| {
+                    let hi = |hv: __m256i, from: i32, mask: i8| {
                         let v = if from <= 4 {
-                            _mm256_sll_epi16(h, _mm_cvtsi32_si128(4 - from))
+                            _mm256_sll_epi16(hv, _mm_cvtsi32_si128(4 - from))
                         } else {
-                            _mm256_srl_epi16(h, _mm_cvtsi32_si128(from - 4))
+                            _mm256_srl_epi16(hv, _mm_cvtsi32_si128(from - 4))
                         };
                         _mm256_and_si256(v, _mm256_set1_epi8(mask))
                     };
                     if l.bits == 5 {
-                        let h = ld(128);
-                        for (t, w) in w.iter_mut().enumerate() {
-                            *w = _mm256_or_si256(*w, hi(h, t as i32, 0x10));
+                        let hv = ld(128);
+                        for (u, w) in w.iter_mut().enumerate() {
+                            *w = _mm256_or_si256(*w, hi(hv, (4 * h + u) as i32, 0x10));
                         }
                     } else if l.bits == 6 {
-                        for (t, w) in w.iter_mut().enumerate() {
-                            *w = _mm256_or_si256(*w, hi(ld(128 + 32 * (t / 4)), 2 * (t % 4) as i32, 0x30));
+                        let hv = ld(128 + 32 * h);
+                        for (u, w) in w.iter_mut().enumerate() {
+                            *w = _mm256_or_si256(*w, hi(hv, 2 * u as i32, 0x30));
                         }
                     }
                     w
                 }
             }
 
-            /// `acc + Σ_{t∈ts} w[t]·a[4t..4t+4]` per row lane; with 16-bit sums (AVX2), each
-            /// group's widening multiplies by `by` (ones, or a sub-block scale in both halves
-            /// of each lane; the group then must not straddle two sub-blocks).
+            /// `acc + Σ_u w[u]·a[4(4h+u)..+4]` per row lane over half `h` of a run (`a`: the
+            /// run's 32 activation quants). On AVX2 the `vpmaddubsw` products are summed in 16
+            /// bits (at most [`super::i16_terms`] at a time) and widened by `vpmaddwd` with
+            /// `by`: ones, or a sub-block scale in both halves of each lane (a half never
+            /// straddles two sub-blocks). 8-bit weights (signed q here) go as
+            /// |q|·(a·sign q), which cannot saturate.
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn dot_run(l: &Layout, mut acc: __m256i, w: &[__m256i; 8], a: *const i8, ts: Range<usize>, by: __m256i) -> __m256i {
-                // SAFETY: `a` points at 32 activation quants (caller) and t < 8.
-                let av = |t: usize| _mm256_set1_epi32(unsafe { a.add(4 * t).cast::<i32>().read_unaligned() });
-                if ops::I16_SUMS {
-                    // `vpmaddubsw` would saturate on 8-bit weights: those take the tile's own path.
-                    debug_assert!(l.bits < 8);
-                    let group = super::i16_terms(l.bits);
-                    let mut t = ts.start;
-                    while t < ts.end {
-                        let end = (t + group).min(ts.end);
-                        let mut sum = _mm256_maddubs_epi16(w[t], av(t));
-                        for u in t + 1..end {
-                            sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(w[u], av(u)));
-                        }
-                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(sum, by));
-                        t = end;
+            unsafe fn dot_half(l: &Layout, mut acc: __m256i, w: &[__m256i; 4], a: *const i8, h: usize, by: __m256i) -> __m256i {
+                // SAFETY: `a` points at 32 activation quants (caller) and 4h + u < 8.
+                let av = |u: usize| _mm256_set1_epi32(unsafe { a.add(4 * (4 * h + u)).cast::<i32>().read_unaligned() });
+                if !ops::I16_SUMS {
+                    for (u, w) in w.iter().enumerate() {
+                        acc = ops::dot(acc, *w, av(u));
                     }
                     return acc;
                 }
-                for t in ts {
-                    acc = ops::dot(acc, w[t], av(t));
+                if l.bits == 8 {
+                    for (u, q) in w.iter().enumerate() {
+                        let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(*q), _mm256_sign_epi8(av(u), *q));
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, by));
+                    }
+                    return acc;
+                }
+                let group = super::i16_terms(l.bits).min(4);
+                for g in (0..4).step_by(group) {
+                    let mut sum = _mm256_maddubs_epi16(w[g], av(g));
+                    for u in g + 1..g + group {
+                        sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(w[u], av(u)));
+                    }
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(sum, by));
                 }
                 acc
             }
@@ -207,37 +217,26 @@ macro_rules! backend {
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(l.dmin_off()).cast()));
                         let da = |r: usize| _mm256_set1_ps(act.d[(r0 + r) * nblk + b]);
                         let aq = |r: usize| act.qs.as_ptr().add((r0 + r) * k + b * l.block);
-                        if l.block == 32 && l.bits == 8 && ops::I16_SUMS {
-                            // AVX2, 8-bit weights (Q8_0): |q| and q once per register for all
-                            // rows, then `vpmaddubsw(|q|, a·sign q)` per row (`dot8` would redo
-                            // the unbias and abs for every row).
-                            let w = decode_run(&l, rec.add(l.qs_off()));
+                        let ones = _mm256_set1_epi16(1);
+                        if l.block == 32 {
+                            // One scale per block: integer sum (bias removed via the activation
+                            // sum; AVX2's 8-bit path has none), then one FMA per row lane.
+                            let bias = if ops::I16_SUMS && l.bits == 8 { 0 } else { l.bias };
                             let mut acc = [_mm256_setzero_si256(); R];
-                            for (t, w) in w.iter().enumerate() {
-                                let q = _mm256_xor_si256(*w, _mm256_set1_epi8(-128));
-                                let abs = _mm256_abs_epi8(q);
+                            for (r, acc) in acc.iter_mut().enumerate() {
+                                *acc = _mm256_set1_epi32(-bias * i32::from(act.s32[(r0 + r) * (k / 32) + b]));
+                            }
+                            for h in 0..2 {
+                                let w = decode_half(&l, rec.add(l.qs_off()), h);
                                 for (r, acc) in acc.iter_mut().enumerate() {
-                                    let a = _mm256_set1_epi32(aq(r).add(4 * t).cast::<i32>().read_unaligned());
-                                    let prod = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(a, q));
-                                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
+                                    *acc = dot_half(&l, *acc, &w, aq(r), h, ones);
                                 }
                             }
                             for (r, accf) in accf.iter_mut().enumerate() {
                                 *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), _mm256_mul_ps(dw, da(r)), *accf);
-                            }
-                            continue;
-                        }
-                        if l.block == 32 {
-                            // One scale per block: integer sum (bias removed via the activation
-                            // sum), then one FMA per row lane.
-                            let w = decode_run(&l, rec.add(l.qs_off()));
-                            for (r, accf) in accf.iter_mut().enumerate() {
-                                let s = i32::from(act.s32[(r0 + r) * (k / 32) + b]);
-                                let acc = dot_run(&l, _mm256_set1_epi32(-l.bias * s), &w, aq(r), 0..8, _mm256_set1_epi16(1));
-                                *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
                                 if l.mins == Mins::Block {
-                                    let ms = _mm256_set1_ps(act.d[(r0 + r) * nblk + b] * s as f32);
-                                    *accf = _mm256_fnmadd_ps(dmin, ms, *accf);
+                                    let s = f32::from(act.s32[(r0 + r) * (k / 32) + b]);
+                                    *accf = _mm256_fnmadd_ps(dmin, _mm256_set1_ps(act.d[(r0 + r) * nblk + b] * s), *accf);
                                 }
                             }
                             continue;
@@ -246,7 +245,7 @@ macro_rules! backend {
                         // over the 256-block, converted to float once.
                         let mut acci = [_mm256_setzero_si256(); R];
                         for run in 0..l.block / 32 {
-                            let w = decode_run(&l, rec.add(l.qs_off() + run * l.run_bytes()));
+                            let p = rec.add(l.qs_off() + run * l.run_bytes());
                             // Scales of this run: sub-block `run` (32-subs) or `2run, 2run+1`.
                             let pairs = scale_pairs(rec.add(l.sc_off() + 16 * (run * 32 / l.sub / 2)));
                             if ops::I16_SUMS {
@@ -255,38 +254,45 @@ macro_rules! backend {
                                 // two multiplier slots); Q6_K's bias goes once per block, below.
                                 let even = _mm256_shufflehi_epi16::<0xA0>(_mm256_shufflelo_epi16::<0xA0>(pairs));
                                 let odd = _mm256_shufflehi_epi16::<0xF5>(_mm256_shufflelo_epi16::<0xF5>(pairs));
-                                for (r, acci) in acci.iter_mut().enumerate() {
-                                    let a = aq(r).add(32 * run);
-                                    *acci = if l.sub == 32 {
-                                        dot_run(&l, *acci, &w, a, 0..8, if run % 2 == 0 { even } else { odd })
-                                    } else {
-                                        dot_run(&l, dot_run(&l, *acci, &w, a, 0..4, even), &w, a, 4..8, odd)
-                                    };
+                                for h in 0..2 {
+                                    let w = decode_half(&l, p, h);
+                                    let by = if (if l.sub == 32 { run } else { h }) % 2 == 0 { even } else { odd };
+                                    for (r, acci) in acci.iter_mut().enumerate() {
+                                        *acci = dot_half(&l, *acci, &w, aq(r).add(32 * run), h, by);
+                                    }
                                 }
                                 continue;
                             }
+                            // VNNI: 32-bit sub-block sums, each started at −bias·Σa so the scale
+                            // multiplies Σ (q − bias)·a (Q6_K; zero for the other K-quants).
                             let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
                             let odd = _mm256_srai_epi32::<16>(pairs);
-                            let ones = _mm256_set1_epi16(1);
-                            for (r, acci) in acci.iter_mut().enumerate() {
-                                let a = aq(r).add(32 * run);
-                                // Start each sub-block's sum at −bias·Σa so the scale multiplies
-                                // Σ (q − bias)·a (Q6_K; zero for the other K-quants).
-                                let init = |sub: usize| {
-                                    let s = if l.sub == 16 {
-                                        act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
-                                    } else {
-                                        act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
-                                    };
-                                    _mm256_set1_epi32(-l.bias * i32::from(s))
-                                };
-                                let sum = if l.sub == 32 {
-                                    _mm256_mullo_epi32(dot_run(&l, init(run), &w, a, 0..8, ones), if run % 2 == 0 { even } else { odd })
+                            let init = |r: usize, sub: usize| {
+                                let s = if l.sub == 16 {
+                                    act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
                                 } else {
-                                    let lo = _mm256_mullo_epi32(dot_run(&l, init(2 * run), &w, a, 0..4, ones), even);
-                                    _mm256_add_epi32(lo, _mm256_mullo_epi32(dot_run(&l, init(2 * run + 1), &w, a, 4..8, ones), odd))
+                                    act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
                                 };
-                                *acci = _mm256_add_epi32(*acci, sum);
+                                _mm256_set1_epi32(-l.bias * i32::from(s))
+                            };
+                            let mut sums = [_mm256_setzero_si256(); R];
+                            for h in 0..2 {
+                                let w = decode_half(&l, p, h);
+                                for (r, (sum, acci)) in sums.iter_mut().zip(acci.iter_mut()).enumerate() {
+                                    let a = aq(r).add(32 * run);
+                                    if l.sub == 16 {
+                                        let scale = if h == 0 { even } else { odd };
+                                        *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(dot_half(&l, init(r, 2 * run + h), &w, a, h, ones), scale));
+                                    } else {
+                                        *sum = dot_half(&l, if h == 0 { init(r, run) } else { *sum }, &w, a, h, ones);
+                                    }
+                                }
+                            }
+                            if l.sub == 32 {
+                                let scale = if run % 2 == 0 { even } else { odd };
+                                for (sum, acci) in sums.iter().zip(acci.iter_mut()) {
+                                    *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(*sum, scale));
+                                }
                             }
                         }
                         if ops::I16_SUMS && l.bias != 0 {
@@ -299,8 +305,7 @@ macro_rules! backend {
                             }
                         }
                         for (r, accf) in accf.iter_mut().enumerate() {
-                            let acc = acci[r];
-                            *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, da(r)), *accf);
+                            *accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acci[r]), _mm256_mul_ps(dw, da(r)), *accf);
                             if l.mins == Mins::Sub {
                                 let s32 = act.s32.as_ptr().add((r0 + r) * (k / 32) + b * (l.block / 32));
                                 let ms = scaled_sums(rec.add(l.min_off()), s32, l.n_sub() / 2);
@@ -344,7 +349,7 @@ pub(crate) unsafe fn packed<const F: usize>(path: Path, data: &[u8], act: &Quant
     let gbytes = act.k / l.block * l.record_bytes();
     assert!(groups.end * gbytes <= data.len() && act.qs.len() >= act.m * act.k);
     let wide = path == Path::Avx512Vnni;
-    let mr = if wide { 8 } else { 4 };
+    let mr = 8;
     let grp = |g: usize| data[g * gbytes..].as_ptr();
     // Runs `$body` with `$r` bound to the compile-time row count `$rows` (one of `$($n)+`).
     macro_rules! by_rows {
@@ -378,7 +383,7 @@ pub(crate) unsafe fn packed<const F: usize>(path: Path, data: &[u8], act: &Quant
                 } else {
                     by_rows!(rows, R => for (r, v) in avx2::tile::<F, R>(grp(g), act, r0).iter().enumerate() {
                         put(r, v)
-                    }, [1, 2, 3, 4]);
+                    }, [1, 2, 3, 4, 5, 6, 7, 8]);
                 }
             }
             g += 1;

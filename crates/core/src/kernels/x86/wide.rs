@@ -38,7 +38,9 @@ unsafe fn ld2_half(p0: *const u8, p1: *const u8, o: usize) -> __m256i {
 }
 
 /// Decodes one run (32 quants × 16 rows) to unsigned bytes; register t = quants 4t..4t+3 of
-/// every row (the 256-bit kernel's `decode_run` on both records at once).
+/// every row (the 256-bit kernel's `decode_run` on both records at once). Written out again
+/// rather than shared: intrinsics only inline into functions with their target features, so a
+/// width-generic helper would cost a call per instruction.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn decode_run(l: &Layout, p0: *const u8, p1: *const u8) -> [__m512i; 8] {
