@@ -139,6 +139,29 @@ fn every_micro_kernel_row_count_matches_scalar() {
     }
 }
 
+/// The AVX2 and AVX-512 paths give the same bits: integer sums are exact and every lane's
+/// float operations are the same, so a model's output does not depend on the kind of CPU
+/// (GEMV, batched and prefill shapes; paired and odd 8-row groups).
+#[test]
+fn simd_backends_agree_bit_for_bit() {
+    if !Backend::Avx512Vnni.is_available() {
+        return;
+    }
+    for (di, &dtype) in PACKED_DTYPES.iter().enumerate() {
+        let (n, k) = (27, if dtype.block_size() == 256 { 512 } else { 96 });
+        let (bytes, _) = quantized(dtype, n, k, 60 + di as u64);
+        let mat = QMatrix::from_ggml(dtype, n, k, &bytes).expect("load");
+        for m in [1, 5, 8, 19] {
+            let x = values(m * k, 70 + m as u64);
+            let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+            mat.matmul_with(Backend::Avx2, &x, m, &mut a);
+            mat.matmul_with(Backend::Avx512Vnni, &x, m, &mut b);
+            let differ = a.iter().zip(&b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{dtype:?} m={m}: {differ} of {} outputs differ", a.len());
+        }
+    }
+}
+
 #[test]
 fn dense_and_fallback_matmul_match_reference() {
     for (di, &dtype) in OTHER_DTYPES.iter().enumerate() {

@@ -101,27 +101,38 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
-    /// Two accumulators of 8 lanes, so consecutive FMAs do not wait on each other.
+    /// The AVX-512 dot's arithmetic on 8-lane registers: its two 16-lane accumulators held as
+    /// four halves, every lane fed the same products in the same order, and the same reduction
+    /// tree, so the result is the same bits on AVX2-only and AVX-512 CPUs (a model's output
+    /// then does not depend on which kind of machine runs it; Gemma's greedy answers are
+    /// sensitive enough to flip on a reordered sum).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_avx2(q: &[f32], k: &[f16]) -> f32 {
         let n = q.len();
         let (qp, kp) = (q.as_ptr(), k.as_ptr());
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        // `acc[h] += q·k` over 8 elements from `at` (SAFETY, all loads: at + 8 <= n).
+        let fma = |acc: &mut __m256, at: usize| *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(at)), load8(kp.add(at)), *acc) };
         let mut i = 0;
-        // SAFETY (all loads): i + width <= n = q.len() = k.len().
-        while i + 16 <= n {
-            unsafe {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i)), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i + 8)), load8(kp.add(i + 8)), a1);
+        while i + 32 <= n {
+            for (h, acc) in acc.iter_mut().enumerate() {
+                fma(acc, i + 8 * h);
             }
+            i += 32;
+        }
+        if i + 16 <= n {
+            fma(&mut acc[0], i);
+            fma(&mut acc[1], i + 8);
             i += 16;
         }
+        let [lo0, hi0, lo1, hi1] = acc;
+        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(lo0, lo1), _mm256_add_ps(hi0, hi1)));
         if i + 8 <= n {
-            unsafe { a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i)), a0) };
+            // SAFETY: as above.
+            sum += hsum256(unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i))) });
             i += 8;
         }
-        let tail: f32 = q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum();
-        hsum256(_mm256_add_ps(a0, a1)) + tail
+        sum + q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum::<f32>()
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -158,7 +169,10 @@ mod x86 {
             unsafe { a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(i)), load16(kp.add(i)), a0) };
             i += 16;
         }
-        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        // Reduced as `dot_avx2` reduces its halves (not `_mm512_reduce_add_ps`, whose order
+        // is not ours to rely on).
+        let s = _mm512_add_ps(a0, a1);
+        let mut sum = hsum256(_mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)))));
         if i + 8 <= n {
             // SAFETY: as above.
             sum += hsum256(unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i))) });
@@ -208,6 +222,23 @@ mod tests {
                 let got = (fns(b).0)(&q, &k) as f64;
                 assert!((got - exact).abs() <= 1e-6 * scale, "{b:?} n={n}: {got} vs {exact}");
             }
+        }
+    }
+
+    /// The AVX2 and AVX-512 paths give the same bits (see `dot_avx2`).
+    #[test]
+    fn simd_paths_agree_bit_for_bit() {
+        if !Backend::Avx512Vnni.is_available() {
+            return;
+        }
+        for n in [8, 16, 24, 32, 40, 48, 64, 72, 128, 200, 256] {
+            let (q, k) = rows(n);
+            let (a, b) = ((fns(Backend::Avx2).0)(&q, &k), (fns(Backend::Avx512Vnni).0)(&q, &k));
+            assert_eq!(a.to_bits(), b.to_bits(), "n={n}: {a} vs {b}");
+            let (mut ya, mut yb) = (q.clone(), q.clone());
+            (fns(Backend::Avx2).1)(&mut ya, 0.625, &k);
+            (fns(Backend::Avx512Vnni).1)(&mut yb, 0.625, &k);
+            assert_eq!(ya, yb, "axpy n={n}");
         }
     }
 
