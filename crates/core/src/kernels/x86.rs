@@ -193,6 +193,69 @@ macro_rules! backend {
                 acc
             }
 
+            /// Adds run `run` of K-quant record `rec` (block `b`) to each row's integer
+            /// accumulator: sub-block sums times their integer scales.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn kquant_run<const F: usize, const R: usize>(rec: *const u8, run: usize, act: &QuantAct, r0: usize, b: usize, acci: &mut [__m256i; R]) {
+                let l = const { packed_layout(F) };
+                let k = act.k;
+                // SAFETY: `rec` is a whole record and rows r0..r0+R exist in `act` (caller).
+                unsafe {
+                    let aq = |r: usize| act.qs.as_ptr().add((r0 + r) * k + b * l.block);
+                    let ones = _mm256_set1_epi16(1);
+                    let p = rec.add(l.qs_off() + run * l.run_bytes());
+                    // Scales of this run: sub-block `run` (32-subs) or `2run, 2run+1`.
+                    let pairs = scale_pairs(rec.add(l.sc_off() + 16 * (run * 32 / l.sub / 2)));
+                    if ops::I16_SUMS {
+                        // AVX2: the widening `vpmaddwd` multiplies by the scale, in both
+                        // halves of each lane (no `vpmulld`, which costs AVX2-only CPUs
+                        // two multiplier slots); Q6_K's bias goes once per block, in `tile`.
+                        let even = _mm256_shufflehi_epi16::<0xA0>(_mm256_shufflelo_epi16::<0xA0>(pairs));
+                        let odd = _mm256_shufflehi_epi16::<0xF5>(_mm256_shufflelo_epi16::<0xF5>(pairs));
+                        for h in 0..2 {
+                            let w = decode_half(&l, p, h);
+                            let by = if (if l.sub == 32 { run } else { h }) % 2 == 0 { even } else { odd };
+                            for (r, acci) in acci.iter_mut().enumerate() {
+                                *acci = dot_half(&l, *acci, &w, aq(r).add(32 * run), h, by);
+                            }
+                        }
+                        return;
+                    }
+                    // VNNI: 32-bit sub-block sums, each started at −bias·Σa so the scale
+                    // multiplies Σ (q − bias)·a (Q6_K; zero for the other K-quants).
+                    let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
+                    let odd = _mm256_srai_epi32::<16>(pairs);
+                    let init = |r: usize, sub: usize| {
+                        let s = if l.sub == 16 {
+                            act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
+                        } else {
+                            act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
+                        };
+                        _mm256_set1_epi32(-l.bias * i32::from(s))
+                    };
+                    let mut sums = [_mm256_setzero_si256(); R];
+                    for h in 0..2 {
+                        let w = decode_half(&l, p, h);
+                        for (r, (sum, acci)) in sums.iter_mut().zip(acci.iter_mut()).enumerate() {
+                            let a = aq(r).add(32 * run);
+                            if l.sub == 16 {
+                                let scale = if h == 0 { even } else { odd };
+                                *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(dot_half(&l, init(r, 2 * run + h), &w, a, h, ones), scale));
+                            } else {
+                                *sum = dot_half(&l, if h == 0 { init(r, run) } else { *sum }, &w, a, h, ones);
+                            }
+                        }
+                    }
+                    if l.sub == 32 {
+                        let scale = if run % 2 == 0 { even } else { odd };
+                        for (sum, acci) in sums.iter().zip(acci.iter_mut()) {
+                            *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(*sum, scale));
+                        }
+                    }
+                }
+            }
+
             /// Output features of group `grp` (8 rows × all blocks) for activation rows
             /// `r0..r0+R`.
             #[target_feature(enable = $feat)]
@@ -245,55 +308,7 @@ macro_rules! backend {
                         // over the 256-block, converted to float once.
                         let mut acci = [_mm256_setzero_si256(); R];
                         for run in 0..l.block / 32 {
-                            let p = rec.add(l.qs_off() + run * l.run_bytes());
-                            // Scales of this run: sub-block `run` (32-subs) or `2run, 2run+1`.
-                            let pairs = scale_pairs(rec.add(l.sc_off() + 16 * (run * 32 / l.sub / 2)));
-                            if ops::I16_SUMS {
-                                // AVX2: the widening `vpmaddwd` multiplies by the scale, in both
-                                // halves of each lane (no `vpmulld`, which costs AVX2-only CPUs
-                                // two multiplier slots); Q6_K's bias goes once per block, below.
-                                let even = _mm256_shufflehi_epi16::<0xA0>(_mm256_shufflelo_epi16::<0xA0>(pairs));
-                                let odd = _mm256_shufflehi_epi16::<0xF5>(_mm256_shufflelo_epi16::<0xF5>(pairs));
-                                for h in 0..2 {
-                                    let w = decode_half(&l, p, h);
-                                    let by = if (if l.sub == 32 { run } else { h }) % 2 == 0 { even } else { odd };
-                                    for (r, acci) in acci.iter_mut().enumerate() {
-                                        *acci = dot_half(&l, *acci, &w, aq(r).add(32 * run), h, by);
-                                    }
-                                }
-                                continue;
-                            }
-                            // VNNI: 32-bit sub-block sums, each started at −bias·Σa so the scale
-                            // multiplies Σ (q − bias)·a (Q6_K; zero for the other K-quants).
-                            let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
-                            let odd = _mm256_srai_epi32::<16>(pairs);
-                            let init = |r: usize, sub: usize| {
-                                let s = if l.sub == 16 {
-                                    act.s16[(r0 + r) * (k / 16) + b * (l.block / 16) + sub]
-                                } else {
-                                    act.s32[(r0 + r) * (k / 32) + b * (l.block / 32) + sub]
-                                };
-                                _mm256_set1_epi32(-l.bias * i32::from(s))
-                            };
-                            let mut sums = [_mm256_setzero_si256(); R];
-                            for h in 0..2 {
-                                let w = decode_half(&l, p, h);
-                                for (r, (sum, acci)) in sums.iter_mut().zip(acci.iter_mut()).enumerate() {
-                                    let a = aq(r).add(32 * run);
-                                    if l.sub == 16 {
-                                        let scale = if h == 0 { even } else { odd };
-                                        *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(dot_half(&l, init(r, 2 * run + h), &w, a, h, ones), scale));
-                                    } else {
-                                        *sum = dot_half(&l, if h == 0 { init(r, run) } else { *sum }, &w, a, h, ones);
-                                    }
-                                }
-                            }
-                            if l.sub == 32 {
-                                let scale = if run % 2 == 0 { even } else { odd };
-                                for (sum, acci) in sums.iter().zip(acci.iter_mut()) {
-                                    *acci = _mm256_add_epi32(*acci, _mm256_mullo_epi32(*sum, scale));
-                                }
-                            }
+                            kquant_run::<F, R>(rec, run, act, r0, b, &mut acci);
                         }
                         if ops::I16_SUMS && l.bias != 0 {
                             // Σ_sub sc·Σ (q − bias)·a = Σ_sub sc·Σ q·a − bias·Σ_sub sc·Σa (16-subs:
@@ -324,9 +339,10 @@ macro_rules! backend {
     };
 }
 
-// 16 ymm registers: 8 weights + 4 rows' accumulators + temporaries.
+// 16 ymm registers: 4 weights (half runs) + 8 rows' integer accumulators + temporaries; the
+// rows' float accumulators are touched once per block and may live in memory.
 backend!(avx2, ops_avx2, "avx2,fma,f16c");
-// 32 ymm registers with AVX-512VL: 8 activation rows per decoded record.
+// 32 ymm registers with AVX-512VL: everything in registers.
 backend!(vnni, ops_vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
 /// The integer kernel paths [`packed`] drives.
