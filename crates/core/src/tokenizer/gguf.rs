@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
 
-use super::{parse_byte_token, Flavor, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
+use super::spm::Spm;
+use super::{parse_byte_token, Flavor, Model, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
 const KEY_PRE: &str = "tokenizer.ggml.pre";
@@ -67,7 +67,7 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
             let (pre, llama3) = gpt2_pre_tokenizer(string(md, KEY_PRE)?.map(String::as_str))?;
             // llama.cpp's llama3 family skips merges for words already in the vocabulary, and
             // adds BOS by default.
-            (PieceStyle::ByteLevel, gpt2_model(md, &texts, pre, llama3)?, llama3, (None, None))
+            (PieceStyle::ByteLevel, Model::Hf(Box::new(gpt2_model(md, &texts, pre, llama3)?)), llama3, (None, None))
         }
         // llama.cpp's SentencePiece defaults: BOS 1, EOS 2, BOS added.
         "llama" => (PieceStyle::SentencePiece, spm_model(md, &texts, &kinds)?, true, (Some(1), Some(2))),
@@ -172,15 +172,9 @@ fn gpt2_model(
     Ok(tokenizer)
 }
 
-/// llama.cpp's SentencePiece tokenizer repeatedly merges the adjacent pair whose concatenation
-/// is the highest-scoring vocabulary token, then spells leftover characters as `<0xXX>` bytes.
-/// A BPE whose merges are every (left, right) split of every token, ranked by the token's score,
-/// does the same.
-fn spm_model(
-    md: &Metadata,
-    texts: &[String],
-    kinds: &[TokenKind],
-) -> Result<tokenizers::Tokenizer, TokenizerError> {
+/// The SentencePiece encoder (see `spm`) from the scores, after checking that every byte
+/// token is of the form `<0xXX>` (decoding relies on it).
+fn spm_model(md: &Metadata, texts: &[String], kinds: &[TokenKind]) -> Result<Model, TokenizerError> {
     let scores: Vec<f32> = array(md, KEY_SCORES, texts.len())?
         .ok_or(TokenizerError::MissingKey { key: KEY_SCORES })?
         .iter()
@@ -195,36 +189,7 @@ fn spm_model(
             return bad(KEY_TOKENS, format!("byte token {text:?} is not of the form <0xXX>"));
         }
     }
-    let vocab = vocab(texts);
-    // (score, token id, split offset): sorted best score first, ties in a fixed order.
-    let mut splits: Vec<(f32, u32, usize)> = Vec::new();
-    for (text, &id) in vocab.iter() {
-        for (at, _) in text.char_indices().skip(1) {
-            if vocab.contains_key(&text[..at]) && vocab.contains_key(&text[at..]) {
-                splits.push((scores[id as usize], id, at));
-            }
-        }
-    }
-    splits.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let merges = splits
-        .into_iter()
-        .map(|(_, id, at)| {
-            let text = &texts[id as usize];
-            (text[..at].to_owned(), text[at..].to_owned())
-        })
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .byte_fallback(true)
-        .build()
-        .map_err(|e| TokenizerError::Build(format!("SentencePiece merges: {e}")))?;
-    let mut tokenizer = tokenizers::Tokenizer::new(bpe);
-    // llama.cpp's `llama_escape_whitespace`: spaces become `▁` before merging.
-    let escape = Replace::new(" ", "▁").map_err(|e| TokenizerError::Build(e.to_string()))?;
-    tokenizer
-        .with_normalizer(Some(escape))
-        .map_err(|e| TokenizerError::Build(e.to_string()))?;
-    Ok(tokenizer)
+    Ok(Model::Spm(Box::new(Spm::new(texts, scores))))
 }
 
 /// Text → id; with duplicate texts the last id wins, as in llama.cpp's `token_to_id`.

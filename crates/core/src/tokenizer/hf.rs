@@ -25,7 +25,7 @@ use tokenizers::decoders::DecoderWrapper;
 use tokenizers::pre_tokenizers::metaspace::PrependScheme;
 use tokenizers::AddedToken;
 
-use super::{parse_byte_token, Flavor, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
+use super::{parse_byte_token, Flavor, Model, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
 use crate::hf_files::{read_text, GenerationDefaults, JsonFile};
 
 pub(super) const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -94,7 +94,7 @@ pub(super) fn build(
     eog.dedup();
 
     Ok(Tokenizer {
-        model,
+        model: Model::Hf(Box::new(model)),
         flavor: Flavor::HuggingFace,
         texts,
         kinds,

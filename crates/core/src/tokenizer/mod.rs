@@ -14,10 +14,11 @@
 //!    input becomes that single id (`<|im_start|>`, `<tool_call>`, Gemma's `"\n\n"` or `"  "`).
 //!    Tokens are tried longest first over the whole text, as llama.cpp's
 //!    `tokenizer_st_partition` does; a leftmost-longest matcher would differ on overlaps.
-//! 2. The text between them goes through a [`tokenizers::Tokenizer`] with no added tokens of its
-//!    own: byte-level BPE with llama.cpp's pre-tokenizer regexes (`gpt2` models), or a BPE whose
-//!    merges are derived from the SentencePiece scores with byte fallback (`llama` models).
-//!    No Unicode normalisation: llama.cpp does none (Hugging Face's Qwen2 tokenizer applies NFC).
+//! 2. The text between them is encoded by the vocabulary's model: for `gpt2` models a
+//!    [`tokenizers::Tokenizer`] with no added tokens of its own (byte-level BPE with llama.cpp's
+//!    pre-tokenizer regexes); for `llama` models llama.cpp's own SentencePiece merge loop with
+//!    byte fallback (`spm.rs`). No Unicode normalisation: llama.cpp does none (Hugging Face's
+//!    Qwen2 tokenizer applies NFC).
 //!
 //! Decoding is done per token from the vocabulary text (bytes, not `tokenizers`' decoders) because
 //! llama.cpp's `token_to_piece` rules are per token type: control/unknown tokens vanish when
@@ -29,14 +30,13 @@
 //! Invariants: `kinds.len() == texts.len() == vocab_size()`; every id in `specials`, `eog`, `bos`,
 //! `eos` is `< vocab_size()`; `specials` holds no empty text and is sorted longest first.
 //!
-//! Differences from llama.cpp that remain (none met by the fixtures): the SentencePiece merge
-//! order is a rank per (left, right) pair, so when two *different* pairs that build the *same*
-//! token overlap (`[a][aa][a]`), llama.cpp takes the leftmost and `tokenizers` the lower rank;
-//! llama.cpp's `clean_spaces` post-pass of `llama_detokenize` (not applied by `token_to_piece`,
-//! nor to streamed text) is not done.
+//! Difference from llama.cpp that remains (not met by the fixtures): llama.cpp's `clean_spaces`
+//! post-pass of `llama_detokenize` (not applied by `token_to_piece`, nor to streamed text) is
+//! not done.
 
 mod gguf;
 mod hf;
+mod spm;
 #[cfg(test)]
 mod hf_tests;
 #[cfg(test)]
@@ -132,11 +132,18 @@ enum Fragment<'t> {
     Token(u32),
 }
 
+/// What encodes text into ids.
+enum Model {
+    /// GGUF `gpt2`: encodes the text between special tokens, knowing no added tokens.
+    /// Hugging Face: the checkpoint's whole tokenizer, added tokens included.
+    Hf(Box<tokenizers::Tokenizer>),
+    /// GGUF `llama`: encodes the text between special tokens.
+    Spm(Box<spm::Spm>),
+}
+
 /// Encoder and decoder for one model's vocabulary. Cheap to share (`&Tokenizer` or `Arc`).
 pub struct Tokenizer {
-    /// GGUF: encodes the text between special tokens, knowing no added tokens.
-    /// Hugging Face: the checkpoint's whole tokenizer, added tokens included.
-    model: tokenizers::Tokenizer,
+    model: Model,
     flavor: Flavor,
     texts: Vec<String>,
     kinds: Vec<TokenKind>,
@@ -209,7 +216,7 @@ impl Tokenizer {
             ids.extend(self.bos);
         }
         if self.flavor == Flavor::HuggingFace {
-            ids.extend_from_slice(self.encode_with_model(text)?.get_ids());
+            self.encode_with_model(text, &mut ids)?;
             return Ok(ids);
         }
         let mut after_special = true;
@@ -229,7 +236,7 @@ impl Tokenizer {
                     } else {
                         t
                     };
-                    ids.extend_from_slice(self.encode_with_model(t)?.get_ids());
+                    self.encode_with_model(t, &mut ids)?;
                     after_special = false;
                 }
             }
@@ -253,9 +260,16 @@ impl Tokenizer {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// `model`'s ids for `text`, without its post-processor (no BOS/EOS of its own).
-    fn encode_with_model(&self, text: &str) -> Result<tokenizers::Encoding, TokenizerError> {
-        self.model.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))
+    /// Appends `model`'s ids for `text`, without a post-processor (no BOS/EOS of its own).
+    fn encode_with_model(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        match &self.model {
+            Model::Hf(model) => {
+                let encoding = model.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                ids.extend_from_slice(encoding.get_ids());
+                Ok(())
+            }
+            Model::Spm(model) => model.encode(&self.texts, text, ids),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -264,7 +278,10 @@ impl Tokenizer {
 
     /// The id of a token given its vocabulary text (`"<|im_end|>"`, `"Ġthe"`, `"▁the"`).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.model.token_to_id(token)
+        match &self.model {
+            Model::Hf(model) => model.token_to_id(token),
+            Model::Spm(model) => model.token_to_id(&self.texts, token),
+        }
     }
 
     /// The vocabulary text of a token, as stored in the model file.

@@ -194,6 +194,27 @@ fn stream_decoder_matches_decode_on_fixtures() {
     assert_eq!(stream(g, &[byte_80, a], true), ["\u{FFFD}", "a", ""]);
 }
 
+/// Gemma strings whose ids the former encoder (a `tokenizers` BPE with a merge per split of
+/// every token) gave: the SentencePiece merge loop reproduces them, byte fallback included.
+#[test]
+fn gemma_matches_the_former_bpe_encoder() {
+    let cases: [(&str, &[u32]); 6] = [
+        (
+            "Hello world! Ünïcödé 𠜎 🫠 tabs\tand  spaces",
+            &[2, 9259, 1902, 236888, 15356, 236749, 238527, 236755, 55515, 236859, 236743, 478, 398, 394, 380, 236743, 253547, 42364, 255968, 624, 138, 35220],
+        ),
+        ("fn main() {\n    println!(\"hi\");\n}", &[2, 15059, 1689, 825, 642, 107, 140, 4629, 36492, 2202, 1443, 107, 236783]),
+        ("東京は日本の首都です。", &[2, 31414, 237048, 76444, 120211, 3652, 236924]),
+        ("<0x41> antidisestablishmentarianism", &[2, 236820, 236771, 236781, 236812, 236770, 236813, 2314, 33090, 163524, 8225, 1929]),
+        ("  ", &[2, 138]),
+        ("\u{E000}\u{10FFFD}x", &[2, 245863, 482, 381, 429, 427, 236781]),
+    ];
+    let g = gemma();
+    for (text, want) in cases {
+        assert_eq!(g.encode(text, true).expect("encode"), want, "{text:?}");
+    }
+}
+
 #[test]
 fn gemma_leading_spaces_survive_decode_and_stream() {
     // add_space_prefix is false: nothing is added on encode, nothing stripped on decode.
