@@ -322,25 +322,23 @@ pub(crate) fn read_record(l: &Layout, rec: &[u8], j: usize, u: &mut Unpacked) {
     }
 }
 
-/// Repacks `n` rows of raw GGML blocks (`k` weights each) into `ceil(n/8)` groups of records;
-/// missing rows of the last group are zero (d = 0, so they contribute nothing).
-pub(crate) fn pack_rows(l: &Layout, n: usize, k: usize, data: &[u8]) -> Vec<u8> {
+/// Repacks consecutive rows of raw GGML blocks (`k` weights each), the first being row `row0`
+/// (a multiple of [`GROUP`]), into their groups of records in `out`, the packed matrix. Rows
+/// missing from the last group stay as `out` has them: zero (d = 0, so they contribute nothing).
+pub(crate) fn pack_rows(l: &Layout, k: usize, row0: usize, data: &[u8], out: &mut [u8]) {
+    debug_assert!(row0.is_multiple_of(GROUP), "pack_rows: row {row0} starts no group");
     let blocks = k / l.block;
     let ts = l.dtype.type_size();
-    let groups = n.div_ceil(GROUP);
-    let mut out = vec![0u8; groups * blocks * l.record_bytes()];
-    if out.is_empty() {
-        return out;
+    let group_bytes = blocks * l.record_bytes();
+    if group_bytes == 0 {
+        return;
     }
     let mut u = Unpacked::default();
-    for (g, grp) in out.chunks_exact_mut(blocks * l.record_bytes()).enumerate() {
-        for j in 0..GROUP.min(n - g * GROUP) {
-            let row = &data[(g * GROUP + j) * blocks * ts..][..blocks * ts];
-            for (b, rec) in grp.chunks_exact_mut(l.record_bytes()).enumerate() {
-                parse_block(l, &row[b * ts..(b + 1) * ts], &mut u);
-                write_record(l, rec, j, &u);
-            }
+    for (r, row) in data.chunks_exact(blocks * ts).enumerate() {
+        let (g, j) = ((row0 + r) / GROUP, r % GROUP);
+        for (b, rec) in out[g * group_bytes..][..group_bytes].chunks_exact_mut(l.record_bytes()).enumerate() {
+            parse_block(l, &row[b * ts..(b + 1) * ts], &mut u);
+            write_record(l, rec, j, &u);
         }
     }
-    out
 }

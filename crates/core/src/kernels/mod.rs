@@ -9,7 +9,7 @@
 //! prompt processing; both are where the time goes.
 //!
 //! # How a matmul runs
-//! - **Layout** (built once, in [`QMatrix::from_ggml`]): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+//! - **Layout** (built once, in [`QMatrix::read_ggml`], a chunk of rows at a time): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
 //!   Q5_K and Q6_K are repacked into records of 8 rows × one block, interleaved so a 256-bit
 //!   register holds 4 consecutive quants of each of 8 rows (see `formats`); rows are padded
 //!   to a multiple of 8 with zero rows. Size is the GGML size (+3% for K-quants, whose 6-bit
@@ -56,11 +56,17 @@ pub enum KernelError {
     BadSize { dtype: GgmlDType, n: usize, k: usize, expected: usize, got: usize },
     #[error("k = {k} is not a multiple of the {dtype:?} block size {block}")]
     BadK { dtype: GgmlDType, k: usize, block: usize },
+    #[error("reading the weights: {0}")]
+    Read(#[from] std::io::Error),
     #[error("INGOT_KERNELS={name} names no kernel path (scalar, avx2, avx512-vnni)")]
     UnknownBackend { name: String },
     #[error("INGOT_KERNELS={name}: this CPU cannot run that kernel path")]
     BackendUnavailable { name: &'static str },
 }
+
+/// Bytes of raw weights [`QMatrix::read_ggml`] asks for at a time (rounded down to whole
+/// groups of 8 rows, at least one group).
+const READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// Bytes a `n x k` matrix takes in `dtype`'s block layout.
 pub fn byte_size(dtype: GgmlDType, n: usize, k: usize) -> usize {
@@ -224,18 +230,66 @@ impl QMatrix {
         if data.len() != expected {
             return Err(KernelError::BadSize { dtype, n, k, expected, got: data.len() });
         }
-        let le = |c: &[u8]| [c[0], c[1]];
-        let storage = if let Some(format) = PACKED.iter().position(|&d| d == dtype) {
-            let layout = formats::packed_layout(format);
-            Storage::Packed { format, data: formats::pack_rows(&layout, n, k, data) }
-        } else {
-            match dtype {
-                GgmlDType::F32 => Storage::F32(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-                GgmlDType::F16 => Storage::F16(data.chunks_exact(2).map(|c| u16::from_le_bytes(le(c))).collect()),
-                GgmlDType::BF16 => Storage::BF16(data.chunks_exact(2).map(|c| u16::from_le_bytes(le(c))).collect()),
-                _ => Storage::F32(dequantize_with_candle(dtype, n * k, data)?),
+        Self::read_ggml(dtype, n, k, |offset, chunk| {
+            chunk.copy_from_slice(&data[offset..offset + chunk.len()]);
+            Ok(())
+        })
+    }
+
+    /// [`from_ggml`](Self::from_ggml) of the `byte_size(dtype, n, k)` bytes that
+    /// `read(offset, chunk)` fills (`offset` from the matrix's first byte), asked for in order,
+    /// a chunk of rows at a time: loading holds the matrix's own storage and one chunk (about
+    /// 1 MiB), never a whole raw copy beside it. Errors of `read` are [`KernelError::Read`].
+    pub fn read_ggml(
+        dtype: GgmlDType,
+        n: usize,
+        k: usize,
+        read: impl FnMut(usize, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Self, KernelError> {
+        Self::read_ggml_chunked(dtype, n, k, READ_CHUNK_BYTES, read)
+    }
+
+    /// [`read_ggml`](Self::read_ggml) asking for about `chunk_bytes` at a time.
+    fn read_ggml_chunked(
+        dtype: GgmlDType,
+        n: usize,
+        k: usize,
+        chunk_bytes: usize,
+        mut read: impl FnMut(usize, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Self, KernelError> {
+        let block = dtype.block_size();
+        if !k.is_multiple_of(block) {
+            return Err(KernelError::BadK { dtype, k, block });
+        }
+        let mut storage = match PACKED.iter().position(|&d| d == dtype) {
+            Some(format) => {
+                let l = formats::packed_layout(format);
+                Storage::Packed { format, data: vec![0; n.div_ceil(GROUP) * (k / l.block) * l.record_bytes()] }
             }
+            None => match dtype {
+                GgmlDType::F16 => Storage::F16(Vec::with_capacity(n * k)),
+                GgmlDType::BF16 => Storage::BF16(Vec::with_capacity(n * k)),
+                _ => Storage::F32(Vec::with_capacity(n * k)),
+            },
         };
+        let row_bytes = byte_size(dtype, 1, k);
+        // Whole groups of rows per chunk, so that packing never splits a group.
+        let rows_per_chunk = (chunk_bytes / row_bytes.max(1) / GROUP * GROUP).max(GROUP);
+        let mut buf = vec![0u8; rows_per_chunk.min(n) * row_bytes];
+        for row0 in (0..n).step_by(rows_per_chunk).filter(|_| row_bytes > 0) {
+            let rows = rows_per_chunk.min(n - row0);
+            let chunk = &mut buf[..rows * row_bytes];
+            read(row0 * row_bytes, chunk)?;
+            let le = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+            match &mut storage {
+                Storage::Packed { format, data } => formats::pack_rows(&formats::packed_layout(*format), k, row0, chunk, data),
+                Storage::F16(v) | Storage::BF16(v) => v.extend(chunk.chunks_exact(2).map(le)),
+                Storage::F32(v) if dtype == GgmlDType::F32 => {
+                    v.extend(chunk.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                }
+                Storage::F32(v) => v.extend(dequantize_with_candle(dtype, rows * k, chunk)?),
+            }
+        }
         Ok(Self { dtype, n, k, storage })
     }
 

@@ -289,6 +289,36 @@ fn dequantize_row_is_bit_identical_to_candle() {
     }
 }
 
+/// Built from reads of a few rows at a time (a last chunk with a partial group of 8 rows), every
+/// dtype equals candle's dequantization bit for bit; the reads cover the bytes once, in order;
+/// a failing read is the error.
+#[test]
+fn chunked_reads_build_the_same_matrix() {
+    for (di, &dtype) in PACKED_DTYPES.iter().chain(&OTHER_DTYPES).enumerate() {
+        let (n, k) = (2 * GROUP + 5, 256);
+        let (bytes, want) = quantized(dtype, n, k, 400 + di as u64);
+        let row_bytes = byte_size(dtype, 1, k);
+        let mut next = 0;
+        let mat = QMatrix::read_ggml_chunked(dtype, n, k, 3 * row_bytes, |offset, chunk| {
+            assert_eq!((offset, chunk.len().min(bytes.len() - offset)), (next, chunk.len()), "{dtype:?}");
+            assert!(chunk.len() <= GROUP * row_bytes, "{dtype:?}: one group of rows at most");
+            chunk.copy_from_slice(&bytes[offset..offset + chunk.len()]);
+            next += chunk.len();
+            Ok(())
+        })
+        .expect("load");
+        assert_eq!(next, bytes.len(), "{dtype:?}");
+        let mut row = vec![0f32; k];
+        for i in 0..n {
+            mat.dequantize_row(i, &mut row);
+            let same = row.iter().zip(&want[i * k..]).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{dtype:?} row {i}");
+        }
+        let failing = QMatrix::read_ggml(dtype, n, k, |_, _| Err(std::io::Error::other("disk gone")));
+        assert!(matches!(failing, Err(KernelError::Read(e)) if e.to_string() == "disk gone"), "{dtype:?}");
+    }
+}
+
 #[test]
 fn bad_sizes_are_errors() {
     let ok = byte_size(GgmlDType::Q4_0, 3, 64);

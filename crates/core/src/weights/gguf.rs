@@ -2,9 +2,10 @@
 //!
 //! candle's `gguf_file` parses the header (with bounds checks against the file size), after
 //! [`header::check`] has held its counts and lengths to limits that keep its memory small. Tensor
-//! bytes are read one tensor at a time with positioned reads rather than memory-mapped: the
-//! kernels repack every weight into their own layout anyway, and a mapping would keep the
-//! file's pages resident beside the repacked copy, doubling peak memory during loading.
+//! bytes are read with positioned reads, a chunk of rows at a time, rather than memory-mapped:
+//! the kernels repack every weight into their own layout anyway, and a mapping (or a whole
+//! tensor read at once) would keep the raw bytes resident beside the repacked copy, up to
+//! doubling peak memory during loading.
 //! Tensor extents are checked against the file length first, so a truncated download is
 //! reported by name instead of crashing.
 
@@ -17,7 +18,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 
 use super::{LoadError, WeightSource};
 use crate::config::{Activation, Arch, KvType, LayerKind, ModelConfig, RopeScaling, RopeStyle};
-use crate::kernels::{byte_size, GgmlDType, QMatrix};
+use crate::kernels::{byte_size, KernelError, QMatrix};
 
 pub mod header;
 
@@ -205,17 +206,15 @@ impl GgufFile {
         Ok(info.shape.dims().to_vec())
     }
 
-    /// The bytes and type of a tensor, checked to lie inside the file.
-    fn tensor_bytes(&self, gguf_name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>), LoadError> {
-        let dims = self.tensor_shape(gguf_name)?;
-        let info = &self.content.tensor_infos[gguf_name];
+    /// A tensor as `n` rows of `k`. Its bytes are checked to lie inside the file, then read a
+    /// chunk of rows at a time ([`QMatrix::read_ggml`]).
+    fn read_tensor(&self, gguf_name: &str, n: usize, k: usize) -> Result<QMatrix, LoadError> {
+        let info = self.content.tensor_infos.get(gguf_name).ok_or_else(|| LoadError::MissingTensor {
+            path: self.path.clone(),
+            name: gguf_name.to_string(),
+        })?;
         let dtype = info.ggml_dtype;
-        let elems: usize = dims.iter().product();
-        let (n, k) = match dims.as_slice() {
-            [n, k] => (*n, *k),
-            _ => (1, elems),
-        };
-        if k % dtype.block_size() != 0 {
+        if !k.is_multiple_of(dtype.block_size()) {
             return Err(LoadError::bad_tensor(&self.path, gguf_name, format!("{k} columns are not a multiple of the {dtype:?} block size")));
         }
         let size = byte_size(dtype, n, k) as u64;
@@ -230,25 +229,23 @@ impl GgufFile {
                 ),
             });
         }
-        let mut bytes = vec![0u8; size as usize];
-        self.file
-            .read_exact_at(&mut bytes, start)
-            .map_err(|source| LoadError::Io { path: self.path.clone(), source })?;
-        Ok((dtype, dims, bytes))
+        QMatrix::read_ggml(dtype, n, k, |offset, chunk| self.file.read_exact_at(chunk, start + offset as u64)).map_err(|e| match e {
+            KernelError::Read(source) => LoadError::Io { path: self.path.clone(), source },
+            e => LoadError::from_kernel(&self.path, gguf_name, e),
+        })
     }
 
     fn matrix_gguf(&self, gguf_name: &str) -> Result<QMatrix, LoadError> {
-        let (dtype, dims, bytes) = self.tensor_bytes(gguf_name)?;
+        let dims = self.tensor_shape(gguf_name)?;
         let [n, k] = dims[..] else {
             return Err(LoadError::bad_tensor(&self.path, gguf_name, format!("expected a matrix, got shape {dims:?}")));
         };
-        QMatrix::from_ggml(dtype, n, k, &bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))
+        self.read_tensor(gguf_name, n, k)
     }
 
     fn vector_gguf(&self, gguf_name: &str) -> Result<Vec<f32>, LoadError> {
-        let (dtype, dims, bytes) = self.tensor_bytes(gguf_name)?;
-        let len: usize = dims.iter().product();
-        let m = QMatrix::from_ggml(dtype, 1, len, &bytes).map_err(|e| LoadError::from_kernel(&self.path, gguf_name, e))?;
+        let len = self.tensor_shape(gguf_name)?.iter().product();
+        let m = self.read_tensor(gguf_name, 1, len)?;
         let mut out = vec![0f32; len];
         m.dequantize_row(0, &mut out);
         Ok(out)
