@@ -12,6 +12,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
 
 use super::spm::Spm;
+use super::texts::Texts;
 use super::{parse_byte_token, Flavor, Model, PieceStyle, TokenKind, Tokenizer, TokenizerError, EOG_TEXTS};
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
@@ -40,7 +41,7 @@ type Metadata = HashMap<String, Value>;
 
 pub(super) fn build(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
     let model_name = string(md, KEY_MODEL)?.ok_or(TokenizerError::MissingKey { key: KEY_MODEL })?;
-    let texts = string_array(md, KEY_TOKENS)?.ok_or(TokenizerError::MissingKey { key: KEY_TOKENS })?;
+    let texts: Texts = string_array(md, KEY_TOKENS)?.ok_or(TokenizerError::MissingKey { key: KEY_TOKENS })?.into_iter().collect();
     let n = texts.len();
     if n == 0 || u32::try_from(n).is_err() {
         return bad(KEY_TOKENS, format!("{n} tokens"));
@@ -85,7 +86,7 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
         .flatten()
         .collect();
     for (id, text) in texts.iter().enumerate() {
-        if EOG_TEXTS.contains(&text.as_str()) {
+        if EOG_TEXTS.contains(&text) {
             // llama.cpp makes these control tokens so that they never print when skipping specials.
             kinds[id] = TokenKind::Control;
             eog.extend(u32::try_from(id).ok());
@@ -147,7 +148,7 @@ fn gpt2_pre_tokenizer(pre: Option<&str>) -> Result<(PreTokenizerWrapper, bool), 
 
 fn gpt2_model(
     md: &Metadata,
-    texts: &[String],
+    texts: &Texts,
     pre: PreTokenizerWrapper,
     ignore_merges: bool,
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
@@ -174,7 +175,7 @@ fn gpt2_model(
 
 /// The SentencePiece encoder (see `spm`) from the scores, after checking that every byte
 /// token is of the form `<0xXX>` (decoding relies on it).
-fn spm_model(md: &Metadata, texts: &[String], kinds: &[TokenKind]) -> Result<Model, TokenizerError> {
+fn spm_model(md: &Metadata, texts: &Texts, kinds: &[TokenKind]) -> Result<Model, TokenizerError> {
     let scores: Vec<f32> = array(md, KEY_SCORES, texts.len())?
         .ok_or(TokenizerError::MissingKey { key: KEY_SCORES })?
         .iter()
@@ -193,8 +194,8 @@ fn spm_model(md: &Metadata, texts: &[String], kinds: &[TokenKind]) -> Result<Mod
 }
 
 /// Text → id; with duplicate texts the last id wins, as in llama.cpp's `token_to_id`.
-fn vocab(texts: &[String]) -> Vocab {
-    texts.iter().zip(0u32..).map(|(t, id)| (t.clone(), id)).collect()
+fn vocab(texts: &Texts) -> Vocab {
+    texts.iter().zip(0u32..).map(|(t, id)| (t.to_owned(), id)).collect()
 }
 
 fn bad<T>(key: &'static str, problem: String) -> Result<T, TokenizerError> {
@@ -222,7 +223,7 @@ fn array<'a>(md: &'a Metadata, key: &'static str, len: usize) -> Result<Option<&
     }
 }
 
-fn string_array(md: &Metadata, key: &'static str) -> Result<Option<Vec<String>>, TokenizerError> {
+fn string_array<'a>(md: &'a Metadata, key: &'static str) -> Result<Option<Vec<&'a str>>, TokenizerError> {
     let values = match md.get(key) {
         None => return Ok(None),
         Some(Value::Array(values)) => values,
@@ -231,7 +232,7 @@ fn string_array(md: &Metadata, key: &'static str) -> Result<Option<Vec<String>>,
     values
         .iter()
         .map(|v| match v {
-            Value::String(s) => Ok(s.clone()),
+            Value::String(s) => Ok(s.as_str()),
             other => bad(key, format!("entry {other:?} is not a string")),
         })
         .collect::<Result<_, _>>()

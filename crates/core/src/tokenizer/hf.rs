@@ -96,7 +96,7 @@ pub(super) fn build(
     Ok(Tokenizer {
         model: Model::Hf(Box::new(model)),
         flavor: Flavor::HuggingFace,
-        texts,
+        texts: texts.into_iter().collect(),
         kinds,
         style,
         specials: Vec::new(),

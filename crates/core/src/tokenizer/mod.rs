@@ -37,6 +37,7 @@
 mod gguf;
 mod hf;
 mod spm;
+mod texts;
 #[cfg(test)]
 mod hf_tests;
 #[cfg(test)]
@@ -145,7 +146,7 @@ enum Model {
 pub struct Tokenizer {
     model: Model,
     flavor: Flavor,
-    texts: Vec<String>,
+    texts: texts::Texts,
     kinds: Vec<TokenKind>,
     style: PieceStyle,
     /// Ids matched whole in input text (control, user-defined, unknown), longest text first.
@@ -286,7 +287,7 @@ impl Tokenizer {
 
     /// The vocabulary text of a token, as stored in the model file.
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(String::as_str)
+        self.texts.get(id as usize)
     }
 
     pub fn bos_id(&self) -> Option<u32> {
@@ -358,7 +359,7 @@ impl Tokenizer {
     fn split_special<'t>(&self, text: &'t str) -> Vec<Fragment<'t>> {
         let mut fragments = vec![Fragment::Text(text)];
         for &id in &self.specials {
-            let needle = self.texts[id as usize].as_str();
+            let needle = &self.texts[id as usize];
             let occurs = fragments
                 .iter()
                 .any(|f| matches!(f, Fragment::Text(t) if t.contains(needle)));

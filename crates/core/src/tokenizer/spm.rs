@@ -19,6 +19,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
+use super::texts::Texts;
 use super::TokenizerError;
 
 /// Text → id over a vocabulary held elsewhere (ids are stored, texts are not copied).
@@ -29,13 +30,13 @@ pub(super) struct VocabIndex {
 
 impl VocabIndex {
     /// With duplicate texts the last id wins, as in llama.cpp's `token_to_id`.
-    pub(super) fn new(texts: &[String]) -> Self {
+    pub(super) fn new(texts: &Texts) -> Self {
         let hasher = RandomState::new();
         let mut table = HashTable::with_capacity(texts.len());
-        let rehash = |&id: &u32| hasher.hash_one(texts[id as usize].as_str());
-        for (id, text) in (0u32..).zip(texts) {
-            let hash = hasher.hash_one(text.as_str());
-            match table.entry(hash, |&other: &u32| texts[other as usize] == *text, rehash) {
+        let rehash = |&id: &u32| hasher.hash_one(&texts[id as usize]);
+        for (id, text) in (0u32..).zip(texts.iter()) {
+            let hash = hasher.hash_one(text);
+            match table.entry(hash, |&other: &u32| &texts[other as usize] == text, rehash) {
                 Entry::Occupied(mut e) => *e.get_mut() = id,
                 Entry::Vacant(e) => {
                     e.insert(id);
@@ -46,9 +47,9 @@ impl VocabIndex {
     }
 
     /// `texts` must be the vocabulary the index was built from.
-    pub(super) fn get(&self, texts: &[String], text: &str) -> Option<u32> {
+    pub(super) fn get(&self, texts: &Texts, text: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(text);
-        self.table.find(hash, |&id| texts[id as usize] == text).copied()
+        self.table.find(hash, |&id| &texts[id as usize] == text).copied()
     }
 }
 
@@ -105,20 +106,20 @@ impl Eq for Bigram {}
 
 impl Spm {
     /// `scores[id]` is token `id`'s score; `texts` the vocabulary, one text per score.
-    pub(super) fn new(texts: &[String], scores: Vec<f32>) -> Self {
+    pub(super) fn new(texts: &Texts, scores: Vec<f32>) -> Self {
         let index = VocabIndex::new(texts);
         let bytes = std::array::from_fn(|b| index.get(texts, &format!("<0x{b:02X}>")));
         Self { index, scores, bytes }
     }
 
     /// The id of a token given its text; `texts` must be the vocabulary of [`Spm::new`].
-    pub(super) fn token_to_id(&self, texts: &[String], text: &str) -> Option<u32> {
+    pub(super) fn token_to_id(&self, texts: &Texts, text: &str) -> Option<u32> {
         self.index.get(texts, text)
     }
 
     /// Appends the ids of `text` (raw: spaces are escaped here) to `out`. Fails only when a
     /// character outside the vocabulary has a byte that no token spells.
-    pub(super) fn encode(&self, texts: &[String], text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    pub(super) fn encode(&self, texts: &Texts, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
         // llama.cpp's `llama_escape_whitespace`.
         let text = text.replace(' ', "▁");
         let mut symbols: Vec<Symbol> = text
@@ -175,7 +176,7 @@ impl Spm {
     }
 
     /// Queues the merge of `left` and its right neighbour `right` if their text is a token.
-    fn push_bigram(&self, texts: &[String], text: &str, symbols: &[Symbol], left: usize, right: usize, queue: &mut BinaryHeap<Bigram>) {
+    fn push_bigram(&self, texts: &Texts, text: &str, symbols: &[Symbol], left: usize, right: usize, queue: &mut BinaryHeap<Bigram>) {
         let start = symbols[left].start;
         let len = symbols[left].len + symbols[right].len;
         if let Some(id) = self.index.get(texts, &text[start..start + len]) {
@@ -186,16 +187,16 @@ impl Spm {
 
 #[cfg(test)]
 mod tests {
-    use super::Spm;
+    use super::{Spm, Texts};
 
     /// A vocabulary of `(text, score)` pieces; ids are positions.
-    fn spm(pieces: &[(&str, f32)]) -> (Vec<String>, Spm) {
-        let texts: Vec<String> = pieces.iter().map(|(t, _)| (*t).to_owned()).collect();
+    fn spm(pieces: &[(&str, f32)]) -> (Texts, Spm) {
+        let texts: Texts = pieces.iter().map(|(t, _)| t).collect();
         let spm = Spm::new(&texts, pieces.iter().map(|&(_, s)| s).collect());
         (texts, spm)
     }
 
-    fn encode(texts: &[String], spm: &Spm, text: &str) -> Vec<u32> {
+    fn encode(texts: &Texts, spm: &Spm, text: &str) -> Vec<u32> {
         let mut ids = Vec::new();
         spm.encode(texts, text, &mut ids).expect("encode");
         ids
