@@ -37,28 +37,34 @@ fn nearest_int(v: f32) -> i32 {
     (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
+const ABS_MASK: u32 = 0x7FFF_FFFF;
+
+/// The largest magnitude of `x`, as the bits of a non-negative f32. Non-negative floats order
+/// like their bits, and an integer max reduction vectorizes where `f32::max` (NaN rules, a
+/// 4-cycle dependency per element) does not: the scalar fold cost as much as a small matmul.
+fn amax_bits(x: &[f32]) -> u32 {
+    x.iter().fold(0, |a, v| a.max(v.to_bits() & ABS_MASK))
+}
+
 fn quantize_row(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], s16: &mut [i16], s32: &mut [i16]) {
     for ((x, q), d) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(d.iter_mut()) {
         if block == 32 {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let amax = f32::from_bits(amax_bits(x));
             *d = f16::from_f32(amax / 127.0).to_f32();
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             for (q, &v) in q.iter_mut().zip(x) {
                 *q = nearest_int(v * id) as i8;
             }
         } else {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
+            let amax = amax_bits(x);
+            if amax == 0 {
                 *d = 0.0;
                 q.fill(0);
                 continue;
             }
+            // ggml takes the first element of largest magnitude, sign included (always found:
+            // `amax` is one element's).
+            let max = x.iter().copied().find(|v| v.to_bits() & ABS_MASK == amax).unwrap_or(1.0);
             let iscale = -127.0 / max;
             for (q, &v) in q.iter_mut().zip(x) {
                 *q = nearest_int(iscale * v).clamp(-128, 127) as i8;
@@ -132,5 +138,44 @@ impl Drop for Scratch {
         let act = std::mem::take(&mut self.act);
         // `try_with`: during thread teardown the thread-local may already be gone.
         let _ = SCRATCH.try_with(|s| s.borrow_mut()[self.slot] = act);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ggml's Q8_K scale, written the plain way: from the first element of largest magnitude.
+    fn q8k_scale(x: &[f32]) -> f32 {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
+        }
+        if amax == 0.0 { 0.0 } else { 1.0 / (-127.0 / max) }
+    }
+
+    #[test]
+    fn scales_follow_the_largest_magnitude_and_its_sign() {
+        let mut x: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        // Ties in magnitude with opposite signs: the first one decides the sign of `d`.
+        x[3] = -9.5;
+        x[200] = 9.5;
+        x[300] = 9.75;
+        x[301] = -9.75;
+        x[256..288].fill(0.0);
+        for block in [32, 256] {
+            let act = Scratch::quantize(&x, 2, 256, block);
+            for (b, chunk) in x.chunks_exact(block).enumerate() {
+                let want = if block == 32 {
+                    let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    f16::from_f32(amax / 127.0).to_f32()
+                } else {
+                    q8k_scale(chunk)
+                };
+                assert_eq!(act.d[b].to_bits(), want.to_bits(), "block {block} #{b}");
+            }
+        }
     }
 }

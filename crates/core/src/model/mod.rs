@@ -538,8 +538,8 @@ impl Model {
     /// its cache. Writes `[t][num_heads * head_dim]` into `out`.
     ///
     /// One task per (sequence, KV head, chunk of query rows): the query heads sharing a KV head
-    /// (GQA) go through its keys and values together, so each key/value row is loaded once for
-    /// the whole group, and a decoding batch makes a few dozen tasks rather than one per head.
+    /// (GQA) go through its keys and values one after the other while they are in cache, and a
+    /// decoding batch makes a few dozen tasks rather than one per head.
     /// Each (row, head) is computed exactly as on its own (same dot, softmax and accumulation
     /// order), so results do not depend on the batch or the chunking.
     fn attention(
@@ -594,27 +594,19 @@ impl Model {
         let group = cfg.num_heads / cfg.num_kv_heads;
         let mut res = vec![0f32; t.rows.len() * group * hd];
         let last = t.start + t.rows.end - 1;
-        let mut scores = vec![0f32; group * (last + 1)];
+        let mut scores = vec![0f32; last + 1];
         for (ri, i) in t.rows.clone().enumerate() {
             let pos = t.start + i;
             let first = t.window.map_or(0, |w| (pos + 1).saturating_sub(w));
             let len = pos + 1 - first;
             let qrow = &t.q[(t.row0 + i) * q_dim + t.q_off..][..group * hd];
-            for (j, p) in (first..=pos).enumerate() {
-                let key = &keys[p * kv_dim + t.kv_off..][..hd];
-                for g in 0..group {
-                    scores[g * len + j] = E::dot(&qrow[g * hd..][..hd], key) * cfg.attn_scale;
-                }
-            }
-            for g in 0..group {
-                ops::softmax(&mut scores[g * len..(g + 1) * len]);
-            }
+            let (keys, values) = (&keys[first * kv_dim + t.kv_off..], &values[first * kv_dim + t.kv_off..]);
             let o = &mut res[ri * group * hd..(ri + 1) * group * hd];
-            for (j, p) in (first..=pos).enumerate() {
-                let value = &values[p * kv_dim + t.kv_off..][..hd];
-                for g in 0..group {
-                    E::axpy(&mut o[g * hd..(g + 1) * hd], scores[g * len + j], value);
-                }
+            let s = &mut scores[..len];
+            for (q, o) in qrow.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
+                E::dots(q, keys, kv_dim, cfg.attn_scale, s);
+                ops::softmax(s);
+                E::weighted_sum(o, s, values, kv_dim);
             }
         }
         res
@@ -636,26 +628,33 @@ struct Task<'a> {
     window: Option<usize>,
 }
 
-/// A KV cache element type attention can read directly.
+/// A KV cache element type attention can read directly: the keys or values of one KV head
+/// are `hd` elements every `stride` (a cache row) from the slice's start.
 trait KvElem: Sized + Sync {
-    fn dot(q: &[f32], k: &[Self]) -> f32;
-    fn axpy(y: &mut [f32], alpha: f32, v: &[Self]);
+    /// `out[j] = scale · (q · key j)`.
+    fn dots(q: &[f32], keys: &[Self], stride: usize, scale: f32, out: &mut [f32]);
+    /// `y ← y + Σ_j w[j]·value j`, in order of `j`.
+    fn weighted_sum(y: &mut [f32], w: &[f32], values: &[Self], stride: usize);
 }
 
 impl KvElem for f32 {
-    fn dot(q: &[f32], k: &[f32]) -> f32 {
-        ops::dot(q, k)
+    fn dots(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = ops::dot(q, &keys[j * stride..][..q.len()]) * scale;
+        }
     }
-    fn axpy(y: &mut [f32], alpha: f32, v: &[f32]) {
-        ops::axpy(y, alpha, v)
+    fn weighted_sum(y: &mut [f32], w: &[f32], values: &[f32], stride: usize) {
+        for (j, &a) in w.iter().enumerate() {
+            ops::axpy(y, a, &values[j * stride..][..y.len()]);
+        }
     }
 }
 
 impl KvElem for half::f16 {
-    fn dot(q: &[f32], k: &[half::f16]) -> f32 {
-        ops_f16::dot(q, k)
+    fn dots(q: &[f32], keys: &[half::f16], stride: usize, scale: f32, out: &mut [f32]) {
+        ops_f16::dots(q, keys, stride, scale, out)
     }
-    fn axpy(y: &mut [f32], alpha: f32, v: &[half::f16]) {
-        ops_f16::axpy(y, alpha, v)
+    fn weighted_sum(y: &mut [f32], w: &[f32], values: &[half::f16], stride: usize) {
+        ops_f16::weighted_sum(y, w, values, stride)
     }
 }

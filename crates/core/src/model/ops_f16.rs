@@ -10,40 +10,56 @@ use half::f16;
 
 use crate::kernels::Backend;
 
-type DotFn = fn(&[f32], &[f16]) -> f32;
-type AxpyFn = fn(&mut [f32], f32, &[f16]);
+type DotsFn = fn(&[f32], &[f16], usize, f32, &mut [f32]);
+type SumFn = fn(&mut [f32], &[f32], &[f16], usize);
 
-/// Σ q·k over one head.
-#[inline]
-pub fn dot(q: &[f32], k: &[f16]) -> f32 {
-    assert_eq!(q.len(), k.len(), "q and k rows differ in length");
-    (detected().0)(q, k)
+/// Whether `count` rows of `len` values, `stride` apart, fit in `rows`.
+fn rows_fit(rows: &[f16], count: usize, stride: usize, len: usize) -> bool {
+    count == 0 || (len <= stride || count == 1) && (count - 1) * stride + len <= rows.len()
 }
 
-/// `y ← y + alpha·v` over one head.
-#[inline]
-pub fn axpy(y: &mut [f32], alpha: f32, v: &[f16]) {
-    assert_eq!(y.len(), v.len(), "y and v rows differ in length");
-    (detected().1)(y, alpha, v)
+/// Attention scores of one query head: `out[j] = scale · (q · k_j)` with `k_j` the `q.len()`
+/// values at `rows[j·stride..]`. Each dot is the same arithmetic whatever `out.len()`, so a
+/// row's scores do not depend on how many keys one call covers.
+pub fn dots(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+    assert!(rows_fit(rows, out.len(), stride, q.len()), "f16 attention: {} key rows of {} (stride {stride}) overrun {} values", out.len(), q.len(), rows.len());
+    (detected().0)(q, rows, stride, scale, out)
+}
+
+/// `y ← y + Σ_j w[j]·v_j` with `v_j` the `y.len()` values at `rows[j·stride..]`: every element
+/// of `y` takes one fused multiply-add per row in order of `j`, so the result is the same bits
+/// as an axpy per row, and splitting the rows over several calls changes nothing. The
+/// accumulator stays in registers across rows instead of going through memory for each.
+pub fn weighted_sum(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
+    assert!(rows_fit(rows, w.len(), stride, y.len()), "f16 attention: {} value rows of {} (stride {stride}) overrun {} values", w.len(), y.len(), rows.len());
+    if !w.is_empty() {
+        (detected().1)(y, w, rows, stride)
+    }
 }
 
 /// The functions of [`Backend::detected`], resolved once so the hot loop pays one indirect call.
-fn detected() -> &'static (DotFn, AxpyFn) {
-    static FNS: std::sync::OnceLock<(DotFn, AxpyFn)> = std::sync::OnceLock::new();
+fn detected() -> &'static (DotsFn, SumFn) {
+    static FNS: std::sync::OnceLock<(DotsFn, SumFn)> = std::sync::OnceLock::new();
     FNS.get_or_init(|| fns(Backend::detected()))
 }
 
-/// The dot and axpy of `backend`. Panics if this CPU cannot run it.
-fn fns(backend: Backend) -> (DotFn, AxpyFn) {
+/// The dots and weighted sum of `backend`. Panics if this CPU cannot run it.
+fn fns(backend: Backend) -> (DotsFn, SumFn) {
     assert!(backend.is_available(), "f16 attention: backend {backend:?} is not available on this CPU");
     match backend {
-        Backend::Scalar => (dot_scalar, axpy_scalar),
+        Backend::Scalar => (dots_scalar, weighted_sum_scalar),
         // SAFETY (both arms): `backend.is_available()` above checked avx2, fma and f16c, and
-        // for Avx512Vnni also avx512f; lengths are checked by the public callers.
+        // for Avx512Vnni also avx512f; the public callers checked that the rows fit.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => (|q, k| unsafe { x86::dot_avx2(q, k) }, |y, a, v| unsafe { x86::axpy_avx2(y, a, v) }),
+        Backend::Avx2 => (
+            |q, r, s, c, o| unsafe { x86::dots_avx2(q, r, s, c, o) },
+            |y, w, r, s| unsafe { x86::weighted_sum_avx2(y, w, r, s) },
+        ),
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512Vnni => (|q, k| unsafe { x86::dot_avx512(q, k) }, |y, a, v| unsafe { x86::axpy_avx512(y, a, v) }),
+        Backend::Avx512Vnni => (
+            |q, r, s, c, o| unsafe { x86::dots_avx512(q, r, s, c, o) },
+            |y, w, r, s| unsafe { x86::weighted_sum_avx512(y, w, r, s) },
+        ),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only Scalar is available off x86-64"),
     }
@@ -62,16 +78,25 @@ fn dot_scalar(q: &[f32], k: &[f16]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn axpy_scalar(y: &mut [f32], alpha: f32, v: &[f16]) {
-    for (o, b) in y.iter_mut().zip(v) {
-        *o += alpha * b.to_f32();
+fn dots_scalar(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_scalar(q, &rows[j * stride..][..q.len()]) * scale;
+    }
+}
+
+fn weighted_sum_scalar(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
+    let n = y.len();
+    for (j, &a) in w.iter().enumerate() {
+        for (o, b) in y.iter_mut().zip(&rows[j * stride..][..n]) {
+            *o = a.mul_add(b.to_f32(), *o);
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Callers guarantee equal lengths (checked in `dot`/`axpy`); every load stays
-    //! below that length. Tails shorter than a register go through scalar code.
+    //! Callers guarantee that the rows fit (checked in `dots`/`weighted_sum`); every load
+    //! stays inside them. Tails shorter than a register go through scalar code.
 
     use std::arch::x86_64::*;
 
@@ -107,7 +132,8 @@ mod x86 {
     /// then does not depend on which kind of machine runs it; Gemma's greedy answers are
     /// sensitive enough to flip on a reordered sum).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_avx2(q: &[f32], k: &[f16]) -> f32 {
+    #[inline]
+    unsafe fn dot_avx2(q: &[f32], k: &[f16]) -> f32 {
         let n = q.len();
         let (qp, kp) = (q.as_ptr(), k.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -135,24 +161,9 @@ mod x86 {
         sum + q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum::<f32>()
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn axpy_avx2(y: &mut [f32], alpha: f32, v: &[f16]) {
-        let n = y.len();
-        let (yp, vp) = (y.as_mut_ptr(), v.as_ptr());
-        let a = _mm256_set1_ps(alpha);
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 <= n = y.len() = v.len().
-            unsafe { _mm256_storeu_ps(yp.add(i), _mm256_fmadd_ps(a, load8(vp.add(i)), _mm256_loadu_ps(yp.add(i)))) };
-            i += 8;
-        }
-        for (o, b) in y[i..].iter_mut().zip(&v[i..]) {
-            *o = alpha.mul_add(b.to_f32(), *o);
-        }
-    }
-
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub unsafe fn dot_avx512(q: &[f32], k: &[f16]) -> f32 {
+    #[inline]
+    unsafe fn dot_avx512(q: &[f32], k: &[f16]) -> f32 {
         let n = q.len();
         let (qp, kp) = (q.as_ptr(), k.as_ptr());
         let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -181,19 +192,108 @@ mod x86 {
         sum + q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum::<f32>()
     }
 
+    /// `out[j] = scale · dot(q, row j)`; the dot is inlined, so a row costs no call.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_avx2(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            // SAFETY: the caller checked that `out.len()` rows of `q.len()` fit.
+            *o = unsafe { dot_avx2(q, rows.get_unchecked(j * stride..j * stride + q.len())) } * scale;
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub unsafe fn axpy_avx512(y: &mut [f32], alpha: f32, v: &[f16]) {
+    pub unsafe fn dots_avx512(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            // SAFETY: as in `dots_avx2`.
+            *o = unsafe { dot_avx512(q, rows.get_unchecked(j * stride..j * stride + q.len())) } * scale;
+        }
+    }
+
+    /// `R` 8-lane registers of `y` from `at`, accumulated over all rows, then stored.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn sum_run8<const R: usize>(y: &mut [f32], at: usize, w: &[f32], rows: &[f16], stride: usize) {
+        let (yp, vp) = (y.as_mut_ptr(), rows.as_ptr());
+        // SAFETY (all accesses): at + 8R <= y.len(), and row j's values at..at + 8R lie inside
+        // `rows` (checked by the public caller).
+        unsafe {
+            let mut acc: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(yp.add(at + 8 * r)));
+            for (j, &a) in w.iter().enumerate() {
+                let (a, p) = (_mm256_set1_ps(a), vp.add(j * stride + at));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(a, load8(p.add(8 * r)), *acc);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(yp.add(at + 8 * r), *acc);
+            }
+        }
+    }
+
+    /// The same per element as [`sum_run8`], on 16-lane registers.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn sum_run16<const R: usize>(y: &mut [f32], at: usize, w: &[f32], rows: &[f16], stride: usize) {
+        let (yp, vp) = (y.as_mut_ptr(), rows.as_ptr());
+        // SAFETY: as in `sum_run8`, with at + 16R <= y.len().
+        unsafe {
+            let mut acc: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(yp.add(at + 16 * r)));
+            for (j, &a) in w.iter().enumerate() {
+                let (a, p) = (_mm512_set1_ps(a), vp.add(j * stride + at));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(a, load16(p.add(16 * r)), *acc);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(yp.add(at + 16 * r), *acc);
+            }
+        }
+    }
+
+    /// Runs of 64 and 8 lanes, then a scalar tail: each element takes `fma(w_j, v_j, y)` in
+    /// order of `j` on every path, so AVX2 and AVX-512 give the same bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_avx2(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
         let n = y.len();
-        let (yp, vp) = (y.as_mut_ptr(), v.as_ptr());
-        let a = _mm512_set1_ps(alpha);
         let mut i = 0;
+        // SAFETY (both loops): the runs stay below n.
+        while i + 64 <= n {
+            unsafe { sum_run8::<8>(y, i, w, rows, stride) };
+            i += 64;
+        }
+        while i + 8 <= n {
+            unsafe { sum_run8::<1>(y, i, w, rows, stride) };
+            i += 8;
+        }
+        for (j, &a) in w.iter().enumerate() {
+            for (e, o) in y.iter_mut().enumerate().skip(i) {
+                // SAFETY: element e < n of row j lies inside `rows`.
+                *o = a.mul_add(unsafe { rows.get_unchecked(j * stride + e) }.to_f32(), *o);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_avx512(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
+        let n = y.len();
+        let mut i = 0;
+        // SAFETY (all runs): they stay below n.
+        while i + 128 <= n {
+            unsafe { sum_run16::<8>(y, i, w, rows, stride) };
+            i += 128;
+        }
+        if i + 64 <= n {
+            unsafe { sum_run16::<4>(y, i, w, rows, stride) };
+            i += 64;
+        }
         while i + 16 <= n {
-            // SAFETY: i + 16 <= n = y.len() = v.len().
-            unsafe { _mm512_storeu_ps(yp.add(i), _mm512_fmadd_ps(a, load16(vp.add(i)), _mm512_loadu_ps(yp.add(i)))) };
+            unsafe { sum_run16::<1>(y, i, w, rows, stride) };
             i += 16;
         }
-        // SAFETY: the 8-lane and scalar tails have the same requirements.
-        unsafe { axpy_avx2(&mut y[i..], alpha, &v[i..]) }
+        if i < n {
+            // SAFETY: the same rows, from element i.
+            unsafe { weighted_sum_avx2(&mut y[i..], w, &rows[i..], stride) }
+        }
     }
 }
 
@@ -211,56 +311,77 @@ mod tests {
         (q, k)
     }
 
-    /// Every available path, at lengths that exercise each register width and tail.
+    /// Head sizes that exercise each register width and tail.
+    const LENS: [usize; 15] = [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 67, 128, 255, 256];
+
+    /// Three rows of `n` values, `n + 5` apart, as a KV head's rows sit in a cache row.
+    fn three_rows(n: usize) -> Vec<f16> {
+        (0..3 * (n + 5)).map(|i| f16::from_f32((i as f32 * 0.23).sin() * 7.0)).collect()
+    }
+
     #[test]
-    fn dot_matches_f64_reference_on_every_path() {
-        for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 67, 128, 255, 256] {
-            let (q, k) = rows(n);
-            let exact: f64 = q.iter().zip(&k).map(|(a, b)| *a as f64 * b.to_f64()).sum();
-            let scale: f64 = q.iter().zip(&k).map(|(a, b)| (*a as f64 * b.to_f64()).abs()).sum::<f64>().max(1.0);
+    fn dots_match_f64_reference_on_every_path() {
+        for n in LENS {
+            let (q, _) = rows(n);
+            let keys = three_rows(n);
             for b in backends() {
-                let got = (fns(b).0)(&q, &k) as f64;
-                assert!((got - exact).abs() <= 1e-6 * scale, "{b:?} n={n}: {got} vs {exact}");
+                let mut out = [0f32; 3];
+                (fns(b).0)(&q, &keys, n + 5, 0.5, &mut out);
+                for (j, got) in out.iter().enumerate() {
+                    let k = &keys[j * (n + 5)..][..n];
+                    let exact: f64 = 0.5 * q.iter().zip(k).map(|(a, b)| *a as f64 * b.to_f64()).sum::<f64>();
+                    let scale: f64 = q.iter().zip(k).map(|(a, b)| (*a as f64 * b.to_f64()).abs()).sum::<f64>().max(1.0);
+                    assert!((*got as f64 - exact).abs() <= 1e-6 * scale, "{b:?} n={n} row {j}: {got} vs {exact}");
+                }
             }
         }
     }
 
-    /// The AVX2 and AVX-512 paths give the same bits (see `dot_avx2`).
+    /// Per element, a fused multiply-add per row in row order, whatever the path, and whether
+    /// the rows come in one call or several.
+    #[test]
+    fn weighted_sums_are_one_fma_per_row_on_every_path() {
+        let w = [0.625f32, -1.5, 0.03125];
+        for n in LENS {
+            let (y0, _) = rows(n);
+            let values = three_rows(n);
+            let mut want = y0.clone();
+            for (j, a) in w.iter().enumerate() {
+                for (o, v) in want.iter_mut().zip(&values[j * (n + 5)..][..n]) {
+                    *o = a.mul_add(v.to_f32(), *o);
+                }
+            }
+            for b in backends() {
+                let mut y = y0.clone();
+                (fns(b).1)(&mut y, &w, &values, n + 5);
+                assert_eq!(y, want, "{b:?} n={n}");
+                let mut split = y0.clone();
+                (fns(b).1)(&mut split, &w[..1], &values, n + 5);
+                (fns(b).1)(&mut split, &w[1..], &values[n + 5..], n + 5);
+                assert_eq!(split, want, "{b:?} n={n}, rows split over two calls");
+            }
+        }
+    }
+
+    /// The AVX2 and AVX-512 dots give the same bits (see `dot_avx2`).
     #[test]
     fn simd_paths_agree_bit_for_bit() {
         if !Backend::Avx512Vnni.is_available() {
             return;
         }
         for n in [8, 16, 24, 32, 40, 48, 64, 72, 128, 200, 256] {
-            let (q, k) = rows(n);
-            let (a, b) = ((fns(Backend::Avx2).0)(&q, &k), (fns(Backend::Avx512Vnni).0)(&q, &k));
-            assert_eq!(a.to_bits(), b.to_bits(), "n={n}: {a} vs {b}");
-            let (mut ya, mut yb) = (q.clone(), q.clone());
-            (fns(Backend::Avx2).1)(&mut ya, 0.625, &k);
-            (fns(Backend::Avx512Vnni).1)(&mut yb, 0.625, &k);
-            assert_eq!(ya, yb, "axpy n={n}");
+            let (q, _) = rows(n);
+            let keys = three_rows(n);
+            let (mut a, mut b) = ([0f32; 3], [0f32; 3]);
+            (fns(Backend::Avx2).0)(&q, &keys, n + 5, 1.0, &mut a);
+            (fns(Backend::Avx512Vnni).0)(&q, &keys, n + 5, 1.0, &mut b);
+            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "n={n}: {a:?} vs {b:?}");
         }
     }
 
     #[test]
-    fn axpy_matches_scalar_on_every_path() {
-        for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 67, 128, 255, 256] {
-            let (y0, v) = rows(n);
-            let mut want = y0.clone();
-            axpy_scalar(&mut want, 0.625, &v);
-            for b in backends() {
-                let mut y = y0.clone();
-                (fns(b).1)(&mut y, 0.625, &v);
-                for (i, (g, w)) in y.iter().zip(&want).enumerate() {
-                    assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{b:?} n={n} i={i}: {g} vs {w}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "differ in length")]
-    fn mismatched_rows_are_refused() {
-        dot(&[1.0, 2.0], &[f16::ONE]);
+    #[should_panic(expected = "overrun")]
+    fn rows_past_the_end_are_refused() {
+        dots(&[1.0, 2.0], &[f16::ONE; 4], 3, 1.0, &mut [0.0; 2]);
     }
 }
