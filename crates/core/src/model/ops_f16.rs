@@ -126,16 +126,15 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
-    /// The AVX-512 dot's arithmetic on 8-lane registers: its two 16-lane accumulators held as
-    /// four halves, every lane fed the same products in the same order, and the same reduction
-    /// tree, so the result is the same bits on AVX2-only and AVX-512 CPUs (a model's output
-    /// then does not depend on which kind of machine runs it; Gemma's greedy answers are
-    /// sensitive enough to flip on a reordered sum).
+    /// The 8 lane sums of `q·k` over the first `n - n % 16` elements, with the element index
+    /// they stop at. The AVX-512 dot's arithmetic on 8-lane registers: its two 16-lane
+    /// accumulators held as four halves, every lane fed the same products in the same order,
+    /// and the halves added as it adds them, so with the same reduction tree the result is
+    /// the same bits on AVX2-only and AVX-512 CPUs (a model's output then does not depend on
+    /// which kind of machine runs it; Gemma's greedy answers flip on a reordered sum).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot_avx2(q: &[f32], k: &[f16]) -> f32 {
-        let n = q.len();
-        let (qp, kp) = (q.as_ptr(), k.as_ptr());
+    unsafe fn lanes256(qp: *const f32, kp: *const f16, n: usize) -> (__m256, usize) {
         let mut acc = [_mm256_setzero_ps(); 4];
         // `acc[h] += q·k` over 8 elements from `at` (SAFETY, all loads: at + 8 <= n).
         let fma = |acc: &mut __m256, at: usize| *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(at)), load8(kp.add(at)), *acc) };
@@ -152,23 +151,38 @@ mod x86 {
             i += 16;
         }
         let [lo0, hi0, lo1, hi1] = acc;
-        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(lo0, lo1), _mm256_add_ps(hi0, hi1)));
-        if i + 8 <= n {
-            // SAFETY: as above.
-            sum += hsum256(unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i))) });
+        (_mm256_add_ps(_mm256_add_ps(lo0, lo1), _mm256_add_ps(hi0, hi1)), i)
+    }
+
+    /// The end of a dot past its 16-element runs: an 8-lane product, then scalar products.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_tail(q: &[f32], k: &[f16], mut i: usize, mut sum: f32) -> f32 {
+        if i + 8 <= q.len() {
+            // SAFETY: i + 8 <= q.len() = k.len().
+            sum += hsum256(unsafe { _mm256_mul_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load8(k.as_ptr().add(i))) });
             i += 8;
         }
         sum + q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum::<f32>()
     }
 
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_avx2(q: &[f32], k: &[f16]) -> f32 {
+        // SAFETY: q.len() == k.len() (callers).
+        unsafe {
+            let (t, i) = lanes256(q.as_ptr(), k.as_ptr(), q.len());
+            dot_tail(q, k, i, hsum256(t))
+        }
+    }
+
+    /// The 16 lane sums of `q·k` over the first `n - n % 16` elements (see [`lanes256`]).
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot_avx512(q: &[f32], k: &[f16]) -> f32 {
-        let n = q.len();
-        let (qp, kp) = (q.as_ptr(), k.as_ptr());
+    unsafe fn lanes512(qp: *const f32, kp: *const f16, n: usize) -> (__m512, usize) {
         let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut i = 0;
-        // SAFETY (all loads): i + width <= n = q.len() = k.len().
+        // SAFETY (all loads): i + width <= n.
         while i + 32 <= n {
             unsafe {
                 a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(i)), load16(kp.add(i)), a0);
@@ -180,32 +194,97 @@ mod x86 {
             unsafe { a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(i)), load16(kp.add(i)), a0) };
             i += 16;
         }
-        // Reduced as `dot_avx2` reduces its halves (not `_mm512_reduce_add_ps`, whose order
-        // is not ours to rely on).
-        let s = _mm512_add_ps(a0, a1);
-        let mut sum = hsum256(_mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)))));
-        if i + 8 <= n {
-            // SAFETY: as above.
-            sum += hsum256(unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp.add(i)), load8(kp.add(i))) });
-            i += 8;
-        }
-        sum + q[i..].iter().zip(&k[i..]).map(|(a, b)| a * b.to_f32()).sum::<f32>()
+        (_mm512_add_ps(a0, a1), i)
     }
 
-    /// `out[j] = scale · dot(q, row j)`; the dot is inlined, so a row costs no call.
+    /// `lanes256`'s sums from `lanes512`'s: lane i plus lane i + 8.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[inline]
+    fn fold512(s: __m512) -> __m256 {
+        _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_avx512(q: &[f32], k: &[f16]) -> f32 {
+        // SAFETY: q.len() == k.len() (callers). Reduced as `dot_avx2` reduces (not
+        // `_mm512_reduce_add_ps`, whose order is not ours to rely on).
+        unsafe {
+            let (s, i) = lanes512(q.as_ptr(), k.as_ptr(), q.len());
+            dot_tail(q, k, i, hsum256(fold512(s)))
+        }
+    }
+
+    /// `hsum256` of four registers at once (lane j of the result for register j): the same
+    /// additions in the same order, the shuffles shared.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn hsum4_256([a, b, c, d]: [__m256; 4]) -> __m128 {
+        // Each register's 128-bit halves added, two registers per result.
+        let halves = |x, y| _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(x, y), _mm256_permute2f128_ps::<0x31>(x, y));
+        // Then elements 0 + 2 and 1 + 3, then those two: lane 0 of each 128-bit half.
+        let pairs = |s| {
+            let v = _mm256_add_ps(s, _mm256_shuffle_ps::<0xEE>(s, s));
+            _mm256_add_ps(v, _mm256_movehdup_ps(v))
+        };
+        let x = _mm256_unpacklo_ps(pairs(halves(a, b)), pairs(halves(c, d)));
+        _mm_unpacklo_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x))
+    }
+
+    /// `hsum256(fold512(s))` of four registers at once, as `hsum4_256`.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[inline]
+    fn hsum4_512([a, b, c, d]: [__m512; 4]) -> __m128 {
+        // `fold512` of two registers in one: 128-bit quarters 0 + 2 and 1 + 3 of each.
+        let fold = |x, y| _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(x, y), _mm512_shuffle_f32x4::<0xEE>(x, y));
+        let (ab, cd) = (fold(a, b), fold(c, d));
+        // Each register's 128-bit halves added: one quarter per register.
+        let u = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(ab, cd), _mm512_shuffle_f32x4::<0xDD>(ab, cd));
+        let v = _mm512_add_ps(u, _mm512_shuffle_ps::<0xEE>(u, u));
+        let r = _mm512_add_ps(v, _mm512_movehdup_ps(v));
+        _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r))
+    }
+
+    /// `out[j] = scale · dot(q, row j)`. Heads of a multiple of 16 values (all common ones)
+    /// take four rows at a time and reduce them together; the rest one at a time. Both give
+    /// the bits of `dot_avx2`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dots_avx2(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            // SAFETY: the caller checked that `out.len()` rows of `q.len()` fit.
-            *o = unsafe { dot_avx2(q, rows.get_unchecked(j * stride..j * stride + q.len())) } * scale;
+        let n = q.len();
+        let mut j = 0;
+        if n.is_multiple_of(16) {
+            while j + 4 <= out.len() {
+                // SAFETY: the caller checked that `out.len()` rows of n fit; j + 4 <= out.len().
+                unsafe {
+                    let t = std::array::from_fn(|r| lanes256(q.as_ptr(), rows.as_ptr().add((j + r) * stride), n).0);
+                    _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(hsum4_256(t), _mm_set1_ps(scale)));
+                }
+                j += 4;
+            }
+        }
+        for (j, o) in out.iter_mut().enumerate().skip(j) {
+            // SAFETY: as above.
+            *o = unsafe { dot_avx2(q, rows.get_unchecked(j * stride..j * stride + n)) } * scale;
         }
     }
 
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub unsafe fn dots_avx512(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            // SAFETY: as in `dots_avx2`.
-            *o = unsafe { dot_avx512(q, rows.get_unchecked(j * stride..j * stride + q.len())) } * scale;
+        let n = q.len();
+        let mut j = 0;
+        if n.is_multiple_of(16) {
+            while j + 4 <= out.len() {
+                // SAFETY: as in `dots_avx2`.
+                unsafe {
+                    let s = std::array::from_fn(|r| lanes512(q.as_ptr(), rows.as_ptr().add((j + r) * stride), n).0);
+                    _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(hsum4_512(s), _mm_set1_ps(scale)));
+                }
+                j += 4;
+            }
+        }
+        for (j, o) in out.iter_mut().enumerate().skip(j) {
+            // SAFETY: as above.
+            *o = unsafe { dot_avx512(q, rows.get_unchecked(j * stride..j * stride + n)) } * scale;
         }
     }
 
@@ -314,18 +393,20 @@ mod tests {
     /// Head sizes that exercise each register width and tail.
     const LENS: [usize; 15] = [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 67, 128, 255, 256];
 
-    /// Three rows of `n` values, `n + 5` apart, as a KV head's rows sit in a cache row.
-    fn three_rows(n: usize) -> Vec<f16> {
-        (0..3 * (n + 5)).map(|i| f16::from_f32((i as f32 * 0.23).sin() * 7.0)).collect()
+    /// Rows of `n` values, `n + 5` apart, as a KV head's rows sit in a cache row: enough for
+    /// the four-row path and a remainder.
+    const ROWS: usize = 7;
+    fn cache_rows(n: usize) -> Vec<f16> {
+        (0..ROWS * (n + 5)).map(|i| f16::from_f32((i as f32 * 0.23).sin() * 7.0)).collect()
     }
 
     #[test]
     fn dots_match_f64_reference_on_every_path() {
         for n in LENS {
             let (q, _) = rows(n);
-            let keys = three_rows(n);
+            let keys = cache_rows(n);
             for b in backends() {
-                let mut out = [0f32; 3];
+                let mut out = [0f32; ROWS];
                 (fns(b).0)(&q, &keys, n + 5, 0.5, &mut out);
                 for (j, got) in out.iter().enumerate() {
                     let k = &keys[j * (n + 5)..][..n];
@@ -344,7 +425,7 @@ mod tests {
         let w = [0.625f32, -1.5, 0.03125];
         for n in LENS {
             let (y0, _) = rows(n);
-            let values = three_rows(n);
+            let values = cache_rows(n);
             let mut want = y0.clone();
             for (j, a) in w.iter().enumerate() {
                 for (o, v) in want.iter_mut().zip(&values[j * (n + 5)..][..n]) {
@@ -371,11 +452,19 @@ mod tests {
         }
         for n in [8, 16, 24, 32, 40, 48, 64, 72, 128, 200, 256] {
             let (q, _) = rows(n);
-            let keys = three_rows(n);
-            let (mut a, mut b) = ([0f32; 3], [0f32; 3]);
-            (fns(Backend::Avx2).0)(&q, &keys, n + 5, 1.0, &mut a);
-            (fns(Backend::Avx512Vnni).0)(&q, &keys, n + 5, 1.0, &mut b);
+            let keys = cache_rows(n);
+            let (mut a, mut b) = ([0f32; ROWS], [0f32; ROWS]);
+            (fns(Backend::Avx2).0)(&q, &keys, n + 5, 0.125, &mut a);
+            (fns(Backend::Avx512Vnni).0)(&q, &keys, n + 5, 0.125, &mut b);
             assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "n={n}: {a:?} vs {b:?}");
+            // Rows reduced four at a time give the bits of rows reduced one at a time.
+            for (j, want) in a.iter().enumerate() {
+                for backend in [Backend::Avx2, Backend::Avx512Vnni] {
+                    let mut one = [0f32];
+                    (fns(backend).0)(&q, &keys[j * (n + 5)..], n + 5, 0.125, &mut one);
+                    assert_eq!(one[0].to_bits(), want.to_bits(), "{backend:?} n={n} row {j}");
+                }
+            }
         }
     }
 
