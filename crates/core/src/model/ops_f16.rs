@@ -246,46 +246,42 @@ mod x86 {
     }
 
     /// `out[j] = scale · dot(q, row j)`. Heads of a multiple of 16 values (all common ones)
-    /// take four rows at a time and reduce them together; the rest one at a time. Both give
-    /// the bits of `dot_avx2`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dots_avx2(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+    /// take four rows at a time through `four` (lane sums of each row reduced together), the
+    /// rest one at a time through `one`; both give the same bits.
+    #[inline(always)]
+    fn dots_with(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32], four: impl Fn([*const f16; 4]) -> __m128, one: impl Fn(&[f16]) -> f32) {
         let n = q.len();
         let mut j = 0;
         if n.is_multiple_of(16) {
             while j + 4 <= out.len() {
                 // SAFETY: the caller checked that `out.len()` rows of n fit; j + 4 <= out.len().
                 unsafe {
-                    let t = std::array::from_fn(|r| lanes256(q.as_ptr(), rows.as_ptr().add((j + r) * stride), n).0);
-                    _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(hsum4_256(t), _mm_set1_ps(scale)));
+                    let sums = four(std::array::from_fn(|r| rows.as_ptr().add((j + r) * stride)));
+                    _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(sums, _mm_set1_ps(scale)));
                 }
                 j += 4;
             }
         }
         for (j, o) in out.iter_mut().enumerate().skip(j) {
             // SAFETY: as above.
-            *o = unsafe { dot_avx2(q, rows.get_unchecked(j * stride..j * stride + n)) } * scale;
+            *o = one(unsafe { rows.get_unchecked(j * stride..j * stride + n) }) * scale;
         }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_avx2(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+        let n = q.len();
+        // SAFETY (both): `dots_with` passes rows of n values inside `rows`.
+        let four = |p: [*const f16; 4]| hsum4_256(p.map(|p| unsafe { lanes256(q.as_ptr(), p, n) }.0));
+        dots_with(q, rows, stride, scale, out, four, |k| unsafe { dot_avx2(q, k) });
     }
 
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub unsafe fn dots_avx512(q: &[f32], rows: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
         let n = q.len();
-        let mut j = 0;
-        if n.is_multiple_of(16) {
-            while j + 4 <= out.len() {
-                // SAFETY: as in `dots_avx2`.
-                unsafe {
-                    let s = std::array::from_fn(|r| lanes512(q.as_ptr(), rows.as_ptr().add((j + r) * stride), n).0);
-                    _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(hsum4_512(s), _mm_set1_ps(scale)));
-                }
-                j += 4;
-            }
-        }
-        for (j, o) in out.iter_mut().enumerate().skip(j) {
-            // SAFETY: as above.
-            *o = unsafe { dot_avx512(q, rows.get_unchecked(j * stride..j * stride + n)) } * scale;
-        }
+        // SAFETY (both): as in `dots_avx2`.
+        let four = |p: [*const f16; 4]| hsum4_512(p.map(|p| unsafe { lanes512(q.as_ptr(), p, n) }.0));
+        dots_with(q, rows, stride, scale, out, four, |k| unsafe { dot_avx512(q, k) });
     }
 
     /// `R` 8-lane registers of `y` from `at`, accumulated over all rows, then stored.
