@@ -15,7 +15,7 @@ type SumFn = fn(&mut [f32], &[f32], &[f16], usize);
 
 /// Whether `count` rows of `len` values, `stride` apart, fit in `rows`.
 fn rows_fit(rows: &[f16], count: usize, stride: usize, len: usize) -> bool {
-    count == 0 || (len <= stride || count == 1) && (count - 1) * stride + len <= rows.len()
+    count == 0 || (count - 1).checked_mul(stride).and_then(|o| o.checked_add(len)).is_some_and(|end| end <= rows.len())
 }
 
 /// Attention scores of one query head: `out[j] = scale · (q · k_j)` with `k_j` the `q.len()`
@@ -325,8 +325,8 @@ mod x86 {
         }
     }
 
-    /// Runs of 64 and 8 lanes, then a scalar tail: each element takes `fma(w_j, v_j, y)` in
-    /// order of `j` on every path, so AVX2 and AVX-512 give the same bits.
+    /// Runs of 64 and 8 lanes, then the scalar sum for the tail: each element takes
+    /// `fma(w_j, v_j, y)` in order of `j` on every path, so AVX2 and AVX-512 give the same bits.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted_sum_avx2(y: &mut [f32], w: &[f32], rows: &[f16], stride: usize) {
         let n = y.len();
@@ -340,11 +340,9 @@ mod x86 {
             unsafe { sum_run8::<1>(y, i, w, rows, stride) };
             i += 8;
         }
-        for (j, &a) in w.iter().enumerate() {
-            for (e, o) in y.iter_mut().enumerate().skip(i) {
-                // SAFETY: element e < n of row j lies inside `rows`.
-                *o = a.mul_add(unsafe { rows.get_unchecked(j * stride + e) }.to_f32(), *o);
-            }
+        if i < n {
+            // The same fused multiply-add per row as the runs.
+            super::weighted_sum_scalar(&mut y[i..], w, &rows[i..], stride);
         }
     }
 
